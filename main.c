@@ -1,0 +1,262 @@
+/*
+ * main.c - vhost-xdp's command line, threads, signals, stats and shutdown.
+ *
+ * Where it sits: this is the control thread.  It parses the options, starts
+ * the poll-mode threads (pmd_loop.c), then waits in poll() for vhost-user
+ * messages (handed to vhost_user.c), signals and the stats timer.  Packets
+ * never pass through here.
+ *
+ * Shutdown order matters: first the rings are taken from the PMD threads and
+ * guest memory is unmapped (vu_cleanup), then the threads are joined
+ * (pmd_stop), then the socket file is gone and we exit 0.
+ */
+#include "vhost_xdp.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <time.h>
+#include <unistd.h>
+
+static void usage(FILE *out)
+{
+    fputs("usage: vhost-xdp --socket PATH [--client] --loopback [options]\n"
+          "\n"
+          "A vhost-user network backend: serves the virtio-net queues of a QEMU guest or of\n"
+          "DPDK's virtio_user over PATH, in poll mode.\n"
+          "\n"
+          "  -s, --socket PATH      the vhost-user unix socket\n"
+          "  -c, --client           connect to PATH (the frontend listens) instead of listening;\n"
+          "                         retried every second, and again after the frontend goes away\n"
+          "  -l, --loopback         port: each queue pair's TX comes back on its own RX\n"
+          "  -i, --iface IF         port: AF_XDP on interface IF (not written yet)\n"
+          "  -q, --queues N         queue pairs offered to the frontend (1..8, default 1)\n"
+          "  -p, --pmd-cores LIST   one poll thread per CPU in LIST, pinned there (e.g. 1, 0,1, 2-3);\n"
+          "                         default: one thread, not pinned\n"
+          "  -S, --stats SECONDS    print a one-line summary every SECONDS\n"
+          "  -t, --trace            decode every vhost-user message on stderr\n"
+          "  -h, --help             this text\n",
+          out);
+}
+
+/* "1", "0,1", "2-3,5" -> CPU numbers.  Returns the count, or -1. */
+static int parse_cpu_list(const char *s, int *cpus, int max)
+{
+    int n = 0;
+    while (*s) {
+        char *end;
+        long a = strtol(s, &end, 10), b = a;
+        if (end == s || a < 0 || a >= CPU_SETSIZE)
+            return -1;
+        if (*end == '-') {
+            s = end + 1;
+            b = strtol(s, &end, 10);
+            if (end == s || b < a || b >= CPU_SETSIZE)
+                return -1;
+        }
+        for (long c = a; c <= b; c++) {
+            if (n == max)
+                return -1;
+            cpus[n++] = (int)c;
+        }
+        if (*end == ',')
+            end++;
+        else if (*end)
+            return -1;
+        s = end;
+    }
+    return n;
+}
+
+/* === Stats =============================================================== */
+
+struct totals {
+    uint64_t tx_packets, tx_bytes;      /* taken from the guest (its TX rings) */
+    uint64_t rx_packets, rx_bytes;      /* given to the guest (its RX rings) */
+    uint64_t drops, broken;
+};
+
+static struct totals sum_rings(const struct vx_dev *dev)
+{
+    struct totals t = { 0 };
+    for (int i = 0; i < VX_MAX_VRINGS; i++) {
+        const struct vx_ring_stats *s = &dev->vrings[i].stats;
+        uint64_t p = __atomic_load_n(&s->packets, __ATOMIC_RELAXED);
+        uint64_t b = __atomic_load_n(&s->bytes, __ATOMIC_RELAXED);
+        if (i & 1) {
+            t.tx_packets += p;
+            t.tx_bytes += b;
+        } else {
+            t.rx_packets += p;
+            t.rx_bytes += b;
+        }
+        t.drops += __atomic_load_n(&s->drops, __ATOMIC_RELAXED);
+        t.broken += __atomic_load_n(&s->broken, __ATOMIC_RELAXED);
+    }
+    return t;
+}
+
+static void print_stats(const struct totals *now, const struct totals *before, double secs)
+{
+    double txp = (now->tx_packets - before->tx_packets) / secs, txb = (now->tx_bytes - before->tx_bytes) * 8 / secs;
+    double rxp = (now->rx_packets - before->rx_packets) / secs, rxb = (now->rx_bytes - before->rx_bytes) * 8 / secs;
+    fprintf(stderr,
+            "vhost-xdp: stats: from guest %.3f Mpps %.1f Mbit/s | to guest %.3f Mpps %.1f Mbit/s | "
+            "drops %llu (+%llu) | broken rings %llu | total from %llu to %llu packets\n",
+            txp / 1e6, txb / 1e6, rxp / 1e6, rxb / 1e6, (unsigned long long)now->drops,
+            (unsigned long long)(now->drops - before->drops), (unsigned long long)now->broken,
+            (unsigned long long)now->tx_packets, (unsigned long long)now->rx_packets);
+}
+
+static double now_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* === main ================================================================ */
+
+static struct vx_dev dev;   /* one device: one vhost-user connection at a time */
+
+int main(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        { "socket", required_argument, NULL, 's' },  { "client", no_argument, NULL, 'c' },
+        { "loopback", no_argument, NULL, 'l' },      { "iface", required_argument, NULL, 'i' },
+        { "queues", required_argument, NULL, 'q' },  { "pmd-cores", required_argument, NULL, 'p' },
+        { "stats", required_argument, NULL, 'S' },   { "trace", no_argument, NULL, 't' },
+        { "help", no_argument, NULL, 'h' },          { NULL, 0, NULL, 0 },
+    };
+    struct vu_options vo = { 0 };
+    const char *iface = NULL;
+    bool loopback = false;
+    int cpus[64], ncpus = 0;
+    long queues = 1;
+    double stats_every = 0;
+    char *end;
+    int c;
+
+    while ((c = getopt_long(argc, argv, "s:cli:q:p:S:th", longopts, NULL)) != -1) {
+        switch (c) {
+        case 's': vo.socket_path = optarg; break;
+        case 'c': vo.client = true; break;
+        case 'l': loopback = true; break;
+        case 'i': iface = optarg; break;
+        case 't': vo.trace = true; break;
+        case 'q':
+            queues = strtol(optarg, &end, 10);
+            if (*end || queues < 1 || queues > VX_MAX_QUEUE_PAIRS) {
+                fprintf(stderr, "vhost-xdp: --queues %s: want a number from 1 to %d\n", optarg, VX_MAX_QUEUE_PAIRS);
+                return 2;
+            }
+            break;
+        case 'p':
+            ncpus = parse_cpu_list(optarg, cpus, 64);
+            if (ncpus <= 0) {
+                fprintf(stderr, "vhost-xdp: --pmd-cores %s: want a CPU list like 1 or 0,1 or 2-3\n", optarg);
+                return 2;
+            }
+            break;
+        case 'S':
+            stats_every = strtod(optarg, &end);
+            if (*end || !(stats_every > 0)) {
+                fprintf(stderr, "vhost-xdp: --stats %s: want a positive number of seconds\n", optarg);
+                return 2;
+            }
+            break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "vhost-xdp: unexpected argument '%s'\n", argv[optind]);
+        return 2;
+    }
+    if (!vo.socket_path) {
+        fprintf(stderr, "vhost-xdp: --socket PATH is required\n");
+        usage(stderr);
+        return 2;
+    }
+    if (loopback == (iface != NULL)) {
+        fprintf(stderr, "vhost-xdp: choose one port: --loopback or --iface IF\n");
+        return 2;
+    }
+    if (iface && nic_afxdp_open(iface) < 0)
+        return 1;
+    dev.queue_pairs = (uint32_t)queues;
+
+    /* Signals are read from a signalfd in the poll loop, so they are blocked
+     * in every thread (the PMD threads inherit the mask) and a signal never
+     * interrupts a handler half way through a message. */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    int sfd = signalfd(-1, &sigs, SFD_CLOEXEC);
+    if (sfd < 0) {
+        vx_log("signalfd: %s", strerror(errno));
+        return 1;
+    }
+
+    if (vu_init(&dev, &vo) < 0)
+        return 1;
+    if (pmd_start(&dev, cpus, ncpus) < 0) {
+        pmd_stop();
+        vu_cleanup(&dev);
+        return 1;
+    }
+
+    struct totals last = sum_rings(&dev);
+    double t_last = now_seconds(), t_retry = 0;
+    for (;;) {
+        int fd = vu_poll_fd(&dev);
+        struct pollfd pfd[2] = { { sfd, POLLIN, 0 }, { fd, POLLIN, 0 } };
+        int timeout = 1000;
+        if (stats_every > 0) {
+            double left = t_last + stats_every - now_seconds();
+            timeout = left <= 0 ? 0 : left < 1 ? (int)(left * 1000) + 1 : 1000;
+        }
+        int n = poll(pfd, fd >= 0 ? 2 : 1, timeout);
+        if (n < 0 && errno != EINTR) {
+            vx_log("poll: %s", strerror(errno));
+            break;
+        }
+        if (pfd[0].revents & POLLIN) {
+            struct signalfd_siginfo si;
+            if (read(sfd, &si, sizeof si) == sizeof si)
+                vx_log("signal %u: shutting down", si.ssi_signo);
+            break;
+        }
+        if (fd >= 0 && pfd[1].revents)
+            vu_handle_event(&dev);
+        double t = now_seconds();
+        if (fd < 0 && t >= t_retry) {   /* client mode, not connected: retry every second */
+            vu_handle_event(&dev);
+            t_retry = t + 1;
+        }
+        if (stats_every > 0 && t >= t_last + stats_every) {
+            struct totals cur = sum_rings(&dev);
+            print_stats(&cur, &last, t - t_last);
+            last = cur;
+            t_last = t;
+        }
+    }
+
+    vu_cleanup(&dev);   /* rings taken away, guest memory unmapped, socket file removed */
+    pmd_stop();
+    struct totals fin = sum_rings(&dev);
+    vx_log("exit: from guest %llu packets, to guest %llu packets, %llu drops, %llu broken rings",
+           (unsigned long long)fin.tx_packets, (unsigned long long)fin.rx_packets,
+           (unsigned long long)fin.drops, (unsigned long long)fin.broken);
+    close(sfd);
+    return 0;
+}

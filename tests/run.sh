@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# tests/run.sh - run every test, show its TAP output, end with one summary line.
+#   tests/run.sh [test ...]     (default: all of them, in this order)
+set -u
+cd "$(dirname "$0")/.."
+all="tests/test_virtqueue tests/test_protocol tests/test_dpdk.sh tests/test_qemu.sh"
+list=${*:-$all}
+pass=0 fail=0 skipped=0
+for t in $list; do
+    echo "# ---- $t"
+    out=$(mktemp)
+    "./$t" 2>&1 | tee "$out"
+    rc=${PIPESTATUS[0]}
+    p=$(grep -c '^ok ' "$out" | tr -d ' ')
+    s=$(grep -c '^ok .*# SKIP' "$out" | tr -d ' ')
+    f=$(grep -c '^not ok ' "$out" | tr -d ' ')
+    # A test that dies without printing a failure still counts as one.
+    if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then echo "not ok - $t exited with status $rc"; f=1; fi
+    pass=$((pass + p - s)) skipped=$((skipped + s)) fail=$((fail + f))
+    rm -f "$out"
+done
+echo "$pass passed, $fail failed, $skipped skipped"
+[ "$fail" -eq 0 ]

@@ -1,0 +1,978 @@
+/*
+ * vhost_user.c - the control plane: the vhost-user protocol, backend side.
+ *
+ * Where it sits: before any packet moves, the frontend (QEMU for a VM, or
+ * DPDK's virtio_user) connects to a unix socket and tells us, in messages,
+ * everything the virtio device in the guest has agreed: features, where
+ * guest memory is (as fds we mmap), where each ring is, and which eventfds
+ * to use for kicks and interrupts.  When a ring is complete we hand it to a
+ * poll-mode thread (pmd_loop.c) and from then on the data path runs without
+ * us.  This file runs only on the main thread.
+ *
+ * Spec: QEMU docs/interop/vhost-user.rst ("Message Specification", "Ring
+ * states", "Front-end message types"); the observed QEMU 7.2 sequence is in
+ * shared/reference/.
+ *
+ * Read in this order:
+ *   1. the wire format (header, payloads);
+ *   2. the message table: the index of the whole protocol;
+ *   3. taking rings away from the PMD threads and handing them back;
+ *   4. one handler per message, named after it;
+ *   5. reading, checking and dispatching one message; replies; --trace;
+ *   6. the socket: server and client mode, disconnect.
+ */
+#include "vhost_xdp.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+/* === 1. The wire format ================================================== */
+
+/* Every message: a 12-byte header, then `size` bytes of payload.  Any fds
+ * ride as SCM_RIGHTS ancillary data with the header.  Host byte order. */
+struct vu_header {
+    uint32_t request;
+    uint32_t flags;
+    uint32_t size;
+};
+#define VHOST_USER_VERSION        0x1       /* flags bits 0-1 */
+#define VHOST_USER_REPLY_MASK     (1u << 2)
+#define VHOST_USER_NEED_REPLY     (1u << 3)
+#define VHOST_USER_MAX_FDS        8
+
+/* SET_VRING_KICK/CALL/ERR payload: ring index in bits 0-7, bit 8 = no fd. */
+#define VHOST_USER_VRING_IDX_MASK 0xffu
+#define VHOST_USER_VRING_NOFD     (1u << 8)
+
+/* Protocol features (GET/SET_PROTOCOL_FEATURES) we offer. */
+#define VHOST_USER_PROTOCOL_F_MQ        0
+#define VHOST_USER_PROTOCOL_F_REPLY_ACK 3
+
+struct vu_vring_state {         /* SET_VRING_NUM/BASE/ENABLE, GET_VRING_BASE */
+    uint32_t index;
+    uint32_t num;
+};
+
+struct vu_vring_addr {          /* SET_VRING_ADDR: frontend virtual addresses */
+    uint32_t index;
+    uint32_t flags;             /* bit 0: log used ring writes (migration), unused */
+    uint64_t desc_user_addr;
+    uint64_t used_user_addr;
+    uint64_t avail_user_addr;
+    uint64_t log_guest_addr;
+};
+
+struct vu_memory_region {       /* one region of SET_MEM_TABLE */
+    uint64_t guest_phys_addr;
+    uint64_t memory_size;
+    uint64_t userspace_addr;
+    uint64_t mmap_offset;
+};
+
+struct vu_memory {              /* SET_MEM_TABLE */
+    uint32_t nregions;
+    uint32_t padding;
+    struct vu_memory_region regions[VX_MAX_REGIONS];
+};
+
+union vu_payload {
+    uint64_t u64;
+    struct vu_vring_state state;
+    struct vu_vring_addr addr;
+    struct vu_memory memory;
+};
+
+struct vu_msg {
+    struct vu_header hdr;
+    union vu_payload payload;
+    int fds[VHOST_USER_MAX_FDS];
+    int nfds;
+};
+
+/* === 2. The message table ================================================ */
+
+/* What a payload holds: decides its size, its fds and how --trace prints it. */
+enum vu_payload_kind {
+    P_NONE,         /* no payload */
+    P_U64,          /* a number */
+    P_FEATURES,     /* u64 virtio feature bits */
+    P_PROTOCOL,     /* u64 protocol feature bits */
+    P_STATE,        /* struct vu_vring_state */
+    P_ADDR,         /* struct vu_vring_addr */
+    P_MEM,          /* struct vu_memory, one fd per region */
+    P_RING_FD,      /* u64 index | NOFD, one fd unless NOFD */
+};
+
+enum { VU_OK, VU_REPLY, VU_FAIL };
+
+struct vu_request {
+    const char *name;
+    int (*handler)(struct vx_dev *dev, struct vu_msg *msg);
+    enum vu_payload_kind payload;   /* what the frontend sends */
+    enum vu_payload_kind reply;     /* what we answer (P_NONE: nothing, except REPLY_ACK) */
+    bool needs_owner;               /* refused before SET_OWNER */
+    bool changes_rings;             /* take the rings from the PMDs first (section 3) */
+};
+
+static int vu_get_features(struct vx_dev *, struct vu_msg *);
+static int vu_set_features(struct vx_dev *, struct vu_msg *);
+static int vu_set_owner(struct vx_dev *, struct vu_msg *);
+static int vu_reset_owner(struct vx_dev *, struct vu_msg *);
+static int vu_set_mem_table(struct vx_dev *, struct vu_msg *);
+static int vu_set_vring_num(struct vx_dev *, struct vu_msg *);
+static int vu_set_vring_addr(struct vx_dev *, struct vu_msg *);
+static int vu_set_vring_base(struct vx_dev *, struct vu_msg *);
+static int vu_get_vring_base(struct vx_dev *, struct vu_msg *);
+static int vu_set_vring_kick(struct vx_dev *, struct vu_msg *);
+static int vu_set_vring_call(struct vx_dev *, struct vu_msg *);
+static int vu_set_vring_err(struct vx_dev *, struct vu_msg *);
+static int vu_get_protocol_features(struct vx_dev *, struct vu_msg *);
+static int vu_set_protocol_features(struct vx_dev *, struct vu_msg *);
+static int vu_get_queue_num(struct vx_dev *, struct vu_msg *);
+static int vu_set_vring_enable(struct vx_dev *, struct vu_msg *);
+
+/*
+ * The protocol at a glance, indexed by request number (vhost-user.rst).
+ * A request with no handler here is refused and the connection reset: we do
+ * not offer the features (LOG_ALL, protocol CONFIG, STATUS, ...) under which
+ * a frontend would send it.
+ */
+static const struct vu_request vu_requests[] = {
+    /*  #                            name                    handler                   payload     reply       owner  rings */
+    [1]  = { "GET_FEATURES",          vu_get_features,          P_NONE,     P_FEATURES, false, false },
+    [2]  = { "SET_FEATURES",          vu_set_features,          P_FEATURES, P_NONE,     true,  true  },
+    [3]  = { "SET_OWNER",             vu_set_owner,             P_NONE,     P_NONE,     false, false },
+    [4]  = { "RESET_OWNER",           vu_reset_owner,           P_NONE,     P_NONE,     false, true  },
+    [5]  = { "SET_MEM_TABLE",         vu_set_mem_table,         P_MEM,      P_NONE,     true,  true  },
+    [6]  = { "SET_LOG_BASE",          NULL,                     P_NONE,     P_NONE,     true,  false },
+    [7]  = { "SET_LOG_FD",            NULL,                     P_NONE,     P_NONE,     true,  false },
+    [8]  = { "SET_VRING_NUM",         vu_set_vring_num,         P_STATE,    P_NONE,     true,  true  },
+    [9]  = { "SET_VRING_ADDR",        vu_set_vring_addr,        P_ADDR,     P_NONE,     true,  true  },
+    [10] = { "SET_VRING_BASE",        vu_set_vring_base,        P_STATE,    P_NONE,     true,  true  },
+    [11] = { "GET_VRING_BASE",        vu_get_vring_base,        P_STATE,    P_STATE,    true,  true  },
+    [12] = { "SET_VRING_KICK",        vu_set_vring_kick,        P_RING_FD,  P_NONE,     true,  true  },
+    [13] = { "SET_VRING_CALL",        vu_set_vring_call,        P_RING_FD,  P_NONE,     true,  true  },
+    [14] = { "SET_VRING_ERR",         vu_set_vring_err,         P_RING_FD,  P_NONE,     true,  false },
+    [15] = { "GET_PROTOCOL_FEATURES", vu_get_protocol_features, P_NONE,     P_PROTOCOL, false, false },
+    [16] = { "SET_PROTOCOL_FEATURES", vu_set_protocol_features, P_PROTOCOL, P_NONE,     false, false },
+    [17] = { "GET_QUEUE_NUM",         vu_get_queue_num,         P_NONE,     P_U64,      false, false },
+    [18] = { "SET_VRING_ENABLE",      vu_set_vring_enable,      P_STATE,    P_NONE,     true,  true  },
+    [19] = { "SEND_RARP",             NULL,                     P_NONE,     P_NONE,     true,  false },
+    [20] = { "NET_SET_MTU",           NULL,                     P_NONE,     P_NONE,     true,  false },
+    [21] = { "SET_BACKEND_REQ_FD",    NULL,                     P_NONE,     P_NONE,     true,  false },
+    [22] = { "IOTLB_MSG",             NULL,                     P_NONE,     P_NONE,     true,  false },
+    [23] = { "SET_VRING_ENDIAN",      NULL,                     P_NONE,     P_NONE,     true,  false },
+    [24] = { "GET_CONFIG",            NULL,                     P_NONE,     P_NONE,     false, false },
+    [25] = { "SET_CONFIG",            NULL,                     P_NONE,     P_NONE,     false, false },
+    [31] = { "GET_INFLIGHT_FD",       NULL,                     P_NONE,     P_NONE,     true,  false },
+    [32] = { "SET_INFLIGHT_FD",       NULL,                     P_NONE,     P_NONE,     true,  false },
+    [34] = { "RESET_DEVICE",          NULL,                     P_NONE,     P_NONE,     false, false },
+    [36] = { "GET_MAX_MEM_SLOTS",     NULL,                     P_NONE,     P_NONE,     false, false },
+    [37] = { "ADD_MEM_REG",           NULL,                     P_NONE,     P_NONE,     true,  false },
+    [38] = { "REM_MEM_REG",           NULL,                     P_NONE,     P_NONE,     true,  false },
+    [39] = { "SET_STATUS",            NULL,                     P_NONE,     P_NONE,     false, false },
+    [40] = { "GET_STATUS",            NULL,                     P_NONE,     P_NONE,     false, false },
+};
+#define VU_NREQUESTS (sizeof vu_requests / sizeof vu_requests[0])
+
+/* What we offer.  VERSION_1 and PROTOCOL_FEATURES are what QEMU 7.2 needs
+ * (without bit 30 it falls back to userspace virtio); INDIRECT_DESC keeps a
+ * Linux guest's bulk TX fast; EVENT_IDX lets it tell us when to interrupt. */
+static uint64_t vu_offered_features(const struct vx_dev *dev)
+{
+    uint64_t f = (1ull << VIRTIO_F_VERSION_1) | (1ull << VHOST_USER_F_PROTOCOL_FEATURES) |
+                 (1ull << VIRTIO_NET_F_MRG_RXBUF) | (1ull << VIRTIO_RING_F_INDIRECT_DESC) |
+                 (1ull << VIRTIO_RING_F_EVENT_IDX);
+    if (dev->queue_pairs > 1)
+        f |= 1ull << VIRTIO_NET_F_MQ;
+    return f;
+}
+
+static const uint64_t vu_offered_protocol_features =
+    (1ull << VHOST_USER_PROTOCOL_F_MQ) | (1ull << VHOST_USER_PROTOCOL_F_REPLY_ACK);
+
+/* Options given to vu_init(), kept for reconnects and tracing. */
+static struct vu_options vu_opt;
+static int vu_listen_fd = -1;
+static bool vu_waiting_logged;
+
+/* === 3. Taking rings away ================================================ */
+
+/*
+ * The one hard concurrency problem.  A PMD thread reads a ring's fields and
+ * guest memory with no lock.  Before the control thread changes a ring, or
+ * unmaps the memory a ring lives in, it must be sure no PMD is still inside
+ * that ring.  So:
+ *
+ *   1. clear `ready` on every ring (seq_cst store);
+ *   2. pmd_quiesce(): wait until every PMD thread has finished the loop
+ *      iteration it was in; any later iteration sees ready == false;
+ *   3. change what the message says to change;
+ *   4. vu_rings_resume(): for every ring that is complete, attach it to
+ *      guest memory again and set `ready` (a release: all the fields we wrote
+ *      are visible to the PMD that sees ready == true).
+ *
+ * The dispatcher does 1-2 before, and 4 after, every message whose table
+ * entry says changes_rings.  It costs a few microseconds per such message,
+ * which only arrive at start, stop and reconfiguration.
+ */
+static void vu_rings_stop(struct vx_dev *dev)
+{
+    bool any = false;
+    for (int i = 0; i < VX_MAX_VRINGS; i++) {
+        if (atomic_load(&dev->vrings[i].ready)) {
+            atomic_store(&dev->vrings[i].ready, false);
+            any = true;
+        }
+    }
+    if (any)
+        pmd_quiesce();
+}
+
+/* Ring states (vhost-user.rst "Ring states"): a ring is *started* once it
+ * has a kick (SET_VRING_KICK) until GET_VRING_BASE; with PROTOCOL_FEATURES
+ * negotiated it also needs SET_VRING_ENABLE(1) to be *enabled*; without, a
+ * started ring is enabled. */
+static bool vu_ring_can_run(const struct vx_dev *dev, const struct vx_vring *vr)
+{
+    bool need_enable = dev->features & (1ull << VHOST_USER_F_PROTOCOL_FEATURES);
+    return dev->mem.nregions > 0 && vr->num > 0 && vr->addr_set && vr->kick_received &&
+           (vr->enabled || !need_enable);
+}
+
+static void vu_rings_resume(struct vx_dev *dev)
+{
+    for (uint32_t i = 0; i < 2 * dev->queue_pairs; i++) {
+        struct vx_vring *vr = &dev->vrings[i];
+        if (!vu_ring_can_run(dev, vr))
+            continue;
+        if (!vr->attached) {
+            if (vq_attach(vr, &dev->mem, dev->features) < 0)
+                continue;   /* logged; the ring stays stopped */
+            vr->attached = true;
+            if (vu_opt.trace)
+                vx_log("trace: ring %u started: size %u, last_avail_idx %u, used idx %u, %u-byte header%s%s",
+                       i, vr->num, vr->last_avail_idx, vr->last_used_idx, vr->hdr_len,
+                       vr->mrg_rxbuf ? ", mergeable RX buffers" : "", vr->event_idx ? ", event idx" : "");
+        }
+        atomic_store_explicit(&vr->ready, true, memory_order_release);
+    }
+}
+
+/* === 4. The handlers ===================================================== */
+
+/* The ring a message names, or NULL (logged) if there is no such ring. */
+static struct vx_vring *vu_ring(struct vx_dev *dev, uint32_t index, const char *what)
+{
+    if (index >= 2 * dev->queue_pairs) {
+        vx_log("%s: ring index %u out of range (%u queue pairs = %u rings)", what, index,
+               dev->queue_pairs, 2 * dev->queue_pairs);
+        return NULL;
+    }
+    return &dev->vrings[index];
+}
+
+static void vu_close_fd(int *fd)
+{
+    if (*fd >= 0)
+        close(*fd);
+    *fd = -1;
+}
+
+static void vu_unmap_memory(struct vx_mem *mem)
+{
+    for (uint32_t i = 0; i < mem->nregions; i++)
+        munmap(mem->regions[i].mmap_addr, mem->regions[i].mmap_size);
+    memset(mem, 0, sizeof *mem);
+}
+
+/* Back to the state of a fresh connection: rings forgotten (their counters
+ * kept: --stats is for the life of the process), memory unmapped. */
+static void vu_reset_device(struct vx_dev *dev)
+{
+    vu_rings_stop(dev);
+    for (int i = 0; i < VX_MAX_VRINGS; i++) {
+        struct vx_vring *vr = &dev->vrings[i];
+        struct vx_ring_stats stats = vr->stats;
+        vu_close_fd(&vr->kick_fd);
+        vu_close_fd(&vr->call_fd);
+        vu_close_fd(&vr->err_fd);
+        memset(vr, 0, sizeof *vr);
+        vr->index = i;
+        vr->kick_fd = vr->call_fd = vr->err_fd = -1;
+        vr->stats = stats;
+    }
+    vu_unmap_memory(&dev->mem);
+    dev->features = 0;
+    dev->protocol_features = 0;
+    dev->owner_set = false;
+}
+
+static int vu_get_features(struct vx_dev *dev, struct vu_msg *msg)
+{
+    msg->payload.u64 = vu_offered_features(dev);
+    return VU_REPLY;
+}
+
+static int vu_set_features(struct vx_dev *dev, struct vu_msg *msg)
+{
+    uint64_t extra = msg->payload.u64 & ~vu_offered_features(dev);
+    if (extra) {
+        vx_log("SET_FEATURES: 0x%" PRIx64 " has bits we never offered (0x%" PRIx64 ")", msg->payload.u64, extra);
+        return VU_FAIL;
+    }
+    dev->features = msg->payload.u64;
+    for (int i = 0; i < VX_MAX_VRINGS; i++)
+        dev->vrings[i].attached = false;    /* header length may change */
+    return VU_OK;
+}
+
+static int vu_set_owner(struct vx_dev *dev, struct vu_msg *msg)
+{
+    (void)msg;
+    dev->owner_set = true;
+    return VU_OK;
+}
+
+/* Deprecated in the spec, still sent by some frontends: forget everything. */
+static int vu_reset_owner(struct vx_dev *dev, struct vu_msg *msg)
+{
+    (void)msg;
+    vu_reset_device(dev);
+    return VU_OK;
+}
+
+/*
+ * SET_MEM_TABLE: map each region's fd.  The frontend may send a new table
+ * while rings run (DPDK virtio_user does when its memory grows): the rings
+ * were taken away by the dispatcher, so unmapping the old table is safe, and
+ * vu_rings_resume() re-attaches them to the new one.
+ */
+static int vu_set_mem_table(struct vx_dev *dev, struct vu_msg *msg)
+{
+    const struct vu_memory *m = &msg->payload.memory;
+    struct vx_mem mem = { 0 };
+
+    for (uint32_t i = 0; i < m->nregions; i++) {
+        const struct vu_memory_region *r = &m->regions[i];
+        if (r->memory_size == 0 || r->mmap_offset > UINT64_MAX - r->memory_size ||
+            r->guest_phys_addr > UINT64_MAX - r->memory_size || r->userspace_addr > UINT64_MAX - r->memory_size) {
+            vx_log("SET_MEM_TABLE: region %u: size 0x%" PRIx64 " offset 0x%" PRIx64 " invalid or wrapping",
+                   i, r->memory_size, r->mmap_offset);
+            goto fail;
+        }
+        for (uint32_t j = 0; j < i; j++) {
+            const struct vu_memory_region *o = &m->regions[j];
+            if (r->guest_phys_addr < o->guest_phys_addr + o->memory_size &&
+                o->guest_phys_addr < r->guest_phys_addr + r->memory_size) {
+                vx_log("SET_MEM_TABLE: region %u (gpa 0x%" PRIx64 ") overlaps region %u", i, r->guest_phys_addr, j);
+                goto fail;
+            }
+        }
+        /* Map from offset 0 of the fd and add mmap_offset ourselves: the
+         * offset need not be page aligned.  A hugetlbfs fd wants a length
+         * that is a whole number of huge pages (its st_blksize). */
+        struct stat st;
+        uint64_t len = r->mmap_offset + r->memory_size;
+        if (fstat(msg->fds[i], &st) == 0 && st.st_blksize > 0)
+            len = (len + st.st_blksize - 1) / st.st_blksize * st.st_blksize;
+        void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, msg->fds[i], 0);
+        if (p == MAP_FAILED) {
+            vx_log("SET_MEM_TABLE: region %u: mmap of %" PRIu64 " bytes failed: %s", i, len, strerror(errno));
+            goto fail;
+        }
+        mem.regions[i] = (struct vx_mem_region){
+            .guest_phys_addr = r->guest_phys_addr, .memory_size = r->memory_size,
+            .userspace_addr = r->userspace_addr, .mmap_offset = r->mmap_offset,
+            .mmap_addr = p, .mmap_size = len, .host = (uint8_t *)p + r->mmap_offset,
+        };
+        mem.nregions = i + 1;
+    }
+    vu_unmap_memory(&dev->mem);
+    dev->mem = mem;
+    /* Re-attach every ring to the new mapping, keeping broken rings broken. */
+    for (int i = 0; i < VX_MAX_VRINGS; i++)
+        dev->vrings[i].attached = false;
+    return VU_OK;
+fail:
+    vu_unmap_memory(&mem);
+    return VU_FAIL;
+}
+
+static int vu_set_vring_num(struct vx_dev *dev, struct vu_msg *msg)
+{
+    struct vx_vring *vr = vu_ring(dev, msg->payload.state.index, "SET_VRING_NUM");
+    uint32_t num = msg->payload.state.num;
+    if (!vr)
+        return VU_FAIL;
+    if (num == 0 || num > VX_MAX_RING_SIZE || (num & (num - 1))) {
+        vx_log("SET_VRING_NUM: ring %u: size %u is not a power of two in 1..%u", vr->index, num, VX_MAX_RING_SIZE);
+        return VU_FAIL;
+    }
+    vr->num = num;
+    vr->attached = false;
+    return VU_OK;
+}
+
+static int vu_set_vring_addr(struct vx_dev *dev, struct vu_msg *msg)
+{
+    const struct vu_vring_addr *a = &msg->payload.addr;
+    struct vx_vring *vr = vu_ring(dev, a->index, "SET_VRING_ADDR");
+    if (!vr)
+        return VU_FAIL;
+    /* These are frontend virtual addresses: check them now against the
+     * memory table's userspace_addr ranges (the whole ring is checked again
+     * with its size when it starts). */
+    if (!vx_uva_to_va(&dev->mem, a->desc_user_addr, 1) || !vx_uva_to_va(&dev->mem, a->avail_user_addr, 1) ||
+        !vx_uva_to_va(&dev->mem, a->used_user_addr, 1)) {
+        vx_log("SET_VRING_ADDR: ring %u: desc 0x%" PRIx64 " avail 0x%" PRIx64 " used 0x%" PRIx64
+               " not inside the memory table", vr->index, a->desc_user_addr, a->avail_user_addr, a->used_user_addr);
+        return VU_FAIL;
+    }
+    vr->desc_user_addr = a->desc_user_addr;
+    vr->avail_user_addr = a->avail_user_addr;
+    vr->used_user_addr = a->used_user_addr;
+    vr->addr_set = true;
+    vr->attached = false;
+    return VU_OK;
+}
+
+static int vu_set_vring_base(struct vx_dev *dev, struct vu_msg *msg)
+{
+    struct vx_vring *vr = vu_ring(dev, msg->payload.state.index, "SET_VRING_BASE");
+    if (!vr)
+        return VU_FAIL;
+    if (msg->payload.state.num > 0xffff) {
+        vx_log("SET_VRING_BASE: ring %u: base %u does not fit a split ring's u16 index", vr->index,
+               msg->payload.state.num);
+        return VU_FAIL;
+    }
+    vr->last_avail_idx = (uint16_t)msg->payload.state.num;
+    vr->attached = false;
+    return VU_OK;
+}
+
+/* GET_VRING_BASE stops the ring and tells the frontend where to resume:
+ * our last_avail_idx (every chain before it has been completed). */
+static int vu_get_vring_base(struct vx_dev *dev, struct vu_msg *msg)
+{
+    struct vx_vring *vr = vu_ring(dev, msg->payload.state.index, "GET_VRING_BASE");
+    if (!vr)
+        return VU_FAIL;
+    vr->kick_received = false;
+    vr->attached = false;
+    vr->broken = false;     /* the frontend restarts it from scratch */
+    vu_close_fd(&vr->kick_fd);
+    msg->payload.state.num = vr->last_avail_idx;
+    return VU_REPLY;
+}
+
+/* The three eventfd messages share a payload (ring index | NOFD flag) and
+ * differ only in which of the ring's fds they replace.  The new fd, if any,
+ * moves into the ring: the dispatcher will not close it. */
+static struct vx_vring *vu_take_ring_fd(struct vx_dev *dev, struct vu_msg *msg, const char *what,
+                                        size_t fd_offset)
+{
+    struct vx_vring *vr = vu_ring(dev, msg->payload.u64 & VHOST_USER_VRING_IDX_MASK, what);
+    if (!vr)
+        return NULL;
+    int *slot = (int *)((char *)vr + fd_offset);
+    vu_close_fd(slot);
+    if (msg->nfds == 1) {
+        *slot = msg->fds[0];
+        msg->nfds = 0;
+    }
+    return vr;
+}
+
+static int vu_set_vring_kick(struct vx_dev *dev, struct vu_msg *msg)
+{
+    struct vx_vring *vr = vu_take_ring_fd(dev, msg, "SET_VRING_KICK", offsetof(struct vx_vring, kick_fd));
+    if (!vr)
+        return VU_FAIL;
+    /* The kick starts the ring.  We poll, so we never wait on this fd (with
+     * NOFD there is none): holding it is enough. */
+    vr->kick_received = true;
+    vr->attached = false;
+    return VU_OK;
+}
+
+/* The guest's interrupt: virtqueue.c writes it when the guest asks. */
+static int vu_set_vring_call(struct vx_dev *dev, struct vu_msg *msg)
+{
+    return vu_take_ring_fd(dev, msg, "SET_VRING_CALL", offsetof(struct vx_vring, call_fd)) ? VU_OK : VU_FAIL;
+}
+
+/* For reporting ring errors to the frontend; kept, not used yet. */
+static int vu_set_vring_err(struct vx_dev *dev, struct vu_msg *msg)
+{
+    return vu_take_ring_fd(dev, msg, "SET_VRING_ERR", offsetof(struct vx_vring, err_fd)) ? VU_OK : VU_FAIL;
+}
+
+static int vu_get_protocol_features(struct vx_dev *dev, struct vu_msg *msg)
+{
+    (void)dev;
+    msg->payload.u64 = vu_offered_protocol_features;
+    return VU_REPLY;
+}
+
+static int vu_set_protocol_features(struct vx_dev *dev, struct vu_msg *msg)
+{
+    uint64_t extra = msg->payload.u64 & ~vu_offered_protocol_features;
+    if (extra) {
+        vx_log("SET_PROTOCOL_FEATURES: 0x%" PRIx64 " has bits we never offered (0x%" PRIx64 ")",
+               msg->payload.u64, extra);
+        return VU_FAIL;
+    }
+    dev->protocol_features = msg->payload.u64;
+    return VU_OK;
+}
+
+static int vu_get_queue_num(struct vx_dev *dev, struct vu_msg *msg)
+{
+    msg->payload.u64 = dev->queue_pairs;
+    return VU_REPLY;
+}
+
+static int vu_set_vring_enable(struct vx_dev *dev, struct vu_msg *msg)
+{
+    struct vx_vring *vr = vu_ring(dev, msg->payload.state.index, "SET_VRING_ENABLE");
+    if (!vr)
+        return VU_FAIL;
+    if (msg->payload.state.num > 1) {
+        vx_log("SET_VRING_ENABLE: ring %u: value %u is neither 0 nor 1", vr->index, msg->payload.state.num);
+        return VU_FAIL;
+    }
+    vr->enabled = msg->payload.state.num;
+    return VU_OK;
+}
+
+/* === 5. One message: read, check, dispatch, reply ======================== */
+
+/* Names for --trace: the feature bits a virtio-net device and vhost-user use. */
+static const char *const feature_names[64] = {
+    [0] = "CSUM", [1] = "GUEST_CSUM", [2] = "CTRL_GUEST_OFFLOADS", [3] = "MTU", [5] = "MAC",
+    [7] = "GUEST_TSO4", [8] = "GUEST_TSO6", [9] = "GUEST_ECN", [10] = "GUEST_UFO", [11] = "HOST_TSO4",
+    [12] = "HOST_TSO6", [13] = "HOST_ECN", [14] = "HOST_UFO", [15] = "MRG_RXBUF", [16] = "STATUS",
+    [17] = "CTRL_VQ", [18] = "CTRL_RX", [19] = "CTRL_VLAN", [21] = "GUEST_ANNOUNCE", [22] = "MQ",
+    [23] = "CTRL_MAC_ADDR", [24] = "NOTIFY_ON_EMPTY", [26] = "LOG_ALL", [27] = "ANY_LAYOUT",
+    [28] = "RING_INDIRECT_DESC", [29] = "RING_EVENT_IDX", [30] = "PROTOCOL_FEATURES", [32] = "VERSION_1",
+    [33] = "ACCESS_PLATFORM", [34] = "RING_PACKED", [35] = "IN_ORDER", [36] = "ORDER_PLATFORM",
+    [37] = "SR_IOV", [38] = "NOTIFICATION_DATA", [41] = "RING_RESET", [54] = "HASH_TUNNEL",
+    [55] = "VQ_NOTF_COAL", [56] = "NOTF_COAL", [57] = "GUEST_USO4", [58] = "GUEST_USO6",
+    [59] = "HOST_USO", [60] = "HASH_REPORT", [61] = "GUEST_HDRLEN", [62] = "RSS", [63] = "RSC_EXT",
+};
+static const char *const protocol_feature_names[64] = {
+    [0] = "MQ", [1] = "LOG_SHMFD", [2] = "RARP", [3] = "REPLY_ACK", [4] = "NET_MTU", [5] = "BACKEND_REQ",
+    [6] = "CROSS_ENDIAN", [7] = "CRYPTO_SESSION", [8] = "PAGEFAULT", [9] = "CONFIG",
+    [10] = "BACKEND_SEND_FD", [11] = "HOST_NOTIFIER", [12] = "INFLIGHT_SHMFD", [13] = "RESET_DEVICE",
+    [14] = "INBAND_NOTIFICATIONS", [15] = "CONFIGURE_MEM_SLOTS", [16] = "STATUS",
+};
+
+static int bits_to_names(char *buf, size_t size, uint64_t bits, const char *const names[64])
+{
+    int n = snprintf(buf, size, "0x%" PRIx64 " (", bits);
+    const char *sep = "";
+    for (int b = 0; b < 64 && n < (int)size; b++) {
+        if (!(bits & (1ull << b)))
+            continue;
+        n += names[b] ? snprintf(buf + n, size - n, "%s%s", sep, names[b])
+                      : snprintf(buf + n, size - n, "%sbit%d", sep, b);
+        sep = "|";
+    }
+    if (n < (int)size)
+        n += snprintf(buf + n, size - n, ")");
+    return n;
+}
+
+static const char *vu_request_name(uint32_t request)
+{
+    return request < VU_NREQUESTS && vu_requests[request].name ? vu_requests[request].name : "UNKNOWN";
+}
+
+/* --trace: one line per message, decoded the way the spec describes it. */
+static void vu_trace(const char *dir, const struct vu_msg *msg, enum vu_payload_kind kind)
+{
+    char text[1024];
+    const union vu_payload *p = &msg->payload;
+    uint32_t f = msg->hdr.flags;
+    int n = snprintf(text, sizeof text, "%s %s (%u) flags=0x%x[v%u%s%s] size=%u", dir,
+                     vu_request_name(msg->hdr.request), msg->hdr.request, f, f & 3,
+                     f & VHOST_USER_REPLY_MASK ? ",REPLY" : "", f & VHOST_USER_NEED_REPLY ? ",NEED_REPLY" : "",
+                     msg->hdr.size);
+    char *t = text + n;
+    size_t left = sizeof text - n;
+    switch (kind) {
+    case P_NONE:
+        break;
+    case P_U64:
+        snprintf(t, left, " u64=%" PRIu64, p->u64);
+        break;
+    case P_FEATURES:
+        t[0] = ' ';
+        bits_to_names(t + 1, left - 1, p->u64, feature_names);
+        break;
+    case P_PROTOCOL:
+        t[0] = ' ';
+        bits_to_names(t + 1, left - 1, p->u64, protocol_feature_names);
+        break;
+    case P_STATE:
+        snprintf(t, left, " index=%u num=%u", p->state.index, p->state.num);
+        break;
+    case P_ADDR:
+        snprintf(t, left, " index=%u flags=0x%x desc=0x%" PRIx64 " avail=0x%" PRIx64 " used=0x%" PRIx64
+                 " log=0x%" PRIx64, p->addr.index, p->addr.flags, p->addr.desc_user_addr,
+                 p->addr.avail_user_addr, p->addr.used_user_addr, p->addr.log_guest_addr);
+        break;
+    case P_RING_FD:
+        snprintf(t, left, " index=%u%s", (unsigned)(p->u64 & VHOST_USER_VRING_IDX_MASK),
+                 p->u64 & VHOST_USER_VRING_NOFD ? " NOFD (polling)" : "");
+        break;
+    case P_MEM:
+        n = snprintf(t, left, " nregions=%u", p->memory.nregions);
+        for (uint32_t i = 0; i < p->memory.nregions && i < VX_MAX_REGIONS && n < (int)left; i++) {
+            const struct vu_memory_region *r = &p->memory.regions[i];
+            n += snprintf(t + n, left - n, " {gpa=0x%" PRIx64 " size=0x%" PRIx64 " uaddr=0x%" PRIx64
+                          " mmap_offset=0x%" PRIx64 "}", r->guest_phys_addr, r->memory_size,
+                          r->userspace_addr, r->mmap_offset);
+        }
+        break;
+    }
+    if (msg->nfds > 0) {
+        size_t len = strlen(text);
+        len += snprintf(text + len, sizeof text - len, " fds:");
+        for (int i = 0; i < msg->nfds && len < sizeof text; i++)
+            len += snprintf(text + len, sizeof text - len, " %d", msg->fds[i]);
+    }
+    vx_log("trace: %s", text);
+}
+
+/* Send a reply: same request, flags = VERSION|REPLY exactly, payload of the
+ * size its kind has. */
+static int vu_send_reply(struct vx_dev *dev, struct vu_msg *msg, enum vu_payload_kind kind)
+{
+    msg->hdr.flags = VHOST_USER_VERSION | VHOST_USER_REPLY_MASK;
+    msg->hdr.size = kind == P_STATE ? sizeof(struct vu_vring_state) : sizeof(uint64_t);
+    msg->nfds = 0;
+    if (vu_opt.trace)
+        vu_trace("->", msg, kind);
+    struct iovec iov[2] = { { &msg->hdr, sizeof msg->hdr }, { &msg->payload, msg->hdr.size } };
+    struct msghdr mh = { .msg_iov = iov, .msg_iovlen = 2 };
+    ssize_t want = sizeof msg->hdr + msg->hdr.size;
+    if (sendmsg(dev->conn_fd, &mh, MSG_NOSIGNAL) != want) {
+        vx_log("reply to %s: send failed: %s", vu_request_name(msg->hdr.request), strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+/* Read exactly len bytes (the socket has a receive timeout: a peer that
+ * stops half way through a message cannot hang the control thread). */
+static int vu_read_full(int fd, void *buf, size_t len)
+{
+    size_t got = 0;
+    while (got < len) {
+        ssize_t r = recv(fd, (char *)buf + got, len - got, 0);
+        if (r <= 0) {
+            if (r < 0 && errno == EINTR)
+                continue;
+            return -1;
+        }
+        got += r;
+    }
+    return 0;
+}
+
+/*
+ * Read one message.  Returns 0, or -1 if the peer closed or sent something
+ * that does not parse (the caller then resets the connection).  On return
+ * every fd received is in msg->fds, owned by the caller.
+ */
+static int vu_read_msg(struct vx_dev *dev, struct vu_msg *msg)
+{
+    char control[CMSG_SPACE(VHOST_USER_MAX_FDS * sizeof(int))];
+    struct iovec iov = { &msg->hdr, sizeof msg->hdr };
+    struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = control,
+                         .msg_controllen = sizeof control };
+    msg->nfds = 0;
+    ssize_t r = recvmsg(dev->conn_fd, &mh, MSG_CMSG_CLOEXEC);
+    if (r == 0)
+        return -1;      /* orderly close */
+    if (r < 0) {
+        vx_log("connection: recvmsg: %s", strerror(errno));
+        return -1;
+    }
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+            continue;
+        int n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (int i = 0; i < n && msg->nfds < VHOST_USER_MAX_FDS; i++)
+            memcpy(&msg->fds[msg->nfds++], CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+    }
+    if (mh.msg_flags & MSG_CTRUNC) {
+        vx_log("message: more than %d fds attached", VHOST_USER_MAX_FDS);
+        return -1;
+    }
+    if ((size_t)r < sizeof msg->hdr && vu_read_full(dev->conn_fd, (char *)&msg->hdr + r, sizeof msg->hdr - r) < 0) {
+        vx_log("message: truncated header (%zd of %zu bytes)", r, sizeof msg->hdr);
+        return -1;
+    }
+    if (msg->hdr.size > sizeof msg->payload) {
+        vx_log("%s: payload size %u larger than any message we accept (%zu)", vu_request_name(msg->hdr.request),
+               msg->hdr.size, sizeof msg->payload);
+        return -1;
+    }
+    memset(&msg->payload, 0, sizeof msg->payload);
+    if (msg->hdr.size && vu_read_full(dev->conn_fd, &msg->payload, msg->hdr.size) < 0) {
+        vx_log("%s: truncated payload (wanted %u bytes)", vu_request_name(msg->hdr.request), msg->hdr.size);
+        return -1;
+    }
+    return 0;
+}
+
+/* Is this message well formed for its request: version, payload size, fd
+ * count?  Returns NULL if so, else what is wrong. */
+static const char *vu_check_msg(const struct vx_dev *dev, const struct vu_msg *msg, const struct vu_request *req,
+                                char *why, size_t size)
+{
+    uint32_t want_size = 0, want_fds = 0;
+    if ((msg->hdr.flags & 3) != VHOST_USER_VERSION) {
+        snprintf(why, size, "version %u, expected 1", msg->hdr.flags & 3);
+        return why;
+    }
+    switch (req->payload) {
+    case P_NONE:
+        break;
+    case P_U64: case P_FEATURES: case P_PROTOCOL:
+        want_size = sizeof(uint64_t);
+        break;
+    case P_RING_FD:
+        want_size = sizeof(uint64_t);
+        want_fds = msg->payload.u64 & VHOST_USER_VRING_NOFD ? 0 : 1;
+        break;
+    case P_STATE:
+        want_size = sizeof(struct vu_vring_state);
+        break;
+    case P_ADDR:
+        want_size = sizeof(struct vu_vring_addr);
+        break;
+    case P_MEM:
+        if (msg->hdr.size < 8 || msg->payload.memory.nregions == 0 ||
+            msg->payload.memory.nregions > VX_MAX_REGIONS) {
+            snprintf(why, size, "nregions %u not in 1..%d", msg->payload.memory.nregions, VX_MAX_REGIONS);
+            return why;
+        }
+        want_fds = msg->payload.memory.nregions;
+        want_size = 8 + want_fds * sizeof(struct vu_memory_region);
+        break;
+    }
+    if (msg->hdr.size != want_size) {
+        snprintf(why, size, "payload size %u, expected %u", msg->hdr.size, want_size);
+        return why;
+    }
+    if ((uint32_t)msg->nfds != want_fds) {
+        snprintf(why, size, "%d fds attached, expected %u", msg->nfds, want_fds);
+        return why;
+    }
+    if (req->needs_owner && !dev->owner_set) {
+        snprintf(why, size, "sent before SET_OWNER");
+        return why;
+    }
+    return NULL;
+}
+
+/*
+ * Read and act on one message.  Returns -1 when the connection must be
+ * reset: the peer closed it, or sent something malformed or refused.  We
+ * never try to resynchronise with a peer that got the protocol wrong.
+ */
+static int vu_dispatch_one(struct vx_dev *dev)
+{
+    struct vu_msg msg;
+    int ret = -1;
+    if (vu_read_msg(dev, &msg) < 0)
+        goto out;
+
+    uint32_t rq = msg.hdr.request;
+    const struct vu_request *req = rq < VU_NREQUESTS && vu_requests[rq].name ? &vu_requests[rq] : NULL;
+    if (vu_opt.trace)
+        vu_trace("<-", &msg, req ? req->payload : P_NONE);
+    if (!req || !req->handler) {
+        vx_log("request %u (%s) not supported: we did not offer the feature it belongs to", rq, vu_request_name(rq));
+        goto refuse;
+    }
+    char why[120];
+    if (vu_check_msg(dev, &msg, req, why, sizeof why)) {
+        vx_log("%s: malformed: %s", req->name, why);
+        goto refuse;
+    }
+
+    if (req->changes_rings)
+        vu_rings_stop(dev);
+    int r = req->handler(dev, &msg);
+    if (req->changes_rings)
+        vu_rings_resume(dev);
+
+    bool need_reply = msg.hdr.flags & VHOST_USER_NEED_REPLY;
+    bool reply_ack = dev->protocol_features & (1ull << VHOST_USER_PROTOCOL_F_REPLY_ACK);
+    if (r == VU_REPLY) {
+        ret = vu_send_reply(dev, &msg, req->reply);
+    } else if (need_reply && reply_ack) {
+        /* REPLY_ACK: a u64, 0 for success (vhost-user.rst "REPLY_ACK"). */
+        msg.payload.u64 = r == VU_FAIL;
+        ret = vu_send_reply(dev, &msg, P_U64);
+    } else {
+        ret = 0;
+    }
+    if (r == VU_FAIL)
+        ret = -1;
+    goto out;
+
+refuse:
+    if ((msg.hdr.flags & VHOST_USER_NEED_REPLY) &&
+        (dev->protocol_features & (1ull << VHOST_USER_PROTOCOL_F_REPLY_ACK))) {
+        msg.payload.u64 = 1;
+        vu_send_reply(dev, &msg, P_U64);
+    }
+out:
+    /* Fds a handler did not take are closed here, whatever happened. */
+    for (int i = 0; i < msg.nfds; i++)
+        close(msg.fds[i]);
+    return ret;
+}
+
+/* === 6. The socket ======================================================= */
+
+static void vu_disconnect(struct vx_dev *dev)
+{
+    vu_reset_device(dev);
+    close(dev->conn_fd);
+    dev->conn_fd = -1;
+    vx_log("frontend disconnected; %s", vu_opt.client ? "reconnecting every second" : "waiting for the next one");
+    vu_waiting_logged = vu_opt.client;
+}
+
+static void vu_connected(struct vx_dev *dev, int fd)
+{
+    /* A peer that stalls half way through a message must not hang us. */
+    struct timeval tv = { .tv_sec = 2 };
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    dev->conn_fd = fd;
+    vu_waiting_logged = false;
+    vx_log("frontend connected on %s", vu_opt.socket_path);
+}
+
+static int vu_make_addr(struct sockaddr_un *sa, const char *path)
+{
+    memset(sa, 0, sizeof *sa);
+    sa->sun_family = AF_UNIX;
+    if (strlen(path) >= sizeof sa->sun_path) {
+        vx_log("socket path %s is longer than %zu bytes", path, sizeof sa->sun_path - 1);
+        return -1;
+    }
+    strcpy(sa->sun_path, path);
+    return 0;
+}
+
+/* Client mode: one attempt; main.c calls us again a second later. */
+static void vu_try_connect(struct vx_dev *dev)
+{
+    struct sockaddr_un sa;
+    if (vu_make_addr(&sa, vu_opt.socket_path) < 0)
+        return;
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return;
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0) {
+        vu_connected(dev, fd);
+        return;
+    }
+    if (!vu_waiting_logged)
+        vx_log("waiting for a frontend to listen on %s (%s)", vu_opt.socket_path, strerror(errno));
+    vu_waiting_logged = true;
+    close(fd);
+}
+
+int vu_init(struct vx_dev *dev, const struct vu_options *opt)
+{
+    vu_opt = *opt;
+    dev->conn_fd = -1;
+    for (int i = 0; i < VX_MAX_VRINGS; i++) {
+        dev->vrings[i].index = i;
+        dev->vrings[i].kick_fd = dev->vrings[i].call_fd = dev->vrings[i].err_fd = -1;
+    }
+    if (opt->client)
+        return 0;
+
+    struct sockaddr_un sa;
+    if (vu_make_addr(&sa, opt->socket_path) < 0)
+        return -1;
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        vx_log("socket: %s", strerror(errno));
+        return -1;
+    }
+    /* A socket file left by a crashed run is removed; one that somebody is
+     * listening on is not ours to take. */
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0) {
+        vx_log("%s: another process is listening on it", opt->socket_path);
+        close(fd);
+        return -1;
+    }
+    close(fd);
+    struct stat st;
+    if (lstat(opt->socket_path, &st) == 0 && S_ISSOCK(st.st_mode))
+        unlink(opt->socket_path);
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0 || listen(fd, 1) < 0) {
+        vx_log("%s: cannot listen: %s", opt->socket_path, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    vu_listen_fd = fd;
+    vx_log("listening on %s", opt->socket_path);
+    return 0;
+}
+
+int vu_poll_fd(struct vx_dev *dev)
+{
+    return dev->conn_fd >= 0 ? dev->conn_fd : vu_listen_fd;
+}
+
+void vu_handle_event(struct vx_dev *dev)
+{
+    if (dev->conn_fd >= 0) {
+        if (vu_dispatch_one(dev) < 0)
+            vu_disconnect(dev);
+    } else if (!vu_opt.client) {
+        int fd = accept4(vu_listen_fd, NULL, NULL, SOCK_CLOEXEC);
+        if (fd >= 0)
+            vu_connected(dev, fd);
+    } else {
+        vu_try_connect(dev);
+    }
+}
+
+void vu_cleanup(struct vx_dev *dev)
+{
+    vu_reset_device(dev);
+    if (dev->conn_fd >= 0)
+        close(dev->conn_fd);
+    dev->conn_fd = -1;
+    if (vu_listen_fd >= 0) {
+        close(vu_listen_fd);
+        unlink(vu_opt.socket_path);
+        vu_listen_fd = -1;
+    }
+}

@@ -1,0 +1,215 @@
+/*
+ * vhost_xdp.h - the few types every room of vhost-xdp shares.
+ *
+ * Read this first.  It holds, in the order a packet meets them:
+ *   1. the guest memory table (what VHOST_USER_SET_MEM_TABLE gives us) and the
+ *      two address translations every other file goes through;
+ *   2. one virtqueue ("vring") as the backend sees it, with the rule for who
+ *      may touch which field (the control thread or a poll-mode thread);
+ *   3. the device: one vhost-user connection with its rings;
+ *   4. the small API each .c file offers to the file on its left.
+ *
+ * Data flows left to right and each file only calls to its right or into
+ * this header:
+ *
+ *   socket -> vhost_user.c -> (vring ready) -> pmd_loop.c <-> virtqueue.c
+ *                                                         <-> nic_afxdp.c
+ */
+#ifndef VHOST_XDP_H
+#define VHOST_XDP_H
+
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <linux/virtio_ring.h> /* struct vring_desc/avail/used, VRING_* flags */
+
+/* === Limits ============================================================= */
+
+#define VX_MAX_REGIONS     8      /* VHOST_MEMORY_BASELINE_NREGIONS in the spec */
+#define VX_MAX_QUEUE_PAIRS 8      /* GET_QUEUE_NUM answers --queues, at most this */
+#define VX_MAX_VRINGS      (2 * VX_MAX_QUEUE_PAIRS)
+#define VX_MAX_RING_SIZE   32768  /* virtio 1.2 §2.7: Queue Size <= 32768 */
+#define VX_BURST           32     /* packets per poll, as DPDK's MAX_PKT_BURST */
+#define VX_PKT_MAX         65550  /* largest frame we carry: 64 KiB + headroom */
+
+/* Virtio feature bits we use (virtio 1.2 §5.1.3, §6; vhost-user.rst). */
+#define VIRTIO_NET_F_MRG_RXBUF          15
+#define VIRTIO_NET_F_MQ                 22
+#define VIRTIO_RING_F_INDIRECT_DESC     28
+#define VIRTIO_RING_F_EVENT_IDX         29
+#define VHOST_USER_F_PROTOCOL_FEATURES  30
+#define VIRTIO_F_VERSION_1              32
+
+/* === Logging ============================================================ */
+
+/* One line to stderr naming the object and the value; never exits. */
+static inline void vx_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static inline void vx_log(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("vhost-xdp: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+/* === 1. Guest memory ==================================================== */
+
+/*
+ * One region of VHOST_USER_SET_MEM_TABLE.  The frontend passes an fd for
+ * each region; we mmap(fd, mmap_offset + memory_size) and the region's
+ * first byte is at host = mmap_addr + mmap_offset.
+ *
+ * The same byte has three addresses:
+ *   guest_phys_addr  what the guest driver writes into descriptors
+ *   userspace_addr   where the frontend process (QEMU, virtio_user) has it,
+ *                    used by VHOST_USER_SET_VRING_ADDR
+ *   host             where *we* have it
+ */
+struct vx_mem_region {
+    uint64_t guest_phys_addr;
+    uint64_t memory_size;
+    uint64_t userspace_addr;
+    uint64_t mmap_offset;
+    void    *mmap_addr;     /* what mmap returned, for munmap */
+    uint64_t mmap_size;
+    uint8_t *host;          /* mmap_addr + mmap_offset */
+};
+
+struct vx_mem {
+    uint32_t nregions;
+    struct vx_mem_region regions[VX_MAX_REGIONS];
+};
+
+/*
+ * The two translations.  Everything else calls these, so the bounds check
+ * lives here and nowhere else.  A range [addr, addr+len) is accepted only if
+ * it lies entirely inside one region; the arithmetic never adds addr + len
+ * (a hostile len of 0xffffffff must not wrap around).
+ */
+static inline void *vx_translate(const struct vx_mem *mem, uint64_t addr, uint64_t len, bool guest_phys)
+{
+    for (uint32_t i = 0; i < mem->nregions; i++) {
+        const struct vx_mem_region *r = &mem->regions[i];
+        uint64_t start = guest_phys ? r->guest_phys_addr : r->userspace_addr;
+        if (addr < start)
+            continue;
+        uint64_t off = addr - start;
+        if (off >= r->memory_size || len > r->memory_size - off)
+            continue;
+        return r->host + off;
+    }
+    return NULL;
+}
+
+/* Guest-physical address (descriptors, indirect tables) -> our pointer. */
+static inline void *vx_gpa_to_va(const struct vx_mem *mem, uint64_t gpa, uint64_t len)
+{
+    return vx_translate(mem, gpa, len, true);
+}
+
+/* Frontend virtual address (SET_VRING_ADDR) -> our pointer. */
+static inline void *vx_uva_to_va(const struct vx_mem *mem, uint64_t uva, uint64_t len)
+{
+    return vx_translate(mem, uva, len, false);
+}
+
+/* === 2. One virtqueue =================================================== */
+
+/* Counters are written only by the PMD thread that owns the ring (relaxed
+ * stores, plain movs on x86) and read by the control thread for --stats. */
+struct vx_ring_stats {
+    uint64_t packets;   /* packets moved (TX: taken from guest, RX: given to guest) */
+    uint64_t bytes;     /* their bytes, without the virtio-net header */
+    uint64_t drops;     /* packets lost here: no RX buffer, too big, peer not ready */
+    uint64_t broken;    /* times the ring was found malformed and stopped */
+};
+
+/*
+ * Who touches what: the control thread (vhost_user.c) owns every field while
+ * `ready` is false.  While `ready` is true the ring belongs to one PMD thread,
+ * and the control thread may only read `stats`.  Handing the ring over in
+ * either direction is done in vhost_user.c (see "Taking rings away").
+ */
+struct vx_vring {
+    uint32_t index;                 /* 2k = RX of pair k, 2k+1 = TX of pair k */
+
+    /* Set by messages, while the ring is stopped. */
+    uint16_t num;                   /* SET_VRING_NUM: ring size */
+    uint64_t desc_user_addr;        /* SET_VRING_ADDR: frontend virtual addresses */
+    uint64_t avail_user_addr;
+    uint64_t used_user_addr;
+    bool     addr_set;
+    bool     kick_received;         /* SET_VRING_KICK seen since the last stop */
+    bool     enabled;               /* SET_VRING_ENABLE */
+    int      kick_fd, call_fd, err_fd;
+    bool     attached;              /* vq_attach() done for the current settings */
+
+    /* Filled in by vq_attach() when the ring starts. */
+    const struct vx_mem *mem;
+    struct vring_desc  *desc;
+    struct vring_avail *avail;
+    struct vring_used  *used;
+    uint32_t hdr_len;               /* virtio-net header: 12 or 10 bytes */
+    bool     mrg_rxbuf, event_idx, indirect;
+
+    /* Data-plane state: the PMD's while ready. */
+    uint16_t last_avail_idx;        /* next avail entry we will read */
+    uint16_t last_used_idx;         /* our copy of used->idx */
+    bool     broken;                /* malformed: not touched until the frontend
+                                       stops the ring (GET_VRING_BASE) or reconnects */
+    struct vx_ring_stats stats;
+
+    /* The handover flag (see vhost_user.c, "Taking rings away"). */
+    _Atomic bool ready;
+};
+
+/* === 3. The device ====================================================== */
+
+struct vx_dev {
+    int      conn_fd;               /* the vhost-user connection, -1 if none */
+    bool     owner_set;             /* SET_OWNER */
+    uint64_t features;              /* SET_FEATURES */
+    uint64_t protocol_features;     /* SET_PROTOCOL_FEATURES */
+    uint32_t queue_pairs;           /* --queues: what GET_QUEUE_NUM answers */
+    struct vx_mem mem;
+    struct vx_vring vrings[VX_MAX_VRINGS];
+};
+
+/* A packet between the two ports: a private buffer of VX_PKT_MAX bytes. */
+struct vx_pkt {
+    uint32_t len;
+    uint8_t *data;
+};
+
+/* === 4. The API, file by file =========================================== */
+
+/* virtqueue.c: the guest side of the data plane (virtio 1.2 §2.7). */
+int  vq_attach(struct vx_vring *vr, const struct vx_mem *mem, uint64_t features);
+int  vq_dequeue_burst(struct vx_vring *vr, struct vx_pkt *pkts, int n);
+int  vq_enqueue_burst(struct vx_vring *vr, const struct vx_pkt *pkts, int n);
+void vq_mark_broken(struct vx_vring *vr, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* pmd_loop.c: the poll-mode threads. */
+int  pmd_start(struct vx_dev *dev, const int *cpus, int ncpus);
+void pmd_quiesce(void);     /* return once no PMD is inside a ring it read as ready */
+void pmd_stop(void);
+
+/* nic_afxdp.c: the NIC port through AF_XDP (not written yet). */
+int  nic_afxdp_open(const char *ifname);
+
+/* vhost_user.c: the control plane, run by main.c's thread. */
+struct vu_options {
+    const char *socket_path;
+    bool client;                    /* connect instead of listen */
+    bool trace;                     /* decode every message on stderr */
+};
+int  vu_init(struct vx_dev *dev, const struct vu_options *opt);
+int  vu_poll_fd(struct vx_dev *dev);       /* fd main.c polls: listen or connection (-1 = retry later) */
+void vu_handle_event(struct vx_dev *dev);  /* called when that fd is readable, or every second */
+void vu_cleanup(struct vx_dev *dev);
+
+#endif

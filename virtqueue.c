@@ -1,0 +1,455 @@
+/*
+ * virtqueue.c - the guest side of the data plane: split virtqueues.
+ *
+ * Where it sits: pmd_loop.c calls vq_dequeue_burst() to take the packets the
+ * guest transmitted (its TX ring, vring 2k+1) and vq_enqueue_burst() to hand
+ * packets to the guest (its RX ring, vring 2k).  Everything here reads and
+ * writes guest memory directly, through the memory table vhost_user.c mapped.
+ *
+ * Spec: virtio 1.2 §2.7 (split virtqueues), §2.7.5.3 (indirect descriptors),
+ * §2.7.7 and §2.7.10 (notification suppression, event idx), §5.1.6
+ * (virtio-net header, mergeable receive buffers).
+ *
+ * The split ring in one picture (the guest is the "driver", we the "device"):
+ *
+ *    desc[num]   {addr, len, flags, next}  buffers, chained by `next`
+ *    avail       {flags, idx, ring[num], used_event}   guest -> us: heads
+ *    used        {flags, idx, ring[num]{id,len}, avail_event}  us -> guest
+ *
+ * The guest puts the head of a descriptor chain in avail->ring and bumps
+ * avail->idx; we walk the chain, copy the bytes, put {head, bytes written}
+ * in used->ring and bump used->idx; then, if the guest asked for it, we
+ * write its call eventfd (an interrupt).  Indices are free-running u16s;
+ * the slot is idx & (num - 1) because a split ring's size is a power of two.
+ *
+ * Everything in guest memory is hostile: the guest can write any value at
+ * any time, including while we read.  So each descriptor is copied once
+ * before it is checked, every address goes through vx_gpa_to_va(), every
+ * chain walk is bounded, and a malformed ring is marked broken and left
+ * alone (vq_mark_broken) instead of being "repaired".
+ *
+ * Read in this order: attach, the chain walk, dequeue (TX), enqueue (RX),
+ * notification.  Host byte order is assumed little-endian (x86, arm64), as
+ * virtio 1.x rings are; a big-endian port would add le16toh() and friends.
+ */
+#include "vhost_xdp.h"
+
+#include <string.h>
+#include <unistd.h>
+
+/* A chain longer than this many buffers is not copied (the packet is
+ * dropped), but it is still walked to the end to check it.  Linux guests use
+ * at most MAX_SKB_FRAGS + 2 = 19 descriptors per packet. */
+#define VQ_MAX_SEGS 64
+
+/* Counters are read by the control thread: a relaxed store is a plain mov on
+ * x86, with no lock prefix, yet the reader never sees a torn value. */
+static inline void stat_add(uint64_t *counter, uint64_t n)
+{
+    __atomic_store_n(counter, *counter + n, __ATOMIC_RELAXED);
+}
+
+void vq_mark_broken(struct vx_vring *vr, const char *fmt, ...)
+{
+    char msg[200];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    vx_log("ring %u: %s: ring broken, stopped until the frontend restarts it", vr->index, msg);
+    vr->broken = true;
+    stat_add(&vr->stats.broken, 1);
+}
+
+/* === Attaching a ring to guest memory ==================================== */
+
+/*
+ * Called by the control thread when a ring starts (and again after a new
+ * memory table).  The three ring addresses came from SET_VRING_ADDR in the
+ * frontend's virtual address space; check each whole area lies in guest
+ * memory and is aligned as §2.7 requires (desc 16, avail 2, used 4).
+ * It leaves `broken` alone: a broken ring stays broken across a new memory
+ * table; the caller clears it when the frontend really restarts the ring.
+ */
+int vq_attach(struct vx_vring *vr, const struct vx_mem *mem, uint64_t features)
+{
+    uint32_t num = vr->num;
+    if (num == 0 || num > VX_MAX_RING_SIZE || (num & (num - 1))) {
+        vx_log("ring %u: size %u is not a power of two in 1..%u", vr->index, num, VX_MAX_RING_SIZE);
+        return -1;
+    }
+    /* avail: flags, idx, ring[num], used_event; used: flags, idx, ring[num], avail_event */
+    uint64_t desc_len = 16ull * num, avail_len = 6 + 2ull * num, used_len = 6 + 8ull * num;
+    struct vring_desc  *desc  = vx_uva_to_va(mem, vr->desc_user_addr, desc_len);
+    struct vring_avail *avail = vx_uva_to_va(mem, vr->avail_user_addr, avail_len);
+    struct vring_used  *used  = vx_uva_to_va(mem, vr->used_user_addr, used_len);
+    if (!desc || !avail || !used) {
+        vx_log("ring %u: %s area 0x%llx outside guest memory", vr->index,
+               !desc ? "descriptor" : !avail ? "avail" : "used",
+               (unsigned long long)(!desc ? vr->desc_user_addr : !avail ? vr->avail_user_addr : vr->used_user_addr));
+        return -1;
+    }
+    if (((uintptr_t)desc & 15) || ((uintptr_t)avail & 1) || ((uintptr_t)used & 3)) {
+        vx_log("ring %u: ring areas are misaligned (virtio 1.2 §2.7 wants 16/2/4)", vr->index);
+        return -1;
+    }
+    vr->mem = mem;
+    vr->desc = desc;
+    vr->avail = avail;
+    vr->used = used;
+    vr->mrg_rxbuf = features & (1ull << VIRTIO_NET_F_MRG_RXBUF);
+    vr->event_idx = features & (1ull << VIRTIO_RING_F_EVENT_IDX);
+    vr->indirect  = features & (1ull << VIRTIO_RING_F_INDIRECT_DESC);
+    /* §5.1.6.1: num_buffers is in the header with VERSION_1 or MRG_RXBUF; a
+     * legacy device without MRG_RXBUF has the 10-byte header. */
+    vr->hdr_len = (features & ((1ull << VIRTIO_F_VERSION_1) | (1ull << VIRTIO_NET_F_MRG_RXBUF))) ? 12 : 10;
+    /* We complete every chain within the burst that took it, so after a
+     * (re)start used->idx is where we resume; the frontend set last_avail_idx
+     * with SET_VRING_BASE. */
+    vr->last_used_idx = __atomic_load_n(&used->idx, __ATOMIC_ACQUIRE);
+    /* We poll, so the guest's kicks are wasted VM exits: ask it not to kick
+     * (§2.7.10).  With event idx the guest ignores this flag and kicks when
+     * avail->idx passes avail_event, which we never move: at most one kick
+     * every 65536 buffers. */
+    if (!vr->event_idx)
+        __atomic_store_n(&used->flags, VRING_USED_F_NO_NOTIFY, __ATOMIC_RELAXED);
+    return 0;
+}
+
+/* === Walking a descriptor chain ========================================= */
+
+/* One buffer of a chain, already translated to our address space. */
+struct vq_seg {
+    uint8_t *addr;
+    uint32_t len;
+};
+
+struct vq_chain {
+    uint16_t head;
+    uint32_t nseg;
+    uint64_t total;         /* bytes in seg[] */
+    bool too_many;          /* more than VQ_MAX_SEGS buffers: not usable */
+    struct vq_seg seg[VQ_MAX_SEGS];
+};
+
+/* Copy a descriptor out of guest memory once: after this the guest can
+ * change it all it likes, we check and use our copy (no time-of-check to
+ * time-of-use gap).  volatile keeps the compiler from re-reading it. */
+static struct vring_desc read_desc(const struct vring_desc *table, uint32_t i)
+{
+    const volatile struct vring_desc *d = &table[i];
+    struct vring_desc copy = { .addr = d->addr, .len = d->len, .flags = d->flags, .next = d->next };
+    return copy;
+}
+
+/*
+ * The only loop over descriptors.  Follows the chain starting at `head`,
+ * into an indirect table if there is one (§2.7.5.3), and fills `c` with the
+ * translated buffers.  `device_writes` says which kind this ring's buffers
+ * must be: RX buffers are write-only for us, TX buffers read-only.
+ *
+ * Bounds: at most `table_size` descriptors per table (the ring size, or the
+ * indirect table's length), so a chain that loops ends here.  Returns 0, or
+ * -1 after marking the ring broken.
+ */
+static int vq_walk_chain(struct vx_vring *vr, uint16_t head, bool device_writes, struct vq_chain *c)
+{
+    const struct vring_desc *table = vr->desc;
+    uint32_t table_size = vr->num;
+    uint32_t i = head, walked = 0;
+    bool in_indirect = false;
+
+    c->head = head;
+    c->nseg = 0;
+    c->total = 0;
+    c->too_many = false;
+    if (head >= vr->num) {
+        vq_mark_broken(vr, "avail ring holds head %u, ring size is %u", head, vr->num);
+        return -1;
+    }
+    for (;;) {
+        if (++walked > table_size) {
+            vq_mark_broken(vr, "chain from head %u has more than %u descriptors (a loop?)", head, table_size);
+            return -1;
+        }
+        struct vring_desc d = read_desc(table, i);
+
+        if (d.flags & VRING_DESC_F_INDIRECT) {
+            /* §2.7.5.3.1: only if negotiated, never with NEXT, never nested,
+             * and the table is a whole number of 16-byte descriptors. */
+            const char *why = !vr->indirect ? "indirect descriptor without VIRTIO_RING_F_INDIRECT_DESC"
+                            : in_indirect ? "indirect table inside an indirect table"
+                            : (d.flags & VRING_DESC_F_NEXT) ? "descriptor has both INDIRECT and NEXT"
+                            : (d.len == 0 || d.len % 16 || d.len / 16 > VX_MAX_RING_SIZE) ? "bad indirect table length"
+                            : NULL;
+            const struct vring_desc *ind = why ? NULL : vx_gpa_to_va(vr->mem, d.addr, d.len);
+            if (!why && !ind)
+                why = "indirect table outside guest memory";
+            if (why) {
+                vq_mark_broken(vr, "descriptor %u (addr 0x%llx len %u): %s", i, (unsigned long long)d.addr, d.len, why);
+                return -1;
+            }
+            table = ind;
+            table_size = d.len / 16;
+            i = 0;
+            walked = 0;
+            in_indirect = true;
+            continue;
+        }
+        if (!!(d.flags & VRING_DESC_F_WRITE) != device_writes) {
+            vq_mark_broken(vr, "descriptor %u is %s, this ring's buffers must be %s", i,
+                           device_writes ? "read-only" : "write-only", device_writes ? "write-only" : "read-only");
+            return -1;
+        }
+        if (d.len > 0) {    /* a zero-length buffer holds nothing: skip it */
+            uint8_t *p = vx_gpa_to_va(vr->mem, d.addr, d.len);
+            if (!p) {
+                vq_mark_broken(vr, "descriptor %u addr 0x%llx+%u outside guest memory", i,
+                               (unsigned long long)d.addr, d.len);
+                return -1;
+            }
+            if (c->nseg < VQ_MAX_SEGS) {
+                c->seg[c->nseg++] = (struct vq_seg){ p, d.len };
+                c->total += d.len;
+            } else {
+                c->too_many = true;
+            }
+        }
+        if (!(d.flags & VRING_DESC_F_NEXT))
+            return 0;
+        i = d.next;
+        if (i >= table_size) {
+            vq_mark_broken(vr, "descriptor next %u beyond table of %u", i, table_size);
+            return -1;
+        }
+    }
+}
+
+/* Copy between a flat buffer and a chain's buffers, starting `off` bytes
+ * into the chain.  The caller has checked the chain is long enough. */
+static void chain_copy(const struct vq_chain *c, uint64_t off, uint8_t *flat, uint32_t len, bool to_chain)
+{
+    for (uint32_t s = 0; s < c->nseg && len > 0; s++) {
+        if (off >= c->seg[s].len) {
+            off -= c->seg[s].len;
+            continue;
+        }
+        uint32_t n = c->seg[s].len - (uint32_t)off;
+        if (n > len)
+            n = len;
+        if (to_chain)
+            memcpy(c->seg[s].addr + off, flat, n);
+        else
+            memcpy(flat, c->seg[s].addr + off, n);
+        flat += n;
+        len -= n;
+        off = 0;
+    }
+}
+
+/* === Guest TX: dequeue =================================================== */
+
+/* How many new heads the guest published, or -1 (broken) if avail->idx ran
+ * further ahead of us than the ring can hold. */
+static int vq_avail_count(struct vx_vring *vr, uint16_t *avail_idx)
+{
+    /* acquire: the ring entries and descriptors the guest wrote before
+     * bumping avail->idx must be read after it (§2.7.13.3). */
+    *avail_idx = __atomic_load_n(&vr->avail->idx, __ATOMIC_ACQUIRE);
+    uint16_t pending = (uint16_t)(*avail_idx - vr->last_avail_idx);
+    if (pending > vr->num) {
+        vq_mark_broken(vr, "avail idx %u is %u entries ahead of last_avail_idx %u, ring size %u",
+                       *avail_idx, pending, vr->last_avail_idx, vr->num);
+        return -1;
+    }
+    return pending;
+}
+
+static void vq_put_used(struct vx_vring *vr, uint16_t used_idx, uint16_t head, uint32_t len)
+{
+    struct vring_used_elem *e = &vr->used->ring[used_idx & (vr->num - 1)];
+    e->id = head;
+    e->len = len;
+}
+
+static void vq_publish_used(struct vx_vring *vr, uint16_t new_used_idx);
+
+/*
+ * Take up to n packets the guest transmitted.  Each chain is: virtio-net
+ * header (hdr_len bytes, we ignore its contents: we offer no offloads) then
+ * the frame, spread over any number of read-only buffers.
+ */
+int vq_dequeue_burst(struct vx_vring *vr, struct vx_pkt *pkts, int n)
+{
+    uint16_t avail_idx;
+    if (vr->broken)
+        return 0;
+    int pending = vq_avail_count(vr, &avail_idx);
+    if (pending <= 0)
+        return 0;
+    if (pending > n)
+        pending = n;
+
+    uint16_t used_idx = vr->last_used_idx;
+    uint64_t bytes = 0, drops = 0;
+    int got = 0;
+    struct vq_chain c;
+    for (int k = 0; k < pending; k++) {
+        uint16_t head = vr->avail->ring[vr->last_avail_idx & (vr->num - 1)];
+        if (vq_walk_chain(vr, head, false, &c) < 0)
+            break;
+        vr->last_avail_idx++;
+        if (c.too_many || c.total < vr->hdr_len || c.total - vr->hdr_len > VX_PKT_MAX) {
+            drops++;        /* not a packet we can carry, but the ring is sound */
+        } else {
+            struct vx_pkt *p = &pkts[got++];
+            p->len = (uint32_t)(c.total - vr->hdr_len);
+            chain_copy(&c, vr->hdr_len, p->data, p->len, false);
+            bytes += p->len;
+        }
+        vq_put_used(vr, used_idx++, head, 0);   /* TX: we wrote 0 bytes */
+    }
+    vq_publish_used(vr, used_idx);
+    stat_add(&vr->stats.packets, got);
+    stat_add(&vr->stats.bytes, bytes);
+    stat_add(&vr->stats.drops, drops);
+    return got;
+}
+
+/* === Guest RX: enqueue =================================================== */
+
+enum { RX_DONE, RX_NO_ROOM, RX_TOO_BIG, RX_BROKEN };
+
+/*
+ * Put one packet into the guest's RX buffers starting at avail entry *a.
+ * The header goes first, then the frame.  With MRG_RXBUF (§5.1.6.4) the
+ * packet may take several buffers and the header's num_buffers says how
+ * many; without it the packet must fit one chain and num_buffers is 1.
+ *
+ * Nothing is committed until the packet is complete: if we run out of
+ * buffers half way, *a and *u stay put and the bytes we wrote sit in buffers
+ * the guest still considers empty, which is harmless.
+ */
+static int vq_enqueue_one(struct vx_vring *vr, const struct vx_pkt *pkt, uint16_t avail_idx,
+                          uint16_t *a, uint16_t *u)
+{
+    struct vq_chain first, more;
+    uint16_t ai = *a, ui = *u, nbufs = 0;
+    uint32_t done = 0;  /* bytes of the frame written so far */
+
+    while (nbufs == 0 || done < pkt->len) {
+        if (ai == avail_idx)
+            return RX_NO_ROOM;
+        if (nbufs == 1 && !vr->mrg_rxbuf)
+            return RX_TOO_BIG;
+        struct vq_chain *c = nbufs == 0 ? &first : &more;
+        if (vq_walk_chain(vr, vr->avail->ring[ai & (vr->num - 1)], true, c) < 0)
+            return RX_BROKEN;
+        uint32_t start = 0;
+        if (nbufs == 0) {
+            if (c->total < vr->hdr_len) {
+                vq_mark_broken(vr, "receive buffer of %llu bytes cannot hold the %u-byte header",
+                               (unsigned long long)c->total, vr->hdr_len);
+                return RX_BROKEN;
+            }
+            if (!vr->mrg_rxbuf && c->total < vr->hdr_len + pkt->len)
+                return RX_TOO_BIG;
+            start = vr->hdr_len;    /* the header is written last, below */
+        }
+        uint64_t room = c->total - start;
+        uint32_t n = room < pkt->len - done ? (uint32_t)room : pkt->len - done;
+        chain_copy(c, start, pkt->data + done, n, true);
+        vq_put_used(vr, ui++, c->head, start + n);
+        done += n;
+        nbufs++;
+        ai++;
+    }
+
+    /* The header: no offloads, so all zero but num_buffers (§5.1.6.4). */
+    uint8_t hdr[12] = { 0 };
+    if (vr->hdr_len == 12) {
+        hdr[10] = (uint8_t)nbufs;
+        hdr[11] = (uint8_t)(nbufs >> 8);
+    }
+    chain_copy(&first, 0, hdr, vr->hdr_len, true);
+    *a = ai;
+    *u = ui;
+    return RX_DONE;
+}
+
+/* Give up to n packets to the guest; returns how many it got.  The others
+ * are counted as drops here: there was no room for them. */
+int vq_enqueue_burst(struct vx_vring *vr, const struct vx_pkt *pkts, int n)
+{
+    uint16_t avail_idx;
+    int pending = vr->broken ? -1 : vq_avail_count(vr, &avail_idx);
+    if (pending <= 0) {
+        stat_add(&vr->stats.drops, n);
+        return 0;
+    }
+    uint16_t a = vr->last_avail_idx, u = vr->last_used_idx;
+    uint64_t bytes = 0, drops = 0;
+    int sent = 0, k;
+    for (k = 0; k < n; k++) {
+        int r = vq_enqueue_one(vr, &pkts[k], avail_idx, &a, &u);
+        if (r == RX_DONE) {
+            sent++;
+            bytes += pkts[k].len;
+        } else if (r == RX_TOO_BIG) {
+            drops++;        /* the next, smaller packet may still fit */
+        } else {
+            break;          /* no buffers left, or broken */
+        }
+    }
+    drops += n - k;
+    vr->last_avail_idx = a;
+    vq_publish_used(vr, u);
+    stat_add(&vr->stats.packets, sent);
+    stat_add(&vr->stats.bytes, bytes);
+    stat_add(&vr->stats.drops, drops);
+    return sent;
+}
+
+/* === Publishing used entries and notifying the guest ==================== */
+
+/*
+ * Make the used entries written since last time visible, then interrupt the
+ * guest if it asked for it.
+ *
+ * With VIRTIO_RING_F_EVENT_IDX (§2.7.10) the guest writes used_event (the
+ * slot after avail->ring[num]): "interrupt me when used->idx passes this".
+ * vring_need_event() from <linux/virtio_ring.h> answers whether it lies in
+ * [old, new), with u16 wrap-around.  Without event idx the guest can only
+ * say "never" (VRING_AVAIL_F_NO_INTERRUPT), so we interrupt otherwise.
+ */
+static void vq_publish_used(struct vx_vring *vr, uint16_t new_used_idx)
+{
+    uint16_t old = vr->last_used_idx;
+    if (new_used_idx == old)
+        return;
+    /* release: the used ring entries and the bytes copied into RX buffers
+     * must be visible before the guest sees the new index (§2.7.8). */
+    __atomic_store_n(&vr->used->idx, new_used_idx, __ATOMIC_RELEASE);
+    vr->last_used_idx = new_used_idx;
+
+    /* Full barrier: the store above and the loads below must not be
+     * reordered.  Otherwise we could read a stale used_event while the guest,
+     * having just updated it, reads our stale used->idx: each thinks the
+     * other will act and the interrupt is lost (§2.7.10). */
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+
+    bool notify;
+    if (vr->event_idx) {
+        uint16_t used_event = *(volatile uint16_t *)&vr->avail->ring[vr->num];
+        notify = vring_need_event(used_event, new_used_idx, old);
+    } else {
+        notify = !(*(volatile uint16_t *)&vr->avail->flags & VRING_AVAIL_F_NO_INTERRUPT);
+    }
+    if (notify && vr->call_fd >= 0) {
+        uint64_t one = 1;
+        /* The only syscall on the fast path, and only when asked for.  A
+         * failure (counter saturated) loses nothing: the guest is already
+         * due an interrupt. */
+        if (write(vr->call_fd, &one, sizeof one) < 0) { /* nothing to do */ }
+    }
+}
