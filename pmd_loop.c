@@ -97,6 +97,7 @@ int pmd_start(struct vx_dev *dev, const int *cpus, int ncpus)
         t->id = i;
         t->cpu = ncpus > 0 ? cpus[i] : -1;
         for (int b = 0; b < VX_BURST; b++) {
+            t->pkts[b].room = VX_PKT_MAX;
             t->pkts[b].data = malloc(VX_PKT_MAX);
             if (!t->pkts[b].data) {
                 vx_log("pmd %d: out of memory for packet buffers", i);

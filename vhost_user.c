@@ -791,6 +791,14 @@ static const char *vu_check_msg(const struct vx_dev *dev, const struct vu_msg *m
     return NULL;
 }
 
+/* Fds a handler did not take are ours to close, whatever happened. */
+static void vu_close_fds(struct vu_msg *msg)
+{
+    for (int i = 0; i < msg->nfds; i++)
+        close(msg->fds[i]);
+    msg->nfds = 0;
+}
+
 /*
  * Read and act on one message.  Returns -1 when the connection must be
  * reset: the peer closed it, or sent something malformed or refused.  We
@@ -822,6 +830,7 @@ static int vu_dispatch_one(struct vx_dev *dev)
     int r = req->handler(dev, &msg);
     if (req->changes_rings)
         vu_rings_resume(dev);
+    vu_close_fds(&msg);     /* what the handler did not take (SET_MEM_TABLE's, once mapped) */
 
     bool need_reply = msg.hdr.flags & VHOST_USER_NEED_REPLY;
     bool reply_ack = dev->protocol_features & (1ull << VHOST_USER_PROTOCOL_F_REPLY_ACK);
@@ -845,9 +854,7 @@ refuse:
         vu_send_reply(dev, &msg, P_U64);
     }
 out:
-    /* Fds a handler did not take are closed here, whatever happened. */
-    for (int i = 0; i < msg.nfds; i++)
-        close(msg.fds[i]);
+    vu_close_fds(&msg);
     return ret;
 }
 

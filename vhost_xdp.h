@@ -179,9 +179,12 @@ struct vx_dev {
     struct vx_vring vrings[VX_MAX_VRINGS];
 };
 
-/* A packet between the two ports: a private buffer of VX_PKT_MAX bytes. */
+/* A packet between the two ports.  `data` is a buffer of `room` bytes: a
+ * private buffer in loopback, a UMEM frame on the AF_XDP port, so that each
+ * direction copies once, straight between guest memory and that buffer. */
 struct vx_pkt {
     uint32_t len;
+    uint32_t room;
     uint8_t *data;
 };
 

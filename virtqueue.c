@@ -275,9 +275,11 @@ static void vq_put_used(struct vx_vring *vr, uint16_t used_idx, uint16_t head, u
 static void vq_publish_used(struct vx_vring *vr, uint16_t new_used_idx);
 
 /*
- * Take up to n packets the guest transmitted.  Each chain is: virtio-net
- * header (hdr_len bytes, we ignore its contents: we offer no offloads) then
- * the frame, spread over any number of read-only buffers.
+ * Take up to n packets the guest transmitted into pkts[] (each with its
+ * buffer and room set by the caller).  Each chain is: virtio-net header
+ * (hdr_len bytes, we ignore its contents: we offer no offloads) then the
+ * frame, spread over any number of read-only buffers.  A frame larger than
+ * the buffer's room is dropped and counted.
  */
 int vq_dequeue_burst(struct vx_vring *vr, struct vx_pkt *pkts, int n)
 {
@@ -299,7 +301,7 @@ int vq_dequeue_burst(struct vx_vring *vr, struct vx_pkt *pkts, int n)
         if (vq_walk_chain(vr, head, false, &c) < 0)
             break;
         vr->last_avail_idx++;
-        if (c.too_many || c.total < vr->hdr_len || c.total - vr->hdr_len > VX_PKT_MAX) {
+        if (c.too_many || c.total < vr->hdr_len || c.total - vr->hdr_len > pkts[got].room) {
             drops++;        /* not a packet we can carry, but the ring is sound */
         } else {
             struct vx_pkt *p = &pkts[got++];

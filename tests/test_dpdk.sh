@@ -1,0 +1,177 @@
+#!/usr/bin/env bash
+# tests/test_dpdk.sh - DPDK testpmd (virtio_user) as the frontend, vhost-xdp --loopback as the backend.
+#
+# One vhost-xdp process serves four testpmd frontends in a row, one per mrg_rxbuf x in_order combination.
+# Each testpmd injects 32 bursts ("start tx_first 32") and forwards in io mode: whatever comes back through
+# vhost-xdp's loopback is sent again, so the same packets go round the loop until "stop".
+# Asserts, per run: the packets circulate (many times more received than injected, and still growing a second
+# later), no RX/TX errors, RX-bytes = RX-packets x packet size, and vhost-xdp survives the disconnect (the
+# next run shows it also accepts a new frontend).
+#
+# Environment:
+#   VX_BACKEND_CMD   backend command line instead of vhost-xdp; {sock} = socket path, {id} = this test's pid.
+#                    VX_BACKEND_CMD=dpdk runs DPDK's own vhost backend (testpmd net_vhost, io mode = loopback),
+#                    the reference this test was developed against.
+#   CI=true          a missing dpdk-testpmd is a failure, not a skip.
+#
+# testpmd pitfalls (see DESIGN.md): it needs two lcores (both pinned on one CPU here) and --total-num-mbufs
+# to fit in -m 256; its stdout is block-buffered when redirected, so its log is read only after "quit";
+# it is driven through a fifo on stdin that this script holds open (EOF on stdin makes a
+# non-interactive testpmd exit at once).
+set -u
+. "$(dirname "$0")/lib.sh"
+
+FAILS=0
+t() { local d=$1; shift; if "$@"; then ok "$d"; else not_ok "$d"; FAILS=$((FAILS + 1)); fi; }
+gone() { ! kill -0 "$1" 2>/dev/null; }
+isnum() { [[ $1 =~ ^[0-9]+$ ]]; }
+# The socket is listening: /proc/net/unix flags 00010000 (__SO_ACCEPTCON) on that path.
+listening() { awk -v p="$1" '$NF == p && $4 == "00010000" { f = 1 } END { exit !f }' /proc/net/unix; }
+
+need_cmd dpdk-testpmd "DPDK virtio_user frontend" || { [ "${CI:-}" = true ] && exit 1; exit 0; }
+
+# Where DPDK keeps its --file-prefix directories (root: /var/run/dpdk).
+if [ "$(id -u)" = 0 ]; then RUNDIR=/var/run/dpdk; else RUNDIR=${XDG_RUNTIME_DIR:-/tmp}/dpdk; fi
+# testpmd's two lcores go on CPU 1 when there is one (the backend's poll thread gets the other CPU).
+FE_CPU=$(($(nproc) > 1 ? 1 : 0))
+
+STANDIN="dpdk-testpmd --lcores '0@0,1@0' --no-huge -m 256 --no-pci --file-prefix=vx-be-{id}"
+STANDIN+=" --vdev 'net_vhost0,iface={sock},queues=1,client=0'"
+STANDIN+=" -- --nb-cores=1 --total-num-mbufs=16384 --forward-mode=io --auto-start"
+BE_CMD=${VX_BACKEND_CMD:-"$(printf %q "$VX") --socket {sock} --loopback"}
+[ "$BE_CMD" = dpdk ] && BE_CMD=$STANDIN
+if [ -z "${VX_BACKEND_CMD:-}" ] && [ ! -x "$VX" ]; then
+    not_ok "vhost-xdp is built ($VX)"
+    exit 1
+fi
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/vx-dpdk.XXXXXX")
+SOCK=$TMP/vx.sock
+BE_PID='' FE_PID=''
+cleanup() {
+    exec 9>&- 8>&-
+    stop_pid "$FE_PID"
+    stop_pid "$BE_PID"
+    rm -rf "$TMP" "$RUNDIR/vx-fe-$$" "$RUNDIR/vx-be-$$"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+diag() { # diag FILE N: FILE as TAP comments, at most its first and last N lines
+    echo "# ---- ${1##*/}"
+    awk -v n="$2" '{ l[NR] = $0 } END { for (i = 1; i <= NR; i++)
+        if (i <= n || i > NR - n) print "#   " l[i]; else if (i == n + 1) print "#   ..." }' "$1" 2>/dev/null
+}
+
+# ---- the backend: started once, stdin a fifo that never reaches EOF (the stand-in testpmd needs that)
+BE_CMD=${BE_CMD//\{sock\}/$SOCK}
+BE_CMD=${BE_CMD//\{id\}/$$}
+echo "# backend: $BE_CMD"
+mkfifo "$TMP/be.in"
+exec 8<>"$TMP/be.in"
+( eval "exec $BE_CMD" ) <&8 >"$TMP/backend.log" 2>&1 &
+BE_PID=$!
+exec 8>&-
+if ! wait_for "the backend to listen on its socket" 10 listening "$SOCK"; then
+    not_ok "backend listens on its vhost-user socket"
+    diag "$TMP/backend.log" 20
+    exit 1
+fi
+ok "backend listens on its vhost-user socket"
+
+# ---- one testpmd frontend: run_one MRG_RXBUF IN_ORDER TXPKTS PACKET_SIZE
+run_one() {
+    local mrg=$1 ino=$2 txpkts=$3 size=$4 rc
+    local name="mrg_rxbuf=$mrg in_order=$ino txpkts=$txpkts"
+    local log=$TMP/testpmd-m$mrg-i$ino.log fails_before=$FAILS
+    rm -f "$TMP/fe.in"
+    mkfifo "$TMP/fe.in"
+    exec 9<>"$TMP/fe.in"
+    dpdk-testpmd --lcores "0@$FE_CPU,1@$FE_CPU" --no-huge -m 256 --no-pci --file-prefix="vx-fe-$$" \
+        --vdev "net_virtio_user0,path=$SOCK,queues=1,mrg_rxbuf=$mrg,in_order=$ino" \
+        -- -i --nb-cores=1 --total-num-mbufs=16384 --forward-mode=io <&9 >"$log" 2>&1 &
+    FE_PID=$!
+    # testpmd reads these once it reaches its prompt (after the port has started).
+    printf '%s\n' "set txpkts $txpkts" "start tx_first 32" >&9
+    sleep 2
+    echo "show port stats all" >&9
+    sleep 1
+    # The third sample is taken after "stop": the counters are frozen then, so bytes and packets agree.
+    printf '%s\n' "show port stats all" stop "show port stats all" quit >&9
+    if wait_for "testpmd ($name) to quit" 8 gone "$FE_PID"; then
+        wait "$FE_PID"; rc=$?
+    else
+        stop_pid "$FE_PID"; rc=timeout
+    fi
+    FE_PID=''
+    exec 9>&-
+    rm -rf "$RUNDIR/vx-fe-$$"
+    t "$name: testpmd ran and quit cleanly (exit status $rc)" [ "$rc" = 0 ]
+
+    # One line per "NIC statistics" block: rx_packets rx_missed rx_bytes rx_errors rx_nombuf tx_packets
+    # tx_errors rx_pps (the block ends with a line of '#'; "Forward statistics" blocks are not read).
+    local -a s
+    mapfile -t s < <(awk '
+        /NIC statistics for port/ { n++; in_blk = 1; next }
+        /^ *#+ *$/                { in_blk = 0 }
+        in_blk { for (i = 1; i < NF; i++) if ($i ~ /:$/) v[n, $i] = $(i + 1) }
+        END { for (k = 1; k <= n; k++) {
+                  split("RX-packets: RX-missed: RX-bytes: RX-errors: RX-nombuf: TX-packets: TX-errors: Rx-pps:", f, " ")
+                  line = ""
+                  for (j = 1; j <= 8; j++) line = line ((k, f[j]) in v ? v[k, f[j]] : "?") " "
+                  print line } }' "$log")
+    local p1 p2 p3 b3 pps e1 e2 e3 x y z
+    if [ "${#s[@]}" -ne 3 ]; then
+        not_ok "$name: testpmd printed 3 port statistics samples (got ${#s[@]})"
+        FAILS=$((FAILS + 1))
+        [ "${#s[@]}" -eq 0 ] && NO_PORT=1    # the port never came up: the next runs would fail the same way
+    else
+        read -r p1 _ _ _ _ _ _ _ <<<"${s[0]}"
+        read -r p2 _ _ _ _ _ _ pps <<<"${s[1]}"
+        read -r p3 _ b3 _ _ _ _ _ <<<"${s[2]}"
+        echo "# $name: RX-packets $p1 after 2 s, $p2 a second later ($pps pps), $p3 at stop"
+        t "$name: packets circulate (RX-packets $p1 > 10000 after 2 s; 1024 injected)" \
+            eval 'isnum "$p1" && [ "$p1" -gt 10000 ]'
+        t "$name: still circulating a second later (RX-packets $p1 -> $p2)" \
+            eval 'isnum "$p1" && isnum "$p2" && [ "$p2" -gt "$p1" ]'
+        # RX-missed, RX-errors, RX-nombuf, TX-errors in every sample
+        read -r _ e1 _ x y _ z _ <<<"${s[0]}"; e1="$e1/$x/$y/$z"
+        read -r _ e2 _ x y _ z _ <<<"${s[1]}"; e2="$e2/$x/$y/$z"
+        read -r _ e3 _ x y _ z _ <<<"${s[2]}"; e3="$e3/$x/$y/$z"
+        t "$name: no RX-missed/RX-errors/RX-nombuf/TX-errors ($e1, $e2, $e3)" \
+            eval '[ "$e1" = 0/0/0/0 ] && [ "$e2" = 0/0/0/0 ] && [ "$e3" = 0/0/0/0 ]'
+        t "$name: RX-bytes $b3 = RX-packets $p3 x $size bytes" \
+            eval 'isnum "$p3" && isnum "$b3" && [ "$b3" -eq $((p3 * size)) ]'
+    fi
+    t "$name: backend still running after testpmd quit" kill -0 "$BE_PID"
+
+    if [ "$FAILS" -ne "$fails_before" ]; then
+        diag "$log" 20
+        diag "$TMP/backend.log" 15
+    fi
+}
+
+# Each run only if the backend is still there and the previous frontend's port came up at all.
+NO_PORT=''
+go_on() { kill -0 "$BE_PID" 2>/dev/null && [ -z "$NO_PORT" ]; }
+run_one 0 0 64 64
+go_on && run_one 0 1 1024 1024
+go_on && run_one 1 0 64,1400 1464     # two-segment packets: chained TX descriptors
+go_on && run_one 1 1 64 64            # virtio_user's defaults
+
+# ---- clean shutdown
+if kill -0 "$BE_PID" 2>/dev/null; then
+    kill -TERM "$BE_PID"
+    if wait_for "the backend to exit" 5 gone "$BE_PID"; then
+        wait "$BE_PID"; rc=$?
+        ok "backend exits within 5 s of SIGTERM (exit status $rc)"
+    else
+        not_ok "backend exits within 5 s of SIGTERM"; FAILS=$((FAILS + 1))
+        diag "$TMP/backend.log" 20
+    fi
+    BE_PID=''
+fi
+
+echo "1..$TAP_N"
+[ "$FAILS" -eq 0 ]
