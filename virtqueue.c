@@ -37,11 +37,6 @@
 #include <string.h>
 #include <unistd.h>
 
-/* A chain longer than this many buffers is not copied (the packet is
- * dropped), but it is still walked to the end to check it.  Linux guests use
- * at most MAX_SKB_FRAGS + 2 = 19 descriptors per packet. */
-#define VQ_MAX_SEGS 64
-
 /* Counters are read by the control thread: a relaxed store is a plain mov on
  * x86, with no lock prefix, yet the reader never sees a torn value. */
 static inline void stat_add(uint64_t *counter, uint64_t n)
@@ -118,18 +113,20 @@ int vq_attach(struct vx_vring *vr, const struct vx_mem *mem, uint64_t features)
 
 /* === Walking a descriptor chain ========================================= */
 
-/* One buffer of a chain, already translated to our address space. */
-struct vq_seg {
-    uint8_t *addr;
-    uint32_t len;
-};
-
-struct vq_chain {
-    uint16_t head;
-    uint32_t nseg;
-    uint64_t total;         /* bytes in seg[] */
-    bool too_many;          /* more than VQ_MAX_SEGS buffers: not usable */
-    struct vq_seg seg[VQ_MAX_SEGS];
+/*
+ * What to copy while walking a chain: up to two windows of the chain's bytes,
+ * each [off, off + len) in chain order, to or from a flat buffer.  RX uses
+ * two (the virtio-net header at 0, then the frame), TX one (the frame after
+ * the header).  Copying during the walk means a chain of any legal length
+ * (up to the ring size) works, with no array of segments to overflow.
+ */
+struct vq_copy {
+    struct {
+        uint8_t *flat;
+        uint64_t off;
+        uint64_t len;
+    } part[2];
+    bool to_chain;          /* RX: into guest buffers; TX: out of them */
 };
 
 /* Copy a descriptor out of guest memory once: after this the guest can
@@ -144,25 +141,24 @@ static struct vring_desc read_desc(const struct vring_desc *table, uint32_t i)
 
 /*
  * The only loop over descriptors.  Follows the chain starting at `head`,
- * into an indirect table if there is one (§2.7.5.3), and fills `c` with the
- * translated buffers.  `device_writes` says which kind this ring's buffers
- * must be: RX buffers are write-only for us, TX buffers read-only.
+ * into an indirect table if there is one (§2.7.5.3), copying what `cp` asks
+ * for as it goes.  `device_writes` says which kind this ring's buffers must
+ * be: RX buffers are write-only for us, TX buffers read-only.
  *
  * Bounds: at most `table_size` descriptors per table (the ring size, or the
- * indirect table's length), so a chain that loops ends here.  Returns 0, or
- * -1 after marking the ring broken.
+ * indirect table's length), so a chain that loops ends here.  Returns the
+ * chain's total length in bytes, or -1 after marking the ring broken.  If it
+ * fails half way, some bytes may already be copied: into our own buffer, or
+ * into guest buffers the guest has not got back yet; both are harmless.
  */
-static int vq_walk_chain(struct vx_vring *vr, uint16_t head, bool device_writes, struct vq_chain *c)
+static int64_t vq_walk_chain(struct vx_vring *vr, uint16_t head, bool device_writes, const struct vq_copy *cp)
 {
     const struct vring_desc *table = vr->desc;
     uint32_t table_size = vr->num;
     uint32_t i = head, walked = 0;
     bool in_indirect = false;
+    uint64_t pos = 0;       /* bytes of the chain before this descriptor */
 
-    c->head = head;
-    c->nseg = 0;
-    c->total = 0;
-    c->too_many = false;
     if (head >= vr->num) {
         vq_mark_broken(vr, "avail ring holds head %u, ring size is %u", head, vr->num);
         return -1;
@@ -208,42 +204,28 @@ static int vq_walk_chain(struct vx_vring *vr, uint16_t head, bool device_writes,
                                (unsigned long long)d.addr, d.len);
                 return -1;
             }
-            if (c->nseg < VQ_MAX_SEGS) {
-                c->seg[c->nseg++] = (struct vq_seg){ p, d.len };
-                c->total += d.len;
-            } else {
-                c->too_many = true;
+            /* Copy the overlap of this buffer [pos, pos+len) with each window. */
+            for (int w = 0; cp && w < 2; w++) {
+                uint64_t lo = cp->part[w].off > pos ? cp->part[w].off : pos;
+                uint64_t hi_buf = pos + d.len, hi_win = cp->part[w].off + cp->part[w].len;
+                uint64_t hi = hi_buf < hi_win ? hi_buf : hi_win;
+                if (lo >= hi)
+                    continue;
+                uint8_t *guest = p + (lo - pos), *flat = cp->part[w].flat + (lo - cp->part[w].off);
+                if (cp->to_chain)
+                    memcpy(guest, flat, hi - lo);
+                else
+                    memcpy(flat, guest, hi - lo);
             }
+            pos += d.len;
         }
         if (!(d.flags & VRING_DESC_F_NEXT))
-            return 0;
+            return (int64_t)pos;
         i = d.next;
         if (i >= table_size) {
             vq_mark_broken(vr, "descriptor next %u beyond table of %u", i, table_size);
             return -1;
         }
-    }
-}
-
-/* Copy between a flat buffer and a chain's buffers, starting `off` bytes
- * into the chain.  The caller has checked the chain is long enough. */
-static void chain_copy(const struct vq_chain *c, uint64_t off, uint8_t *flat, uint32_t len, bool to_chain)
-{
-    for (uint32_t s = 0; s < c->nseg && len > 0; s++) {
-        if (off >= c->seg[s].len) {
-            off -= c->seg[s].len;
-            continue;
-        }
-        uint32_t n = c->seg[s].len - (uint32_t)off;
-        if (n > len)
-            n = len;
-        if (to_chain)
-            memcpy(c->seg[s].addr + off, flat, n);
-        else
-            memcpy(flat, c->seg[s].addr + off, n);
-        flat += n;
-        len -= n;
-        off = 0;
     }
 }
 
@@ -295,19 +277,20 @@ int vq_dequeue_burst(struct vx_vring *vr, struct vx_pkt *pkts, int n)
     uint16_t used_idx = vr->last_used_idx;
     uint64_t bytes = 0, drops = 0;
     int got = 0;
-    struct vq_chain c;
     for (int k = 0; k < pending; k++) {
         uint16_t head = vr->avail->ring[vr->last_avail_idx & (vr->num - 1)];
-        if (vq_walk_chain(vr, head, false, &c) < 0)
+        struct vx_pkt *p = &pkts[got];
+        struct vq_copy cp = { .part = { { p->data, vr->hdr_len, p->room } }, .to_chain = false };
+        int64_t total = vq_walk_chain(vr, head, false, &cp);
+        if (total < 0)
             break;
         vr->last_avail_idx++;
-        if (c.too_many || c.total < vr->hdr_len || c.total - vr->hdr_len > pkts[got].room) {
+        if (total < vr->hdr_len || total - vr->hdr_len > p->room) {
             drops++;        /* not a packet we can carry, but the ring is sound */
         } else {
-            struct vx_pkt *p = &pkts[got++];
-            p->len = (uint32_t)(c.total - vr->hdr_len);
-            chain_copy(&c, vr->hdr_len, p->data, p->len, false);
+            p->len = (uint32_t)(total - vr->hdr_len);
             bytes += p->len;
+            got++;
         }
         vq_put_used(vr, used_idx++, head, 0);   /* TX: we wrote 0 bytes */
     }
@@ -335,45 +318,61 @@ enum { RX_DONE, RX_NO_ROOM, RX_TOO_BIG, RX_BROKEN };
 static int vq_enqueue_one(struct vx_vring *vr, const struct vx_pkt *pkt, uint16_t avail_idx,
                           uint16_t *a, uint16_t *u)
 {
-    struct vq_chain first, more;
-    uint16_t ai = *a, ui = *u, nbufs = 0;
+    uint16_t ai = *a, ui = *u, nbufs = 0, first_head = 0;
     uint32_t done = 0;  /* bytes of the frame written so far */
+    /* The header: no offloads, so all zero but num_buffers (§5.1.6.4), which
+     * is 1 unless the frame turns out to need more buffers. */
+    uint8_t hdr[12] = { 0 };
+    if (vr->hdr_len == 12)
+        hdr[10] = 1;
 
     while (nbufs == 0 || done < pkt->len) {
         if (ai == avail_idx)
             return RX_NO_ROOM;
-        if (nbufs == 1 && !vr->mrg_rxbuf)
-            return RX_TOO_BIG;
-        struct vq_chain *c = nbufs == 0 ? &first : &more;
-        if (vq_walk_chain(vr, vr->avail->ring[ai & (vr->num - 1)], true, c) < 0)
+        uint16_t head = vr->avail->ring[ai & (vr->num - 1)];
+        /* First buffer: header at 0, frame after it.  Later ones: frame only. */
+        uint32_t start = nbufs == 0 ? vr->hdr_len : 0;
+        struct vq_copy cp = { .part = { { pkt->data + done, start, pkt->len - done } }, .to_chain = true };
+        if (nbufs == 0)
+            cp.part[1].flat = hdr, cp.part[1].off = 0, cp.part[1].len = vr->hdr_len;
+        if (!vr->mrg_rxbuf) {
+            /* One chain must hold it all: measure before writing, so a chain
+             * we leave to the next packet keeps no bytes of this one. */
+            int64_t size = vq_walk_chain(vr, head, true, NULL);
+            if (size < 0)
+                return RX_BROKEN;
+            if ((uint64_t)size >= vr->hdr_len && (uint64_t)size < vr->hdr_len + pkt->len)
+                return RX_TOO_BIG;
+        }
+        int64_t total = vq_walk_chain(vr, head, true, &cp);
+        if (total < 0)
             return RX_BROKEN;
-        uint32_t start = 0;
         if (nbufs == 0) {
-            if (c->total < vr->hdr_len) {
-                vq_mark_broken(vr, "receive buffer of %llu bytes cannot hold the %u-byte header",
-                               (unsigned long long)c->total, vr->hdr_len);
+            if (total < vr->hdr_len) {
+                vq_mark_broken(vr, "receive buffer of %lld bytes cannot hold the %u-byte header",
+                               (long long)total, vr->hdr_len);
                 return RX_BROKEN;
             }
-            if (!vr->mrg_rxbuf && c->total < vr->hdr_len + pkt->len)
-                return RX_TOO_BIG;
-            start = vr->hdr_len;    /* the header is written last, below */
+            if (!vr->mrg_rxbuf && (uint64_t)total < vr->hdr_len + pkt->len)
+                return RX_TOO_BIG;  /* the guest shrank the chain between the walks */
+            first_head = head;
         }
-        uint64_t room = c->total - start;
+        uint64_t room = (uint64_t)total - start;
         uint32_t n = room < pkt->len - done ? (uint32_t)room : pkt->len - done;
-        chain_copy(c, start, pkt->data + done, n, true);
-        vq_put_used(vr, ui++, c->head, start + n);
+        vq_put_used(vr, ui++, head, start + n);
         done += n;
         nbufs++;
         ai++;
     }
-
-    /* The header: no offloads, so all zero but num_buffers (§5.1.6.4). */
-    uint8_t hdr[12] = { 0 };
-    if (vr->hdr_len == 12) {
+    if (nbufs > 1) {
+        /* Mergeable buffers: now we know num_buffers; rewrite the header in
+         * the first buffer (walking its chain again, checked again). */
         hdr[10] = (uint8_t)nbufs;
         hdr[11] = (uint8_t)(nbufs >> 8);
+        struct vq_copy cp = { .part = { { hdr, 0, vr->hdr_len } }, .to_chain = true };
+        if (vq_walk_chain(vr, first_head, true, &cp) < 0)
+            return RX_BROKEN;
     }
-    chain_copy(&first, 0, hdr, vr->hdr_len, true);
     *a = ai;
     *u = ui;
     return RX_DONE;
