@@ -1,0 +1,162 @@
+#!/usr/bin/env bash
+# tests/build_guest.sh [OUTDIR] - build the tiny QEMU guest the tests and `make demo` boot.
+#
+# OUTDIR (default tests/guest, git-ignored) gets:
+#   vmlinuz             Debian 12's 6.1 cloud kernel, downloaded and unpacked, never installed
+#   initramfs.cpio.gz   busybox-static + the virtio-net modules + /init (below)
+#   kernel/             the unpacked kernel pieces, kept so a rebuild does not download again
+#
+# The guest's /init reads `vxtest=MODE` from the kernel command line:
+#   vxtest=loopback   eth0 up as 10.0.0.2/24, then forever: every 0.5 s send an ARP request and a
+#                     ping to 10.0.0.1 (a loopback backend sends them straight back to the guest)
+#                     and print "VXSTAT rx_packets=N tx_packets=M" on the console.
+#   (no vxtest)       a shell on the console.
+# Every mode first prints "VXFEATURES <bits>" (the virtio feature bits the driver negotiated,
+# /sys/.../features: character i is bit i) and "VXREADY" once eth0 is up. Optional: vxip=A.B.C.D/N,
+# vxpeer=A.B.C.D override the addresses. The guest never powers off: it runs until QEMU is killed.
+#
+# Needs: busybox-static (/bin/busybox), and either apt (Debian 12, after `apt-get update`) or
+# GUEST_KERNEL_DEB=path/to/linux-image-6.1*-amd64.deb. Skips the build when OUTDIR is up to date.
+set -eu
+
+here=$(cd "$(dirname "$0")" && pwd)
+out=${1:-$here/guest}
+busybox=${BUSYBOX:-/bin/busybox}
+# Insertion order matters: each module needs the ones before it.
+modules="virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci failover net_failover virtio_net"
+
+die() { echo "build_guest.sh: $*" >&2; exit 1; }
+
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+# Tests may run in parallel: one build at a time per OUTDIR.
+if command -v flock >/dev/null 2>&1; then exec 9>"$out/.lock"; flock 9; fi
+
+stamp=$(cat "$0" "$busybox" 2>/dev/null | cksum | cut -d' ' -f1)
+if [ -f "$out/vmlinuz" ] && [ -f "$out/initramfs.cpio.gz" ] && [ "$(cat "$out/.stamp" 2>/dev/null)" = "$stamp" ]; then
+    echo "build_guest.sh: $out is up to date" >&2
+    exit 0
+fi
+
+[ -x "$busybox" ] || die "$busybox not found: apt-get install -y busybox-static"
+file_type=$("$busybox" 2>&1 | head -1 || true)
+case $file_type in BusyBox*) ;; *) die "$busybox does not run as busybox";; esac
+
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+# === 1. The kernel: vmlinuz and the virtio-net modules out of the Debian package ===
+get_kernel() {
+    local deb=${GUEST_KERNEL_DEB:-} pkg
+    if [ -z "$deb" ]; then
+        command -v apt-get >/dev/null 2>&1 || die "no apt-get: set GUEST_KERNEL_DEB=path/to/linux-image-6.1.0-*-cloud-amd64 .deb"
+        pkg=$(apt-cache depends linux-image-cloud-amd64 2>/dev/null | awk '/Depends: linux-image-6/{print $2; exit}')
+        [ -n "$pkg" ] || die "apt-cache knows no linux-image-cloud-amd64 (Debian 12 kernel): run 'apt-get update' first, or set GUEST_KERNEL_DEB"
+        echo "build_guest.sh: downloading $pkg" >&2
+        mkdir "$tmp/deb"
+        # As root, apt drops to the _apt user, who cannot write into our private temp dir.
+        local sandbox=()
+        [ "$(id -u)" = 0 ] && sandbox=(-o APT::Sandbox::User=root)
+        (cd "$tmp/deb" && apt-get download "${sandbox[@]}" "$pkg" >&2) ||
+            die "could not download $pkg: run 'apt-get update' (and check the network), or set GUEST_KERNEL_DEB"
+        deb=$(ls "$tmp"/deb/*.deb)
+    fi
+    [ -f "$deb" ] || die "kernel package $deb not found"
+    rm -rf "$out/kernel" "$tmp/k"
+    mkdir -p "$tmp/k" "$out/kernel"
+    # Unpack only what the guest needs (the whole package is ~100 MB unpacked).
+    dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$tmp/k" --wildcards './boot/vmlinuz-*' '*/virtio*.ko*' '*failover.ko*' ||
+        die "could not unpack $deb"
+    cp "$tmp"/k/boot/vmlinuz-* "$out/kernel/vmlinuz" || die "no boot/vmlinuz-* in $deb"
+    local m f
+    for m in $modules; do
+        f=$(find "$tmp/k/lib/modules" -name "$m.ko" -o -name "$m.ko.xz" -o -name "$m.ko.zst" | head -1)
+        [ -n "$f" ] || die "module $m not in $deb"
+        case $f in   # busybox insmod may not read compressed modules
+        *.xz)  "$busybox" unxz -c "$f" > "$out/kernel/$m.ko" ;;
+        *.zst) zstd -q -d -c "$f" > "$out/kernel/$m.ko" || die "need zstd for $f" ;;
+        *)     cp "$f" "$out/kernel/$m.ko" ;;
+        esac
+    done
+    basename "$deb" > "$out/kernel/package"
+}
+ok=1
+for m in vmlinuz $modules; do [ -f "$out/kernel/$m" ] || [ -f "$out/kernel/$m.ko" ] || ok=0; done
+[ $ok = 1 ] || get_kernel
+
+# === 2. The initramfs: busybox, modules, /init ===
+root=$tmp/root
+mkdir -p "$root"/{bin,dev,proc,sys,tmp,lib/modules}
+ln -s bin "$root/sbin"
+cp "$busybox" "$root/bin/busybox"
+for app in $("$busybox" --list); do
+    [ -e "$root/bin/$app" ] || ln -s busybox "$root/bin/$app"
+done
+for m in $modules; do cp "$out/kernel/$m.ko" "$root/lib/modules/"; done
+
+cat > "$root/init" <<'EOF'
+#!/bin/sh
+# /init of the vhost-xdp test guest (written by tests/build_guest.sh).
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+# The initramfs has no /dev/console of its own: reopen stdio on the one devtmpfs provides.
+exec </dev/console >/dev/console 2>&1
+for m in MODULES; do
+    insmod /lib/modules/$m.ko || echo "VXERROR insmod $m failed"
+done
+
+mode= ip=10.0.0.2/24 peer=10.0.0.1
+for arg in $(cat /proc/cmdline); do
+    case $arg in
+    vxtest=*) mode=${arg#vxtest=} ;;
+    vxip=*)   ip=${arg#vxip=} ;;
+    vxpeer=*) peer=${arg#vxpeer=} ;;
+    esac
+done
+
+# eth0 up with an address; print the negotiated features and VXREADY.
+net_up() {
+    i=0
+    while [ ! -e /sys/class/net/eth0 ]; do
+        i=$((i + 1)); [ $i -gt 50 ] && { echo "VXERROR no eth0"; return 1; }
+        sleep 0.1
+    done
+    ip link set lo up
+    ip link set eth0 up
+    ip addr add "$ip" dev eth0
+    echo "VXFEATURES $(cat /sys/class/net/eth0/device/features)"
+    echo "VXREADY"
+}
+
+counter() { cat /sys/class/net/eth0/statistics/$1; }
+
+# Loopback: the backend returns every frame to the guest, so the guest sees its own ARP requests.
+mode_loopback() {
+    net_up || return
+    while :; do
+        arping -q -c 1 -w 1 -I eth0 "$peer" >/dev/null 2>&1 &
+        ping -q -c 1 -W 1 "$peer" >/dev/null 2>&1 &
+        echo "VXSTAT rx_packets=$(counter rx_packets) tx_packets=$(counter tx_packets)"
+        sleep 0.5
+    done
+}
+
+# New modes: add mode_NAME here and a line in the case below (e.g. ping:ADDR to a real peer).
+case $mode in
+loopback) mode_loopback ;;
+'')       net_up; setsid cttyhack sh ;;
+*)        echo "VXERROR unknown vxtest=$mode" ;;
+esac
+# /init must never exit (the kernel would panic): wait for QEMU to be killed.
+while :; do sleep 3600; done
+EOF
+sed -i "s/MODULES/$modules/" "$root/init"
+chmod 755 "$root/init"
+
+(cd "$root" && find . | "$busybox" cpio -o -H newc 2>/dev/null) | gzip -9 > "$tmp/initramfs.cpio.gz"
+cp "$out/kernel/vmlinuz" "$out/vmlinuz"
+mv "$tmp/initramfs.cpio.gz" "$out/initramfs.cpio.gz"
+echo "$stamp" > "$out/.stamp"
+echo "build_guest.sh: built $out/vmlinuz and $out/initramfs.cpio.gz ($(cat "$out/kernel/package"))" >&2

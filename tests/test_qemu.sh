@@ -1,0 +1,230 @@
+#!/usr/bin/env bash
+# tests/test_qemu.sh - a Linux guest's own virtio-net driver against the backend in loopback mode.
+#
+# QEMU (TCG) boots the tiny guest of tests/build_guest.sh with vxtest=loopback: the guest sends ARP
+# requests and pings, the backend (--loopback) returns every frame on the guest's RX ring, and the
+# guest prints its counters on the serial console ("VXSTAT rx_packets=N tx_packets=M").
+#   1. default device: the guest's own packets come back; MRG_RXBUF (bit 15) negotiated
+#   2. the backend dies (SIGKILL) and starts again on the same socket: QEMU reconnects
+#      (reconnect=1) and packets flow again
+#   3. the backend exits on SIGTERM and removes its socket
+#   4. a fresh guest with mrg_rxbuf=off: packets come back; MRG_RXBUF not negotiated
+#   5. client mode: QEMU listens (server=on), vhost-xdp --client connects; after that QEMU is
+#      stopped, a new QEMU on the same path gets the backend again (vhost-xdp only)
+#
+# Another backend in place of vhost-xdp (for comparison, or before vhost-xdp exists):
+#   VX_BACKEND=dpdk tests/test_qemu.sh            DPDK's own vhost backend (testpmd, io forwarding)
+#   VX_BACKEND_CMD='cmd ... {sock} ...' tests/test_qemu.sh
+# The command is run with eval; {sock} becomes the socket path (the backend listens, QEMU connects).
+set -u
+. "$(dirname "$0")/lib.sh"
+
+fails=0
+fail() { not_ok "$@"; fails=$((fails + 1)); }
+done_testing() { echo "1..$TAP_N"; [ "$fails" -eq 0 ]; exit; }
+
+need_cmd qemu-system-x86_64 "QEMU guest test" || done_testing
+
+dir=$(mktemp -d)
+SOCK=$dir/vx.sock
+GUEST=${VX_GUEST_DIR:-$TESTS_DIR/guest}
+BACKEND_PID= QEMU_PID=
+
+case ${VX_BACKEND:-} in
+dpdk) BACKEND_CMD="dpdk-testpmd --lcores '0@0,1@0' --no-huge -m 256 --no-pci --file-prefix=vx-qemu-$$ \
+--vdev 'net_vhost0,iface={sock},queues=1' -- --nb-cores=1 --total-num-mbufs=16384 \
+--forward-mode=io --port-topology=loop --auto-start --stats-period 10" ;;
+'')   BACKEND_CMD=${VX_BACKEND_CMD:-"$(printf %q "$VX") --socket {sock} --loopback"}
+      if [ -z "${VX_BACKEND_CMD:-}" ] && [ ! -x "$VX" ]; then
+          fail "$VX is built (run make)"; rm -rf "$dir"; done_testing
+      fi ;;
+*)    echo "# VX_BACKEND=$VX_BACKEND: unknown (known: dpdk)" >&2; fail "backend choice"; rm -rf "$dir"; done_testing ;;
+esac
+
+cleanup() {
+    stop_pid "$QEMU_PID"; QEMU_PID=
+    stop_pid "$BACKEND_PID"; BACKEND_PID=
+    rm -rf "$dir"
+    # testpmd leaves its runtime directory behind (root: /var/run/dpdk, others: $XDG_RUNTIME_DIR/dpdk).
+    [ "${VX_BACKEND:-}" = dpdk ] && rm -rf "/var/run/dpdk/vx-qemu-$$" "${XDG_RUNTIME_DIR:-/nonexistent}/dpdk/vx-qemu-$$"
+    return 0
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# diag FILE...: the tail of each log as TAP comments; for a guest console, also its VX lines
+# other than the counters (features, VXREADY, VXERROR).
+diag() {
+    local f
+    for f; do
+        [ -s "$f" ] || continue
+        case $f in
+        *.serial) echo "# --- ${f##*/}: guest lines"
+                  tr -d '\r' < "$f" | grep -a 'VX' | grep -av VXSTAT | sed 's/^/#   /'
+                  echo "# --- tail of ${f##*/}"
+                  tail -n 5 "$f" | tr -d '\r' | sed 's/^/#   /' ;;
+        *)        echo "# --- tail of ${f##*/}"
+                  tail -n 15 "$f" | tr -d '\r\033' | sed 's/^/#   /' ;;
+        esac
+    done
+}
+
+# start_backend LOG: run the backend on $SOCK, wait until it listens.
+start_backend() {
+    local log=$1 cmd=${BACKEND_CMD//\{sock\}/$SOCK}
+    echo "# backend: $cmd" >> "$log"
+    ( eval "exec $cmd" ) < /dev/null >> "$log" 2>&1 &
+    BACKEND_PID=$!
+    local i
+    for ((i = 0; i < 100; i++)); do
+        [ -S "$SOCK" ] && return 0
+        kill -0 "$BACKEND_PID" 2>/dev/null || { echo "# the backend exited"; return 1; }
+        sleep 0.1
+    done
+    echo "# timed out after 10s waiting for the backend's socket $SOCK"
+    return 1
+}
+
+# start_qemu NAME EXTRA_DEVICE_OPTIONS: boot the guest; serial console in $dir/NAME.serial.
+# A third argument replaces the chardev's reconnect=1 (QEMU as the socket client), e.g. with
+# server=on,wait=off (QEMU listens, the backend runs with --client).
+start_qemu() {
+    local name=$1 devopts=$2 chardev=${3:-reconnect=1}
+    qemu-system-x86_64 -accel tcg -machine q35 -smp 1 -m 256M -nodefaults -no-user-config \
+        -display none -no-reboot -serial "file:$dir/$name.serial" \
+        -object memory-backend-memfd,id=mem,size=256M,share=on -numa node,memdev=mem \
+        -chardev "socket,id=chr0,path=$SOCK,$chardev" \
+        -netdev vhost-user,id=net0,chardev=chr0 \
+        -device "virtio-net-pci,netdev=net0,mac=52:54:00:12:34:56,romfile=,vectors=0$devopts" \
+        -kernel "$GUEST/vmlinuz" -initrd "$GUEST/initramfs.cpio.gz" \
+        -append 'console=ttyS0 quiet panic=-1 vxtest=loopback' \
+        < /dev/null > "$dir/$name.qemu.log" 2>&1 &
+    QEMU_PID=$!
+}
+
+# guest_rx SERIAL: the guest's last complete rx_packets report (empty before the first one).
+guest_rx() {
+    tr -d '\r' 2>/dev/null < "$1" | sed -n 's/.*VXSTAT rx_packets=\([0-9]*\) tx_packets=.*/\1/p' | tail -n 1
+}
+# guest_features SERIAL: the feature bits the guest driver negotiated (character i = bit i).
+guest_features() {
+    tr -d '\r' 2>/dev/null < "$1" | sed -n 's/.*VXFEATURES \([01]*\).*/\1/p' | head -n 1
+}
+
+# wait_rx SERIAL MIN SECS: until the guest reports rx_packets > MIN; 1 on timeout or if QEMU or
+# the backend died. (A deadline, not a count of sleeps: each poll forks a few processes.)
+wait_rx() {
+    local serial=$1 min=$2 rx deadline=$((SECONDS + $3))
+    while [ "$SECONDS" -lt "$deadline" ]; do
+        rx=$(guest_rx "$serial")
+        [ -n "$rx" ] && [ "$rx" -gt "$min" ] && return 0
+        kill -0 "$QEMU_PID" 2>/dev/null || { echo "# QEMU exited"; return 1; }
+        kill -0 "$BACKEND_PID" 2>/dev/null || { echo "# the backend exited"; return 1; }
+        sleep 0.2
+    done
+    echo "# timed out after ${3}s: guest rx_packets=${rx:-none}, needed > $min"
+    return 1
+}
+
+# MRG_RXBUF is feature bit 15 (virtio 1.2 §5.1.3).
+check_mrg_rxbuf() {
+    local name=$1 want=$2 what=$3 bits
+    bits=$(guest_features "$dir/$name.serial")
+    if [ -n "$bits" ] && [ "${bits:15:1}" = "$want" ]; then ok "$what"
+    else fail "$what"; echo "# VXFEATURES ${bits:-missing}"; fi
+}
+
+# === 0. The guest ===
+if "$TESTS_DIR/build_guest.sh" "$GUEST" 2> "$dir/build.log"; then
+    ok "guest kernel + initramfs built ($GUEST)"
+else
+    fail "build the guest (tests/build_guest.sh)"; diag "$dir/build.log"; done_testing
+fi
+
+# === 1. Default device: the guest's packets come back ===
+blog=$dir/backend1.log
+if start_backend "$blog"; then
+    ok "backend listens on its socket"
+    t0=$SECONDS
+    start_qemu default ""
+    if wait_rx "$dir/default.serial" 0 40; then
+        ok "guest's own packets come back (rx_packets=$(guest_rx "$dir/default.serial") after $((SECONDS - t0))s)"
+        check_mrg_rxbuf default 1 "guest negotiated MRG_RXBUF by default"
+
+        # === 2. SIGKILL the backend, start it again; QEMU reconnects ===
+        kill -KILL "$BACKEND_PID"; wait "$BACKEND_PID" 2>/dev/null; BACKEND_PID=
+        sleep 1    # let the guest print the count at which traffic stopped
+        rx0=$(guest_rx "$dir/default.serial")
+        if [ -e "$SOCK" ]; then echo "# removing the socket the killed backend left behind"; rm -f "$SOCK"; fi
+        echo "# backend killed at rx_packets=$rx0; restarting it"
+        t0=$SECONDS
+        blog=$dir/backend2.log
+        if start_backend "$blog" && wait_rx "$dir/default.serial" "$rx0" 20; then
+            ok "after SIGKILL + restart of the backend, packets come back again ($rx0 -> $(guest_rx "$dir/default.serial") after $((SECONDS - t0))s)"
+        else
+            fail "after SIGKILL + restart of the backend, packets come back again"
+            diag "$dir/backend1.log" "$blog" "$dir/default.qemu.log" "$dir/default.serial"
+        fi
+    else
+        fail "guest's own packets come back"
+        diag "$blog" "$dir/default.qemu.log" "$dir/default.serial"
+    fi
+
+    # === 3. Clean stop: the backend removes its socket on SIGTERM ===
+    stop_pid "$QEMU_PID"; QEMU_PID=
+    if kill -0 "$BACKEND_PID" 2>/dev/null; then
+        stop_pid "$BACKEND_PID"; BACKEND_PID=
+        if [ ! -e "$SOCK" ]; then ok "backend removed its socket on SIGTERM"
+        else fail "backend removed its socket on SIGTERM"; rm -f "$SOCK"; diag "$blog"; fi
+    fi
+else
+    fail "backend listens on its socket"; diag "$blog"
+fi
+stop_pid "$BACKEND_PID"; BACKEND_PID=
+rm -f "$SOCK"
+
+# === 4. mrg_rxbuf=off: a fresh backend and a fresh guest ===
+blog=$dir/backend3.log
+if start_backend "$blog"; then
+    t0=$SECONDS
+    start_qemu nomrg ",mrg_rxbuf=off"
+    if wait_rx "$dir/nomrg.serial" 0 40; then
+        ok "mrg_rxbuf=off: guest's own packets come back (rx_packets=$(guest_rx "$dir/nomrg.serial") after $((SECONDS - t0))s)"
+        check_mrg_rxbuf nomrg 0 "mrg_rxbuf=off: MRG_RXBUF not negotiated"
+    else
+        fail "mrg_rxbuf=off: guest's own packets come back"
+        diag "$blog" "$dir/nomrg.qemu.log" "$dir/nomrg.serial"
+    fi
+else
+    fail "mrg_rxbuf=off: backend listens on its socket"; diag "$blog"
+fi
+
+# === 5. Client mode: QEMU listens, vhost-xdp --client connects, and again after QEMU goes away ===
+stop_pid "$QEMU_PID"; QEMU_PID=
+stop_pid "$BACKEND_PID"; BACKEND_PID=
+rm -f "$SOCK"
+if [ -z "${VX_BACKEND:-}${VX_BACKEND_CMD:-}" ]; then
+    blog=$dir/backend4.log
+    "$VX" --socket "$SOCK" --client --loopback < /dev/null > "$blog" 2>&1 &
+    BACKEND_PID=$!
+    sleep 1.5   # the backend is up first and retries every second until QEMU listens
+    for round in 1 2; do
+        t0=$SECONDS
+        start_qemu "client$round" "" "server=on,wait=off"
+        if wait_rx "$dir/client$round.serial" 0 40; then
+            ok "--client, QEMU listening (guest $round): guest's own packets come back (rx_packets=$(guest_rx "$dir/client$round.serial") after $((SECONDS - t0))s)"
+        else
+            fail "--client, QEMU listening (guest $round): guest's own packets come back"
+            diag "$blog" "$dir/client$round.qemu.log" "$dir/client$round.serial"
+        fi
+        stop_pid "$QEMU_PID"; QEMU_PID=
+        rm -f "$SOCK"
+    done
+    if kill -0 "$BACKEND_PID" 2>/dev/null && [ "$(grep -c 'frontend connected' "$blog")" -ge 2 ]; then
+        ok "--client: the backend reconnected to the second QEMU after the first went away"
+    else
+        fail "--client: the backend reconnected to the second QEMU after the first went away"; diag "$blog"
+    fi
+fi
+
+done_testing
