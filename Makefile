@@ -10,7 +10,7 @@ LDFLAGS += -pthread
 
 SRCS    = main.c vhost_user.c virtqueue.c pmd_loop.c nic_afxdp.c
 HDRS    = vhost_xdp.h
-TESTS   = tests/test_virtqueue tests/test_protocol
+TESTS   = tests/test_virtqueue tests/test_protocol tests/afxdp_tool
 
 all: vhost-xdp
 
@@ -19,6 +19,9 @@ vhost-xdp: $(SRCS) $(HDRS)
 
 tests/test_virtqueue: tests/test_virtqueue.c virtqueue.c $(HDRS)
 	$(CC) $(CFLAGS) -I. -o $@ tests/test_virtqueue.c virtqueue.c $(LDFLAGS)
+
+tests/afxdp_tool: tests/afxdp_tool.c nic_afxdp.c $(HDRS)
+	$(CC) $(CFLAGS) -I. -o $@ tests/afxdp_tool.c nic_afxdp.c $(LDFLAGS)
 
 tests/test_protocol: tests/test_protocol.c
 	$(CC) $(CFLAGS) -o $@ tests/test_protocol.c $(LDFLAGS)

@@ -35,7 +35,12 @@ static void usage(FILE *out)
           "  -c, --client           connect to PATH (the frontend listens) instead of listening;\n"
           "                         retried every second, and again after the frontend goes away\n"
           "  -l, --loopback         port: each queue pair's TX comes back on its own RX\n"
-          "  -i, --iface IF         port: AF_XDP on interface IF (not written yet)\n"
+          "  -i, --iface IF         port: AF_XDP socket on interface IF (root or CAP_NET_ADMIN+CAP_BPF)\n"
+          "      --queue Q          NIC queue id for --iface (default 0)\n"
+          "      --xdp-mode MODE    auto (native, else skb; the default), native or skb\n"
+          "      --zerocopy         AF_XDP zero-copy mode (needs driver support; default copy mode)\n"
+          "      --frames N         UMEM frames (power of two, default 4096)\n"
+          "      --frame-size N     UMEM frame size: 2048 or 4096 (default)\n"
           "  -q, --queues N         queue pairs offered to the frontend (1..8, default 1)\n"
           "  -p, --pmd-cores LIST   one poll thread per CPU in LIST, pinned there (e.g. 1, 0,1, 2-3);\n"
           "                         default: one thread, not pinned\n"
@@ -114,6 +119,23 @@ static void print_stats(const struct totals *now, const struct totals *before, d
             (unsigned long long)now->tx_packets, (unsigned long long)now->rx_packets);
 }
 
+static void print_nic_stats(const struct nic_stats *now, const struct nic_stats *before, double secs)
+{
+#define D(f) (__atomic_load_n(&now->f, __ATOMIC_RELAXED) - before->f)
+    if (secs > 0)
+        fprintf(stderr, "vhost-xdp: stats: nic rx %.3f Mpps %.1f Mbit/s | nic tx %.3f Mpps %.1f Mbit/s | "
+                "fill ring empty %llu | tx ring full %llu | invalid descriptors %llu\n",
+                D(rx_packets) / secs / 1e6, D(rx_bytes) * 8 / secs / 1e6, D(tx_packets) / secs / 1e6,
+                D(tx_bytes) * 8 / secs / 1e6, (unsigned long long)now->rx_fill_empty,
+                (unsigned long long)now->tx_ring_full, (unsigned long long)now->invalid_descs);
+    else
+        fprintf(stderr, "vhost-xdp: exit: nic rx %llu packets, nic tx %llu packets, fill ring empty %llu, "
+                "tx ring full %llu, invalid descriptors %llu\n", (unsigned long long)D(rx_packets),
+                (unsigned long long)D(tx_packets), (unsigned long long)now->rx_fill_empty,
+                (unsigned long long)now->tx_ring_full, (unsigned long long)now->invalid_descs);
+#undef D
+}
+
 static double now_seconds(void)
 {
     struct timespec ts;
@@ -132,10 +154,14 @@ int main(int argc, char **argv)
         { "loopback", no_argument, NULL, 'l' },      { "iface", required_argument, NULL, 'i' },
         { "queues", required_argument, NULL, 'q' },  { "pmd-cores", required_argument, NULL, 'p' },
         { "stats", required_argument, NULL, 'S' },   { "trace", no_argument, NULL, 't' },
-        { "help", no_argument, NULL, 'h' },          { NULL, 0, NULL, 0 },
+        { "help", no_argument, NULL, 'h' },          { "queue", required_argument, NULL, 'Q' },
+        { "xdp-mode", required_argument, NULL, 'M' }, { "zerocopy", no_argument, NULL, 'Z' },
+        { "frames", required_argument, NULL, 'F' },  { "frame-size", required_argument, NULL, 'z' },
+        { NULL, 0, NULL, 0 },
     };
     struct vu_options vo = { 0 };
-    const char *iface = NULL;
+    struct nic_options no = { .frame_size = 4096, .frame_count = 4096 };
+    struct nic_port *nic = NULL;
     bool loopback = false;
     int cpus[64], ncpus = 0;
     long queues = 1;
@@ -148,7 +174,35 @@ int main(int argc, char **argv)
         case 's': vo.socket_path = optarg; break;
         case 'c': vo.client = true; break;
         case 'l': loopback = true; break;
-        case 'i': iface = optarg; break;
+        case 'i': no.ifname = optarg; break;
+        case 'Z': no.zerocopy = true; break;
+        case 'Q': case 'F': case 'z': {
+            long v = strtol(optarg, &end, 10);
+            bool good = !*end && v >= 0 && v <= 1 << 20;
+            if (c == 'F')
+                good = good && v >= 64 && !(v & (v - 1));
+            if (c == 'z')
+                good = good && (v == 2048 || v == 4096);
+            if (!good) {
+                fprintf(stderr, "vhost-xdp: %s %s: out of range (see --help)\n",
+                        c == 'Q' ? "--queue" : c == 'F' ? "--frames" : "--frame-size", optarg);
+                return 2;
+            }
+            *(c == 'Q' ? &no.queue : c == 'F' ? &no.frame_count : &no.frame_size) = (uint32_t)v;
+            break;
+        }
+        case 'M':
+            if (!strcmp(optarg, "auto"))
+                no.mode = NIC_XDP_AUTO;
+            else if (!strcmp(optarg, "native"))
+                no.mode = NIC_XDP_NATIVE;
+            else if (!strcmp(optarg, "skb"))
+                no.mode = NIC_XDP_SKB;
+            else {
+                fprintf(stderr, "vhost-xdp: --xdp-mode %s: want auto, native or skb\n", optarg);
+                return 2;
+            }
+            break;
         case 't': vo.trace = true; break;
         case 'q':
             queues = strtol(optarg, &end, 10);
@@ -184,12 +238,10 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    if (loopback == (iface != NULL)) {
+    if (loopback == (no.ifname != NULL)) {
         fprintf(stderr, "vhost-xdp: choose one port: --loopback or --iface IF\n");
         return 2;
     }
-    if (iface && nic_afxdp_open(iface) < 0)
-        return 1;
     dev.queue_pairs = (uint32_t)queues;
 
     /* Signals are read from a signalfd in the poll loop, so they are blocked
@@ -207,15 +259,26 @@ int main(int argc, char **argv)
         return 1;
     }
 
-    if (vu_init(&dev, &vo) < 0)
+    /* The NIC first: it is what most often fails (privileges, interface),
+     * and then nothing else has been set up yet. */
+    if (no.ifname) {
+        if (nic_open(&nic, &no) < 0)
+            return 1;
+        vx_log("port: AF_XDP on %s queue %u, %s", no.ifname, no.queue, nic_mode_name(nic));
+    }
+    if (vu_init(&dev, &vo) < 0) {
+        nic_close(nic);
         return 1;
-    if (pmd_start(&dev, cpus, ncpus) < 0) {
+    }
+    if (pmd_start(&dev, nic, cpus, ncpus) < 0) {
         pmd_stop();
         vu_cleanup(&dev);
+        nic_close(nic);
         return 1;
     }
 
     struct totals last = sum_rings(&dev);
+    struct nic_stats nic_last = { 0 };
     double t_last = now_seconds(), t_retry = 0;
     for (;;) {
         int fd = vu_poll_fd(&dev);
@@ -247,12 +310,21 @@ int main(int argc, char **argv)
             struct totals cur = sum_rings(&dev);
             print_stats(&cur, &last, t - t_last);
             last = cur;
+            if (nic) {
+                const struct nic_stats *ns = nic_stats(nic);
+                print_nic_stats(ns, &nic_last, t - t_last);
+                nic_last = *ns;
+            }
             t_last = t;
         }
     }
 
     vu_cleanup(&dev);   /* rings taken away, guest memory unmapped, socket file removed */
     pmd_stop();
+    if (nic) {
+        print_nic_stats(nic_stats(nic), &(struct nic_stats){ 0 }, 0);
+        nic_close(nic);  /* XDP program detached: the interface is as we found it */
+    }
     struct totals fin = sum_rings(&dev);
     vx_log("exit: from guest %llu packets, to guest %llu packets, %llu drops, %llu broken rings",
            (unsigned long long)fin.tx_packets, (unsigned long long)fin.rx_packets,

@@ -1,14 +1,1154 @@
 /*
- * nic_afxdp.c - the NIC side of the data path, through an AF_XDP socket.
+ * nic_afxdp.c - the NIC side of the data path: an AF_XDP socket on one queue
+ * of a network interface, set up with nothing but syscalls (no libbpf, no
+ * libxdp, no compiler for the BPF program).
  *
- * Not yet: this is where the XDP program (hand-written BPF loaded with
- * bpf(2)), the XSKMAP, the UMEM and its four rings will live (issue #3).
- * Until then --iface says so and vhost-xdp runs with --loopback only.
+ * Where it sits: pmd_loop.c moves packets between a guest's virtqueues
+ * (virtqueue.c) and this port.  A packet from the wire is written by the
+ * kernel straight into a frame of our UMEM (a buffer we registered with the
+ * socket); the poll thread copies it once, from that frame into guest memory.
+ * A packet from the guest is copied once, from guest memory into a free UMEM
+ * frame, and the kernel sends it from there.  In the articles' DPDK picture
+ * this file is the poll-mode driver: the poll thread sees no interrupt, no
+ * sk_buff and makes no syscall per packet.
+ *
+ * The pieces (Documentation/networking/af_xdp.rst, include/uapi/linux/if_xdp.h):
+ *
+ *   UMEM            one page-aligned buffer of frame_count equal frames; a
+ *                   frame is named by its "address" = offset in the UMEM
+ *   fill ring       us -> kernel: frames the kernel may receive into
+ *   RX ring         kernel -> us: received packets (address, length)
+ *   TX ring         us -> kernel: packets to send (address, length)
+ *   completion ring kernel -> us: frames whose packets have been sent
+ *   XDP program     runs for every packet the interface receives and
+ *                   redirects it to our socket through an XSKMAP
+ *
+ * Each ring is a single-producer single-consumer ring of 2^k entries with a
+ * free-running 32-bit producer index and consumer index, shared with the
+ * kernel by mmap.  One side only ever writes the producer, the other only
+ * the consumer, so no lock is needed: only the ordering described at "Ring
+ * arithmetic" below.
+ *
+ * Read in this order: the port (the data structures), the XDP program, the
+ * set-up steps one function each, nic_open() which runs them in the order the
+ * kernel needs them, the ring arithmetic, the data path (RX, then TX), and
+ * nic_close().  Only nic_rx_* and nic_tx_* run on the poll thread; they never
+ * block and make a syscall only when the kernel asks for one (need_wakeup).
  */
 #include "vhost_xdp.h"
 
-int nic_afxdp_open(const char *ifname)
+#include <dirent.h>
+#include <errno.h>
+#include <net/if.h>             /* if_nametoindex, IFF_UP */
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+#include <linux/bpf.h>          /* bpf(2) commands, struct bpf_insn, XDP_PASS */
+#include <linux/if_link.h>      /* IFLA_XDP_*, XDP_FLAGS_* */
+#include <linux/if_xdp.h>       /* the AF_XDP socket API */
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
+
+#define NIC_PROG_NAME "vx_xsk_redirect"  /* shows in `ip link` and bpftool; < BPF_OBJ_NAME_LEN */
+#define NIC_MAP_NAME  "vx_xsks"
+#define BIND_EBUSY_RETRY_MS 1000         /* a just-closed socket keeps the queue ~20 ms */
+
+/* === The port ============================================================ */
+
+/* One of the four rings as mapped into our address space. */
+struct xsk_ring {
+    uint32_t *producer;         /* next entry the producer will fill */
+    uint32_t *consumer;         /* next entry the consumer will read */
+    uint32_t *flags;            /* XDP_RING_NEED_WAKEUP, written by the kernel */
+    void     *entries;          /* u64 addresses (fill, completion) or struct xdp_desc (RX, TX) */
+    uint32_t  size, mask;       /* 2^k entries: slot = index & mask */
+    /* Our private copies (libbpf's names).  On a ring we produce into (fill,
+     * TX) cached_prod is the truth and cached_cons our last look at the
+     * kernel's consumer; on a ring we consume (RX, completion) the reverse.
+     * Looking at the kernel's index only when the cached one says "no room"
+     * or "nothing there" keeps its cache line from bouncing. */
+    uint32_t  cached_prod, cached_cons;
+    void     *map;              /* what mmap returned, for munmap */
+    size_t    map_len;
+};
+
+struct nic_port {
+    /* Set up by nic_open(), read-only afterwards. */
+    char      ifname[IF_NAMESIZE];
+    unsigned  ifindex;
+    uint32_t  queue;
+    uint32_t  xdp_flags;        /* XDP_FLAGS_DRV_MODE (native) or XDP_FLAGS_SKB_MODE (generic) */
+    bool      zerocopy;         /* as the kernel reports it after bind (XDP_OPTIONS) */
+    char      mode_name[48];
+    int       map_fd;           /* the XSKMAP: rx queue index -> AF_XDP socket */
+    int       prog_fd;          /* the XDP program */
+    int       link_fd;          /* the BPF link that holds the program on the interface */
+    bool      netlink_attached; /* fallback for kernels without XDP links: detach by hand */
+    int       xsk_fd;           /* the AF_XDP socket */
+
+    uint8_t  *umem;             /* frame_count * frame_size bytes, page aligned */
+    uint64_t  umem_size;
+    uint32_t  frame_size, frame_count;
+
+    struct xsk_ring fill, comp, rx, tx;
+
+    /* The TX frame allocator: a stack of free frame addresses.  The first
+     * half of the UMEM is for RX and lives in the fill ring, the RX ring or
+     * the caller's hands; the second half is for TX and lives here, in the
+     * TX ring or in the completion ring.  Neither half ever borrows from the
+     * other, so a flood in one direction cannot starve the other. */
+    uint64_t *tx_free;
+    uint32_t  tx_nfree, tx_frames;
+    bool      kick_error_logged;
+
+    struct nic_stats stats;     /* written by the poll thread only */
+};
+
+/* Counters: one writer (the poll thread), read by main.c's stats thread.
+ * A relaxed atomic store is a plain mov on x86 but keeps the compiler from
+ * tearing or caching it, as in pmd_loop.c. */
+#define STAT_ADD(p, field, n) \
+    __atomic_store_n(&(p)->stats.field, (p)->stats.field + (n), __ATOMIC_RELAXED)
+
+static int sys_bpf(enum bpf_cmd cmd, union bpf_attr *attr)
 {
-    vx_log("--iface %s: the AF_XDP port is not written yet; use --loopback", ifname);
+    return (int)syscall(__NR_bpf, cmd, attr, sizeof *attr);
+}
+
+static uint64_t ptr_to_u64(const void *ptr)
+{
+    return (uint64_t)(uintptr_t)ptr;
+}
+
+/* What to add to an EPERM: the capabilities each step needs
+ * (bpf(2): CAP_BPF + CAP_NET_ADMIN for XDP programs and XSKMAPs since 5.8,
+ * CAP_SYS_ADMIN before; netlink RTM_SETLINK: CAP_NET_ADMIN; socket(AF_XDP):
+ * CAP_NET_RAW). */
+static const char *perm_hint(int err)
+{
+    if (err != EPERM && err != EACCES)
+        return "";
+    if (geteuid() != 0)
+        return ": not root; run as root, or give vhost-xdp the capabilities "
+               "(setcap cap_net_admin,cap_bpf,cap_net_raw,cap_ipc_lock+ep vhost-xdp)";
+    return ": root, but without CAP_NET_ADMIN + CAP_BPF + CAP_NET_RAW (a container or setpriv?)";
+}
+
+/* === The XDP program ======================================================
+ *
+ * It runs in the kernel for every packet the interface receives, before an
+ * sk_buff exists (native mode, in the driver) or just after (generic mode),
+ * and decides the packet's fate.  Ours is this C function, hand-assembled so
+ * that no compiler and no ELF loader are needed:
+ *
+ *     int xsk_redirect(struct xdp_md *ctx)
+ *     {
+ *         return bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_PASS);
+ *     }
+ *
+ * Calling convention (Documentation/bpf/standardization/instruction-set.rst):
+ * r1 holds the context on entry, a helper takes its arguments in r1..r5 and
+ * returns in r0, and r0 is the program's verdict.  bpf_redirect_map() looks
+ * the queue up in the XSKMAP: a socket there gets the packet (XDP_REDIRECT);
+ * if there is none, the low bits of the third argument are the verdict
+ * (Linux >= 5.3): XDP_PASS gives the packet to the kernel's stack as if no
+ * program were attached, so other queues' traffic keeps working.
+ */
+static const struct bpf_insn xsk_redirect_prog[] = {
+    /* r2 = ctx->rx_queue_index (32-bit load; the field offset goes in `off`,
+     * imm must be 0 or the verifier complains of "reserved fields") */
+    { .code = BPF_LDX | BPF_MEM | BPF_W, .dst_reg = BPF_REG_2, .src_reg = BPF_REG_1,
+      .off = offsetof(struct xdp_md, rx_queue_index) },
+    /* r1 = &xsks: a two-slot 64-bit immediate load; src_reg BPF_PSEUDO_MAP_FD
+     * tells the verifier that imm is a map fd, to be replaced by the map's
+     * address.  The fd is patched in at load time (XSK_PROG_MAP_INSN). */
+    { .code = BPF_LD | BPF_DW | BPF_IMM, .dst_reg = BPF_REG_1, .src_reg = BPF_PSEUDO_MAP_FD },
+    { 0 },                      /* second slot: upper 32 bits of the immediate */
+    /* r3 = XDP_PASS, the verdict when no socket is bound to this queue */
+    { .code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = BPF_REG_3, .imm = XDP_PASS },
+    /* r0 = bpf_redirect_map(r1, r2, r3) */
+    { .code = BPF_JMP | BPF_CALL, .imm = BPF_FUNC_redirect_map },
+    /* return r0 */
+    { .code = BPF_JMP | BPF_EXIT },
+};
+#define XSK_PROG_MAP_INSN 1
+#define XSK_PROG_LEN (sizeof xsk_redirect_prog / sizeof xsk_redirect_prog[0])
+
+/* === Step 1: the interface: exists, up, which XDP program it has =========
+ *
+ * One RTM_GETLINK answers all three (the same message `ip link show` sends).
+ * The same netlink socket type detaches a program (RTM_SETLINK with IFLA_XDP
+ * { IFLA_XDP_FD = -1 }): the way `ip link set dev IF xdp off` does it.
+ */
+
+struct link_info {
+    unsigned flags;             /* ifi_flags: IFF_UP, ... */
+    uint32_t drv_prog_id, skb_prog_id, hw_prog_id;  /* XDP program in each mode, 0 = none */
+};
+
+struct link_req {
+    struct nlmsghdr  nh;
+    struct ifinfomsg ifi;
+    char             attrs[64];
+};
+
+/* Append one attribute to a netlink message (attributes are TLVs aligned to
+ * 4 bytes: include/uapi/linux/netlink.h). */
+static struct rtattr *nl_add_attr(struct nlmsghdr *nh, unsigned short type, const void *data,
+                                  unsigned short len)
+{
+    struct rtattr *rta = (struct rtattr *)((char *)nh + NLMSG_ALIGN(nh->nlmsg_len));
+    rta->rta_type = type;
+    rta->rta_len = RTA_LENGTH(len);
+    if (len)
+        memcpy(RTA_DATA(rta), data, len);
+    nh->nlmsg_len = NLMSG_ALIGN(nh->nlmsg_len) + RTA_ALIGN(rta->rta_len);
+    return rta;
+}
+
+/* The kernel's own sentence for an error ("extended ack", NETLINK_EXT_ACK),
+ * e.g. "Native and generic XDP can't be active at the same time." */
+static void nl_ext_ack_message(const struct nlmsghdr *nh, char *msg, size_t msglen)
+{
+    const struct nlmsgerr *err = NLMSG_DATA(nh);
+    size_t off = NLMSG_HDRLEN + sizeof *err;
+    msg[0] = '\0';
+    if (!(nh->nlmsg_flags & NLM_F_ACK_TLVS))
+        return;
+    if (!(nh->nlmsg_flags & NLM_F_CAPPED))      /* our request is echoed first */
+        off += err->msg.nlmsg_len - NLMSG_HDRLEN;
+    if (off >= nh->nlmsg_len)
+        return;
+    int len = (int)(nh->nlmsg_len - NLMSG_ALIGN(off));
+    for (const struct rtattr *a = (const void *)((const char *)nh + NLMSG_ALIGN(off)); RTA_OK(a, len);
+         a = RTA_NEXT(a, len))
+        if (a->rta_type == NLMSGERR_ATTR_MSG)
+            snprintf(msg, msglen, "%.*s", (int)RTA_PAYLOAD(a), (const char *)RTA_DATA(a));
+}
+
+/* Send one request to the kernel's rtnetlink and read its one answer: the
+ * link for RTM_GETLINK, an ACK (error 0) or an error for RTM_SETLINK.
+ * Returns 0, or -1 with errno and the kernel's sentence in msg. */
+static int nl_transact(struct nlmsghdr *req, void *reply, size_t replylen, char *msg, size_t msglen)
+{
+    msg[0] = '\0';
+    int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+    if (fd < 0)
+        return -1;
+    int one = 1;
+    setsockopt(fd, SOL_NETLINK, NETLINK_EXT_ACK, &one, sizeof one);  /* errors come with a sentence */
+    setsockopt(fd, SOL_NETLINK, NETLINK_CAP_ACK, &one, sizeof one);  /* ...without our request echoed */
+    struct sockaddr_nl kernel = { .nl_family = AF_NETLINK };
+    req->nlmsg_seq = 1;
+    ssize_t n = -1;
+    if (sendto(fd, req, req->nlmsg_len, 0, (struct sockaddr *)&kernel, sizeof kernel) >= 0)
+        n = recv(fd, reply, replylen, 0);
+    int err = errno;
+    close(fd);
+    if (n < 0) {
+        errno = err;
+        return -1;
+    }
+    struct nlmsghdr *nh = reply;
+    if (!NLMSG_OK(nh, (size_t)n)) {
+        errno = EPROTO;
+        return -1;
+    }
+    if (nh->nlmsg_type == NLMSG_ERROR) {
+        const struct nlmsgerr *e = NLMSG_DATA(nh);
+        if (e->error == 0)
+            return 0;           /* the ACK */
+        nl_ext_ack_message(nh, msg, msglen);
+        errno = -e->error;
+        return -1;
+    }
+    return 0;
+}
+
+static int link_query(unsigned ifindex, struct link_info *li)
+{
+    struct link_req req;
+    char reply[32768], msg[256];
+    memset(&req, 0, sizeof req);
+    memset(li, 0, sizeof *li);
+    req.nh.nlmsg_len = NLMSG_LENGTH(sizeof req.ifi);
+    req.nh.nlmsg_type = RTM_GETLINK;
+    req.nh.nlmsg_flags = NLM_F_REQUEST;
+    req.ifi.ifi_family = AF_UNSPEC;
+    req.ifi.ifi_index = (int)ifindex;
+    if (nl_transact(&req.nh, reply, sizeof reply, msg, sizeof msg) < 0)
+        return -1;
+
+    struct nlmsghdr *nh = (struct nlmsghdr *)reply;
+    struct ifinfomsg *ifi = NLMSG_DATA(nh);
+    li->flags = ifi->ifi_flags;
+    int len = (int)IFLA_PAYLOAD(nh);
+    for (struct rtattr *a = IFLA_RTA(ifi); RTA_OK(a, len); a = RTA_NEXT(a, len)) {
+        if ((a->rta_type & NLA_TYPE_MASK) != IFLA_XDP)
+            continue;
+        /* IFLA_XDP nests one attribute per mode that has a program
+         * (net/core/rtnetlink.c, rtnl_xdp_fill). */
+        int xlen = (int)RTA_PAYLOAD(a);
+        for (struct rtattr *x = RTA_DATA(a); RTA_OK(x, xlen); x = RTA_NEXT(x, xlen)) {
+            uint32_t id = *(uint32_t *)RTA_DATA(x);
+            switch (x->rta_type & NLA_TYPE_MASK) {
+            case IFLA_XDP_DRV_PROG_ID: li->drv_prog_id = id; break;
+            case IFLA_XDP_SKB_PROG_ID: li->skb_prog_id = id; break;
+            case IFLA_XDP_HW_PROG_ID:  li->hw_prog_id = id; break;
+            }
+        }
+    }
+    return 0;
+}
+
+/* RTM_SETLINK IFLA_XDP { FD = prog_fd (-1: detach), FLAGS = mode }. */
+static int link_set_xdp(unsigned ifindex, int prog_fd, uint32_t flags, char *msg, size_t msglen)
+{
+    struct link_req req;
+    char reply[1024];
+    memset(&req, 0, sizeof req);
+    req.nh.nlmsg_len = NLMSG_LENGTH(sizeof req.ifi);
+    req.nh.nlmsg_type = RTM_SETLINK;
+    req.nh.nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK;
+    req.ifi.ifi_family = AF_UNSPEC;
+    req.ifi.ifi_index = (int)ifindex;
+    struct rtattr *xdp = nl_add_attr(&req.nh, IFLA_XDP | NLA_F_NESTED, NULL, 0);
+    nl_add_attr(&req.nh, IFLA_XDP_FD, &prog_fd, sizeof prog_fd);
+    nl_add_attr(&req.nh, IFLA_XDP_FLAGS, &flags, sizeof flags);
+    xdp->rta_len = (unsigned short)((char *)&req.nh + req.nh.nlmsg_len - (char *)xdp);
+    return nl_transact(&req.nh, reply, sizeof reply, msg, msglen);
+}
+
+/* Number of RX queues the kernel has active (real_num_rx_queues): one
+ * rx-N directory each in sysfs (Documentation/ABI/testing/sysfs-class-net-queues).
+ * -1 if sysfs does not tell (then bind() will). */
+static int count_rx_queues(const char *ifname)
+{
+    char path[64 + IF_NAMESIZE];
+    snprintf(path, sizeof path, "/sys/class/net/%s/queues", ifname);
+    DIR *d = opendir(path);
+    if (!d)
+        return -1;
+    int n = 0;
+    for (struct dirent *e; (e = readdir(d)) != NULL;)
+        if (strncmp(e->d_name, "rx-", 3) == 0)
+            n++;
+    closedir(d);
+    return n;
+}
+
+static int check_interface(struct nic_port *p, const struct nic_options *opt, struct link_info *li)
+{
+    if (!opt->ifname || !opt->ifname[0] || strlen(opt->ifname) >= IF_NAMESIZE || strchr(opt->ifname, '/')) {
+        vx_log("interface name \"%s\" is not valid", opt->ifname ? opt->ifname : "");
+        return -1;
+    }
+    snprintf(p->ifname, sizeof p->ifname, "%s", opt->ifname);
+    p->ifindex = if_nametoindex(p->ifname);
+    if (p->ifindex == 0) {
+        vx_log("%s: interface not found (%s); see `ip link show`", p->ifname, strerror(errno));
+        return -1;
+    }
+    if (link_query(p->ifindex, li) < 0) {
+        vx_log("%s: RTM_GETLINK failed: %s", p->ifname, strerror(errno));
+        return -1;
+    }
+    if (!(li->flags & IFF_UP)) {
+        vx_log("%s: interface is down: `ip link set dev %s up` first", p->ifname, p->ifname);
+        return -1;
+    }
+    int nqueues = count_rx_queues(p->ifname);
+    if (nqueues > 0 && opt->queue >= (uint32_t)nqueues) {
+        vx_log("%s: queue %u out of range: the interface has %d RX queue%s (0..%d; see `ethtool -l %s`)",
+               p->ifname, opt->queue, nqueues, nqueues == 1 ? "" : "s", nqueues - 1, p->ifname);
+        return -1;
+    }
+    p->queue = opt->queue;
+    return 0;
+}
+
+/* === Step 2: the XSKMAP and the program ====================================
+ *
+ * The XSKMAP is an array of AF_XDP sockets indexed by queue id; the program
+ * refers to it by fd, so the map must exist before the program is loaded.
+ * Kernels before 5.11 charge maps and programs to RLIMIT_MEMLOCK (newer ones
+ * to the memory cgroup): raise the limit when we may.
+ */
+static void raise_memlock_limit(void)
+{
+    struct rlimit unlimited = { RLIM_INFINITY, RLIM_INFINITY }, cur;
+    if (setrlimit(RLIMIT_MEMLOCK, &unlimited) == 0)
+        return;
+    /* Without CAP_SYS_RESOURCE we can still lift the soft limit to the hard one. */
+    if (getrlimit(RLIMIT_MEMLOCK, &cur) == 0 && cur.rlim_cur < cur.rlim_max) {
+        cur.rlim_cur = cur.rlim_max;
+        setrlimit(RLIMIT_MEMLOCK, &cur);
+    }
+}
+
+static int create_xskmap(struct nic_port *p)
+{
+    union bpf_attr a;
+    memset(&a, 0, sizeof a);
+    a.map_type = BPF_MAP_TYPE_XSKMAP;
+    a.key_size = sizeof(uint32_t);      /* queue id */
+    a.value_size = sizeof(uint32_t);    /* socket fd (the map keeps the socket, not the fd) */
+    a.max_entries = p->queue + 1;
+    snprintf(a.map_name, sizeof a.map_name, "%s", NIC_MAP_NAME);
+    p->map_fd = sys_bpf(BPF_MAP_CREATE, &a);
+    if (p->map_fd < 0) {
+        vx_log("%s: bpf(BPF_MAP_CREATE, XSKMAP) failed: %s%s", p->ifname, strerror(errno), perm_hint(errno));
+        return -1;
+    }
+    return 0;
+}
+
+static int load_program(struct nic_port *p)
+{
+    struct bpf_insn insns[XSK_PROG_LEN];
+    memcpy(insns, xsk_redirect_prog, sizeof insns);
+    insns[XSK_PROG_MAP_INSN].imm = p->map_fd;
+
+    /* The kernel only uses the license to decide whether GPL-only helpers
+     * may be called; bpf_redirect_map() is not one of them. */
+    static const char license[] = "MIT";
+    union bpf_attr a;
+    memset(&a, 0, sizeof a);
+    a.prog_type = BPF_PROG_TYPE_XDP;
+    a.insns = ptr_to_u64(insns);
+    a.insn_cnt = XSK_PROG_LEN;
+    a.license = ptr_to_u64(license);
+    snprintf(a.prog_name, sizeof a.prog_name, "%s", NIC_PROG_NAME);
+    p->prog_fd = sys_bpf(BPF_PROG_LOAD, &a);
+    if (p->prog_fd >= 0)
+        return 0;
+    int err = errno;
+    vx_log("%s: bpf(BPF_PROG_LOAD) rejected the XDP program: %s%s", p->ifname, strerror(err), perm_hint(err));
+    if (err == EPERM || err == EACCES)
+        return -1;
+    /* Load it again with the verifier's log on, to show why.  (Not the first
+     * time: the log costs time and a buffer, and is empty on success.) */
+    static char log[65536];
+    log[0] = '\0';
+    a.log_level = 1;
+    a.log_buf = ptr_to_u64(log);
+    a.log_size = sizeof log;
+    int fd = sys_bpf(BPF_PROG_LOAD, &a);
+    if (fd >= 0)
+        close(fd);
+    fprintf(stderr, "--- verifier log ---\n%s--- end of verifier log ---\n", log);
     return -1;
+}
+
+/* === Step 3: replace a stale program, attach ours =========================
+ *
+ * A program attached through netlink (by `ip link set dev IF xdp ...`, by
+ * another tool, or by a vhost-xdp that ran on a kernel without XDP links and
+ * died) outlives its process and blocks ours: the kernel refuses a BPF link
+ * on an interface that already has a program in that mode (EBUSY), and a
+ * program in generic mode next to one in native mode (EEXIST).  We detach it
+ * with netlink and say so.  A program held by a BPF link belongs to a live
+ * process: netlink cannot detach it (EBUSY) and we do not try harder.
+ */
+static void prog_name_by_id(uint32_t id, char *name, size_t len)
+{
+    union bpf_attr a;
+    struct bpf_prog_info info;
+    snprintf(name, len, "?");
+    memset(&a, 0, sizeof a);
+    a.prog_id = id;
+    int fd = sys_bpf(BPF_PROG_GET_FD_BY_ID, &a);
+    if (fd < 0)
+        return;
+    memset(&info, 0, sizeof info);
+    memset(&a, 0, sizeof a);
+    a.info.bpf_fd = (uint32_t)fd;
+    a.info.info_len = sizeof info;
+    a.info.info = ptr_to_u64(&info);
+    if (sys_bpf(BPF_OBJ_GET_INFO_BY_FD, &a) == 0 && info.name[0])
+        snprintf(name, len, "%s", info.name);
+    close(fd);
+}
+
+static int replace_stale_programs(struct nic_port *p, const struct link_info *li)
+{
+    const struct { uint32_t id; uint32_t flags; const char *mode; } attached[] = {
+        { li->drv_prog_id, XDP_FLAGS_DRV_MODE, "native" },
+        { li->skb_prog_id, XDP_FLAGS_SKB_MODE, "generic" },
+        { li->hw_prog_id,  XDP_FLAGS_HW_MODE,  "offloaded" },
+    };
+    for (size_t i = 0; i < sizeof attached / sizeof attached[0]; i++) {
+        if (attached[i].id == 0)
+            continue;
+        char name[BPF_OBJ_NAME_LEN + 1], msg[256];
+        prog_name_by_id(attached[i].id, name, sizeof name);
+        if (link_set_xdp(p->ifindex, -1, attached[i].flags, msg, sizeof msg) < 0) {
+            if (errno == EBUSY)
+                vx_log("%s: XDP program id %u \"%s\" (%s mode) is held by a BPF link, so another running "
+                       "process owns it (another vhost-xdp?): stop that first", p->ifname, attached[i].id,
+                       name, attached[i].mode);
+            else
+                vx_log("%s: cannot detach the XDP program id %u \"%s\" (%s mode) found on it: %s%s%s%s",
+                       p->ifname, attached[i].id, name, attached[i].mode, strerror(errno),
+                       msg[0] ? " (" : "", msg, msg[0] ? ")" : "");
+            return -1;
+        }
+        vx_log("%s: replaced a stale XDP program left on the interface: id %u \"%s\" (%s mode, attached "
+               "through netlink by %s) detached", p->ifname, attached[i].id, name, attached[i].mode,
+               strcmp(name, NIC_PROG_NAME) == 0 ? "an earlier vhost-xdp" : "another tool");
+    }
+    return 0;
+}
+
+/*
+ * BPF_LINK_CREATE (Linux >= 5.9) ties the attachment to a file descriptor:
+ * when the last fd of the link closes, which includes the process dying of
+ * SIGKILL, the kernel detaches the program and the interface is as it was.
+ * Older kernels answer EINVAL (no such attach type): attach through netlink
+ * then, and detach by hand in nic_close().
+ */
+static int attach_program(struct nic_port *p, uint32_t mode_flag)
+{
+    union bpf_attr a;
+    memset(&a, 0, sizeof a);
+    a.link_create.prog_fd = (uint32_t)p->prog_fd;
+    a.link_create.target_ifindex = p->ifindex;
+    a.link_create.attach_type = BPF_XDP;
+    a.link_create.flags = mode_flag;
+    p->link_fd = sys_bpf(BPF_LINK_CREATE, &a);
+    if (p->link_fd >= 0 || errno != EINVAL)
+        return p->link_fd >= 0 ? 0 : -1;
+
+    char msg[256];
+    if (link_set_xdp(p->ifindex, p->prog_fd, mode_flag | XDP_FLAGS_UPDATE_IF_NOEXIST, msg, sizeof msg) < 0) {
+        if (msg[0])
+            vx_log("%s: netlink attach: %s", p->ifname, msg);
+        return -1;
+    }
+    p->netlink_attached = true;
+    vx_log("%s: BPF_LINK_CREATE refused (kernel older than 5.9?): attached through netlink instead; "
+           "if vhost-xdp is killed the program stays until the next run replaces it", p->ifname);
+    return 0;
+}
+
+/* Why the driver's (native) XDP refused us, in words. */
+static const char *native_xdp_hint(int err)
+{
+    switch (err) {
+    case EOPNOTSUPP: return ": the driver has no native XDP";
+    case ERANGE:     return ": MTU too large for XDP (veth: the peer's MTU)";
+    case ENOSPC:     return ": veth needs at least as many RX queues as its peer has TX queues";
+    case EBUSY:
+    case EEXIST:     return ": another XDP program appeared on the interface";
+    default:         return "";
+    }
+}
+
+static int attach_in_mode(struct nic_port *p, const struct nic_options *opt)
+{
+    if (opt->mode != NIC_XDP_SKB) {
+        if (attach_program(p, XDP_FLAGS_DRV_MODE) == 0) {
+            p->xdp_flags = XDP_FLAGS_DRV_MODE;
+            return 0;
+        }
+        int err = errno;
+        if (opt->mode == NIC_XDP_NATIVE || opt->zerocopy) {
+            vx_log("%s: native XDP attach failed: %s%s%s", p->ifname, strerror(err), native_xdp_hint(err),
+                   opt->zerocopy ? " (--zerocopy needs native mode)" : "");
+            return -1;
+        }
+        vx_log("%s: native XDP not available (%s%s): falling back to generic (skb) mode", p->ifname,
+               strerror(err), native_xdp_hint(err));
+    }
+    if (attach_program(p, XDP_FLAGS_SKB_MODE) < 0) {
+        vx_log("%s: generic XDP attach failed: %s%s", p->ifname, strerror(errno), perm_hint(errno));
+        return -1;
+    }
+    p->xdp_flags = XDP_FLAGS_SKB_MODE;
+    return 0;
+}
+
+/* === Step 4: the socket and its UMEM ======================================
+ *
+ * The UMEM is ordinary anonymous memory that the kernel pins (get_user_pages)
+ * when we register it.  Pinned pages count against RLIMIT_MEMLOCK unless the
+ * process has CAP_IPC_LOCK (net/xdp/xdp_umem.c, xdp_umem_account_pages: it
+ * answers ENOBUFS when over the limit).  Frames are aligned chunks: the
+ * frame of any address inside it is addr & ~(frame_size - 1).
+ */
+static int create_socket_and_umem(struct nic_port *p)
+{
+    p->xsk_fd = socket(AF_XDP, SOCK_RAW | SOCK_CLOEXEC, 0);
+    if (p->xsk_fd < 0) {
+        vx_log("%s: socket(AF_XDP) failed: %s%s", p->ifname, strerror(errno), perm_hint(errno));
+        return -1;
+    }
+    p->umem_size = (uint64_t)p->frame_count * p->frame_size;
+    void *mem = mmap(NULL, p->umem_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE,
+                     -1, 0);
+    if (mem == MAP_FAILED) {
+        vx_log("%s: cannot allocate the UMEM (%llu MiB): %s", p->ifname,
+               (unsigned long long)(p->umem_size >> 20), strerror(errno));
+        return -1;
+    }
+    p->umem = mem;
+
+    /* Zero the whole struct: newer kernels read fields that older headers
+     * call padding (Linux 6.8 added tx_metadata_len after `flags`), and
+     * garbage there makes XDP_UMEM_REG fail with EINVAL. */
+    struct xdp_umem_reg reg;
+    memset(&reg, 0, sizeof reg);
+    reg.addr = ptr_to_u64(p->umem);
+    reg.len = p->umem_size;
+    reg.chunk_size = p->frame_size;
+    reg.headroom = 0;
+    if (setsockopt(p->xsk_fd, SOL_XDP, XDP_UMEM_REG, &reg, sizeof reg) < 0) {
+        int err = errno;
+        struct rlimit rl;
+        getrlimit(RLIMIT_MEMLOCK, &rl);
+        if (err == ENOBUFS || err == ENOMEM || err == EPERM)
+            vx_log("%s: registering the UMEM (%llu MiB) failed: %s: it is locked memory and RLIMIT_MEMLOCK "
+                   "is %lld KiB; raise it (`ulimit -l unlimited`, LimitMEMLOCK= in systemd) or give the "
+                   "process CAP_IPC_LOCK", p->ifname, (unsigned long long)(p->umem_size >> 20),
+                   strerror(err), rl.rlim_cur == RLIM_INFINITY ? -1LL : (long long)(rl.rlim_cur >> 10));
+        else
+            vx_log("%s: XDP_UMEM_REG (%u frames of %u bytes) failed: %s", p->ifname, p->frame_count,
+                   p->frame_size, strerror(err));
+        return -1;
+    }
+    return 0;
+}
+
+/* === Step 5: the four rings ===============================================
+ *
+ * Sizes first (setsockopt, powers of two), then XDP_MMAP_OFFSETS tells where
+ * producer, consumer, flags and the entries sit inside each ring's mapping,
+ * and each ring is mmap'ed from the socket at its fixed page offset.
+ *
+ * Sizes: RX frames = TX frames = frame_count / 2.  The RX and TX rings hold
+ * all frames of their half, so they can never overflow.  The fill ring is
+ * twice the RX frames: the kernel publishes its fill-ring consumer index in
+ * batches, so a received frame can come back to us before the kernel has
+ * released its fill slot; with a fill ring only as large as the RX frames,
+ * RX has been seen to stall after ~86k packets.
+ */
+static int ring_map(struct nic_port *p, struct xsk_ring *r, const struct xdp_ring_offset *off, uint32_t size,
+                    size_t entry_size, off_t pgoff, const char *name)
+{
+    r->map_len = off->desc + (size_t)size * entry_size;
+    r->map = mmap(NULL, r->map_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, p->xsk_fd, pgoff);
+    if (r->map == MAP_FAILED) {
+        r->map = NULL;
+        vx_log("%s: mmap of the %s ring failed: %s", p->ifname, name, strerror(errno));
+        return -1;
+    }
+    r->producer = (uint32_t *)((char *)r->map + off->producer);
+    r->consumer = (uint32_t *)((char *)r->map + off->consumer);
+    r->flags = (uint32_t *)((char *)r->map + off->flags);
+    r->entries = (char *)r->map + off->desc;
+    r->size = size;
+    r->mask = size - 1;
+    r->cached_prod = *r->producer;
+    r->cached_cons = *r->consumer;
+    return 0;
+}
+
+static int create_rings(struct nic_port *p)
+{
+    uint32_t half = p->frame_count / 2;
+    const struct { int opt; uint32_t size; const char *name; } sizes[] = {
+        { XDP_UMEM_FILL_RING,       2 * half, "fill" },
+        { XDP_UMEM_COMPLETION_RING, half,     "completion" },
+        { XDP_RX_RING,              half,     "RX" },
+        { XDP_TX_RING,              half,     "TX" },
+    };
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        if (setsockopt(p->xsk_fd, SOL_XDP, sizes[i].opt, &sizes[i].size, sizeof sizes[i].size) < 0) {
+            vx_log("%s: sizing the %s ring (%u entries) failed: %s", p->ifname, sizes[i].name, sizes[i].size,
+                   strerror(errno));
+            return -1;
+        }
+    }
+    struct xdp_mmap_offsets off;
+    socklen_t optlen = sizeof off;
+    if (getsockopt(p->xsk_fd, SOL_XDP, XDP_MMAP_OFFSETS, &off, &optlen) < 0 || optlen != sizeof off) {
+        vx_log("%s: XDP_MMAP_OFFSETS failed: %s (kernel older than 5.4?)", p->ifname, strerror(errno));
+        return -1;
+    }
+    if (ring_map(p, &p->fill, &off.fr, 2 * half, sizeof(uint64_t), XDP_UMEM_PGOFF_FILL_RING, "fill") < 0 ||
+        ring_map(p, &p->comp, &off.cr, half, sizeof(uint64_t), XDP_UMEM_PGOFF_COMPLETION_RING, "completion") < 0 ||
+        ring_map(p, &p->rx, &off.rx, half, sizeof(struct xdp_desc), XDP_PGOFF_RX_RING, "RX") < 0 ||
+        ring_map(p, &p->tx, &off.tx, half, sizeof(struct xdp_desc), XDP_PGOFF_TX_RING, "TX") < 0)
+        return -1;
+    return 0;
+}
+
+/* === Ring arithmetic ======================================================
+ *
+ * Indexes run freely and wrap at 2^32; entries in use = producer - consumer
+ * in unsigned arithmetic.  The ordering contract with the kernel
+ * (net/xdp/xsk_queue.h, the comment above struct xdp_ring):
+ *   producer: check room (load consumer), write entries, then store-release
+ *             the producer index, so the entries are visible before it;
+ *   consumer: load-acquire the producer index, read entries, then
+ *             store-release the consumer index, so we are done reading a slot
+ *             before the producer may refill it.
+ */
+static uint32_t ring_prod_free(struct xsk_ring *r, uint32_t want)
+{
+    uint32_t free = r->size - (r->cached_prod - r->cached_cons);
+    if (free >= want)
+        return free;
+    r->cached_cons = __atomic_load_n(r->consumer, __ATOMIC_ACQUIRE);
+    return r->size - (r->cached_prod - r->cached_cons);
+}
+
+static void ring_prod_submit(struct xsk_ring *r, uint32_t n)
+{
+    r->cached_prod += n;
+    __atomic_store_n(r->producer, r->cached_prod, __ATOMIC_RELEASE);
+}
+
+static uint32_t ring_cons_avail(struct xsk_ring *r)
+{
+    uint32_t avail = r->cached_prod - r->cached_cons;
+    if (avail)
+        return avail;
+    r->cached_prod = __atomic_load_n(r->producer, __ATOMIC_ACQUIRE);
+    return r->cached_prod - r->cached_cons;
+}
+
+static void ring_cons_release(struct xsk_ring *r, uint32_t n)
+{
+    r->cached_cons += n;
+    __atomic_store_n(r->consumer, r->cached_cons, __ATOMIC_RELEASE);
+}
+
+static bool ring_needs_wakeup(const struct xsk_ring *r)
+{
+    return __atomic_load_n(r->flags, __ATOMIC_RELAXED) & XDP_RING_NEED_WAKEUP;
+}
+
+static uint64_t *fill_slot(struct nic_port *p, uint32_t idx)
+{
+    return &((uint64_t *)p->fill.entries)[idx & p->fill.mask];
+}
+
+/* A pointer the caller hands back -> its UMEM address.  Anything outside the
+ * UMEM (below it too: the subtraction wraps) comes out >= umem_size. */
+static uint64_t umem_addr(const struct nic_port *p, const uint8_t *data)
+{
+    return (uint64_t)((uintptr_t)data - (uintptr_t)p->umem);
+}
+
+/* === Step 6: hand the kernel its RX frames, bind, join the XSKMAP ========= */
+
+static void fill_ring_prime(struct nic_port *p)
+{
+    uint32_t half = p->frame_count / 2;
+    for (uint32_t i = 0; i < half; i++)
+        *fill_slot(p, p->fill.cached_prod + i) = (uint64_t)i * p->frame_size;
+    ring_prod_submit(&p->fill, half);
+
+    p->tx_frames = p->frame_count - half;
+    for (uint32_t i = 0; i < p->tx_frames; i++)
+        p->tx_free[p->tx_nfree++] = (uint64_t)(half + i) * p->frame_size;
+}
+
+/*
+ * bind() attaches the socket to one queue of the interface.  Flags:
+ *   XDP_COPY / XDP_ZEROCOPY  force copy mode (the kernel copies between its
+ *       buffers and our frames; works on any driver) or zero-copy mode (the
+ *       driver DMAs straight into our frames; EOPNOTSUPP where the driver
+ *       cannot, e.g. veth);
+ *   XDP_USE_NEED_WAKEUP  the kernel sets XDP_RING_NEED_WAKEUP in a ring's
+ *       flags when it needs a syscall to make progress, instead of us
+ *       making one every time (Documentation/networking/af_xdp.rst,
+ *       "XDP_USE_NEED_WAKEUP bind flag").
+ */
+static int bind_socket(struct nic_port *p, bool zerocopy)
+{
+    struct sockaddr_xdp sxdp = {
+        .sxdp_family = AF_XDP,
+        .sxdp_flags = XDP_USE_NEED_WAKEUP | (zerocopy ? XDP_ZEROCOPY : XDP_COPY),
+        .sxdp_ifindex = p->ifindex,
+        .sxdp_queue_id = p->queue,
+    };
+    /* A socket closed a moment ago (our previous run) keeps the queue busy
+     * until the kernel's deferred cleanup runs: EBUSY for ~20 ms. */
+    for (int waited_ms = 0;; waited_ms += 10) {
+        if (bind(p->xsk_fd, (struct sockaddr *)&sxdp, sizeof sxdp) == 0)
+            break;
+        int err = errno;
+        if (err == EBUSY && waited_ms < BIND_EBUSY_RETRY_MS) {
+            nanosleep(&(struct timespec){ 0, 10 * 1000 * 1000 }, NULL);
+            continue;
+        }
+        if (zerocopy && err == EOPNOTSUPP)
+            vx_log("%s: the driver does not support AF_XDP zero-copy (%s; veth never does): "
+                   "drop --zerocopy to use copy mode", p->ifname, strerror(err));
+        else if (err == EBUSY)
+            vx_log("%s: queue %u is taken by another AF_XDP socket (still EBUSY after %d ms)", p->ifname,
+                   p->queue, BIND_EBUSY_RETRY_MS);
+        else if (err == EINVAL)
+            vx_log("%s: bind(AF_XDP, queue %u) failed: %s (queue id out of range?)", p->ifname, p->queue,
+                   strerror(err));
+        else
+            vx_log("%s: bind(AF_XDP, queue %u) failed: %s", p->ifname, p->queue, strerror(err));
+        return -1;
+    }
+    /* Ask what we got rather than assume it. */
+    struct xdp_options xo = { 0 };
+    socklen_t optlen = sizeof xo;
+    if (getsockopt(p->xsk_fd, SOL_XDP, XDP_OPTIONS, &xo, &optlen) == 0)
+        p->zerocopy = xo.flags & XDP_OPTIONS_ZEROCOPY;
+    else
+        p->zerocopy = zerocopy;
+    return 0;
+}
+
+/* Only now, with the socket bound, may the program find it: XSKMAP[queue] = socket. */
+static int join_xskmap(struct nic_port *p)
+{
+    uint32_t key = p->queue;
+    uint32_t value = (uint32_t)p->xsk_fd;
+    union bpf_attr a;
+    memset(&a, 0, sizeof a);
+    a.map_fd = (uint32_t)p->map_fd;
+    a.key = ptr_to_u64(&key);
+    a.value = ptr_to_u64(&value);
+    a.flags = BPF_ANY;
+    if (sys_bpf(BPF_MAP_UPDATE_ELEM, &a) < 0) {
+        vx_log("%s: adding the socket to the XSKMAP failed: %s", p->ifname, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+/* === nic_open: the whole lab sheet, in order ============================== */
+
+static int check_options(struct nic_port *p, const struct nic_options *opt)
+{
+    long page = sysconf(_SC_PAGESIZE);
+    p->frame_size = opt->frame_size ? opt->frame_size : 4096;
+    p->frame_count = opt->frame_count ? opt->frame_count : 4096;
+    /* Aligned-chunk mode: a power of two from 2048 (XDP_UMEM_MIN_CHUNK_SIZE)
+     * up to the page size. */
+    if (p->frame_size < 2048 || (long)p->frame_size > page || (p->frame_size & (p->frame_size - 1))) {
+        vx_log("UMEM frame size %u: must be a power of two from 2048 to %ld", p->frame_size, page);
+        return -1;
+    }
+    if (p->frame_count < 4 * VX_BURST || p->frame_count > (1u << 20) || (p->frame_count & (p->frame_count - 1))) {
+        vx_log("UMEM frame count %u: must be a power of two from %d to %u", p->frame_count, 4 * VX_BURST,
+               1u << 20);
+        return -1;
+    }
+    if (opt->zerocopy && opt->mode == NIC_XDP_SKB) {
+        vx_log("--zerocopy needs native XDP: generic (skb) mode always copies");
+        return -1;
+    }
+    return 0;
+}
+
+int nic_open(struct nic_port **out, const struct nic_options *opt)
+{
+    struct link_info li;
+    struct nic_port *p = calloc(1, sizeof *p);
+    *out = NULL;
+    if (!p) {
+        vx_log("AF_XDP port: out of memory");
+        return -1;
+    }
+    p->map_fd = p->prog_fd = p->link_fd = p->xsk_fd = -1;
+
+    if (check_options(p, opt) < 0)
+        goto fail;
+    p->tx_free = calloc(p->frame_count, sizeof *p->tx_free);
+    if (!p->tx_free) {
+        vx_log("AF_XDP port: out of memory");
+        goto fail;
+    }
+    raise_memlock_limit();
+
+    /* 1. the interface exists, is up, has that queue; what XDP it has now */
+    if (check_interface(p, opt, &li) < 0)
+        goto fail;
+    /* 2. the XSKMAP, then the program that uses it */
+    if (create_xskmap(p) < 0 || load_program(p) < 0)
+        goto fail;
+    /* 3. clear the interface of stale programs, attach ours (native, else generic) */
+    if (replace_stale_programs(p, &li) < 0 || attach_in_mode(p, opt) < 0)
+        goto fail;
+    /* 4. the AF_XDP socket and its UMEM */
+    if (create_socket_and_umem(p) < 0)
+        goto fail;
+    /* 5. the four rings */
+    if (create_rings(p) < 0)
+        goto fail;
+    /* 6. RX frames into the fill ring, bind to the queue, join the XSKMAP */
+    fill_ring_prime(p);
+    if (bind_socket(p, opt->zerocopy) < 0 || join_xskmap(p) < 0)
+        goto fail;
+
+    snprintf(p->mode_name, sizeof p->mode_name, "%s, %s",
+             p->xdp_flags == XDP_FLAGS_DRV_MODE ? "native (drv)" : "generic (skb)",
+             p->zerocopy ? "zerocopy" : "copy");
+    vx_log("%s queue %u: AF_XDP port ready: XDP %s, %s; UMEM %u frames x %u B (%u RX, %u TX)", p->ifname,
+           p->queue, p->mode_name, p->netlink_attached ? "netlink attach" : "BPF link", p->frame_count,
+           p->frame_size, p->frame_count / 2, p->tx_frames);
+    *out = p;
+    return 0;
+
+fail:
+    nic_close(p);
+    return -1;
+}
+
+const struct nic_stats *nic_stats(const struct nic_port *p)
+{
+    return &p->stats;
+}
+
+const char *nic_mode_name(const struct nic_port *p)
+{
+    return p->mode_name;
+}
+
+/* === Data path: RX ========================================================
+ *
+ * The kernel has taken frames from the fill ring, written packets into them
+ * and put (address, length) descriptors on the RX ring.  In copy mode the
+ * address points XDP_PACKET_HEADROOM (256) bytes into the frame; the frame is
+ * addr & ~(frame_size - 1).  We hand out pointers into those frames; the
+ * caller copies the packets to the guest and gives the frames back with
+ * nic_rx_release(), which returns them to the fill ring.
+ */
+int nic_rx_burst(struct nic_port *p, struct vx_pkt *pkts, int n)
+{
+    if (n <= 0)
+        return 0;
+    uint32_t avail = ring_cons_avail(&p->rx);
+    if (avail == 0) {
+        /* A zero-copy driver whose fill ring ran dry sleeps until we poke
+         * it (copy mode never sets this flag). */
+        if (ring_needs_wakeup(&p->fill))
+            recvfrom(p->xsk_fd, NULL, 0, MSG_DONTWAIT, NULL, NULL);
+        return 0;
+    }
+    if (avail > (uint32_t)n)
+        avail = (uint32_t)n;
+
+    const struct xdp_desc *descs = p->rx.entries;
+    uint32_t bad = 0;
+    uint64_t bytes = 0;
+    int got = 0;
+    for (uint32_t i = 0; i < avail; i++) {
+        const struct xdp_desc *d = &descs[(p->rx.cached_cons + i) & p->rx.mask];
+        uint64_t in_frame = d->addr & (p->frame_size - 1);
+        if (d->addr >= p->umem_size || d->len == 0 || d->len > p->frame_size - in_frame) {
+            /* Never from a sane kernel; recycle the frame if it is ours. */
+            if (d->addr < p->umem_size)
+                *fill_slot(p, p->fill.cached_prod + bad++) = d->addr - in_frame;
+            continue;
+        }
+        pkts[got].len = d->len;
+        pkts[got].room = p->frame_size - (uint32_t)in_frame;
+        pkts[got].data = p->umem + d->addr;
+        bytes += d->len;
+        got++;
+    }
+    ring_cons_release(&p->rx, avail);
+    if (bad) {
+        ring_prod_submit(&p->fill, bad);
+        STAT_ADD(p, invalid_descs, avail - (uint32_t)got);
+    }
+    STAT_ADD(p, rx_packets, (uint64_t)got);
+    STAT_ADD(p, rx_bytes, bytes);
+    /* Has the kernel taken every frame we offered?  Then it has nowhere to
+     * put the next packet and drops it: we are slower than the wire. */
+    if (__atomic_load_n(p->fill.consumer, __ATOMIC_ACQUIRE) == p->fill.cached_prod)
+        STAT_ADD(p, rx_fill_empty, 1);
+    return got;
+}
+
+void nic_rx_release(struct nic_port *p, const struct vx_pkt *pkts, int n)
+{
+    /* The fill ring holds twice the RX frames, so there is always room. */
+    uint32_t room = ring_prod_free(&p->fill, (uint32_t)n);
+    uint32_t put = 0;
+    for (int i = 0; i < n; i++) {
+        uint64_t addr = umem_addr(p, pkts[i].data);
+        if (addr >= p->umem_size || put == room) {
+            STAT_ADD(p, invalid_descs, 1);          /* not one of our RX frames */
+            continue;
+        }
+        *fill_slot(p, p->fill.cached_prod + put++) = addr & ~(uint64_t)(p->frame_size - 1);
+    }
+    ring_prod_submit(&p->fill, put);
+}
+
+/* === Data path: TX ========================================================
+ *
+ * A TX frame cycles: free stack -> caller fills it -> TX ring -> the kernel
+ * sends it -> completion ring -> free stack.  In copy mode the kernel sends
+ * only from sendto() (at most 32 descriptors per call), and it keeps the TX
+ * ring's NEED_WAKEUP flag set, so every burst costs one syscall there; a
+ * zero-copy driver sends on its own and sets the flag only when it sleeps.
+ */
+
+/* The kick.  EAGAIN/EBUSY (the kernel is still sending, or its socket
+ * buffer is full: the descriptors stay in the ring for the next kick),
+ * ENOBUFS and ENETDOWN are part of normal life. */
+static void tx_kick(struct nic_port *p)
+{
+    if (!ring_needs_wakeup(&p->tx))
+        return;
+    if (sendto(p->xsk_fd, NULL, 0, MSG_DONTWAIT, NULL, 0) >= 0)
+        return;
+    if (errno == EAGAIN || errno == EBUSY || errno == ENOBUFS || errno == ENETDOWN)
+        return;
+    if (!p->kick_error_logged) {
+        p->kick_error_logged = true;
+        vx_log("%s: AF_XDP TX kick failed: %s (logged once)", p->ifname, strerror(errno));
+    }
+}
+
+static void tx_free_frame(struct nic_port *p, uint64_t addr)
+{
+    if (addr >= p->umem_size || p->tx_nfree == p->tx_frames) {
+        STAT_ADD(p, invalid_descs, 1);
+        return;
+    }
+    p->tx_free[p->tx_nfree++] = addr & ~(uint64_t)(p->frame_size - 1);
+}
+
+/* Frames whose packets are gone come back through the completion ring. */
+static void tx_reap_completions(struct nic_port *p)
+{
+    uint32_t done = ring_cons_avail(&p->comp);
+    const uint64_t *addrs = p->comp.entries;
+    for (uint32_t i = 0; i < done; i++)
+        tx_free_frame(p, addrs[(p->comp.cached_cons + i) & p->comp.mask]);
+    if (done)
+        ring_cons_release(&p->comp, done);
+}
+
+int nic_tx_alloc(struct nic_port *p, struct vx_pkt *pkts, int n)
+{
+    tx_reap_completions(p);
+    /* Descriptors left in the TX ring by an earlier kick that hit EAGAIN or
+     * the 32-per-call limit need another kick, even if nothing new comes. */
+    if (p->tx.cached_prod != __atomic_load_n(p->tx.consumer, __ATOMIC_ACQUIRE))
+        tx_kick(p);
+    if (n <= 0)
+        return 0;
+    if (p->tx_nfree == 0) {
+        STAT_ADD(p, tx_ring_full, 1);   /* every TX frame is in flight: the guest waits */
+        return 0;
+    }
+    int got = n < (int)p->tx_nfree ? n : (int)p->tx_nfree;
+    for (int i = 0; i < got; i++) {
+        pkts[i].data = p->umem + p->tx_free[--p->tx_nfree];
+        pkts[i].room = p->frame_size;
+        pkts[i].len = 0;
+    }
+    return got;
+}
+
+void nic_tx_submit(struct nic_port *p, struct vx_pkt *pkts, int nfilled, int nalloc)
+{
+    /* The TX ring holds every TX frame, so this never falls short; if it
+     * did, the packet would be dropped and counted. */
+    uint32_t room = ring_prod_free(&p->tx, (uint32_t)nfilled);
+    struct xdp_desc *descs = p->tx.entries;
+    uint32_t sent = 0;
+    uint64_t bytes = 0;
+    for (int i = 0; i < nfilled; i++) {
+        uint64_t addr = umem_addr(p, pkts[i].data);
+        uint64_t in_frame = addr & (p->frame_size - 1);
+        if (addr >= p->umem_size || pkts[i].len == 0 || pkts[i].len > p->frame_size - in_frame) {
+            tx_free_frame(p, addr);     /* counts it as invalid if not ours */
+            if (addr < p->umem_size)
+                STAT_ADD(p, invalid_descs, 1);
+            continue;
+        }
+        if (sent == room) {
+            tx_free_frame(p, addr);
+            STAT_ADD(p, tx_ring_full, 1);
+            continue;
+        }
+        struct xdp_desc *d = &descs[(p->tx.cached_prod + sent) & p->tx.mask];
+        d->addr = addr;
+        d->len = pkts[i].len;
+        d->options = 0;
+        bytes += pkts[i].len;
+        sent++;
+    }
+    for (int i = nfilled; i < nalloc; i++)
+        tx_free_frame(p, umem_addr(p, pkts[i].data));
+    if (sent == 0)
+        return;
+    ring_prod_submit(&p->tx, sent);
+    /* Full fence: our producer store must be visible before we read the
+     * kernel's flag (store->load is the one reordering x86 allows), or we
+     * could miss a wakeup request made just after the kernel last looked. */
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    tx_kick(p);
+    STAT_ADD(p, tx_packets, sent);
+    STAT_ADD(p, tx_bytes, bytes);
+}
+
+/* === nic_close: leave the interface as we found it ======================== */
+
+/* The kernel's own drop counters, once, if anything was lost. */
+static void log_kernel_drops(const struct nic_port *p)
+{
+    struct xdp_statistics st;
+    socklen_t optlen = sizeof st;
+    memset(&st, 0, sizeof st);
+    if (getsockopt(p->xsk_fd, SOL_XDP, XDP_STATISTICS, &st, &optlen) < 0)
+        return;
+    if (st.rx_dropped || st.rx_invalid_descs || st.tx_invalid_descs || st.rx_ring_full ||
+        st.rx_fill_ring_empty_descs)
+        vx_log("%s queue %u: the kernel dropped: rx %llu, rx ring full %llu, fill ring empty %llu, "
+               "invalid descriptors rx %llu tx %llu", p->ifname, p->queue, (unsigned long long)st.rx_dropped,
+               (unsigned long long)st.rx_ring_full, (unsigned long long)st.rx_fill_ring_empty_descs,
+               (unsigned long long)st.rx_invalid_descs, (unsigned long long)st.tx_invalid_descs);
+}
+
+void nic_close(struct nic_port *p)
+{
+    if (!p)
+        return;
+    /* Detach first: from here on the interface passes packets to the stack
+     * as before instead of redirecting them to a socket about to close. */
+    if (p->link_fd >= 0)
+        close(p->link_fd);
+    if (p->netlink_attached) {
+        char msg[256];
+        if (link_set_xdp(p->ifindex, -1, p->xdp_flags, msg, sizeof msg) < 0)
+            vx_log("%s: detaching the XDP program failed: %s %s", p->ifname, strerror(errno), msg);
+    }
+    if (p->xsk_fd >= 0)
+        log_kernel_drops(p);
+    struct xsk_ring *rings[] = { &p->fill, &p->comp, &p->rx, &p->tx };
+    for (size_t i = 0; i < sizeof rings / sizeof rings[0]; i++)
+        if (rings[i]->map)
+            munmap(rings[i]->map, rings[i]->map_len);
+    if (p->xsk_fd >= 0)
+        close(p->xsk_fd);       /* also takes it out of the XSKMAP, unpins the UMEM */
+    if (p->umem)
+        munmap(p->umem, p->umem_size);
+    if (p->prog_fd >= 0)
+        close(p->prog_fd);
+    if (p->map_fd >= 0)
+        close(p->map_fd);
+    free(p->tx_free);
+    free(p);
 }

@@ -7,18 +7,22 @@
  * port, count, repeat.  No interrupts, no sleeping, no locks, and no
  * syscalls except the guest's call eventfd when it asks for an interrupt.
  *
- * Ports: the guest side is always virtqueue.c.  The other side, for now, is
- * the loopback port (--loopback): each queue pair's TX comes straight back on
- * its own RX, which is how tests and benchmarks exercise vhost-user without a
- * NIC.  The AF_XDP port (nic_afxdp.c) will plug in beside it.
+ * Ports: the guest side is always virtqueue.c.  The other side is either
+ *   - the AF_XDP port (--iface, nic_afxdp.c): guest TX -> UMEM frame -> NIC,
+ *     NIC -> UMEM frame -> guest RX, one copy each way, done by virtqueue.c
+ *     straight between guest memory and the UMEM frame; or
+ *   - the loopback port (--loopback): each queue pair's TX comes straight
+ *     back on its own RX, which is how tests and benchmarks exercise
+ *     vhost-user without a NIC, and a lab mode.
  *
  * Threads and rings: queue pair k is polled by thread k % nthreads, so with
  * --pmd-cores 0,1 and two queue pairs each thread owns one pair.  The control
  * thread takes rings away with pmd_quiesce() (see vhost_user.c, "Taking rings
  * away"): each thread bumps its epoch at the end of every loop iteration.
  *
- * Read in this order: the per-thread state, the per-packet loop
- * (pmd_loopback_pair), the thread's main loop, start/quiesce/stop.
+ * Read in this order: the per-thread state, the per-packet loops
+ * (pmd_loopback_pair, pmd_afxdp_pair), the thread's main loop,
+ * start/quiesce/stop.
  */
 #include "vhost_xdp.h"
 
@@ -37,12 +41,15 @@ struct pmd_thread {
     int cpu;                        /* pinned CPU, or -1 */
     _Atomic uint64_t epoch;         /* loop iterations finished */
     _Atomic bool running;
-    struct vx_pkt pkts[VX_BURST];   /* the burst, with its own buffers */
+    struct vx_pkt pkts[VX_BURST];       /* loopback: the burst, with its own buffers */
+    struct vx_pkt nic_rx[VX_BURST];     /* AF_XDP: frames lent by nic_afxdp.c ... */
+    struct vx_pkt nic_tx[VX_BURST];     /* ... in both directions */
 };
 
 static struct pmd_thread pmd_threads[PMD_MAX_THREADS];
 static int pmd_nthreads;
 static struct vx_dev *pmd_dev;
+static struct nic_port *pmd_nic;    /* NULL: loopback port */
 static _Atomic bool pmd_exit;
 
 /* === The per-packet loop ================================================= */
@@ -65,14 +72,47 @@ static void pmd_loopback_pair(struct pmd_thread *t, struct vx_vring *rx, struct 
         __atomic_store_n(&rx->stats.drops, rx->stats.drops + n, __ATOMIC_RELAXED);
 }
 
+/*
+ * AF_XDP port, queue pair k <-> the NIC queue of --queue.
+ *
+ * Guest TX -> NIC: borrow free UMEM frames first and let virtqueue.c copy
+ * each guest packet straight into one; with no free frame we take nothing
+ * from the guest (it keeps its packets: back-pressure, not loss).
+ * NIC -> guest RX: the frames the kernel filled are copied into the guest's
+ * buffers, then given back to the kernel's fill ring.  No RX ring ready, or
+ * no room in it: dropped and counted on the RX ring.
+ */
+static void pmd_afxdp_pair(struct pmd_thread *t, struct vx_vring *rx, struct vx_vring *tx, struct nic_port *nic)
+{
+    if (atomic_load(&tx->ready)) {
+        int frames = nic_tx_alloc(nic, t->nic_tx, VX_BURST);
+        int n = frames ? vq_dequeue_burst(tx, t->nic_tx, frames) : 0;
+        nic_tx_submit(nic, t->nic_tx, n, frames);
+    }
+    int n = nic_rx_burst(nic, t->nic_rx, VX_BURST);
+    if (n == 0)
+        return;
+    if (atomic_load(&rx->ready))
+        vq_enqueue_burst(rx, t->nic_rx, n);
+    else
+        __atomic_store_n(&rx->stats.drops, rx->stats.drops + n, __ATOMIC_RELAXED);
+    nic_rx_release(nic, t->nic_rx, n);
+}
+
 static void *pmd_main(void *arg)
 {
     struct pmd_thread *t = arg;
     struct vx_dev *dev = pmd_dev;
 
     while (!atomic_load_explicit(&pmd_exit, memory_order_relaxed)) {
-        for (int k = t->id; k < VX_MAX_QUEUE_PAIRS; k += pmd_nthreads)
-            pmd_loopback_pair(t, &dev->vrings[2 * k], &dev->vrings[2 * k + 1]);
+        for (int k = t->id; k < VX_MAX_QUEUE_PAIRS; k += pmd_nthreads) {
+            struct vx_vring *rx = &dev->vrings[2 * k], *tx = &dev->vrings[2 * k + 1];
+            if (!pmd_nic)
+                pmd_loopback_pair(t, rx, tx);
+            else if (k == 0)        /* one NIC queue, for queue pair 0: only thread 0
+                                       touches the port, whose rings have one consumer */
+                pmd_afxdp_pair(t, rx, tx, pmd_nic);
+        }
         /* seq_cst, not release: this store must not pass the `ready` loads
          * of the next iteration, or pmd_quiesce() could see this epoch and
          * return while we are already inside a ring it has just stopped. */
@@ -84,9 +124,10 @@ static void *pmd_main(void *arg)
 
 /* === Start, quiesce, stop ================================================ */
 
-int pmd_start(struct vx_dev *dev, const int *cpus, int ncpus)
+int pmd_start(struct vx_dev *dev, struct nic_port *nic, const int *cpus, int ncpus)
 {
     pmd_dev = dev;
+    pmd_nic = nic;
     pmd_nthreads = ncpus > 0 ? ncpus : 1;
     if (pmd_nthreads > PMD_MAX_THREADS) {
         vx_log("--pmd-cores: at most %d threads", PMD_MAX_THREADS);

@@ -196,13 +196,34 @@ int  vq_dequeue_burst(struct vx_vring *vr, struct vx_pkt *pkts, int n);
 int  vq_enqueue_burst(struct vx_vring *vr, const struct vx_pkt *pkts, int n);
 void vq_mark_broken(struct vx_vring *vr, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* nic_afxdp.c: the NIC port through an AF_XDP socket. */
+enum nic_xdp_mode { NIC_XDP_AUTO, NIC_XDP_NATIVE, NIC_XDP_SKB };
+struct nic_options {
+    const char *ifname;
+    uint32_t queue;                 /* NIC RX/TX queue id */
+    enum nic_xdp_mode mode;         /* auto = native, else generic (skb) */
+    bool zerocopy;
+    uint32_t frame_size;            /* UMEM frame size, default 4096 */
+    uint32_t frame_count;           /* UMEM frames, default 4096 */
+};
+struct nic_stats {                  /* relaxed stores by the PMD, read by main.c */
+    uint64_t rx_packets, rx_bytes, tx_packets, tx_bytes;
+    uint64_t rx_fill_empty, tx_ring_full, invalid_descs;
+};
+struct nic_port;
+int  nic_open(struct nic_port **out, const struct nic_options *opt);
+const struct nic_stats *nic_stats(const struct nic_port *p);
+const char *nic_mode_name(const struct nic_port *p);
+int  nic_rx_burst(struct nic_port *p, struct vx_pkt *pkts, int n);          /* pkts point into UMEM */
+void nic_rx_release(struct nic_port *p, const struct vx_pkt *pkts, int n);  /* frames back to the fill ring */
+int  nic_tx_alloc(struct nic_port *p, struct vx_pkt *pkts, int n);          /* free frames to fill */
+void nic_tx_submit(struct nic_port *p, struct vx_pkt *pkts, int nfilled, int nalloc);
+void nic_close(struct nic_port *p);
+
 /* pmd_loop.c: the poll-mode threads. */
-int  pmd_start(struct vx_dev *dev, const int *cpus, int ncpus);
+int  pmd_start(struct vx_dev *dev, struct nic_port *nic, const int *cpus, int ncpus);  /* nic NULL: loopback */
 void pmd_quiesce(void);     /* return once no PMD is inside a ring it read as ready */
 void pmd_stop(void);
-
-/* nic_afxdp.c: the NIC port through AF_XDP (not written yet). */
-int  nic_afxdp_open(const char *ifname);
 
 /* vhost_user.c: the control plane, run by main.c's thread. */
 struct vu_options {

@@ -10,6 +10,8 @@
 #   vxtest=loopback   eth0 up as 10.0.0.2/24, then forever: every 0.5 s send an ARP request and a
 #                     ping to 10.0.0.1 (a loopback backend sends them straight back to the guest)
 #                     and print "VXSTAT rx_packets=N tx_packets=M" on the console.
+#   vxtest=ping       eth0 up as 10.0.0.2/24, then forever: ping the peer (10.0.0.1) every 0.5 s and
+#                     print "VXPING ok=N fail=M" (replies so far) and the VXSTAT line.
 #   (no vxtest)       a shell on the console.
 # Every mode first prints "VXFEATURES <bits>" (the virtio feature bits the driver negotiated,
 # /sys/.../features: character i is bit i) and "VXREADY" once eth0 is up. Optional: vxip=A.B.C.D/N,
@@ -143,9 +145,23 @@ mode_loopback() {
     done
 }
 
-# New modes: add mode_NAME here and a line in the case below (e.g. ping:ADDR to a real peer).
+# Ping: a real peer answers (through vhost-xdp's AF_XDP port and a veth).  Every 0.5 s one ping with
+# a 1 s timeout; "VXPING ok=N fail=M" counts replies, then the usual VXSTAT line.
+mode_ping() {
+    net_up || return
+    okc=0 failc=0
+    while :; do
+        if ping -q -c 1 -W 1 "$peer" >/dev/null 2>&1; then okc=$((okc + 1)); else failc=$((failc + 1)); fi
+        echo "VXPING ok=$okc fail=$failc"
+        echo "VXSTAT rx_packets=$(counter rx_packets) tx_packets=$(counter tx_packets)"
+        sleep 0.5
+    done
+}
+
+# New modes: add mode_NAME here and a line in the case below.
 case $mode in
 loopback) mode_loopback ;;
+ping)     mode_ping ;;
 '')       net_up; setsid cttyhack sh ;;
 *)        echo "VXERROR unknown vxtest=$mode" ;;
 esac
