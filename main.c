@@ -107,33 +107,51 @@ static struct totals sum_rings(const struct vx_dev *dev)
     return t;
 }
 
+/* 8300000 -> "8.30 M", 12000 -> "12.0 k", 3 -> "3 ": rates a reader takes in at a glance. */
+static const char *rate(char *buf, double v)
+{
+    if (v >= 1e6)
+        snprintf(buf, 16, "%.2f M", v / 1e6);
+    else if (v >= 1e3)
+        snprintf(buf, 16, "%.1f k", v / 1e3);
+    else
+        snprintf(buf, 16, "%.0f ", v);
+    return buf;
+}
+
 static void print_stats(const struct totals *now, const struct totals *before, double secs)
 {
-    double txp = (now->tx_packets - before->tx_packets) / secs, txb = (now->tx_bytes - before->tx_bytes) * 8 / secs;
-    double rxp = (now->rx_packets - before->rx_packets) / secs, rxb = (now->rx_bytes - before->rx_bytes) * 8 / secs;
+    char a[16], b[16], c[16], d[16];
     fprintf(stderr,
-            "vhost-xdp: stats: from guest %.3f Mpps %.1f Mbit/s | to guest %.3f Mpps %.1f Mbit/s | "
-            "drops %llu (+%llu) | broken rings %llu | total from %llu to %llu packets\n",
-            txp / 1e6, txb / 1e6, rxp / 1e6, rxb / 1e6, (unsigned long long)now->drops,
-            (unsigned long long)(now->drops - before->drops), (unsigned long long)now->broken,
-            (unsigned long long)now->tx_packets, (unsigned long long)now->rx_packets);
+            "vhost-xdp: stats: from guest %spps %sbit/s | to guest %spps %sbit/s | "
+            "drops %llu (+%llu) | broken rings %llu\n",
+            rate(a, (now->tx_packets - before->tx_packets) / secs), rate(b, (now->tx_bytes - before->tx_bytes) * 8 / secs),
+            rate(c, (now->rx_packets - before->rx_packets) / secs), rate(d, (now->rx_bytes - before->rx_bytes) * 8 / secs),
+            (unsigned long long)now->drops, (unsigned long long)(now->drops - before->drops),
+            (unsigned long long)now->broken);
+}
+
+/* The NIC's counters, read field by field (the PMD stores them relaxed). */
+static struct nic_stats nic_snapshot(const struct nic_port *nic)
+{
+    const struct nic_stats *s = nic_stats(nic);
+    struct nic_stats c;
+#define LOAD(f) c.f = __atomic_load_n(&s->f, __ATOMIC_RELAXED)
+    LOAD(rx_packets); LOAD(rx_bytes); LOAD(tx_packets); LOAD(tx_bytes);
+    LOAD(rx_fill_empty); LOAD(tx_ring_full); LOAD(invalid_descs);
+#undef LOAD
+    return c;
 }
 
 static void print_nic_stats(const struct nic_stats *now, const struct nic_stats *before, double secs)
 {
-#define D(f) (__atomic_load_n(&now->f, __ATOMIC_RELAXED) - before->f)
-    if (secs > 0)
-        fprintf(stderr, "vhost-xdp: stats: nic rx %.3f Mpps %.1f Mbit/s | nic tx %.3f Mpps %.1f Mbit/s | "
-                "fill ring empty %llu | tx ring full %llu | invalid descriptors %llu\n",
-                D(rx_packets) / secs / 1e6, D(rx_bytes) * 8 / secs / 1e6, D(tx_packets) / secs / 1e6,
-                D(tx_bytes) * 8 / secs / 1e6, (unsigned long long)now->rx_fill_empty,
-                (unsigned long long)now->tx_ring_full, (unsigned long long)now->invalid_descs);
-    else
-        fprintf(stderr, "vhost-xdp: exit: nic rx %llu packets, nic tx %llu packets, fill ring empty %llu, "
-                "tx ring full %llu, invalid descriptors %llu\n", (unsigned long long)D(rx_packets),
-                (unsigned long long)D(tx_packets), (unsigned long long)now->rx_fill_empty,
-                (unsigned long long)now->tx_ring_full, (unsigned long long)now->invalid_descs);
-#undef D
+    char a[16], b[16], c[16], d[16];
+    fprintf(stderr, "vhost-xdp: stats: nic rx %spps %sbit/s | nic tx %spps %sbit/s | "
+            "fill ring empty %llu | tx ring full %llu | invalid descriptors %llu\n",
+            rate(a, (now->rx_packets - before->rx_packets) / secs), rate(b, (now->rx_bytes - before->rx_bytes) * 8 / secs),
+            rate(c, (now->tx_packets - before->tx_packets) / secs), rate(d, (now->tx_bytes - before->tx_bytes) * 8 / secs),
+            (unsigned long long)now->rx_fill_empty, (unsigned long long)now->tx_ring_full,
+            (unsigned long long)now->invalid_descs);
 }
 
 static double now_seconds(void)
@@ -311,9 +329,9 @@ int main(int argc, char **argv)
             print_stats(&cur, &last, t - t_last);
             last = cur;
             if (nic) {
-                const struct nic_stats *ns = nic_stats(nic);
-                print_nic_stats(ns, &nic_last, t - t_last);
-                nic_last = *ns;
+                struct nic_stats ns = nic_snapshot(nic);
+                print_nic_stats(&ns, &nic_last, t - t_last);
+                nic_last = ns;
             }
             t_last = t;
         }
@@ -322,7 +340,11 @@ int main(int argc, char **argv)
     vu_cleanup(&dev);   /* rings taken away, guest memory unmapped, socket file removed */
     pmd_stop();
     if (nic) {
-        print_nic_stats(nic_stats(nic), &(struct nic_stats){ 0 }, 0);
+        struct nic_stats ns = nic_snapshot(nic);
+        vx_log("exit: nic rx %llu packets, nic tx %llu packets, fill ring empty %llu, tx ring full %llu, "
+               "invalid descriptors %llu", (unsigned long long)ns.rx_packets, (unsigned long long)ns.tx_packets,
+               (unsigned long long)ns.rx_fill_empty, (unsigned long long)ns.tx_ring_full,
+               (unsigned long long)ns.invalid_descs);
         nic_close(nic);  /* XDP program detached: the interface is as we found it */
     }
     struct totals fin = sum_rings(&dev);
