@@ -119,16 +119,20 @@ static const char *rate(char *buf, double v)
     return buf;
 }
 
-static void print_stats(const struct totals *now, const struct totals *before, double secs)
+static void print_stats(const struct vx_dev *dev, const struct totals *now, const struct totals *before, double secs)
 {
-    char a[16], b[16], c[16], d[16];
+    char a[16], b[16], c[16], d[16], broken[8 * VX_MAX_VRINGS] = "";
+    /* Which rings are broken now (each stops alone; the others go on). */
+    for (int i = 0, n = 0; i < VX_MAX_VRINGS; i++)
+        if (__atomic_load_n(&dev->vrings[i].broken, __ATOMIC_RELAXED))
+            n += snprintf(broken + n, sizeof broken - n, "%s%d", n ? "," : " now: ", i);
     fprintf(stderr,
             "vhost-xdp: stats: from guest %spps %sbit/s | to guest %spps %sbit/s | "
-            "drops %llu (+%llu) | broken rings %llu\n",
+            "drops %llu (+%llu) | broken rings %llu%s\n",
             rate(a, (now->tx_packets - before->tx_packets) / secs), rate(b, (now->tx_bytes - before->tx_bytes) * 8 / secs),
             rate(c, (now->rx_packets - before->rx_packets) / secs), rate(d, (now->rx_bytes - before->rx_bytes) * 8 / secs),
             (unsigned long long)now->drops, (unsigned long long)(now->drops - before->drops),
-            (unsigned long long)now->broken);
+            (unsigned long long)now->broken, broken);
 }
 
 /* The NIC's counters, read field by field (the PMD stores them relaxed). */
@@ -326,7 +330,7 @@ int main(int argc, char **argv)
         }
         if (stats_every > 0 && t >= t_last + stats_every) {
             struct totals cur = sum_rings(&dev);
-            print_stats(&cur, &last, t - t_last);
+            print_stats(&dev, &cur, &last, t - t_last);
             last = cur;
             if (nic) {
                 struct nic_stats ns = nic_snapshot(nic);

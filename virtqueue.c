@@ -52,7 +52,7 @@ void vq_mark_broken(struct vx_vring *vr, const char *fmt, ...)
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     vx_log("ring %u: %s: ring broken, stopped until the frontend restarts it", vr->index, msg);
-    vr->broken = true;
+    __atomic_store_n(&vr->broken, true, __ATOMIC_RELAXED);    /* --stats reads it */
     stat_add(&vr->stats.broken, 1);
 }
 
