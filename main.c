@@ -87,6 +87,10 @@ struct totals {
     uint64_t drops, broken;
 };
 
+/* Sum the per-ring counters.  Odd rings are the guest's TX (packets we took
+ * from it), even rings its RX (packets we gave it): vring 2k / 2k+1 is pair k.
+ * The PMD threads keep writing while we read; each counter is a relaxed
+ * load, so the sum is a snapshot that is at most one burst stale. */
 static struct totals sum_rings(const struct vx_dev *dev)
 {
     struct totals t = { 0 };
@@ -158,6 +162,7 @@ static void print_nic_stats(const struct nic_stats *now, const struct nic_stats 
             (unsigned long long)now->invalid_descs);
 }
 
+/* CLOCK_MONOTONIC: stats intervals must not jump when the wall clock does. */
 static double now_seconds(void)
 {
     struct timespec ts;
@@ -191,6 +196,8 @@ int main(int argc, char **argv)
     char *end;
     int c;
 
+    /* Bad input gets one line naming the option and what it wants, and exit
+     * status 2 (usage error), before anything is set up. */
     while ((c = getopt_long(argc, argv, "s:cli:q:p:S:th", longopts, NULL)) != -1) {
         switch (c) {
         case 's': vo.socket_path = optarg; break;
@@ -264,6 +271,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "vhost-xdp: choose one port: --loopback or --iface IF\n");
         return 2;
     }
+    /* How many queue pairs GET_QUEUE_NUM offers; a frontend may use fewer. */
     dev.queue_pairs = (uint32_t)queues;
 
     /* Signals are read from a signalfd in the poll loop, so they are blocked
@@ -299,6 +307,14 @@ int main(int argc, char **argv)
         return 1;
     }
 
+    /*
+     * The control loop.  It sleeps in poll() on two fds: the signalfd, and
+     * either the listening socket or the connection (vu_poll_fd decides).
+     * One message is handled per wake-up, so a signal is never more than one
+     * message away.  The timeout (at most a second) drives --stats and, in
+     * client mode while no frontend listens, the reconnect attempts.  The
+     * packets are all on the PMD threads: nothing here is on their path.
+     */
     struct totals last = sum_rings(&dev);
     struct nic_stats nic_last = { 0 };
     double t_last = now_seconds(), t_retry = 0;
@@ -341,6 +357,10 @@ int main(int argc, char **argv)
         }
     }
 
+    /* Shutdown, in the reverse order of the data path's dependencies: first
+     * take the rings from the PMDs and unmap guest memory (the PMDs are still
+     * running, so the usual quiesce works), then stop and join the PMDs, and
+     * only then close the NIC whose rings they were polling. */
     vu_cleanup(&dev);   /* rings taken away, guest memory unmapped, socket file removed */
     pmd_stop();
     if (nic) {
