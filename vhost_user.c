@@ -384,7 +384,18 @@ static int vu_set_mem_table(struct vx_dev *dev, struct vu_msg *msg)
          * that is a whole number of huge pages (its st_blksize). */
         struct stat st;
         uint64_t len = r->mmap_offset + r->memory_size;
-        if (fstat(msg->fds[i], &st) == 0 && st.st_blksize > 0)
+        if (fstat(msg->fds[i], &st) < 0) {
+            vx_log("SET_MEM_TABLE: region %u: fstat of its fd failed: %s", i, strerror(errno));
+            goto fail;
+        }
+        /* A region that runs past the end of its file would map, and then
+         * SIGBUS us at the first access beyond the end: refuse it now. */
+        if (S_ISREG(st.st_mode) && (uint64_t)st.st_size < len) {
+            vx_log("SET_MEM_TABLE: region %u: offset 0x%" PRIx64 " + size 0x%" PRIx64 " is beyond the end of its "
+                   "file (0x%llx bytes)", i, r->mmap_offset, r->memory_size, (unsigned long long)st.st_size);
+            goto fail;
+        }
+        if (st.st_blksize > 0)
             len = (len + st.st_blksize - 1) / st.st_blksize * st.st_blksize;
         void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, msg->fds[i], 0);
         if (p == MAP_FAILED) {
