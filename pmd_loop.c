@@ -80,7 +80,8 @@ static void pmd_loopback_pair(struct pmd_thread *t, struct vx_vring *rx, struct 
  * from the guest (it keeps its packets: back-pressure, not loss).
  * NIC -> guest RX: the frames the kernel filled are copied into the guest's
  * buffers, then given back to the kernel's fill ring.  No RX ring ready, or
- * no room in it: dropped and counted on the RX ring.
+ * a packet needing more buffers than there were: dropped and counted on the
+ * RX ring.
  */
 static void pmd_afxdp_pair(struct pmd_thread *t, struct vx_vring *rx, struct vx_vring *tx, struct nic_port *nic)
 {
@@ -89,10 +90,16 @@ static void pmd_afxdp_pair(struct pmd_thread *t, struct vx_vring *rx, struct vx_
         int n = frames ? vq_dequeue_burst(tx, t->nic_tx, frames) : 0;
         nic_tx_submit(nic, t->nic_tx, n, frames);
     }
-    int n = nic_rx_burst(nic, t->nic_rx, VX_BURST);
+    /* Take from the NIC only what the guest has buffers for: the rest waits
+     * in the AF_XDP RX ring (thousands deep), so a guest that falls behind
+     * for a moment loses nothing.  With no guest RX ring at all, drain and
+     * count the drops rather than let the kernel drop silently. */
+    bool guest = atomic_load(&rx->ready);
+    int want = guest ? vq_avail_buffers(rx) : VX_BURST;
+    int n = nic_rx_burst(nic, t->nic_rx, want < VX_BURST ? want : VX_BURST);
     if (n == 0)
         return;
-    if (atomic_load(&rx->ready))
+    if (guest)
         vq_enqueue_burst(rx, t->nic_rx, n);
     else
         __atomic_store_n(&rx->stats.drops, rx->stats.drops + n, __ATOMIC_RELAXED);

@@ -194,6 +194,7 @@ struct vx_pkt {
 int  vq_attach(struct vx_vring *vr, const struct vx_mem *mem, uint64_t features);
 int  vq_dequeue_burst(struct vx_vring *vr, struct vx_pkt *pkts, int n);
 int  vq_enqueue_burst(struct vx_vring *vr, const struct vx_pkt *pkts, int n);
+int  vq_avail_buffers(struct vx_vring *vr);   /* RX buffers the guest offers now */
 void vq_mark_broken(struct vx_vring *vr, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* nic_afxdp.c: the NIC port through an AF_XDP socket. */

@@ -378,6 +378,17 @@ static int vq_enqueue_one(struct vx_vring *vr, const struct vx_pkt *pkt, uint16_
     return RX_DONE;
 }
 
+/* How many buffers (chains) the guest has made available and we have not
+ * used yet: what the next enqueue can fill, one packet each unless a packet
+ * needs several mergeable buffers.  A port that can leave packets queued on
+ * its own side (AF_XDP's RX ring) asks first, instead of taking more than the
+ * guest can hold and dropping the rest. */
+int vq_avail_buffers(struct vx_vring *vr)
+{
+    uint16_t avail_idx;
+    return vr->broken ? 0 : vq_avail_count(vr, &avail_idx) > 0 ? (uint16_t)(avail_idx - vr->last_avail_idx) : 0;
+}
+
 /* Give up to n packets to the guest; returns how many it got.  The others
  * are counted as drops here: there was no room for them. */
 int vq_enqueue_burst(struct vx_vring *vr, const struct vx_pkt *pkts, int n)
