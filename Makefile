@@ -1,7 +1,8 @@
 # vhost-xdp: one binary, libc + pthreads only.
 #   make            build ./vhost-xdp
 #   make test       build everything and run every test (ends with "N passed, N failed, N skipped")
-#   make asan       ASan + UBSan build; runs the unit and protocol tests
+#   make asan       ASan + UBSan build; runs the unit, protocol and hostile tests
+#   make valgrind   the protocol test with vhost-xdp under valgrind's memcheck
 #   make clean
 CC      ?= gcc
 CFLAGS  ?= -O2 -g
@@ -10,7 +11,8 @@ LDFLAGS += -pthread
 
 SRCS    = main.c vhost_user.c virtqueue.c pmd_loop.c nic_afxdp.c
 HDRS    = vhost_xdp.h
-TESTS   = tests/test_virtqueue tests/test_protocol tests/afxdp_tool
+TESTS   = tests/test_virtqueue tests/test_protocol tests/test_hostile tests/afxdp_tool
+FRONTEND = tests/frontend.c tests/frontend.h    # the vhost-user front-end both C protocol tests drive
 
 all: vhost-xdp
 
@@ -23,24 +25,72 @@ tests/test_virtqueue: tests/test_virtqueue.c virtqueue.c $(HDRS)
 tests/afxdp_tool: tests/afxdp_tool.c nic_afxdp.c $(HDRS)
 	$(CC) $(CFLAGS) -I. -o $@ tests/afxdp_tool.c nic_afxdp.c $(LDFLAGS)
 
-tests/test_protocol: tests/test_protocol.c
-	$(CC) $(CFLAGS) -o $@ tests/test_protocol.c $(LDFLAGS)
+tests/test_protocol: tests/test_protocol.c $(FRONTEND)
+	$(CC) $(CFLAGS) -o $@ tests/test_protocol.c tests/frontend.c $(LDFLAGS)
+
+tests/test_hostile: tests/test_hostile.c $(FRONTEND)
+	$(CC) $(CFLAGS) -o $@ tests/test_hostile.c tests/frontend.c $(LDFLAGS)
 
 test: vhost-xdp $(TESTS)
 	tests/run.sh
 
-# Sanitizers: the same sources built apart in build-asan/, then the unit and
-# protocol tests run against them (the protocol test drives the ASan binary).
+# Sanitizers: the same sources built apart in build-asan/, then the unit,
+# protocol and hostile tests run against them (the last two drive the ASan
+# binary, which aborts on the first error: the test then fails).
 ASAN_FLAGS = -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror -pthread -O1 -g \
 	-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
-asan: $(SRCS) $(HDRS) tests/test_virtqueue.c tests/test_protocol.c
+asan: $(SRCS) $(HDRS) tests/test_virtqueue.c tests/test_protocol.c tests/test_hostile.c $(FRONTEND)
 	mkdir -p build-asan
 	$(CC) $(ASAN_FLAGS) -o build-asan/vhost-xdp $(SRCS)
 	$(CC) $(ASAN_FLAGS) -I. -o build-asan/test_virtqueue tests/test_virtqueue.c virtqueue.c
-	$(CC) $(ASAN_FLAGS) -o build-asan/test_protocol tests/test_protocol.c
-	build-asan/test_virtqueue && build-asan/test_protocol build-asan/vhost-xdp
+	$(CC) $(ASAN_FLAGS) -o build-asan/test_protocol tests/test_protocol.c tests/frontend.c
+	$(CC) $(ASAN_FLAGS) -o build-asan/test_hostile tests/test_hostile.c tests/frontend.c
+	build-asan/test_virtqueue && build-asan/test_protocol build-asan/vhost-xdp && \
+	build-asan/test_hostile build-asan/vhost-xdp
+
+# valgrind's memcheck on the protocol test's back-end: vhost-xdp runs under
+# valgrind (VX_BACKEND_WRAPPER, see tests/frontend.h) with every timeout
+# VALGRIND_SLOWDOWN times longer.  A memcheck error or a definite leak makes
+# valgrind exit with 99, which fails the test's "exits with status 0" check;
+# the log lines the test prints at the end hold valgrind's summary.
+VALGRIND = valgrind --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=99 --vgdb=no
+VALGRIND_SLOWDOWN ?= 30
+valgrind: vhost-xdp tests/test_protocol
+	VX_BACKEND_WRAPPER='$(VALGRIND)' VX_TIME_SCALE=$(VALGRIND_SLOWDOWN) VX_SHOW_LOG=1 \
+	tests/test_protocol ./vhost-xdp
 
 clean:
 	rm -rf vhost-xdp $(TESTS) build-asan
 
-.PHONY: all test asan clean
+.PHONY: all test asan valgrind clean
+
+# Fuzzing (issue 4): two libFuzzer targets, built with clang (a test tool only,
+# not a product dependency) and ASan + UBSan into build-fuzz/.
+#   make fuzz          replay tests/fuzz/regressions/, then fuzz each target for
+#                      FUZZ_SECONDS (default 60) from the seeds in tests/fuzz/corpus/;
+#                      prints executions, coverage and crashes; fails on any crash
+#   make fuzz-seeds    regenerate tests/fuzz/corpus/ (tests/fuzz/make_seeds.c)
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 60
+FUZZ_FLAGS    = -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror -pthread -O1 -g -I. \
+	-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+FUZZ_VU_SRCS  = tests/fuzz/fuzz_vhost_user.c vhost_user.c virtqueue.c pmd_loop.c nic_afxdp.c
+FUZZ_VQ_SRCS  = tests/fuzz/fuzz_virtqueue.c virtqueue.c
+
+build-fuzz/fuzz_vhost_user: $(FUZZ_VU_SRCS) $(HDRS) tests/fuzz/fuzz_format.h
+	@mkdir -p build-fuzz
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $(FUZZ_VU_SRCS)
+
+build-fuzz/fuzz_virtqueue: $(FUZZ_VQ_SRCS) $(HDRS) tests/fuzz/fuzz_format.h
+	@mkdir -p build-fuzz
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $(FUZZ_VQ_SRCS)
+
+fuzz: build-fuzz/fuzz_vhost_user build-fuzz/fuzz_virtqueue
+	FUZZ_SECONDS=$(FUZZ_SECONDS) tests/fuzz/run.sh
+
+fuzz-seeds: tests/fuzz/make_seeds.c tests/fuzz/fuzz_format.h $(HDRS)
+	@mkdir -p build-fuzz
+	$(CC) -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror -O1 -g -I. -o build-fuzz/make_seeds tests/fuzz/make_seeds.c
+	build-fuzz/make_seeds tests/fuzz/corpus
+
+.PHONY: fuzz fuzz-seeds

@@ -214,7 +214,7 @@ static bool vu_waiting_logged;
  * unmaps the memory a ring lives in, it must be sure no PMD is still inside
  * that ring.  So:
  *
- *   1. clear `ready` on every ring (seq_cst store);
+ *   1. clear `ready` on the rings the message changes (seq_cst store);
  *   2. pmd_quiesce(): wait until every PMD thread has finished the loop
  *      iteration it was in; any later iteration sees ready == false;
  *   3. change what the message says to change;
@@ -224,13 +224,19 @@ static bool vu_waiting_logged;
  *
  * The dispatcher does 1-2 before, and 4 after, every message whose table
  * entry says changes_rings.  It costs a few microseconds per such message,
- * which only arrive at start, stop and reconfiguration.
+ * which only arrive at start, stop and reconfiguration.  A message about one
+ * ring (SET_VRING_*, GET_VRING_BASE) stops only that ring: stopping the
+ * others too would make their PMD drop the burst it holds for a moment (TX
+ * taken, RX not ready), for nothing.  SET_MEM_TABLE, SET_FEATURES and
+ * RESET_OWNER concern every ring, and stop them all.
  */
-static void vu_rings_stop(struct vx_dev *dev)
+#define VU_ALL_RINGS UINT64_MAX
+
+static void vu_rings_stop(struct vx_dev *dev, uint64_t rings)
 {
     bool any = false;
     for (int i = 0; i < VX_MAX_VRINGS; i++) {
-        if (atomic_load(&dev->vrings[i].ready)) {
+        if ((rings & (1ull << i)) && atomic_load(&dev->vrings[i].ready)) {
             atomic_store(&dev->vrings[i].ready, false);
             any = true;
         }
@@ -250,15 +256,20 @@ static bool vu_ring_can_run(const struct vx_dev *dev, const struct vx_vring *vr)
            (vr->enabled || !need_enable);
 }
 
-static void vu_rings_resume(struct vx_dev *dev)
+/* Returns -1 if a ring that should start cannot (its areas are outside
+ * guest memory or misaligned): the message that started it is refused. */
+static int vu_rings_resume(struct vx_dev *dev)
 {
+    int ret = 0;
     for (uint32_t i = 0; i < 2 * dev->queue_pairs; i++) {
         struct vx_vring *vr = &dev->vrings[i];
         if (!vu_ring_can_run(dev, vr))
             continue;
         if (!vr->attached) {
-            if (vq_attach(vr, &dev->mem, dev->features) < 0)
-                continue;   /* logged; the ring stays stopped */
+            if (vq_attach(vr, &dev->mem, dev->features) < 0) {
+                ret = -1;   /* logged; the ring stays stopped */
+                continue;
+            }
             vr->attached = true;
             if (vu_opt.trace)
                 vx_log("trace: ring %u started: size %u, last_avail_idx %u, used idx %u, %u-byte header%s%s",
@@ -267,6 +278,7 @@ static void vu_rings_resume(struct vx_dev *dev)
         }
         atomic_store_explicit(&vr->ready, true, memory_order_release);
     }
+    return ret;
 }
 
 /* === 4. The handlers ===================================================== */
@@ -300,7 +312,7 @@ static void vu_unmap_memory(struct vx_mem *mem)
  * kept: --stats is for the life of the process), memory unmapped. */
 static void vu_reset_device(struct vx_dev *dev)
 {
-    vu_rings_stop(dev);
+    vu_rings_stop(dev, VU_ALL_RINGS);
     for (int i = 0; i < VX_MAX_VRINGS; i++) {
         struct vx_vring *vr = &dev->vrings[i];
         struct vx_ring_stats stats = vr->stats;
@@ -778,8 +790,11 @@ static const char *vu_check_msg(const struct vx_dev *dev, const struct vu_msg *m
         want_size = sizeof(struct vu_vring_addr);
         break;
     case P_MEM:
-        if (msg->hdr.size < 8 || msg->payload.memory.nregions == 0 ||
-            msg->payload.memory.nregions > VX_MAX_REGIONS) {
+        if (msg->hdr.size < 8) {
+            snprintf(why, size, "payload size %u, expected at least 8 (nregions, padding)", msg->hdr.size);
+            return why;
+        }
+        if (msg->payload.memory.nregions == 0 || msg->payload.memory.nregions > VX_MAX_REGIONS) {
             snprintf(why, size, "nregions %u not in 1..%d", msg->payload.memory.nregions, VX_MAX_REGIONS);
             return why;
         }
@@ -836,11 +851,16 @@ static int vu_dispatch_one(struct vx_dev *dev)
         goto refuse;
     }
 
-    if (req->changes_rings)
-        vu_rings_stop(dev);
+    if (req->changes_rings) {
+        /* Which rings: the one named in the payload, else all of them. */
+        uint32_t index = req->payload == P_RING_FD ? (uint32_t)(msg.payload.u64 & VHOST_USER_VRING_IDX_MASK)
+                       : req->payload == P_STATE ? msg.payload.state.index
+                       : req->payload == P_ADDR ? msg.payload.addr.index : UINT32_MAX;
+        vu_rings_stop(dev, index < VX_MAX_VRINGS ? 1ull << index : VU_ALL_RINGS);
+    }
     int r = req->handler(dev, &msg);
-    if (req->changes_rings)
-        vu_rings_resume(dev);
+    if (req->changes_rings && vu_rings_resume(dev) < 0)
+        r = VU_FAIL;        /* a ring it started cannot run: malformed, reset */
     vu_close_fds(&msg);     /* what the handler did not take (SET_MEM_TABLE's, once mapped) */
 
     bool need_reply = msg.hdr.flags & VHOST_USER_NEED_REPLY;
@@ -859,6 +879,7 @@ static int vu_dispatch_one(struct vx_dev *dev)
     goto out;
 
 refuse:
+    vu_close_fds(&msg);     /* before the reply: vu_send_reply() sets nfds = 0 */
     if ((msg.hdr.flags & VHOST_USER_NEED_REPLY) &&
         (dev->protocol_features & (1ull << VHOST_USER_PROTOCOL_F_REPLY_ACK))) {
         msg.payload.u64 = 1;

@@ -23,6 +23,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <string.h>
 #include <linux/virtio_ring.h> /* struct vring_desc/avail/used, VRING_* flags */
 
 /* === Limits ============================================================= */
@@ -48,12 +49,17 @@
 static inline void vx_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static inline void vx_log(const char *fmt, ...)
 {
+    /* Formatted whole, then written once: stderr is unbuffered, and the
+     * control and PMD threads must not interleave halves of their lines. */
+    char line[1200] = "vhost-xdp: ";
+    size_t n = strlen(line);
     va_list ap;
     va_start(ap, fmt);
-    fputs("vhost-xdp: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    vsnprintf(line + n, sizeof line - n - 1, fmt, ap);
     va_end(ap);
+    n = strlen(line);
+    line[n] = '\n';
+    fwrite(line, 1, n + 1, stderr);
 }
 
 /* === 1. Guest memory ==================================================== */
