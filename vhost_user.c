@@ -330,12 +330,19 @@ static void vu_reset_device(struct vx_dev *dev)
     dev->owner_set = false;
 }
 
+/* GET_FEATURES: the virtio feature bits we can do, plus bit 30
+ * (VHOST_USER_F_PROTOCOL_FEATURES), which is not a virtio bit but says we
+ * speak the protocol extensions.  QEMU intersects this with what the guest
+ * driver accepts; DPDK virtio_user with its devargs. */
 static int vu_get_features(struct vx_dev *dev, struct vu_msg *msg)
 {
     msg->payload.u64 = vu_offered_features(dev);
     return VU_REPLY;
 }
 
+/* SET_FEATURES: what the driver accepted.  It decides the ring format and
+ * the net header length, so every ring is re-attached before it runs again.
+ * QEMU sends it once per start, after the guest's FEATURES_OK. */
 static int vu_set_features(struct vx_dev *dev, struct vu_msg *msg)
 {
     uint64_t extra = msg->payload.u64 & ~vu_offered_features(dev);
@@ -349,6 +356,8 @@ static int vu_set_features(struct vx_dev *dev, struct vu_msg *msg)
     return VU_OK;
 }
 
+/* SET_OWNER: "this connection now owns the device".  Nothing to do but
+ * remember it: messages that change the device are refused before it. */
 static int vu_set_owner(struct vx_dev *dev, struct vu_msg *msg)
 {
     (void)msg;
@@ -432,6 +441,8 @@ fail:
     return VU_FAIL;
 }
 
+/* SET_VRING_NUM: the ring size.  A split ring's size is a power of two,
+ * at most 32768 (virtio 1.2 §2.7); QEMU and virtio_user default to 256. */
 static int vu_set_vring_num(struct vx_dev *dev, struct vu_msg *msg)
 {
     struct vx_vring *vr = vu_ring(dev, msg->payload.state.index, "SET_VRING_NUM");
@@ -447,6 +458,10 @@ static int vu_set_vring_num(struct vx_dev *dev, struct vu_msg *msg)
     return VU_OK;
 }
 
+/* SET_VRING_ADDR: where the descriptor table, avail ring and used ring are,
+ * in the *frontend's* address space (QEMU's virtual addresses, not the
+ * guest-physical ones the descriptors hold).  `log` is for live migration's
+ * dirty log, which we do not offer (no VHOST_F_LOG_ALL). */
 static int vu_set_vring_addr(struct vx_dev *dev, struct vu_msg *msg)
 {
     const struct vu_vring_addr *a = &msg->payload.addr;
@@ -470,6 +485,9 @@ static int vu_set_vring_addr(struct vx_dev *dev, struct vu_msg *msg)
     return VU_OK;
 }
 
+/* SET_VRING_BASE: the avail index to start from (last_avail_idx): 0 for a
+ * fresh ring, or where a previous backend stopped (GET_VRING_BASE), or, after
+ * a backend crash, QEMU's guess: the used index it finds in the ring. */
 static int vu_set_vring_base(struct vx_dev *dev, struct vu_msg *msg)
 {
     struct vx_vring *vr = vu_ring(dev, msg->payload.state.index, "SET_VRING_BASE");
@@ -542,6 +560,10 @@ static int vu_set_vring_err(struct vx_dev *dev, struct vu_msg *msg)
     return vu_take_ring_fd(dev, msg, "SET_VRING_ERR", offsetof(struct vx_vring, err_fd)) ? VU_OK : VU_FAIL;
 }
 
+/* GET/SET_PROTOCOL_FEATURES: the protocol's own extensions.  We offer two:
+ * MQ (GET_QUEUE_NUM, several queue pairs on one connection) and REPLY_ACK
+ * (the frontend may set NEED_REPLY on any message and wait for our u64
+ * status: how QEMU and virtio_user make SET_MEM_TABLE synchronous). */
 static int vu_get_protocol_features(struct vx_dev *dev, struct vu_msg *msg)
 {
     (void)dev;
@@ -561,12 +583,18 @@ static int vu_set_protocol_features(struct vx_dev *dev, struct vu_msg *msg)
     return VU_OK;
 }
 
+/* GET_QUEUE_NUM (with PROTOCOL_F_MQ): how many queue pairs we can serve;
+ * the frontend uses at most that many (--queues, default 1). */
 static int vu_get_queue_num(struct vx_dev *dev, struct vu_msg *msg)
 {
     msg->payload.u64 = dev->queue_pairs;
     return VU_REPLY;
 }
 
+/* SET_VRING_ENABLE: with PROTOCOL_FEATURES a started ring also has to be
+ * enabled before we touch it.  QEMU 7.2 sends enable=1 for rings 0/1 at
+ * connection time, long before the rings exist (see vu_ring_can_run), and
+ * does not wait for our answer; virtio_user stops with enable=0 first. */
 static int vu_set_vring_enable(struct vx_dev *dev, struct vu_msg *msg)
 {
     struct vx_vring *vr = vu_ring(dev, msg->payload.state.index, "SET_VRING_ENABLE");
