@@ -42,3 +42,28 @@ stop_pid() {
     kill -KILL "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
     return 0
 }
+
+# start_guest DIR NAME SOCK MODE [DEVICE_OPTIONS] [CHARDEV_OPTIONS]: boot the test guest (kernel and
+# initramfs in $GUEST, from tests/build_guest.sh) under TCG with the DESIGN.md recipe, its virtio-net
+# on the vhost-user socket SOCK; vxtest=MODE picks what the guest does.  Serial console in
+# DIR/NAME.serial, QEMU's own output in DIR/NAME.qemu.log; sets QEMU_PID.  CHARDEV_OPTIONS default to
+# reconnect=1 (QEMU connects, and reconnects after the backend dies); server=on,wait=off makes QEMU
+# listen instead.  vectors=0: QEMU 7.2 + vhost-user + MSI-X under TCG crashes.
+start_guest() {
+    local dir=$1 name=$2 sock=$3 mode=$4 devopts=${5:-} chardev=${6:-reconnect=1}
+    qemu-system-x86_64 -accel tcg -machine q35 -smp 1 -m 256M -nodefaults -no-user-config \
+        -display none -no-reboot -serial "file:$dir/$name.serial" \
+        -object memory-backend-memfd,id=mem,size=256M,share=on -numa node,memdev=mem \
+        -chardev "socket,id=chr0,path=$sock,$chardev" \
+        -netdev vhost-user,id=net0,chardev=chr0 \
+        -device "virtio-net-pci,netdev=net0,mac=52:54:00:12:34:56,romfile=,vectors=0$devopts" \
+        -kernel "$GUEST/vmlinuz" -initrd "$GUEST/initramfs.cpio.gz" \
+        -append "console=ttyS0 quiet panic=-1 vxtest=$mode" \
+        < /dev/null > "$dir/$name.qemu.log" 2>&1 &
+    QEMU_PID=$!
+}
+
+# guest_features SERIAL: the feature bits the guest driver negotiated (character i = bit i).
+guest_features() {
+    tr -d '\r' 2>/dev/null < "$1" | sed -n 's/.*VXFEATURES \([01]*\).*/\1/p' | head -n 1
+}

@@ -337,24 +337,11 @@ fi
 # ============================================================================================
 # Parts 2-5: a QEMU guest pings the peer through vhost-xdp
 # ============================================================================================
-# start_qemu NAME EXTRA_DEVICE_OPTIONS: boot the guest (vxtest=ping); serial console in $TMP/NAME.serial.
-start_qemu() {
-    local name=$1 devopts=$2
-    qemu-system-x86_64 -accel tcg -machine q35 -smp 1 -m 256M -nodefaults -no-user-config \
-        -display none -no-reboot -serial "file:$TMP/$name.serial" \
-        -object memory-backend-memfd,id=mem,size=256M,share=on -numa node,memdev=mem \
-        -chardev "socket,id=chr0,path=$SOCK,reconnect=1" \
-        -netdev vhost-user,id=net0,chardev=chr0 \
-        -device "virtio-net-pci,netdev=net0,mac=52:54:00:12:34:56,romfile=,vectors=0$devopts" \
-        -kernel "$GUEST/vmlinuz" -initrd "$GUEST/initramfs.cpio.gz" \
-        -append 'console=ttyS0 quiet panic=-1 vxtest=ping' \
-        </dev/null >"$TMP/$name.qemu.log" 2>&1 &
-    QEMU_PID=$!
-}
+# start_qemu NAME EXTRA_DEVICE_OPTIONS: the pinging guest (lib.sh, start_guest).
+start_qemu() { start_guest "$TMP" "$1" "$SOCK" ping "$2"; }
 # ping_ok SERIAL: the guest's replies so far (last "VXPING ok=N fail=M"); ping_line: the whole report.
 ping_ok() { tr -d '\r' 2>/dev/null <"$1" | sed -n 's/.*VXPING ok=\([0-9]*\) fail=.*/\1/p' | tail -n 1; }
 ping_line() { tr -d '\r' 2>/dev/null <"$1" | grep -ao 'VXPING ok=[0-9]* fail=[0-9]*' | tail -n 1; }
-guest_features() { tr -d '\r' 2>/dev/null <"$1" | sed -n 's/.*VXFEATURES \([01]*\).*/\1/p' | head -n 1; }
 # wait_ping SERIAL MIN SECS: until the guest reports ok > MIN; 1 on timeout or if QEMU or vhost-xdp died.
 wait_ping() {
     local serial=$1 min=$2 okc deadline=$((SECONDS + $3))

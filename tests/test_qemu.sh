@@ -85,30 +85,12 @@ start_backend() {
     return 1
 }
 
-# start_qemu NAME EXTRA_DEVICE_OPTIONS: boot the guest; serial console in $dir/NAME.serial.
-# A third argument replaces the chardev's reconnect=1 (QEMU as the socket client), e.g. with
-# server=on,wait=off (QEMU listens, the backend runs with --client).
-start_qemu() {
-    local name=$1 devopts=$2 chardev=${3:-reconnect=1}
-    qemu-system-x86_64 -accel tcg -machine q35 -smp 1 -m 256M -nodefaults -no-user-config \
-        -display none -no-reboot -serial "file:$dir/$name.serial" \
-        -object memory-backend-memfd,id=mem,size=256M,share=on -numa node,memdev=mem \
-        -chardev "socket,id=chr0,path=$SOCK,$chardev" \
-        -netdev vhost-user,id=net0,chardev=chr0 \
-        -device "virtio-net-pci,netdev=net0,mac=52:54:00:12:34:56,romfile=,vectors=0$devopts" \
-        -kernel "$GUEST/vmlinuz" -initrd "$GUEST/initramfs.cpio.gz" \
-        -append 'console=ttyS0 quiet panic=-1 vxtest=loopback' \
-        < /dev/null > "$dir/$name.qemu.log" 2>&1 &
-    QEMU_PID=$!
-}
+# start_qemu NAME EXTRA_DEVICE_OPTIONS [CHARDEV_OPTIONS]: the loopback guest (lib.sh, start_guest).
+start_qemu() { start_guest "$dir" "$1" "$SOCK" loopback "$2" "${3:-}"; }
 
 # guest_rx SERIAL: the guest's last complete rx_packets report (empty before the first one).
 guest_rx() {
     tr -d '\r' 2>/dev/null < "$1" | sed -n 's/.*VXSTAT rx_packets=\([0-9]*\) tx_packets=.*/\1/p' | tail -n 1
-}
-# guest_features SERIAL: the feature bits the guest driver negotiated (character i = bit i).
-guest_features() {
-    tr -d '\r' 2>/dev/null < "$1" | sed -n 's/.*VXFEATURES \([01]*\).*/\1/p' | head -n 1
 }
 
 # wait_rx SERIAL MIN SECS: until the guest reports rx_packets > MIN; 1 on timeout or if QEMU or
