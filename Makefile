@@ -11,7 +11,8 @@ LDFLAGS += -pthread
 
 SRCS    = main.c vhost_user.c virtqueue.c pmd_loop.c nic_afxdp.c
 HDRS    = vhost_xdp.h
-TESTS   = tests/test_virtqueue tests/test_protocol tests/test_hostile tests/afxdp_tool
+TESTS   = tests/test_virtqueue tests/test_ringview tests/test_protocol tests/test_hostile tests/test_trace \
+	  tests/afxdp_tool
 FRONTEND = tests/frontend.c tests/frontend.h    # the vhost-user front-end both C protocol tests drive
 
 all: vhost-xdp
@@ -22,6 +23,9 @@ vhost-xdp: $(SRCS) $(HDRS)
 tests/test_virtqueue: tests/test_virtqueue.c virtqueue.c $(HDRS)
 	$(CC) $(CFLAGS) -I. -o $@ tests/test_virtqueue.c virtqueue.c $(LDFLAGS)
 
+tests/test_ringview: tests/test_ringview.c virtqueue.c $(HDRS)
+	$(CC) $(CFLAGS) -I. -o $@ tests/test_ringview.c virtqueue.c $(LDFLAGS)
+
 tests/afxdp_tool: tests/afxdp_tool.c nic_afxdp.c $(HDRS)
 	$(CC) $(CFLAGS) -I. -o $@ tests/afxdp_tool.c nic_afxdp.c $(LDFLAGS)
 
@@ -31,22 +35,28 @@ tests/test_protocol: tests/test_protocol.c $(FRONTEND)
 tests/test_hostile: tests/test_hostile.c $(FRONTEND)
 	$(CC) $(CFLAGS) -o $@ tests/test_hostile.c tests/frontend.c $(LDFLAGS)
 
+tests/test_trace: tests/test_trace.c $(FRONTEND)
+	$(CC) $(CFLAGS) -o $@ tests/test_trace.c tests/frontend.c $(LDFLAGS)
+
 test: vhost-xdp $(TESTS)
 	tests/run.sh
 
 # Sanitizers: the same sources built apart in build-asan/, then the unit,
-# protocol and hostile tests run against them (the last two drive the ASan
+# protocol, hostile and trace tests run against them (the last two drive the ASan
 # binary, which aborts on the first error: the test then fails).
 ASAN_FLAGS = -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror -pthread -O1 -g \
 	-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
-asan: $(SRCS) $(HDRS) tests/test_virtqueue.c tests/test_protocol.c tests/test_hostile.c $(FRONTEND)
+asan: $(SRCS) $(HDRS) tests/test_virtqueue.c tests/test_ringview.c tests/test_protocol.c tests/test_hostile.c \
+	tests/test_trace.c $(FRONTEND)
 	mkdir -p build-asan
 	$(CC) $(ASAN_FLAGS) -o build-asan/vhost-xdp $(SRCS)
 	$(CC) $(ASAN_FLAGS) -I. -o build-asan/test_virtqueue tests/test_virtqueue.c virtqueue.c
+	$(CC) $(ASAN_FLAGS) -I. -o build-asan/test_ringview tests/test_ringview.c virtqueue.c
 	$(CC) $(ASAN_FLAGS) -o build-asan/test_protocol tests/test_protocol.c tests/frontend.c
 	$(CC) $(ASAN_FLAGS) -o build-asan/test_hostile tests/test_hostile.c tests/frontend.c
-	build-asan/test_virtqueue && build-asan/test_protocol build-asan/vhost-xdp && \
-	build-asan/test_hostile build-asan/vhost-xdp
+	$(CC) $(ASAN_FLAGS) -o build-asan/test_trace tests/test_trace.c tests/frontend.c
+	build-asan/test_virtqueue && build-asan/test_ringview && build-asan/test_protocol build-asan/vhost-xdp && \
+	build-asan/test_hostile build-asan/vhost-xdp && build-asan/test_trace build-asan/vhost-xdp
 
 # valgrind's memcheck on the protocol test's back-end: vhost-xdp runs under
 # valgrind (VX_BACKEND_WRAPPER, see tests/frontend.h) with every timeout

@@ -3,7 +3,8 @@
  *
  * Where it sits: this is the control thread.  It parses the options, starts
  * the poll-mode threads (pmd_loop.c), then waits in poll() for vhost-user
- * messages (handed to vhost_user.c), signals and the stats timer.  Packets
+ * messages (handed to vhost_user.c), signals and the stats and ring-view
+ * timers (with --trace=rings, also the guests' kick eventfds).  Packets
  * never pass through here.
  *
  * Shutdown order matters: first the rings are taken from the PMD threads and
@@ -45,7 +46,11 @@ static void usage(FILE *out)
           "  -p, --pmd-cores LIST   one poll thread per CPU in LIST, pinned there (e.g. 1, 0,1, 2-3);\n"
           "                         default: one thread, not pinned\n"
           "  -S, --stats SECONDS    print a one-line summary every SECONDS\n"
-          "  -t, --trace            decode every vhost-user message on stderr\n"
+          "  -t, --trace[=WHAT]     on stderr: messages (the default) decodes every vhost-user\n"
+          "                         message; rings (or all) adds ring events: started, stopped,\n"
+          "                         enabled, disabled, kicks received, calls sent (a few per second)\n"
+          "  -R, --ring-view SECONDS  print every started ring's indices and slots every SECONDS\n"
+          "                         (SIGUSR1 prints it once)\n"
           "  -h, --help             this text\n",
           out);
 }
@@ -170,6 +175,40 @@ static double now_seconds(void)
     return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
+/* === Ring view and kicks ================================================= */
+
+/* --ring-view, SIGUSR1: every attached ring, formatted whole and written
+ * once (the PMD threads may log at the same time). */
+static void print_ring_view(const struct vx_dev *dev)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *out = open_memstream(&text, &len);
+    if (!out)
+        return;
+    int n = 0;
+    for (int i = 0; i < VX_MAX_VRINGS; i++)
+        n += dev->vrings[i].attached;
+    fprintf(out, "vhost-xdp: ring view: %d ring%s started\n", n, n == 1 ? "" : "s");
+    for (int i = 0; i < VX_MAX_VRINGS; i++)
+        if (dev->vrings[i].attached)
+            vq_ring_view(&dev->vrings[i], out);
+    if (n)
+        vq_ring_view_legend(out);
+    fclose(out);
+    fwrite(text, 1, len, stderr);
+    free(text);
+}
+
+/* --trace=rings: the guest's kicks.  We poll the rings, so nothing else
+ * reads these eventfds; reading one returns the kicks since the last read. */
+static void read_kick(const struct vx_dev *dev, int ring, int fd)
+{
+    uint64_t count;
+    if (dev->vrings[ring].kick_fd == fd && read(fd, &count, sizeof count) == sizeof count)
+        vx_log("trace: ring %d: kick (count %llu)", ring, (unsigned long long)count);
+}
+
 /* === main ================================================================ */
 
 static struct vx_dev dev;   /* one device: one vhost-user connection at a time */
@@ -180,10 +219,11 @@ int main(int argc, char **argv)
         { "socket", required_argument, NULL, 's' },  { "client", no_argument, NULL, 'c' },
         { "loopback", no_argument, NULL, 'l' },      { "iface", required_argument, NULL, 'i' },
         { "queues", required_argument, NULL, 'q' },  { "pmd-cores", required_argument, NULL, 'p' },
-        { "stats", required_argument, NULL, 'S' },   { "trace", no_argument, NULL, 't' },
+        { "stats", required_argument, NULL, 'S' },   { "trace", optional_argument, NULL, 't' },
         { "help", no_argument, NULL, 'h' },          { "queue", required_argument, NULL, 'Q' },
         { "xdp-mode", required_argument, NULL, 'M' }, { "zerocopy", no_argument, NULL, 'Z' },
         { "frames", required_argument, NULL, 'F' },  { "frame-size", required_argument, NULL, 'z' },
+        { "ring-view", required_argument, NULL, 'R' },
         { NULL, 0, NULL, 0 },
     };
     struct vu_options vo = { 0 };
@@ -192,13 +232,13 @@ int main(int argc, char **argv)
     bool loopback = false;
     int cpus[64], ncpus = 0;
     long queues = 1;
-    double stats_every = 0;
+    double stats_every = 0, view_every = 0;
     char *end;
     int c;
 
     /* Bad input gets one line naming the option and what it wants, and exit
      * status 2 (usage error), before anything is set up. */
-    while ((c = getopt_long(argc, argv, "s:cli:q:p:S:th", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "s:cli:q:p:S:t::R:h", longopts, NULL)) != -1) {
         switch (c) {
         case 's': vo.socket_path = optarg; break;
         case 'c': vo.client = true; break;
@@ -232,7 +272,16 @@ int main(int argc, char **argv)
                 return 2;
             }
             break;
-        case 't': vo.trace = true; break;
+        case 't':
+            if (!optarg || !strcmp(optarg, "messages"))
+                vo.trace = VX_TRACE_MESSAGES;
+            else if (!strcmp(optarg, "rings") || !strcmp(optarg, "all"))
+                vo.trace = VX_TRACE_RINGS;
+            else {
+                fprintf(stderr, "vhost-xdp: --trace=%s: want messages, rings or all\n", optarg);
+                return 2;
+            }
+            break;
         case 'q':
             queues = strtol(optarg, &end, 10);
             if (*end || queues < 1 || queues > VX_MAX_QUEUE_PAIRS) {
@@ -247,13 +296,16 @@ int main(int argc, char **argv)
                 return 2;
             }
             break;
-        case 'S':
-            stats_every = strtod(optarg, &end);
-            if (*end || !(stats_every > 0)) {
-                fprintf(stderr, "vhost-xdp: --stats %s: want a positive number of seconds\n", optarg);
+        case 'S': case 'R': {
+            double *every = c == 'S' ? &stats_every : &view_every;
+            *every = strtod(optarg, &end);
+            if (*end || !(*every > 0)) {
+                fprintf(stderr, "vhost-xdp: %s %s: want a positive number of seconds\n",
+                        c == 'S' ? "--stats" : "--ring-view", optarg);
                 return 2;
             }
             break;
+        }
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -273,6 +325,7 @@ int main(int argc, char **argv)
     }
     /* How many queue pairs GET_QUEUE_NUM offers; a frontend may use fewer. */
     dev.queue_pairs = (uint32_t)queues;
+    vx_trace_rings = vo.trace >= VX_TRACE_RINGS;    /* before the PMD threads start */
 
     /* Signals are read from a signalfd in the poll loop, so they are blocked
      * in every thread (the PMD threads inherit the mask) and a signal never
@@ -281,6 +334,7 @@ int main(int argc, char **argv)
     sigemptyset(&sigs);
     sigaddset(&sigs, SIGINT);
     sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGUSR1);      /* print the ring view once */
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
     int sfd = signalfd(-1, &sigs, SFD_CLOEXEC);
@@ -311,32 +365,51 @@ int main(int argc, char **argv)
      * The control loop.  It sleeps in poll() on two fds: the signalfd, and
      * either the listening socket or the connection (vu_poll_fd decides).
      * One message is handled per wake-up, so a signal is never more than one
-     * message away.  The timeout (at most a second) drives --stats and, in
-     * client mode while no frontend listens, the reconnect attempts.  The
+     * message away.  The timeout (at most a second) drives --stats,
+     * --ring-view and, in client mode while no frontend listens, the
+     * reconnect attempts.  With --trace=rings the kick eventfds are polled
+     * too, only to log the kicks.  The
      * packets are all on the PMD threads: nothing here is on their path.
      */
     struct totals last = sum_rings(&dev);
     struct nic_stats nic_last = { 0 };
-    double t_last = now_seconds(), t_retry = 0;
+    double t_last = now_seconds(), t_retry = 0, t_view = t_last;
     for (;;) {
         int fd = vu_poll_fd(&dev);
-        struct pollfd pfd[2] = { { sfd, POLLIN, 0 }, { fd, POLLIN, 0 } };
-        int timeout = 1000;
-        if (stats_every > 0) {
-            double left = t_last + stats_every - now_seconds();
-            timeout = left <= 0 ? 0 : left < 1 ? (int)(left * 1000) + 1 : 1000;
+        struct pollfd pfd[2 + VX_MAX_VRINGS] = { { sfd, POLLIN, 0 }, { -1, POLLIN, 0 } };
+        int kick_ring[VX_MAX_VRINGS], nfds = 2;
+        pfd[1].fd = fd;     /* -1: poll() ignores it */
+        for (int i = 0; vx_trace_rings && i < VX_MAX_VRINGS; i++) {
+            if (dev.vrings[i].kick_fd >= 0) {
+                kick_ring[nfds - 2] = i;
+                pfd[nfds++] = (struct pollfd){ dev.vrings[i].kick_fd, POLLIN, 0 };
+            }
         }
-        int n = poll(pfd, fd >= 0 ? 2 : 1, timeout);
+        double next = now_seconds() + 1;
+        if (stats_every > 0 && t_last + stats_every < next)
+            next = t_last + stats_every;
+        if (view_every > 0 && t_view + view_every < next)
+            next = t_view + view_every;
+        double left = next - now_seconds();
+        int timeout = left <= 0 ? 0 : (int)(left * 1000) + 1;
+        int n = poll(pfd, nfds, timeout);
         if (n < 0 && errno != EINTR) {
             vx_log("poll: %s", strerror(errno));
             break;
         }
         if (pfd[0].revents & POLLIN) {
-            struct signalfd_siginfo si;
-            if (read(sfd, &si, sizeof si) == sizeof si)
-                vx_log("signal %u: shutting down", si.ssi_signo);
+            struct signalfd_siginfo si = { 0 };
+            if (read(sfd, &si, sizeof si) == sizeof si && si.ssi_signo == SIGUSR1) {
+                print_ring_view(&dev);
+                continue;
+            }
+            vx_log("signal %u: shutting down", si.ssi_signo);
             break;
         }
+        /* Kicks first: the message below may close a kick fd. */
+        for (int k = 2; k < nfds; k++)
+            if (pfd[k].revents & POLLIN)
+                read_kick(&dev, kick_ring[k - 2], pfd[k].fd);
         if (fd >= 0 && pfd[1].revents)
             vu_handle_event(&dev);
         double t = now_seconds();
@@ -354,6 +427,10 @@ int main(int argc, char **argv)
                 nic_last = ns;
             }
             t_last = t;
+        }
+        if (view_every > 0 && t >= t_view + view_every) {
+            print_ring_view(&dev);
+            t_view = t;
         }
     }
 

@@ -510,6 +510,9 @@ static int vu_get_vring_base(struct vx_dev *dev, struct vu_msg *msg)
     struct vx_vring *vr = vu_ring(dev, msg->payload.state.index, "GET_VRING_BASE");
     if (!vr)
         return VU_FAIL;
+    if (vu_opt.trace >= VX_TRACE_RINGS && vr->attached)
+        vx_log("trace: ring %u stopped (GET_VRING_BASE): last_avail_idx %u, used idx %u%s", vr->index,
+               vr->last_avail_idx, vr->last_used_idx, vr->broken ? ", was broken" : "");
     vr->kick_received = false;
     vr->attached = false;
     vr->broken = false;     /* the frontend restarts it from scratch */
@@ -605,6 +608,8 @@ static int vu_set_vring_enable(struct vx_dev *dev, struct vu_msg *msg)
         return VU_FAIL;
     }
     vr->enabled = msg->payload.state.num;
+    if (vu_opt.trace >= VX_TRACE_RINGS)
+        vx_log("trace: ring %u %s", vr->index, vr->enabled ? "enabled" : "disabled");
     return VU_OK;
 }
 
@@ -922,6 +927,11 @@ out:
 
 static void vu_disconnect(struct vx_dev *dev)
 {
+    vu_rings_stop(dev, VU_ALL_RINGS);     /* first, so the indices below hold still */
+    for (int i = 0; vu_opt.trace >= VX_TRACE_RINGS && i < VX_MAX_VRINGS; i++)
+        if (dev->vrings[i].attached)
+            vx_log("trace: ring %d stopped (frontend disconnected): last_avail_idx %u, used idx %u", i,
+                   dev->vrings[i].last_avail_idx, dev->vrings[i].last_used_idx);
     vu_reset_device(dev);
     close(dev->conn_fd);
     dev->conn_fd = -1;

@@ -62,6 +62,16 @@ static inline void vx_log(const char *fmt, ...)
     fwrite(line, 1, n + 1, stderr);
 }
 
+/* --trace levels: main.c parses them, vhost_user.c and virtqueue.c print. */
+enum vx_trace_level {
+    VX_TRACE_OFF,
+    VX_TRACE_MESSAGES,              /* --trace: every vhost-user message */
+    VX_TRACE_RINGS,                 /* --trace=rings: messages and ring events */
+};
+/* Set once by main.c before any thread starts (defined in virtqueue.c):
+ * the PMD tests it with one predictable branch before logging a call. */
+extern bool vx_trace_rings;
+
 /* === 1. Guest memory ==================================================== */
 
 /*
@@ -169,6 +179,11 @@ struct vx_vring {
                                        stops the ring (GET_VRING_BASE) or reconnects */
     struct vx_ring_stats stats;
 
+    /* --trace=rings only, the PMD's: calls logged in the current second
+     * (at most a few), and how many more were sent but not logged. */
+    int64_t  trace_second;
+    uint32_t trace_calls_shown, trace_calls_hidden;
+
     /* The handover flag (see vhost_user.c, "Taking rings away"). */
     _Atomic bool ready;
 };
@@ -202,6 +217,10 @@ int  vq_dequeue_burst(struct vx_vring *vr, struct vx_pkt *pkts, int n);
 int  vq_enqueue_burst(struct vx_vring *vr, const struct vx_pkt *pkts, int n);
 int  vq_avail_buffers(struct vx_vring *vr);   /* RX buffers the guest offers now */
 void vq_mark_broken(struct vx_vring *vr, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* --ring-view and SIGUSR1: a picture of an attached ring, read-only, safe
+ * from the control thread while the PMD runs; the legend once per print. */
+void vq_ring_view(const struct vx_vring *vr, FILE *out);
+void vq_ring_view_legend(FILE *out);
 
 /* nic_afxdp.c: the NIC port through an AF_XDP socket. */
 enum nic_xdp_mode { NIC_XDP_AUTO, NIC_XDP_NATIVE, NIC_XDP_SKB };
@@ -236,7 +255,7 @@ void pmd_stop(void);
 struct vu_options {
     const char *socket_path;
     bool client;                    /* connect instead of listen */
-    bool trace;                     /* decode every message on stderr */
+    enum vx_trace_level trace;      /* decode messages (and ring events) on stderr */
 };
 int  vu_init(struct vx_dev *dev, const struct vu_options *opt);
 int  vu_poll_fd(struct vx_dev *dev);       /* fd main.c polls: listen or connection (-1 = retry later) */

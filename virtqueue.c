@@ -29,13 +29,16 @@
  * alone (vq_mark_broken) instead of being "repaired".
  *
  * Read in this order: attach, the chain walk, dequeue (TX), enqueue (RX),
- * notification.  Host byte order is assumed little-endian (x86, arm64), as
+ * notification, and last the ring view (--ring-view, SIGUSR1).  Host byte order is assumed little-endian (x86, arm64), as
  * virtio 1.x rings are; a big-endian port would add le16toh() and friends.
  */
 #include "vhost_xdp.h"
 
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
+
+bool vx_trace_rings;
 
 /* Counters are read by the control thread: a relaxed store is a plain mov on
  * x86, with no lock prefix, yet the reader never sees a torn value. */
@@ -434,6 +437,29 @@ int vq_enqueue_burst(struct vx_vring *vr, const struct vx_pkt *pkts, int n)
  * [old, new), with u16 wrap-around.  Without event idx the guest can only
  * say "never" (VRING_AVAIL_F_NO_INTERRUPT), so we interrupt otherwise.
  */
+/* --trace=rings: "call sent", at most VQ_TRACE_CALLS_PER_SECOND lines per
+ * ring and second, then one line counting the calls not shown.  Kept out of
+ * line: with tracing off the fast path pays one branch on a flag. */
+#define VQ_TRACE_CALLS_PER_SECOND 5
+static void __attribute__((cold, noinline)) vq_trace_call(struct vx_vring *vr, uint16_t used_idx)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    if (ts.tv_sec != vr->trace_second) {
+        if (vr->trace_calls_hidden)
+            vx_log("trace: ring %u: %u more calls sent in the last second, not shown", vr->index,
+                   vr->trace_calls_hidden);
+        vr->trace_second = ts.tv_sec;
+        vr->trace_calls_shown = vr->trace_calls_hidden = 0;
+    }
+    if (vr->trace_calls_shown < VQ_TRACE_CALLS_PER_SECOND) {
+        vr->trace_calls_shown++;
+        vx_log("trace: ring %u: call sent (used->idx %u)", vr->index, used_idx);
+    } else {
+        vr->trace_calls_hidden++;
+    }
+}
+
 static void vq_publish_used(struct vx_vring *vr, uint16_t new_used_idx)
 {
     uint16_t old = vr->last_used_idx;
@@ -463,5 +489,79 @@ static void vq_publish_used(struct vx_vring *vr, uint16_t new_used_idx)
          * failure (counter saturated) loses nothing: the guest is already
          * due an interrupt. */
         if (write(vr->call_fd, &one, sizeof one) < 0) { /* nothing to do */ }
+        if (__builtin_expect(vx_trace_rings, 0))
+            vq_trace_call(vr, new_used_idx);
     }
+}
+
+/* === The ring view ======================================================= */
+
+/*
+ * What --ring-view and SIGUSR1 print: the indices of one split ring and a
+ * strip of its avail ring's slots.  Called by the control thread while a PMD
+ * may be using the ring: it only reads, each index once (relaxed loads; the
+ * guest and the PMD move them meanwhile, so the numbers are a snapshot, at
+ * most one burst apart from each other).  The memory stays mapped: only the
+ * control thread unmaps it, and it is here.
+ */
+#define VQ_VIEW_WIDTH 64
+
+void vq_ring_view_legend(FILE *out)
+{
+    fprintf(out, "  legend: in flight = avail->idx - last_avail_idx, buffers the guest offers that we have not used;\n"
+                 "          slots: each character is one or more avail ring slots, A = all offered to us and not\n"
+                 "          taken yet, a = some, . = none (given back in used, or not refilled by the guest);\n"
+                 "          below: ^ = last_avail_idx (the slot we take next), g = avail->idx (the slot the guest\n"
+                 "          fills next), # = both (ring empty, or all of it offered)\n");
+}
+
+void vq_ring_view(const struct vx_vring *vr, FILE *out)
+{
+    if (!vr->avail || !vr->used || !vr->num)
+        return;     /* never attached */
+    uint16_t num = vr->num, mask = num - 1;
+    uint16_t avail_idx = __atomic_load_n(&vr->avail->idx, __ATOMIC_RELAXED);
+    uint16_t avail_flags = __atomic_load_n(&vr->avail->flags, __ATOMIC_RELAXED);
+    uint16_t used_idx = __atomic_load_n(&vr->used->idx, __ATOMIC_RELAXED);
+    uint16_t used_flags = __atomic_load_n(&vr->used->flags, __ATOMIC_RELAXED);
+    uint16_t last_avail = __atomic_load_n(&vr->last_avail_idx, __ATOMIC_RELAXED);
+    uint16_t last_used = __atomic_load_n(&vr->last_used_idx, __ATOMIC_RELAXED);
+    uint16_t in_flight = (uint16_t)(avail_idx - last_avail);
+    bool ready = __atomic_load_n(&vr->ready, __ATOMIC_RELAXED);
+    bool broken = __atomic_load_n(&vr->broken, __ATOMIC_RELAXED);
+
+    fprintf(out, "  ring %u (%s of pair %u): size %u, %s%s\n", vr->index, vr->index & 1 ? "TX" : "RX", vr->index / 2,
+            num, broken ? "broken" : ready ? "running" : "stopped", vr->event_idx ? ", event idx" : "");
+    fprintf(out, "    avail->idx %5u  avail->flags 0x%04x%-14s", avail_idx, avail_flags,
+            avail_flags & VRING_AVAIL_F_NO_INTERRUPT ? " NO_INTERRUPT" : "");
+    if (vr->event_idx)  /* used_event is the slot after avail->ring[num], avail_event after used->ring[num] */
+        fprintf(out, "  used_event %u", __atomic_load_n(&vr->avail->ring[num], __ATOMIC_RELAXED));
+    fprintf(out, "\n    used->idx  %5u  used->flags  0x%04x%-14s", used_idx, used_flags,
+            used_flags & VRING_USED_F_NO_NOTIFY ? " NO_NOTIFY" : "");
+    if (vr->event_idx)
+        fprintf(out, "  avail_event %u", __atomic_load_n((const uint16_t *)&vr->used->ring[num], __ATOMIC_RELAXED));
+    fprintf(out, "\n    last_avail_idx %u  last_used_idx %u  in flight %u%s\n", last_avail, last_used, in_flight,
+            in_flight > num ? " (more than the ring holds: the guest is misbehaving)" : "");
+
+    /* The strip: cell c covers slots [c * per, (c + 1) * per).  Slot s is
+     * offered and not taken if it lies less than in_flight slots after
+     * last_avail_idx's slot, going round the ring. */
+    uint32_t width = num < VQ_VIEW_WIDTH ? num : VQ_VIEW_WIDTH, per = num / width;
+    uint32_t pending = in_flight > num ? num : in_flight;
+    char strip[VQ_VIEW_WIDTH + 1], marks[VQ_VIEW_WIDTH + 1];
+    for (uint32_t c = 0; c < width; c++) {
+        uint32_t offered = 0;
+        for (uint32_t s = c * per; s < (c + 1) * per; s++)
+            offered += ((s - last_avail) & mask) < pending;
+        strip[c] = offered == per ? 'A' : offered ? 'a' : '.';
+        marks[c] = ' ';
+    }
+    uint32_t take = (last_avail & mask) / per, fill = (avail_idx & mask) / per;
+    marks[take] = '^';
+    marks[fill] = take == fill ? '#' : 'g';
+    uint32_t end = take > fill ? take : fill;
+    strip[width] = '\0';
+    marks[end + 1] = '\0';
+    fprintf(out, "    slots |%s|  %u slot%s per character\n", strip, per, per > 1 ? "s" : "");
+    fprintf(out, "           %s\n", marks);
 }
