@@ -527,7 +527,7 @@ void vq_ring_view(const struct vx_vring *vr, FILE *out)
     uint16_t last_avail = __atomic_load_n(&vr->last_avail_idx, __ATOMIC_RELAXED);
     uint16_t last_used = __atomic_load_n(&vr->last_used_idx, __ATOMIC_RELAXED);
     uint16_t in_flight = (uint16_t)(avail_idx - last_avail);
-    bool ready = __atomic_load_n(&vr->ready, __ATOMIC_RELAXED);
+    bool ready = atomic_load_explicit(&vr->ready, memory_order_relaxed);
     bool broken = __atomic_load_n(&vr->broken, __ATOMIC_RELAXED);
 
     fprintf(out, "  ring %u (%s of pair %u): size %u, %s%s\n", vr->index, vr->index & 1 ? "TX" : "RX", vr->index / 2,
