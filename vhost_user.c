@@ -26,6 +26,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -111,6 +112,7 @@ enum vu_payload_kind {
     P_ADDR,         /* struct vu_vring_addr */
     P_MEM,          /* struct vu_memory, one fd per region */
     P_RING_FD,      /* u64 index | NOFD, one fd unless NOFD */
+    P_ACK,          /* u64 REPLY_ACK status, in replies only: 0 = success */
 };
 
 enum { VU_OK, VU_REPLY, VU_FAIL };
@@ -142,10 +144,12 @@ static int vu_get_queue_num(struct vx_dev *, struct vu_msg *);
 static int vu_set_vring_enable(struct vx_dev *, struct vu_msg *);
 
 /*
- * The protocol at a glance, indexed by request number (vhost-user.rst).
- * A request with no handler here is refused and the connection reset: we do
- * not offer the features (LOG_ALL, protocol CONFIG, STATUS, ...) under which
- * a frontend would send it.
+ * The protocol at a glance, indexed by request number: every front-end
+ * message of vhost-user.rst ("Front-end message types"), named as the spec
+ * names it without the VHOST_USER_ prefix.  A request with no handler here
+ * is refused and the connection reset: we do not offer the features
+ * (LOG_ALL, protocol CONFIG, STATUS, ...) under which a frontend would send
+ * it.  It is listed all the same, so that --trace and the refusal name it.
  */
 static const struct vu_request vu_requests[] = {
     /*  #                            name                    handler                   payload     reply       owner  rings */
@@ -174,14 +178,24 @@ static const struct vu_request vu_requests[] = {
     [23] = { "SET_VRING_ENDIAN",      NULL,                     P_NONE,     P_NONE,     true,  false },
     [24] = { "GET_CONFIG",            NULL,                     P_NONE,     P_NONE,     false, false },
     [25] = { "SET_CONFIG",            NULL,                     P_NONE,     P_NONE,     false, false },
+    [26] = { "CREATE_CRYPTO_SESSION", NULL,                     P_NONE,     P_NONE,     true,  false },
+    [27] = { "CLOSE_CRYPTO_SESSION",  NULL,                     P_NONE,     P_NONE,     true,  false },
+    [28] = { "POSTCOPY_ADVISE",       NULL,                     P_NONE,     P_NONE,     true,  false },
+    [29] = { "POSTCOPY_LISTEN",       NULL,                     P_NONE,     P_NONE,     true,  false },
+    [30] = { "POSTCOPY_END",          NULL,                     P_NONE,     P_NONE,     true,  false },
     [31] = { "GET_INFLIGHT_FD",       NULL,                     P_NONE,     P_NONE,     true,  false },
     [32] = { "SET_INFLIGHT_FD",       NULL,                     P_NONE,     P_NONE,     true,  false },
+    [33] = { "GPU_SET_SOCKET",        NULL,                     P_NONE,     P_NONE,     true,  false },
     [34] = { "RESET_DEVICE",          NULL,                     P_NONE,     P_NONE,     false, false },
+    [35] = { "VRING_KICK",            NULL,                     P_NONE,     P_NONE,     true,  false },
     [36] = { "GET_MAX_MEM_SLOTS",     NULL,                     P_NONE,     P_NONE,     false, false },
     [37] = { "ADD_MEM_REG",           NULL,                     P_NONE,     P_NONE,     true,  false },
     [38] = { "REM_MEM_REG",           NULL,                     P_NONE,     P_NONE,     true,  false },
     [39] = { "SET_STATUS",            NULL,                     P_NONE,     P_NONE,     false, false },
     [40] = { "GET_STATUS",            NULL,                     P_NONE,     P_NONE,     false, false },
+    [41] = { "GET_SHARED_OBJECT",     NULL,                     P_NONE,     P_NONE,     true,  false },
+    [42] = { "SET_DEVICE_STATE_FD",   NULL,                     P_NONE,     P_NONE,     true,  false },
+    [43] = { "CHECK_DEVICE_STATE",    NULL,                     P_NONE,     P_NONE,     true,  false },
 };
 #define VU_NREQUESTS (sizeof vu_requests / sizeof vu_requests[0])
 
@@ -615,40 +629,129 @@ static int vu_set_vring_enable(struct vx_dev *dev, struct vu_msg *msg)
 
 /* === 5. One message: read, check, dispatch, reply ======================== */
 
-/* Names for --trace: the feature bits a virtio-net device and vhost-user use. */
+/* --- --trace: one line per message -------------------------------------- */
+
+/*
+ * Names of the virtio feature bits (GET/SET_FEATURES), as the spec names
+ * them without their prefix: VIRTIO_NET_F_* (virtio 1.2 §5.1.3, and the
+ * bits virtio 1.3 added), VIRTIO_F_* and VIRTIO_RING_F_* (§6 "Reserved
+ * Feature Bits"), VHOST_F_LOG_ALL and VHOST_USER_F_PROTOCOL_FEATURES
+ * (vhost-user.rst).  Bits 0-23 and 50-63 belong to the device type (here
+ * virtio-net), 24-41 to the transport.  A bit without a name prints as bitN.
+ */
 static const char *const feature_names[64] = {
     [0] = "CSUM", [1] = "GUEST_CSUM", [2] = "CTRL_GUEST_OFFLOADS", [3] = "MTU", [5] = "MAC",
-    [7] = "GUEST_TSO4", [8] = "GUEST_TSO6", [9] = "GUEST_ECN", [10] = "GUEST_UFO", [11] = "HOST_TSO4",
-    [12] = "HOST_TSO6", [13] = "HOST_ECN", [14] = "HOST_UFO", [15] = "MRG_RXBUF", [16] = "STATUS",
-    [17] = "CTRL_VQ", [18] = "CTRL_RX", [19] = "CTRL_VLAN", [21] = "GUEST_ANNOUNCE", [22] = "MQ",
-    [23] = "CTRL_MAC_ADDR", [24] = "NOTIFY_ON_EMPTY", [26] = "LOG_ALL", [27] = "ANY_LAYOUT",
-    [28] = "RING_INDIRECT_DESC", [29] = "RING_EVENT_IDX", [30] = "PROTOCOL_FEATURES", [32] = "VERSION_1",
-    [33] = "ACCESS_PLATFORM", [34] = "RING_PACKED", [35] = "IN_ORDER", [36] = "ORDER_PLATFORM",
-    [37] = "SR_IOV", [38] = "NOTIFICATION_DATA", [41] = "RING_RESET", [54] = "HASH_TUNNEL",
-    [55] = "VQ_NOTF_COAL", [56] = "NOTF_COAL", [57] = "GUEST_USO4", [58] = "GUEST_USO6",
-    [59] = "HOST_USO", [60] = "HASH_REPORT", [61] = "GUEST_HDRLEN", [62] = "RSS", [63] = "RSC_EXT",
-};
-static const char *const protocol_feature_names[64] = {
-    [0] = "MQ", [1] = "LOG_SHMFD", [2] = "RARP", [3] = "REPLY_ACK", [4] = "NET_MTU", [5] = "BACKEND_REQ",
-    [6] = "CROSS_ENDIAN", [7] = "CRYPTO_SESSION", [8] = "PAGEFAULT", [9] = "CONFIG",
-    [10] = "BACKEND_SEND_FD", [11] = "HOST_NOTIFIER", [12] = "INFLIGHT_SHMFD", [13] = "RESET_DEVICE",
-    [14] = "INBAND_NOTIFICATIONS", [15] = "CONFIGURE_MEM_SLOTS", [16] = "STATUS",
+    [6] = "GSO" /* legacy */, [7] = "GUEST_TSO4", [8] = "GUEST_TSO6", [9] = "GUEST_ECN", [10] = "GUEST_UFO",
+    [11] = "HOST_TSO4", [12] = "HOST_TSO6", [13] = "HOST_ECN", [14] = "HOST_UFO", [15] = "MRG_RXBUF",
+    [16] = "STATUS", [17] = "CTRL_VQ", [18] = "CTRL_RX", [19] = "CTRL_VLAN", [20] = "CTRL_RX_EXTRA",
+    [21] = "GUEST_ANNOUNCE", [22] = "MQ", [23] = "CTRL_MAC_ADDR",
+    [24] = "NOTIFY_ON_EMPTY", [26] = "LOG_ALL", [27] = "ANY_LAYOUT", [28] = "INDIRECT_DESC",
+    [29] = "EVENT_IDX", [30] = "PROTOCOL_FEATURES", [32] = "VERSION_1", [33] = "ACCESS_PLATFORM",
+    [34] = "RING_PACKED", [35] = "IN_ORDER", [36] = "ORDER_PLATFORM", [37] = "SR_IOV",
+    [38] = "NOTIFICATION_DATA", [39] = "NOTIF_CONFIG_DATA", [40] = "RING_RESET", [41] = "ADMIN_VQ",
+    [51] = "HASH_TUNNEL", [52] = "VQ_NOTF_COAL", [53] = "NOTF_COAL", [54] = "GUEST_USO4",
+    [55] = "GUEST_USO6", [56] = "HOST_USO", [57] = "HASH_REPORT", [59] = "GUEST_HDRLEN", [60] = "RSS",
+    [61] = "RSC_EXT", [62] = "STANDBY", [63] = "SPEED_DUPLEX",
 };
 
-static int bits_to_names(char *buf, size_t size, uint64_t bits, const char *const names[64])
+/* VHOST_USER_PROTOCOL_F_* (vhost-user.rst "Protocol features"). */
+static const char *const protocol_feature_names[64] = {
+    [0] = "MQ", [1] = "LOG_SHMFD", [2] = "RARP", [3] = "REPLY_ACK", [4] = "MTU", [5] = "BACKEND_REQ",
+    [6] = "CROSS_ENDIAN", [7] = "CRYPTO_SESSION", [8] = "PAGEFAULT", [9] = "CONFIG",
+    [10] = "BACKEND_SEND_FD", [11] = "HOST_NOTIFIER", [12] = "INFLIGHT_SHMFD", [13] = "RESET_DEVICE",
+    [14] = "INBAND_NOTIFICATIONS", [15] = "CONFIGURE_MEM_SLOTS", [16] = "STATUS", [17] = "XEN_MMAP",
+    [18] = "SHARED_OBJECT", [19] = "DEVICE_STATE",
+};
+
+/*
+ * The trace line is built in one buffer by appending; vu_append() never
+ * writes past its end (a hostile message cannot make the line overflow, it
+ * is cut short instead).
+ */
+struct vu_line {
+    char text[1024];
+    size_t len;
+};
+
+static void vu_append(struct vu_line *l, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void vu_append(struct vu_line *l, const char *fmt, ...)
 {
-    int n = snprintf(buf, size, "0x%" PRIx64 " (", bits);
+    if (l->len >= sizeof l->text - 1)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(l->text + l->len, sizeof l->text - l->len, fmt, ap);
+    va_end(ap);
+    if (n > 0)
+        l->len += (size_t)n < sizeof l->text - l->len ? (size_t)n : sizeof l->text - 1 - l->len;
+}
+
+/* "0x170008000 (MRG_RXBUF|INDIRECT_DESC|EVENT_IDX|PROTOCOL_FEATURES|VERSION_1)" */
+static void vu_append_bits(struct vu_line *l, uint64_t bits, const char *const names[64])
+{
     const char *sep = "";
-    for (int b = 0; b < 64 && n < (int)size; b++) {
+    vu_append(l, " 0x%" PRIx64 " (", bits);
+    for (int b = 0; b < 64; b++) {
         if (!(bits & (1ull << b)))
             continue;
-        n += names[b] ? snprintf(buf + n, size - n, "%s%s", sep, names[b])
-                      : snprintf(buf + n, size - n, "%sbit%d", sep, b);
+        if (names[b])
+            vu_append(l, "%s%s", sep, names[b]);
+        else
+            vu_append(l, "%sbit%d", sep, b);
         sep = "|";
     }
-    if (n < (int)size)
-        n += snprintf(buf + n, size - n, ")");
-    return n;
+    vu_append(l, ")");
+}
+
+/* Header flags: bits 0-1 the version, bit 2 REPLY, bit 3 NEED_REPLY; any
+ * other bit is not in the spec and is shown as it is. */
+static void vu_append_flags(struct vu_line *l, uint32_t f)
+{
+    vu_append(l, " flags=0x%x[v%u%s%s", f, f & 3, f & VHOST_USER_REPLY_MASK ? ",REPLY" : "",
+              f & VHOST_USER_NEED_REPLY ? ",NEED_REPLY" : "");
+    if (f & ~0xfu)
+        vu_append(l, ",unknown 0x%x", f & ~0xfu);
+    vu_append(l, "]");
+}
+
+static void vu_append_payload(struct vu_line *l, const union vu_payload *p, enum vu_payload_kind kind)
+{
+    switch (kind) {
+    case P_NONE:
+        break;
+    case P_U64:
+        vu_append(l, " u64=%" PRIu64, p->u64);
+        break;
+    case P_ACK:
+        vu_append(l, " u64=%" PRIu64 " (%s)", p->u64, p->u64 ? "failure" : "success");
+        break;
+    case P_FEATURES:
+        vu_append_bits(l, p->u64, feature_names);
+        break;
+    case P_PROTOCOL:
+        vu_append_bits(l, p->u64, protocol_feature_names);
+        break;
+    case P_STATE:
+        vu_append(l, " index=%u num=%u", p->state.index, p->state.num);
+        break;
+    case P_ADDR:
+        vu_append(l, " index=%u flags=0x%x desc=0x%" PRIx64 " avail=0x%" PRIx64 " used=0x%" PRIx64 " log=0x%" PRIx64,
+                  p->addr.index, p->addr.flags, p->addr.desc_user_addr, p->addr.avail_user_addr,
+                  p->addr.used_user_addr, p->addr.log_guest_addr);
+        break;
+    case P_RING_FD:
+        vu_append(l, " index=%u%s", (unsigned)(p->u64 & VHOST_USER_VRING_IDX_MASK),
+                  p->u64 & VHOST_USER_VRING_NOFD ? " NOFD (polling)" : "");
+        break;
+    case P_MEM:
+        vu_append(l, " nregions=%u", p->memory.nregions);
+        for (uint32_t i = 0; i < p->memory.nregions && i < VX_MAX_REGIONS; i++) {
+            const struct vu_memory_region *r = &p->memory.regions[i];
+            vu_append(l, " {gpa=0x%" PRIx64 " size=0x%" PRIx64 " uaddr=0x%" PRIx64 " mmap_offset=0x%" PRIx64 "}",
+                      r->guest_phys_addr, r->memory_size, r->userspace_addr, r->mmap_offset);
+        }
+        break;
+    }
 }
 
 static const char *vu_request_name(uint32_t request)
@@ -656,61 +759,25 @@ static const char *vu_request_name(uint32_t request)
     return request < VU_NREQUESTS && vu_requests[request].name ? vu_requests[request].name : "UNKNOWN";
 }
 
-/* --trace: one line per message, decoded the way the spec describes it. */
+/*
+ * --trace: one line per message, decoded the way the spec describes it:
+ *   "<-" what the frontend sent, "->" our reply; the request's name and
+ *   number, the header flags, the size, the payload of `kind`, the fds that
+ *   came with it (their numbers in this process).
+ */
 static void vu_trace(const char *dir, const struct vu_msg *msg, enum vu_payload_kind kind)
 {
-    char text[1024];
-    const union vu_payload *p = &msg->payload;
-    uint32_t f = msg->hdr.flags;
-    int n = snprintf(text, sizeof text, "%s %s (%u) flags=0x%x[v%u%s%s] size=%u", dir,
-                     vu_request_name(msg->hdr.request), msg->hdr.request, f, f & 3,
-                     f & VHOST_USER_REPLY_MASK ? ",REPLY" : "", f & VHOST_USER_NEED_REPLY ? ",NEED_REPLY" : "",
-                     msg->hdr.size);
-    char *t = text + n;
-    size_t left = sizeof text - n;
-    switch (kind) {
-    case P_NONE:
-        break;
-    case P_U64:
-        snprintf(t, left, " u64=%" PRIu64, p->u64);
-        break;
-    case P_FEATURES:
-        t[0] = ' ';
-        bits_to_names(t + 1, left - 1, p->u64, feature_names);
-        break;
-    case P_PROTOCOL:
-        t[0] = ' ';
-        bits_to_names(t + 1, left - 1, p->u64, protocol_feature_names);
-        break;
-    case P_STATE:
-        snprintf(t, left, " index=%u num=%u", p->state.index, p->state.num);
-        break;
-    case P_ADDR:
-        snprintf(t, left, " index=%u flags=0x%x desc=0x%" PRIx64 " avail=0x%" PRIx64 " used=0x%" PRIx64
-                 " log=0x%" PRIx64, p->addr.index, p->addr.flags, p->addr.desc_user_addr,
-                 p->addr.avail_user_addr, p->addr.used_user_addr, p->addr.log_guest_addr);
-        break;
-    case P_RING_FD:
-        snprintf(t, left, " index=%u%s", (unsigned)(p->u64 & VHOST_USER_VRING_IDX_MASK),
-                 p->u64 & VHOST_USER_VRING_NOFD ? " NOFD (polling)" : "");
-        break;
-    case P_MEM:
-        n = snprintf(t, left, " nregions=%u", p->memory.nregions);
-        for (uint32_t i = 0; i < p->memory.nregions && i < VX_MAX_REGIONS && n < (int)left; i++) {
-            const struct vu_memory_region *r = &p->memory.regions[i];
-            n += snprintf(t + n, left - n, " {gpa=0x%" PRIx64 " size=0x%" PRIx64 " uaddr=0x%" PRIx64
-                          " mmap_offset=0x%" PRIx64 "}", r->guest_phys_addr, r->memory_size,
-                          r->userspace_addr, r->mmap_offset);
-        }
-        break;
-    }
+    struct vu_line l = { .len = 0 };
+    vu_append(&l, "%s %s (%u)", dir, vu_request_name(msg->hdr.request), msg->hdr.request);
+    vu_append_flags(&l, msg->hdr.flags);
+    vu_append(&l, " size=%u", msg->hdr.size);
+    vu_append_payload(&l, &msg->payload, kind);
     if (msg->nfds > 0) {
-        size_t len = strlen(text);
-        len += snprintf(text + len, sizeof text - len, " fds:");
-        for (int i = 0; i < msg->nfds && len < sizeof text; i++)
-            len += snprintf(text + len, sizeof text - len, " %d", msg->fds[i]);
+        vu_append(&l, " fds:");
+        for (int i = 0; i < msg->nfds; i++)
+            vu_append(&l, " %d", msg->fds[i]);
     }
-    vx_log("trace: %s", text);
+    vx_log("trace: %s", l.text);
 }
 
 /* Send a reply: same request, flags = VERSION|REPLY exactly, payload of the
@@ -809,7 +876,7 @@ static const char *vu_check_msg(const struct vx_dev *dev, const struct vu_msg *m
     switch (req->payload) {
     case P_NONE:
         break;
-    case P_U64: case P_FEATURES: case P_PROTOCOL:
+    case P_U64: case P_FEATURES: case P_PROTOCOL: case P_ACK:
         want_size = sizeof(uint64_t);
         break;
     case P_RING_FD:
@@ -903,7 +970,7 @@ static int vu_dispatch_one(struct vx_dev *dev)
     } else if (need_reply && reply_ack) {
         /* REPLY_ACK: a u64, 0 for success (vhost-user.rst "REPLY_ACK"). */
         msg.payload.u64 = r == VU_FAIL;
-        ret = vu_send_reply(dev, &msg, P_U64);
+        ret = vu_send_reply(dev, &msg, P_ACK);
     } else {
         ret = 0;
     }
@@ -916,7 +983,7 @@ refuse:
     if ((msg.hdr.flags & VHOST_USER_NEED_REPLY) &&
         (dev->protocol_features & (1ull << VHOST_USER_PROTOCOL_F_REPLY_ACK))) {
         msg.payload.u64 = 1;
-        vu_send_reply(dev, &msg, P_U64);
+        vu_send_reply(dev, &msg, P_ACK);
     }
 out:
     vu_close_fds(&msg);

@@ -281,7 +281,7 @@ static const struct bad_message bad_messages[] = {
       { .u64 = BIT(16) }, FD_NONE, 0, W_MSG, "SET_PROTOCOL_FEATURES: 0x10000 has bits we never offered" },
     /* Requests. */
     { "request 0", PRE_NONE, 0, V, 0, { 0 }, FD_NONE, 0, W_MSG, "request 0 (UNKNOWN) not supported" },
-    { "request 41", PRE_FEATURES, 41, V, 0, { 0 }, FD_NONE, 0, W_MSG, "request 41 (UNKNOWN) not supported" },
+    { "request 99", PRE_FEATURES, 99, V, 0, { 0 }, FD_NONE, 0, W_MSG, "request 99 (UNKNOWN) not supported" },
     { "request 1000 with a payload", PRE_FEATURES, 1000, V, 8, { 0 }, FD_NONE, 0, W_MSG,
       "request 1000 (UNKNOWN) not supported" },
     { "SET_LOG_BASE (never offered)", PRE_FEATURES, VHOST_USER_SET_LOG_BASE, V, 16, { 0 }, FD_MEMFD, 1, W_MSG,
