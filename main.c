@@ -9,7 +9,8 @@
  *
  * Shutdown order matters: first the rings are taken from the PMD threads and
  * guest memory is unmapped (vu_cleanup), then the threads are joined
- * (pmd_stop), then the socket file is gone and we exit 0.
+ * (pmd_stop), then the --pcap writer takes what they captured last and
+ * closes the file (pcap_close), then the socket file is gone and we exit 0.
  */
 #include "vhost_xdp.h"
 
@@ -45,6 +46,16 @@ static void usage(FILE *out)
           "  -q, --queues N         queue pairs offered to the frontend (1..8, default 1)\n"
           "  -p, --pmd-cores LIST   one poll thread per CPU in LIST, pinned there (e.g. 1, 0,1, 2-3);\n"
           "                         default: one thread, not pinned\n"
+          "      --pmd-sleep USEC   when a poll thread finds no packet for a while, sleep between polls,\n"
+          "                         longer each time up to USEC microseconds (0..10000; default 0: never\n"
+          "                         sleep).  Saves the CPU an idle poll thread burns; costs latency: the\n"
+          "                         first packet after a quiet moment waits up to USEC for the thread\n"
+          "      --pcap FILE        write every forwarded packet to FILE (pcap, Linux cooked link type:\n"
+          "                         \"Out\" = sent by the guest, \"In\" = given to the guest); the poll\n"
+          "                         threads never wait for it: if the writer falls behind, packets are\n"
+          "                         left out and counted\n"
+          "      --pcap-limit BYTES stop capturing when FILE would grow past BYTES (suffix k, M or G;\n"
+          "                         default 64M)\n"
           "  -S, --stats SECONDS    print a one-line summary every SECONDS\n"
           "  -t, --trace[=WHAT]     on stderr: messages (the default) decodes every vhost-user\n"
           "                         message; rings (or all) adds ring events: started, stopped,\n"
@@ -167,6 +178,16 @@ static void print_nic_stats(const struct nic_stats *now, const struct nic_stats 
             (unsigned long long)now->invalid_descs);
 }
 
+/* --pcap: totals since the start (the writer's and the PMDs' counters). */
+static void print_pcap_stats(void)
+{
+    uint64_t captured, not_captured, after_limit;
+    pcap_counts(&captured, &not_captured, &after_limit);
+    fprintf(stderr, "vhost-xdp: stats: pcap %llu packets captured, %llu not captured (writer behind), "
+            "%llu after --pcap-limit\n", (unsigned long long)captured, (unsigned long long)not_captured,
+            (unsigned long long)after_limit);
+}
+
 /* CLOCK_MONOTONIC: stats intervals must not jump when the wall clock does. */
 static double now_seconds(void)
 {
@@ -223,7 +244,8 @@ int main(int argc, char **argv)
         { "help", no_argument, NULL, 'h' },          { "queue", required_argument, NULL, 'Q' },
         { "xdp-mode", required_argument, NULL, 'M' }, { "zerocopy", no_argument, NULL, 'Z' },
         { "frames", required_argument, NULL, 'F' },  { "frame-size", required_argument, NULL, 'z' },
-        { "ring-view", required_argument, NULL, 'R' },
+        { "ring-view", required_argument, NULL, 'R' }, { "pmd-sleep", required_argument, NULL, 'D' },
+        { "pcap", required_argument, NULL, 'P' },    { "pcap-limit", required_argument, NULL, 'L' },
         { NULL, 0, NULL, 0 },
     };
     struct vu_options vo = { 0 };
@@ -231,7 +253,9 @@ int main(int argc, char **argv)
     struct nic_port *nic = NULL;
     bool loopback = false;
     int cpus[64], ncpus = 0;
-    long queues = 1;
+    long queues = 1, pmd_sleep_us = 0;
+    const char *pcap_path = NULL;
+    int64_t pcap_limit = 64 << 20;
     double stats_every = 0, view_every = 0;
     char *end;
     int c;
@@ -282,6 +306,23 @@ int main(int argc, char **argv)
                 return 2;
             }
             break;
+        case 'D':
+            pmd_sleep_us = strtol(optarg, &end, 10);
+            if (*end || end == optarg || pmd_sleep_us < 0 || pmd_sleep_us > 10000) {
+                fprintf(stderr, "vhost-xdp: --pmd-sleep %s: want microseconds from 0 to 10000\n", optarg);
+                return 2;
+            }
+            break;
+        case 'P': pcap_path = optarg; break;
+        case 'L':
+            /* At least the 24-byte file header, or there is nothing to stop. */
+            pcap_limit = pcap_parse_size(optarg);
+            if (pcap_limit < 24) {
+                fprintf(stderr, "vhost-xdp: --pcap-limit %s: want a size of at least 24 bytes, "
+                        "like 1000000, 500k, 64M or 2G\n", optarg);
+                return 2;
+            }
+            break;
         case 'q':
             queues = strtol(optarg, &end, 10);
             if (*end || queues < 1 || queues > VX_MAX_QUEUE_PAIRS) {
@@ -323,6 +364,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "vhost-xdp: choose one port: --loopback or --iface IF\n");
         return 2;
     }
+    /* The capture file before anything else: a path we cannot write is
+     * reported at once, with nothing yet to undo. */
+    if (pcap_path && pcap_open(pcap_path, (uint64_t)pcap_limit) < 0)
+        return 1;
     /* How many queue pairs GET_QUEUE_NUM offers; a frontend may use fewer. */
     dev.queue_pairs = (uint32_t)queues;
     vx_trace_rings = vo.trace >= VX_TRACE_RINGS;    /* before the PMD threads start */
@@ -340,24 +385,33 @@ int main(int argc, char **argv)
     int sfd = signalfd(-1, &sigs, SFD_CLOEXEC);
     if (sfd < 0) {
         vx_log("signalfd: %s", strerror(errno));
+        pcap_close();
         return 1;
     }
 
     /* The NIC first: it is what most often fails (privileges, interface),
      * and then nothing else has been set up yet. */
     if (no.ifname) {
-        if (nic_open(&nic, &no) < 0)
+        if (nic_open(&nic, &no) < 0) {
+            pcap_close();
+            close(sfd);
             return 1;
+        }
         vx_log("port: AF_XDP on %s queue %u, %s", no.ifname, no.queue, nic_mode_name(nic));
     }
     if (vu_init(&dev, &vo) < 0) {
         nic_close(nic);
+        pcap_close();
+        close(sfd);
         return 1;
     }
-    if (pmd_start(&dev, nic, cpus, ncpus) < 0) {
+    /* The PMDs make their capture rings; the writer starts once they all exist. */
+    if (pmd_start(&dev, nic, cpus, ncpus, (uint32_t)pmd_sleep_us) < 0 || pcap_start() < 0) {
         pmd_stop();
         vu_cleanup(&dev);
+        pcap_close();
         nic_close(nic);
+        close(sfd);
         return 1;
     }
 
@@ -426,6 +480,8 @@ int main(int argc, char **argv)
                 print_nic_stats(&ns, &nic_last, t - t_last);
                 nic_last = ns;
             }
+            if (pcap_enabled())
+                print_pcap_stats();
             t_last = t;
         }
         if (view_every > 0 && t >= t_view + view_every) {
@@ -440,6 +496,7 @@ int main(int argc, char **argv)
      * only then close the NIC whose rings they were polling. */
     vu_cleanup(&dev);   /* rings taken away, guest memory unmapped, socket file removed */
     pmd_stop();
+    pcap_close();       /* after the PMDs: nothing more can be captured */
     if (nic) {
         struct nic_stats ns = nic_snapshot(nic);
         vx_log("exit: nic rx %llu packets, nic tx %llu packets, fill ring empty %llu, tx ring full %llu, "

@@ -1002,9 +1002,13 @@ void nic_rx_release(struct nic_port *p, const struct vx_pkt *pkts, int n)
  * zero-copy driver sends on its own and sets the flag only when it sleeps.
  */
 
-/* The kick.  EAGAIN/EBUSY (the kernel is still sending, or its socket
- * buffer is full: the descriptors stay in the ring for the next kick),
- * ENOBUFS and ENETDOWN are part of normal life. */
+/* The kick.  Four errors are part of normal life, none loses a frame:
+ *   EAGAIN   the kernel sent its batch (32) or the device queue was busy;
+ *            the rest stay in the TX ring for the next kick;
+ *   EBUSY    copy mode: the device dropped one packet (NET_XMIT_DROP, e.g.
+ *            a full qdisc); its frame still comes back on the completion
+ *            ring, so only the packet is lost (the qdisc counts the drop);
+ *   ENOBUFS  no memory for an skb right now; ENETDOWN: the link is down. */
 static void tx_kick(struct nic_port *p)
 {
     if (!ring_needs_wakeup(&p->tx))

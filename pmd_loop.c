@@ -4,8 +4,11 @@
  * Where it sits: vhost_user.c hands a ring over by setting its `ready` flag;
  * from then on one thread here polls it in a tight loop, DPDK-style: take a
  * burst of up to VX_BURST packets from one port, give the burst to the other
- * port, count, repeat.  No interrupts, no sleeping, no locks, and no
- * syscalls except the guest's call eventfd when it asks for an interrupt.
+ * port, count, repeat.  No interrupts, no locks, and no syscalls except the
+ * guest's call eventfd when it asks for an interrupt; no sleeping either,
+ * unless --pmd-sleep asks the thread to back off when it finds no work
+ * (see "Idle back-off").  With --pcap each burst forwarded is also handed
+ * to pcap.c, which copies it into memory and never blocks.
  *
  * Ports: the guest side is always virtqueue.c.  The other side is either
  *   - the AF_XDP port (--iface, nic_afxdp.c): guest TX -> UMEM frame -> NIC,
@@ -21,8 +24,8 @@
  * away"): each thread bumps its epoch at the end of every loop iteration.
  *
  * Read in this order: the per-thread state, the per-packet loops
- * (pmd_loopback_pair, pmd_afxdp_pair), the thread's main loop,
- * start/quiesce/stop.
+ * (pmd_loopback_pair, pmd_afxdp_pair), the idle back-off, the thread's main
+ * loop, start/quiesce/stop.
  */
 #include "vhost_xdp.h"
 
@@ -31,9 +34,11 @@
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <time.h>
 
-#define PMD_MAX_THREADS 64
+#define PMD_MAX_THREADS     64
+#define PMD_IDLE_ITERATIONS 1000    /* empty polls in a row before --pmd-sleep backs off */
 
 struct pmd_thread {
     pthread_t tid;
@@ -41,6 +46,9 @@ struct pmd_thread {
     int cpu;                        /* pinned CPU, or -1 */
     _Atomic uint64_t epoch;         /* loop iterations finished */
     _Atomic bool running;
+    struct pcap_ring *pcap;             /* --pcap: this thread's capture ring, else NULL */
+    uint32_t idle_iterations;           /* --pmd-sleep: empty polls in a row ... */
+    uint32_t sleep_ns;                  /* ... and the current back-off */
     struct vx_pkt pkts[VX_BURST];       /* loopback: the burst, with its own buffers */
     struct vx_pkt nic_rx[VX_BURST];     /* AF_XDP: frames lent by nic_afxdp.c ... */
     struct vx_pkt nic_tx[VX_BURST];     /* ... in both directions */
@@ -50,26 +58,46 @@ static struct pmd_thread pmd_threads[PMD_MAX_THREADS];
 static int pmd_nthreads;
 static struct vx_dev *pmd_dev;
 static struct nic_port *pmd_nic;    /* NULL: loopback port */
+static uint32_t pmd_sleep_max_ns;   /* --pmd-sleep, 0: poll without sleeping */
 static _Atomic bool pmd_exit;
 
 /* === The per-packet loop ================================================= */
+
+/*
+ * Each function below forwards one queue pair's bursts and returns how many
+ * packets it took from either port (0: nothing to do, see the back-off).
+ * With --pcap, the packets are captured where they are known to have been
+ * forwarded: from the guest, the burst dequeued from its TX ring; to the
+ * guest, the packets vq_enqueue_burst() says it put in its RX ring.  One
+ * branch per burst when there is no capture.
+ *
+ * vq_enqueue_burst() leaves the packets it delivered at the front of the
+ * array, in order (a packet too big for its buffers is moved behind them),
+ * so the "In" side of the capture is exactly pkts[0 .. sent-1].
+ */
 
 /*
  * Loopback port: guest TX ring 2k+1 -> guest RX ring 2k.  Packets that find
  * the RX ring not ready are dropped and counted there, never silently: the
  * guest must not stall its TX because nobody posted RX buffers.
  */
-static void pmd_loopback_pair(struct pmd_thread *t, struct vx_vring *rx, struct vx_vring *tx)
+static int pmd_loopback_pair(struct pmd_thread *t, struct vx_vring *rx, struct vx_vring *tx)
 {
     if (!atomic_load(&tx->ready))
-        return;
+        return 0;
     int n = vq_dequeue_burst(tx, t->pkts, VX_BURST);
     if (n == 0)
-        return;
+        return 0;
+    if (t->pcap)
+        pcap_burst(t->pcap, PCAP_FROM_GUEST, t->pkts, n);
+    int sent = 0;
     if (atomic_load(&rx->ready))
-        vq_enqueue_burst(rx, t->pkts, n);
+        sent = vq_enqueue_burst(rx, t->pkts, n);
     else
         __atomic_store_n(&rx->stats.drops, rx->stats.drops + n, __ATOMIC_RELAXED);
+    if (t->pcap)
+        pcap_burst(t->pcap, PCAP_TO_GUEST, t->pkts, sent);
+    return n;
 }
 
 /*
@@ -83,12 +111,15 @@ static void pmd_loopback_pair(struct pmd_thread *t, struct vx_vring *rx, struct 
  * a packet needing more buffers than there were: dropped and counted on the
  * RX ring.
  */
-static void pmd_afxdp_pair(struct pmd_thread *t, struct vx_vring *rx, struct vx_vring *tx, struct nic_port *nic)
+static int pmd_afxdp_pair(struct pmd_thread *t, struct vx_vring *rx, struct vx_vring *tx, struct nic_port *nic)
 {
+    int moved = 0;
     if (atomic_load(&tx->ready)) {
         int frames = nic_tx_alloc(nic, t->nic_tx, VX_BURST);
-        int n = frames ? vq_dequeue_burst(tx, t->nic_tx, frames) : 0;
-        nic_tx_submit(nic, t->nic_tx, n, frames);
+        moved = frames ? vq_dequeue_burst(tx, t->nic_tx, frames) : 0;
+        if (t->pcap)        /* before the kernel owns the frames */
+            pcap_burst(t->pcap, PCAP_FROM_GUEST, t->nic_tx, moved);
+        nic_tx_submit(nic, t->nic_tx, moved, frames);
     }
     /* Take from the NIC only what the guest has buffers for: the rest waits
      * in the AF_XDP RX ring (thousands deep), so a guest that falls behind
@@ -98,12 +129,52 @@ static void pmd_afxdp_pair(struct pmd_thread *t, struct vx_vring *rx, struct vx_
     int want = guest ? vq_avail_buffers(rx) : VX_BURST;
     int n = nic_rx_burst(nic, t->nic_rx, want < VX_BURST ? want : VX_BURST);
     if (n == 0)
-        return;
+        return moved;
+    int sent = 0;
     if (guest)
-        vq_enqueue_burst(rx, t->nic_rx, n);
+        sent = vq_enqueue_burst(rx, t->nic_rx, n);
     else
         __atomic_store_n(&rx->stats.drops, rx->stats.drops + n, __ATOMIC_RELAXED);
+    if (t->pcap)            /* before the frames go back to the kernel */
+        pcap_burst(t->pcap, PCAP_TO_GUEST, t->nic_rx, sent);
     nic_rx_release(nic, t->nic_rx, n);
+    return moved + n;
+}
+
+/* === Idle back-off (--pmd-sleep) ========================================= */
+
+/*
+ * A poll-mode thread burns its whole CPU even when no packet comes: that is
+ * the price of never waiting for an interrupt.  --pmd-sleep USEC trades
+ * some of it back, as OVS-DPDK's pmd-sleep-max does: after
+ * PMD_IDLE_ITERATIONS polls in a row that moved nothing, the thread sleeps
+ * between polls, 1 us first, then twice as long each empty poll, up to USEC;
+ * the first packet that moves puts it back to full-speed polling.
+ *
+ * The cost is latency, not throughput: under steady load every poll finds
+ * packets and the thread never sleeps, but the first packet after a quiet
+ * moment waits until the thread wakes, up to USEC more (and the ring must
+ * hold whatever arrives meanwhile: at 10 Mpps, 100 us is 1000 packets, more
+ * than a 256-slot ring).  Sparse traffic such as a ping pays it on every
+ * packet, in each direction.  The control thread's pmd_quiesce() waits up
+ * to one sleep too.
+ */
+static void pmd_idle_backoff(struct pmd_thread *t, int moved)
+{
+    if (pmd_sleep_max_ns == 0)
+        return;                     /* pure polling, the default */
+    if (moved) {
+        t->idle_iterations = 0;
+        t->sleep_ns = 0;
+        return;
+    }
+    if (++t->idle_iterations < PMD_IDLE_ITERATIONS)
+        return;
+    t->sleep_ns = t->sleep_ns == 0 ? 1000 : t->sleep_ns * 2;
+    if (t->sleep_ns > pmd_sleep_max_ns)
+        t->sleep_ns = pmd_sleep_max_ns;
+    struct timespec ts = { 0, t->sleep_ns };
+    nanosleep(&ts, NULL);
 }
 
 static void *pmd_main(void *arg)
@@ -111,15 +182,21 @@ static void *pmd_main(void *arg)
     struct pmd_thread *t = arg;
     struct vx_dev *dev = pmd_dev;
 
+    /* The kernel may stretch a sleep by this thread's timer slack (50 us by
+     * default) to batch wake-ups; --pmd-sleep wants the sleep it asked for. */
+    if (pmd_sleep_max_ns)
+        prctl(PR_SET_TIMERSLACK, 1000UL, 0, 0, 0);
     while (!atomic_load_explicit(&pmd_exit, memory_order_relaxed)) {
+        int moved = 0;
         for (int k = t->id; k < VX_MAX_QUEUE_PAIRS; k += pmd_nthreads) {
             struct vx_vring *rx = &dev->vrings[2 * k], *tx = &dev->vrings[2 * k + 1];
             if (!pmd_nic)
-                pmd_loopback_pair(t, rx, tx);
+                moved += pmd_loopback_pair(t, rx, tx);
             else if (k == 0)        /* one NIC queue, for queue pair 0: only thread 0
                                        touches the port, whose rings have one consumer */
-                pmd_afxdp_pair(t, rx, tx, pmd_nic);
+                moved += pmd_afxdp_pair(t, rx, tx, pmd_nic);
         }
+        pmd_idle_backoff(t, moved);
         /* seq_cst, not release: this store must not pass the `ready` loads
          * of the next iteration, or pmd_quiesce() could see this epoch and
          * return while we are already inside a ring it has just stopped. */
@@ -131,10 +208,11 @@ static void *pmd_main(void *arg)
 
 /* === Start, quiesce, stop ================================================ */
 
-int pmd_start(struct vx_dev *dev, struct nic_port *nic, const int *cpus, int ncpus)
+int pmd_start(struct vx_dev *dev, struct nic_port *nic, const int *cpus, int ncpus, uint32_t sleep_max_us)
 {
     pmd_dev = dev;
     pmd_nic = nic;
+    pmd_sleep_max_ns = sleep_max_us * 1000;
     pmd_nthreads = ncpus > 0 ? ncpus : 1;
     if (pmd_nthreads > PMD_MAX_THREADS) {
         vx_log("--pmd-cores: at most %d threads", PMD_MAX_THREADS);
@@ -144,6 +222,7 @@ int pmd_start(struct vx_dev *dev, struct nic_port *nic, const int *cpus, int ncp
         struct pmd_thread *t = &pmd_threads[i];
         t->id = i;
         t->cpu = ncpus > 0 ? cpus[i] : -1;
+        t->pcap = pcap_ring_new(i);
         for (int b = 0; b < VX_BURST; b++) {
             t->pkts[b].room = VX_PKT_MAX;
             t->pkts[b].data = malloc(VX_PKT_MAX);
@@ -170,7 +249,10 @@ int pmd_start(struct vx_dev *dev, struct nic_port *nic, const int *cpus, int ncp
             pmd_nthreads = i;
             return -1;
         }
-        pthread_setname_np(t->tid, "vx-pmd");
+        /* "vx-pmd0", "vx-pmd1", ...: what top -H and /proc/PID/task/TID/comm show. */
+        char name[16];
+        snprintf(name, sizeof name, "vx-pmd%d", i % PMD_MAX_THREADS);  /* i < 64: tells gcc it fits */
+        pthread_setname_np(t->tid, name);
         if (t->cpu >= 0)
             vx_log("pmd %d: polling queue pairs %d, %d, ... on CPU %d", i, i, i + pmd_nthreads, t->cpu);
         else

@@ -214,7 +214,7 @@ struct vx_pkt {
 /* virtqueue.c: the guest side of the data plane (virtio 1.2 §2.7). */
 int  vq_attach(struct vx_vring *vr, const struct vx_mem *mem, uint64_t features);
 int  vq_dequeue_burst(struct vx_vring *vr, struct vx_pkt *pkts, int n);
-int  vq_enqueue_burst(struct vx_vring *vr, const struct vx_pkt *pkts, int n);
+int  vq_enqueue_burst(struct vx_vring *vr, struct vx_pkt *pkts, int n);  /* delivered ones first */
 int  vq_avail_buffers(struct vx_vring *vr);   /* RX buffers the guest offers now */
 void vq_mark_broken(struct vx_vring *vr, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* --ring-view and SIGUSR1: a picture of an attached ring, read-only, safe
@@ -246,8 +246,26 @@ int  nic_tx_alloc(struct nic_port *p, struct vx_pkt *pkts, int n);          /* f
 void nic_tx_submit(struct nic_port *p, struct vx_pkt *pkts, int nfilled, int nalloc);
 void nic_close(struct nic_port *p);
 
+/* pcap.c: --pcap FILE, every forwarded packet in a pcap file (LINKTYPE_LINUX_SLL).
+ * main.c opens it before anything starts and closes it after the PMDs stop;
+ * each PMD thread gets its own ring (NULL: no capture) and hands it its bursts. */
+enum pcap_dir {                     /* the SLL packet type: how tcpdump marks the packet */
+    PCAP_TO_GUEST = 0,              /* PACKET_HOST, "In": given to the guest (its RX ring) */
+    PCAP_FROM_GUEST = 4,            /* PACKET_OUTGOING, "Out": the guest sent it (its TX ring) */
+};
+struct pcap_ring;
+int64_t pcap_parse_size(const char *s);                 /* "64M" -> bytes; -1 if not a size */
+int  pcap_open(const char *path, uint64_t limit);       /* create FILE, write its header */
+struct pcap_ring *pcap_ring_new(int pmd_id);            /* NULL when not capturing */
+int  pcap_start(void);                                  /* the writer thread, "vx-pcap" */
+void pcap_burst(struct pcap_ring *r, enum pcap_dir dir, const struct vx_pkt *pkts, int n);
+bool pcap_enabled(void);
+void pcap_counts(uint64_t *captured, uint64_t *not_captured, uint64_t *after_limit);
+void pcap_close(void);                                  /* drain, flush, close, log totals */
+
 /* pmd_loop.c: the poll-mode threads. */
-int  pmd_start(struct vx_dev *dev, struct nic_port *nic, const int *cpus, int ncpus);  /* nic NULL: loopback */
+/* nic NULL: loopback.  sleep_max_us (--pmd-sleep): idle back-off, 0 = always poll. */
+int  pmd_start(struct vx_dev *dev, struct nic_port *nic, const int *cpus, int ncpus, uint32_t sleep_max_us);
 void pmd_quiesce(void);     /* return once no PMD is inside a ring it read as ready */
 void pmd_stop(void);
 

@@ -393,8 +393,11 @@ int vq_avail_buffers(struct vx_vring *vr)
 }
 
 /* Give up to n packets to the guest; returns how many it got.  The others
- * are counted as drops here: there was no room for them. */
-int vq_enqueue_burst(struct vx_vring *vr, const struct vx_pkt *pkts, int n)
+ * are counted as drops here: there was no room for them.  On return the
+ * packets the guest got are pkts[0 .. returned-1], in order: a packet too
+ * big for its buffers is swapped behind them, so a caller (the pcap
+ * capture) can name exactly what was delivered. */
+int vq_enqueue_burst(struct vx_vring *vr, struct vx_pkt *pkts, int n)
 {
     uint16_t avail_idx;
     int pending = vr->broken ? -1 : vq_avail_count(vr, &avail_idx);
@@ -408,8 +411,13 @@ int vq_enqueue_burst(struct vx_vring *vr, const struct vx_pkt *pkts, int n)
     for (k = 0; k < n; k++) {
         int r = vq_enqueue_one(vr, &pkts[k], avail_idx, &a, &u);
         if (r == RX_DONE) {
-            sent++;
             bytes += pkts[k].len;
+            if (k != sent) {    /* only after a drop: keep the delivered ones in front */
+                struct vx_pkt moved = pkts[sent];
+                pkts[sent] = pkts[k];
+                pkts[k] = moved;
+            }
+            sent++;
         } else if (r == RX_TOO_BIG) {
             drops++;        /* the next, smaller packet may still fit */
         } else {

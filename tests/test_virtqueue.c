@@ -417,7 +417,7 @@ static struct vx_pkt mkpkt(int slot, uint32_t len, uint32_t seed)
     return (struct vx_pkt){ .len = len, .room = len, .data = p };
 }
 
-static int enq(const struct vx_pkt *p, int n)
+static int enq(struct vx_pkt *p, int n)
 {
     return vq_enqueue_burst(&vr, p, n);
 }
@@ -1194,6 +1194,24 @@ static void t_rx_no_mrg_limits(void)
     check_rx(b, 1, 0, 60, 73);
     check_indexes(1, 1);
     check_stats(1, 60, 1, 0);
+    end();
+
+    begin("RX: no mrg, a too-big packet mid-burst: the delivered ones come back first, in order");
+    ring_setup(256, V1, 0, true, false);
+    b[0] = rx_offer(0, b100, 1);
+    b[1] = rx_offer(1, b100, 1);
+    p[0] = mkpkt(0, 60, 90);
+    p[1] = mkpkt(1, 1514, 91);      /* too big for a 100 B chain: dropped */
+    p[2] = mkpkt(2, 70, 92);
+    uint8_t *data0 = p[0].data, *data1 = p[1].data, *data2 = p[2].data;
+    r = enq(p, 3);
+    CHECK(r == 2, "returned %d, want 2", r);
+    check_rx(&b[0], 1, 0, 60, 90);
+    check_rx(&b[1], 1, 1, 70, 92);
+    CHECK(p[0].data == data0 && p[1].data == data2 && p[2].data == data1,
+          "pkts[] after the call: want the 60 B, the 70 B, then the dropped 1514 B packet");
+    CHECK(p[1].len == 70 && p[2].len == 1514, "lengths moved with the packets: %u, %u", p[1].len, p[2].len);
+    check_stats(2, 130, 1, 0);
     end();
 
     begin("RX: no buffers left: 3 packets, 2 buffers");
