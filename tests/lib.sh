@@ -43,20 +43,85 @@ stop_pid() {
     return 0
 }
 
+# === Which accelerator the guest runs on: KVM when it really works, else TCG ===
+# guest_accel: decides once per shell and sets GUEST_ACCEL (kvm or tcg), GUEST_ACCEL_ARGS (QEMU's
+# options for it), GUEST_VECTORS (",vectors=0" under TCG, empty under KVM) and GUEST_ACCEL_WHY (one
+# line saying why, for a lab or the demo to print).  VX_ACCEL=tcg forces TCG, VX_ACCEL=kvm forces KVM
+# (to overrule the probe); VX_ACCEL=auto, the default, probes:
+#   1. /dev/kvm exists and QEMU can open it (`-machine none`: no guest, a tenth of a second);
+#   2. a guest kernel actually runs under it: $GUEST/vmlinuz with earlyprintk prints "Linux version"
+#      on its serial port within 10 s.  Step 1 alone is not enough: under some nested hypervisors
+#      /dev/kvm opens and the BIOS runs, but the kernel hangs when it switches to long mode.  The
+#      answer of step 2 is kept in $GUEST/.kvm-probe for the rest of the host's boot (boot_id).
+# Under TCG, QEMU 7.2 + vhost-user + MSI-X crashes: the device gets vectors=0 (legacy INTx).
+guest_accel() {
+    [ -n "${GUEST_ACCEL:-}" ] && return 0
+    local why
+    case ${VX_ACCEL:-auto} in
+    tcg) why="VX_ACCEL=tcg" ;;
+    kvm) GUEST_ACCEL=kvm GUEST_ACCEL_WHY="VX_ACCEL=kvm" ;;
+    auto)
+        if [ ! -e /dev/kvm ]; then
+            why="no /dev/kvm on this machine"
+        elif ! qemu-system-x86_64 -accel kvm -machine none -nodefaults -display none -monitor stdio \
+                <<<quit >/dev/null 2>&1; then
+            why="/dev/kvm exists but QEMU cannot open it: permissions, or KVM disabled in the firmware"
+        elif kvm_runs_a_kernel; then
+            GUEST_ACCEL=kvm GUEST_ACCEL_WHY="/dev/kvm works, a guest kernel boots under it"
+        else
+            why="/dev/kvm opens but a guest kernel hangs under it, as under some nested hypervisors"
+        fi ;;
+    *) why="VX_ACCEL=${VX_ACCEL} is not auto, kvm or tcg" ;;
+    esac
+    if [ "${GUEST_ACCEL:-}" = kvm ]; then
+        GUEST_ACCEL_ARGS="-accel kvm -cpu host" GUEST_VECTORS=""
+    else
+        GUEST_ACCEL=tcg GUEST_ACCEL_WHY="$why" GUEST_ACCEL_ARGS="-accel tcg" GUEST_VECTORS=",vectors=0"
+    fi
+}
+
+# kvm_runs_a_kernel: probe 2 of guest_accel (status 0 = it runs), remembered per boot in $GUEST/.kvm-probe.
+kvm_runs_a_kernel() {
+    local cache=$GUEST/.kvm-probe boot dir pid i found=1
+    boot=$(cat /proc/sys/kernel/random/boot_id 2>/dev/null)
+    if [ -n "$boot" ] && [ -f "$cache" ]; then
+        case $(cat "$cache") in "$boot yes") return 0 ;; "$boot no") return 1 ;; esac
+    fi
+    dir=$(mktemp -d "${TMPDIR:-/tmp}/vx-kvm-probe.XXXXXX") || return 1
+    qemu-system-x86_64 -accel kvm -cpu host -machine q35 -m 128M -nodefaults -no-user-config -display none \
+        -no-reboot -serial "file:$dir/serial" -kernel "$GUEST/vmlinuz" \
+        -append 'console=ttyS0 earlyprintk=serial,ttyS0 panic=-1' </dev/null >/dev/null 2>&1 &
+    pid=$!
+    for ((i = 0; i < 100; i++)); do
+        grep -q 'Linux version' "$dir/serial" 2>/dev/null && { found=0; break; }
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    grep -q 'Linux version' "$dir/serial" 2>/dev/null && found=0
+    stop_pid "$pid"
+    rm -rf "$dir"
+    if [ -n "$boot" ]; then
+        echo "$boot $([ $found = 0 ] && echo yes || echo no)" 2>/dev/null > "$cache.$$" && mv "$cache.$$" "$cache"
+    fi
+    return $found
+}
+
 # start_guest DIR NAME SOCK MODE [DEVICE_OPTIONS] [CHARDEV_OPTIONS]: boot the test guest (kernel and
-# initramfs in $GUEST, from tests/build_guest.sh) under TCG with the DESIGN.md recipe, its virtio-net
-# on the vhost-user socket SOCK; vxtest=MODE picks what the guest does.  Serial console in
-# DIR/NAME.serial, QEMU's own output in DIR/NAME.qemu.log; sets QEMU_PID.  CHARDEV_OPTIONS default to
-# reconnect=1 (QEMU connects, and reconnects after the backend dies); server=on,wait=off makes QEMU
-# listen instead.  vectors=0: QEMU 7.2 + vhost-user + MSI-X under TCG crashes.
+# initramfs in $GUEST, from tests/build_guest.sh) with the DESIGN.md recipe, under KVM or TCG as
+# guest_accel decides, its virtio-net on the vhost-user socket SOCK; vxtest=MODE picks what the guest
+# does.  Serial console in DIR/NAME.serial, QEMU's own output in DIR/NAME.qemu.log; sets QEMU_PID.
+# CHARDEV_OPTIONS default to reconnect=1 (QEMU connects, and reconnects after the backend dies);
+# server=on,wait=off makes QEMU listen instead.
 start_guest() {
     local dir=$1 name=$2 sock=$3 mode=$4 devopts=${5:-} chardev=${6:-reconnect=1}
-    qemu-system-x86_64 -accel tcg -machine q35 -smp 1 -m 256M -nodefaults -no-user-config \
+    guest_accel
+    # shellcheck disable=SC2086  # GUEST_ACCEL_ARGS is two or four words
+    qemu-system-x86_64 $GUEST_ACCEL_ARGS -machine q35 -smp 1 -m 256M -nodefaults -no-user-config \
         -display none -no-reboot -serial "file:$dir/$name.serial" \
         -object memory-backend-memfd,id=mem,size=256M,share=on -numa node,memdev=mem \
         -chardev "socket,id=chr0,path=$sock,$chardev" \
         -netdev vhost-user,id=net0,chardev=chr0 \
-        -device "virtio-net-pci,netdev=net0,mac=52:54:00:12:34:56,romfile=,vectors=0$devopts" \
+        -device "virtio-net-pci,netdev=net0,mac=52:54:00:12:34:56,romfile=$GUEST_VECTORS$devopts" \
         -kernel "$GUEST/vmlinuz" -initrd "$GUEST/initramfs.cpio.gz" \
         -append "console=ttyS0 quiet panic=-1 vxtest=$mode" \
         < /dev/null > "$dir/$name.qemu.log" 2>&1 &
