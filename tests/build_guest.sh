@@ -12,6 +12,15 @@
 #                     and print "VXSTAT rx_packets=N tx_packets=M" on the console.
 #   vxtest=ping       eth0 up as 10.0.0.2/24, then forever: ping the peer (10.0.0.1) every 0.5 s and
 #                     print "VXPING ok=N fail=M" (replies so far) and the VXSTAT line.
+#   vxtest=blast      eth0 up, then the kernel's own packet generator (pktgen.ko, from the same
+#                     kernel package) sends UDP frames to vxpeer as fast as the guest can (or at
+#                     vxpps=N packets a second), for vxsecs=S seconds (default 10) per frame size in
+#                     vxsize=A,B,... (default 64: bytes per Ethernet frame, without the 4-byte FCS).
+#                     vxdstmac=MAC is the frames' destination (default: broadcast).  For each size
+#                     it prints "VXBLAST run size=A" when it starts and, when it stops,
+#                     "VXBLAST done size=A usec=T sent=N pps=P tx_packets=X tx_dropped=Y": pktgen's
+#                     own time, count and rate, then eth0's counters since boot.
+#                     Then "VXBLAST finished"; used by labs/lab5-speed.sh.
 #   (no vxtest)       a shell on the console.
 # Every mode first prints "VXFEATURES <bits>" (the virtio feature bits the driver negotiated,
 # /sys/.../features: character i is bit i) and "VXREADY" once eth0 is up. Optional: vxip=A.B.C.D/N,
@@ -26,6 +35,8 @@ out=${1:-$here/guest}
 busybox=${BUSYBOX:-/bin/busybox}
 # Insertion order matters: each module needs the ones before it.
 modules="virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci failover net_failover virtio_net"
+# Copied into the initramfs too, but loaded only by the mode that needs them (vxtest=blast).
+tool_modules="pktgen"
 
 die() { echo "build_guest.sh: $*" >&2; exit 1; }
 
@@ -67,11 +78,11 @@ get_kernel() {
     rm -rf "$out/kernel" "$tmp/k"
     mkdir -p "$tmp/k" "$out/kernel"
     # Unpack only what the guest needs (the whole package is ~100 MB unpacked).
-    dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$tmp/k" --wildcards './boot/vmlinuz-*' '*/virtio*.ko*' '*failover.ko*' ||
+    dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$tmp/k" --wildcards './boot/vmlinuz-*' '*/virtio*.ko*' '*failover.ko*' '*/pktgen.ko*' ||
         die "could not unpack $deb"
     cp "$tmp"/k/boot/vmlinuz-* "$out/kernel/vmlinuz" || die "no boot/vmlinuz-* in $deb"
     local m f
-    for m in $modules; do
+    for m in $modules $tool_modules; do
         f=$(find "$tmp/k/lib/modules" -name "$m.ko" -o -name "$m.ko.xz" -o -name "$m.ko.zst" | head -1)
         [ -n "$f" ] || die "module $m not in $deb"
         case $f in   # busybox insmod may not read compressed modules
@@ -83,7 +94,7 @@ get_kernel() {
     basename "$deb" > "$out/kernel/package"
 }
 ok=1
-for m in vmlinuz $modules; do [ -f "$out/kernel/$m" ] || [ -f "$out/kernel/$m.ko" ] || ok=0; done
+for m in vmlinuz $modules $tool_modules; do [ -f "$out/kernel/$m" ] || [ -f "$out/kernel/$m.ko" ] || ok=0; done
 [ $ok = 1 ] || get_kernel
 
 # === 2. The initramfs: busybox, modules, /init ===
@@ -94,7 +105,7 @@ cp "$busybox" "$root/bin/busybox"
 for app in $("$busybox" --list); do
     [ -e "$root/bin/$app" ] || ln -s busybox "$root/bin/$app"
 done
-for m in $modules; do cp "$out/kernel/$m.ko" "$root/lib/modules/"; done
+for m in $modules $tool_modules; do cp "$out/kernel/$m.ko" "$root/lib/modules/"; done
 
 cat > "$root/init" <<'EOF'
 #!/bin/sh
@@ -110,11 +121,16 @@ for m in MODULES; do
 done
 
 mode= ip=10.0.0.2/24 peer=10.0.0.1
+pps=0 secs=10 sizes=64 dstmac=ff:ff:ff:ff:ff:ff
 for arg in $(cat /proc/cmdline); do
     case $arg in
-    vxtest=*) mode=${arg#vxtest=} ;;
-    vxip=*)   ip=${arg#vxip=} ;;
-    vxpeer=*) peer=${arg#vxpeer=} ;;
+    vxtest=*)   mode=${arg#vxtest=} ;;
+    vxip=*)     ip=${arg#vxip=} ;;
+    vxpeer=*)   peer=${arg#vxpeer=} ;;
+    vxpps=*)    pps=${arg#vxpps=} ;;
+    vxsecs=*)   secs=${arg#vxsecs=} ;;
+    vxsize=*)   sizes=${arg#vxsize=} ;;
+    vxdstmac=*) dstmac=${arg#vxdstmac=} ;;
     esac
 done
 
@@ -158,10 +174,47 @@ mode_ping() {
     done
 }
 
+# Blast: the guest kernel's pktgen (Documentation/networking/pktgen.rst) builds UDP frames and hands
+# them straight to virtio_net's transmit function, with no socket and no system call per packet: the
+# most a guest can push.  One kernel thread (kpktgend_0) drives eth0; it is driven by writing
+# commands to files under /proc/net/pktgen.
+pg_set() { echo "$2" > "/proc/net/pktgen/$1" || echo "VXERROR pktgen: '$2' refused by $1"; }
+mode_blast() {
+    net_up || return
+    insmod /lib/modules/pktgen.ko || { echo "VXERROR insmod pktgen failed"; return; }
+    pg_set kpktgend_0 "rem_device_all"
+    pg_set kpktgend_0 "add_device eth0"
+    pg_set eth0 "count 0"           # no limit: we stop it after $secs seconds
+    pg_set eth0 "delay 0"
+    pg_set eth0 "clone_skb 64"      # send each built frame 64 times: measure the path, not the builder
+    pg_set eth0 "dst $peer"
+    pg_set eth0 "dst_mac $dstmac"
+    pg_set eth0 "udp_dst_min 9"     # the discard port
+    pg_set eth0 "udp_dst_max 9"
+    [ "$pps" -gt 0 ] && pg_set eth0 "ratep $pps"
+    for size in $(echo "$sizes" | tr ',' ' '); do
+        pg_set eth0 "pkt_size $size"
+        echo "VXBLAST run size=$size"
+        # "start" returns only when the run stops; "stop" from here ends it after $secs seconds.
+        echo start > /proc/net/pktgen/pgctrl &
+        sleep "$secs"
+        echo stop > /proc/net/pktgen/pgctrl
+        wait
+        # pktgen's summary: "Result: OK: 5000123(c..+d..) usec, 812345 (64byte,0frags)" then
+        # "  162468pps 83Mb/sec (...) errors: 0"
+        res=$(tr '\n' ' ' < /proc/net/pktgen/eth0 | sed -n 's/.*Result: OK: \([0-9]*\)(.*usec, \([0-9]*\) (.*  *\([0-9]*\)pps .*/usec=\1 sent=\2 pps=\3/p')
+        # eth0's own counters (since boot): what virtio_net queued, and what it dropped.
+        echo "VXBLAST done size=$size ${res:-result=unknown} tx_packets=$(counter tx_packets) tx_dropped=$(counter tx_dropped)"
+    done
+    echo "VXBLAST finished"
+    echo "VXSTAT rx_packets=$(counter rx_packets) tx_packets=$(counter tx_packets)"
+}
+
 # New modes: add mode_NAME here and a line in the case below.
 case $mode in
 loopback) mode_loopback ;;
 ping)     mode_ping ;;
+blast)    mode_blast ;;
 '')       net_up; setsid cttyhack sh ;;
 *)        echo "VXERROR unknown vxtest=$mode" ;;
 esac
