@@ -270,7 +270,7 @@ static int burst_dequeue(struct vx_vring *vr, struct vx_pkt *pkts, int n)
     return got;
 }
 
-static void burst_enqueue(struct vx_vring *vr, const struct vx_pkt *pkts, int n)
+static void burst_enqueue(struct vx_vring *vr, struct vx_pkt *pkts, int n)
 {
     bool broken = vr->broken;
     int sent = vq_enqueue_burst(vr, pkts, n);
