@@ -4,12 +4,20 @@
 # tests/run.sh adds them up.  Under CI=true a missing peer is a failure, not a
 # skip: a green CI must have run the real peers.
 
-TAP_N=0
+TAP_N=0 TAP_FAILED=0
 ok()     { TAP_N=$((TAP_N + 1)); echo "ok $TAP_N - $*"; }
-not_ok() { TAP_N=$((TAP_N + 1)); echo "not ok $TAP_N - $*"; }
-# check "description" command...: ok if the command succeeds
-check()  { local d=$1; shift; if "$@"; then ok "$d"; else not_ok "$d"; fi; }
+not_ok() { TAP_N=$((TAP_N + 1)); TAP_FAILED=$((TAP_FAILED + 1)); echo "not ok $TAP_N - $*"; }
+# check "description" command...: ok if the command succeeds; returns its success, so that
+# `check "set-up" ... || done_testing` stops a test whose set-up failed.
+check()  { local d=$1; shift; if "$@"; then ok "$d"; else not_ok "$d"; return 1; fi; }
 skip()   { TAP_N=$((TAP_N + 1)); echo "ok $TAP_N - $* # SKIP"; }
+# done_testing: the TAP plan line, then exit: status 1 if anything failed.
+done_testing() { echo "1..$TAP_N"; [ "$TAP_FAILED" -eq 0 ]; exit; }
+# missing "what is missing": a skip, or a failure under CI=true; then the test stops.
+missing() {
+    if [ "${CI:-}" = true ]; then not_ok "$1 (CI=true: a failure)"; else skip "$1"; fi
+    done_testing
+}
 
 # need_cmd CMD "what for": returns 1 (after printing a skip, or a failure under
 # CI=true) when CMD is not installed.
@@ -19,6 +27,8 @@ need_cmd() {
     else skip "$2: $1 not installed"; fi
     return 1
 }
+# require "what for" CMD...: every CMD installed, else the test stops (need_cmd's skip or failure).
+require() { local what=$1 c; shift; for c; do need_cmd "$c" "$what" || done_testing; done; }
 
 # Where the binary under test is (run from the top of the tree).
 VX=${VX:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/vhost-xdp}

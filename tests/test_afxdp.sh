@@ -22,8 +22,6 @@
 set -u
 . "$(dirname "$0")/lib.sh"
 
-FAILS=0
-t() { local d=$1; shift; if "$@"; then ok "$d"; else not_ok "$d"; FAILS=$((FAILS + 1)); fi; }
 show() { [ -s "$1" ] && sed 's/^/#   /' "$1" >&2; return 0; }
 
 if [ "$(id -u)" != 0 ]; then
@@ -31,7 +29,7 @@ if [ "$(id -u)" != 0 ]; then
     skip "AF_XDP test needs root"
     exit 0
 fi
-need_cmd ip "AF_XDP test (netns + veth)" || { [ "${CI:-}" = true ] && exit 1; exit 0; }
+require "AF_XDP test (netns + veth)" ip
 
 # The tool: built here if the Makefile has not built it (or it is older than its sources).
 TOP=$(cd "$TESTS_DIR/.." && pwd)
@@ -82,7 +80,7 @@ ip netns add "$NS" &&
     ip link set dev "$HOST" addrgenmode none && ip -n "$NS" link set dev "$PEER" addrgenmode none &&
     ip link set dev "$HOST" up && ip -n "$NS" link set dev "$PEER" up
 setup_rc=$?
-t "veth pair $HOST <-> $NS/$PEER, one queue each, up" test "$setup_rc" = 0 || exit 1
+check "veth pair $HOST <-> $NS/$PEER, one queue each, up" test "$setup_rc" = 0 || exit 1
 
 # peer -> AF_XDP: rx_exchange LABEL N TOOL-OPTIONS...; the tool's log stays in $TMP/rx.err.
 rx_exchange() {
@@ -91,12 +89,12 @@ rx_exchange() {
     start_bg "$TMP/rx.got" "$TMP/rx.err" "$TOOL" recv "$HOST" "$n" --timeout 10 --ready "$TMP/ready" "$@"
     local pid=$BG
     if ! wait_ready "AF_XDP receiver"; then
-        reap "$pid"; not_ok "$label"; FAILS=$((FAILS + 1)); show "$TMP/rx.err"; return 1
+        reap "$pid"; not_ok "$label"; show "$TMP/rx.err"; return 1
     fi
     in_ns "$TOOL" raw-send "$PEER" "$n" >"$TMP/rx.sent" 2>"$TMP/rx.send.err"
     reap "$pid"
     if [ "$RC" = 0 ] && cmp -s "$TMP/rx.sent" "$TMP/rx.got"; then ok "$label"; return 0; fi
-    not_ok "$label (receiver status $RC, $(wc -l <"$TMP/rx.got") of $n frames)"; FAILS=$((FAILS + 1))
+    not_ok "$label (receiver status $RC, $(wc -l <"$TMP/rx.got") of $n frames)"
     show "$TMP/rx.err"; show "$TMP/rx.send.err"
     return 1
 }
@@ -108,14 +106,13 @@ tx_exchange() {
     start_bg "$TMP/tx.got" "$TMP/tx.recv.err" ip netns exec "$NS" "$TOOL" raw-recv "$PEER" "$n" --timeout 10 --ready "$TMP/ready"
     local pid=$BG
     if ! wait_ready "peer receiver"; then
-        reap "$pid"; not_ok "$label"; FAILS=$((FAILS + 1)); show "$TMP/tx.recv.err"; return 1
+        reap "$pid"; not_ok "$label"; show "$TMP/tx.recv.err"; return 1
     fi
     "$TOOL" send "$HOST" "$n" "$@" >"$TMP/tx.sent" 2>"$TMP/tx.err"
     local send_rc=$?
     reap "$pid"
     if [ "$send_rc" = 0 ] && [ "$RC" = 0 ] && cmp -s "$TMP/tx.sent" "$TMP/tx.got"; then ok "$label"; return 0; fi
     not_ok "$label (sender status $send_rc, peer status $RC, $(wc -l <"$TMP/tx.got") of $n frames)"
-    FAILS=$((FAILS + 1))
     show "$TMP/tx.err"; show "$TMP/tx.recv.err"
     return 1
 }
@@ -125,10 +122,10 @@ for mode in skb native; do
     name=$([ $mode = skb ] && echo "generic (skb)" || echo "native (drv)")
     rx_exchange "$name: peer sends $N frames of 60..1514 B, the AF_XDP port receives exactly those bytes" \
         $N --mode $mode
-    t "$name: the port says which mode it runs in" grep -q "XDP $name, copy" "$TMP/rx.err"
+    check "$name: the port says which mode it runs in" grep -q "XDP $name, copy" "$TMP/rx.err"
     tx_exchange "$name: the AF_XDP port sends $N frames of 60..1514 B, the peer receives exactly those bytes" \
         $N --mode $mode
-    t "$name: after a normal exit the interface has no XDP program" no_xdp
+    check "$name: after a normal exit the interface has no XDP program" no_xdp
 done
 
 # SIGINT: attached while running, gone after.
@@ -136,11 +133,11 @@ ready
 start_bg /dev/null "$TMP/int.err" "$TOOL" recv "$HOST" 0 --timeout 30 --ready "$TMP/ready"
 pid=$BG
 wait_ready "AF_XDP port"
-t "while the port is open, ip link shows our XDP program" xdp_attached
+check "while the port is open, ip link shows our XDP program" xdp_attached
 kill -INT "$pid"
 reap "$pid"
-t "SIGINT: the tool closes the port and exits 0" test "$RC" = 0
-t "SIGINT: afterwards the interface has no XDP program" no_xdp
+check "SIGINT: the tool closes the port and exits 0" test "$RC" = 0
+check "SIGINT: afterwards the interface has no XDP program" no_xdp
 
 # SIGKILL: no chance to clean up; the BPF link makes the kernel detach the program.
 ready
@@ -149,17 +146,17 @@ pid=$BG
 wait_ready "AF_XDP port"
 kill -KILL "$pid"
 reap "$pid"
-t "SIGKILL: the kernel detached the program (BPF link)" wait_for "XDP program gone" 2 no_xdp
+check "SIGKILL: the kernel detached the program (BPF link)" wait_for "XDP program gone" 2 no_xdp
 rx_exchange "SIGKILL: a restart on the same interface and queue works at once" 200
 
 # A stale program attached through netlink (as `ip link set dev IF xdp ...` would) outlives its process.
 "$TOOL" netlink-attach "$HOST" --mode skb 2>"$TMP/stale.err"
-t "a stale program attached through netlink stays after its process exits" \
+check "a stale program attached through netlink stays after its process exits" \
     sh -c "ip link show dev '$HOST' | grep -q 'name stale_test'"
 rx_exchange "stale program: nic_open replaces it (auto mode) and receives" 200
-t "stale program: the replacement is said in one log line" grep -q "replaced a stale XDP program" "$TMP/rx.err"
-t "auto mode on veth picks native (drv)" grep -q "XDP native (drv)" "$TMP/rx.err"
-t "stale program: afterwards the interface has no XDP program" no_xdp
+check "stale program: the replacement is said in one log line" grep -q "replaced a stale XDP program" "$TMP/rx.err"
+check "auto mode on veth picks native (drv)" grep -q "XDP native (drv)" "$TMP/rx.err"
+check "stale program: afterwards the interface has no XDP program" no_xdp
 
 # Errors a user meets: exit status 1, one clear line, nothing left attached.
 # expect_error LABEL PATTERN cmd...
@@ -170,7 +167,7 @@ expect_error() {
     if [ "$rc" != 0 ] && grep -q -- "$pattern" "$TMP/err" && no_xdp; then
         ok "$label: $(grep -m1 -- "$pattern" "$TMP/err" | sed 's/^vhost-xdp: //')"
     else
-        not_ok "$label (status $rc)"; FAILS=$((FAILS + 1)); show "$TMP/err"
+        not_ok "$label (status $rc)"; show "$TMP/err"
     fi
 }
 expect_error "missing interface" "interface not found" "$TOOL" recv "vxnone$ID" 1 --timeout 1
@@ -189,4 +186,4 @@ else
     skip "privilege and RLIMIT_MEMLOCK errors: setpriv (util-linux) not installed"
 fi
 
-[ "$FAILS" = 0 ]
+done_testing

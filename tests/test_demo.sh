@@ -21,14 +21,10 @@
 set -u
 . "$(dirname "$0")/lib.sh"
 
-FAILS=0
-t() { local d=$1; shift; if "$@"; then ok "$d"; else not_ok "$d"; FAILS=$((FAILS + 1)); fi; }
-done_testing() { echo "1..$TAP_N"; [ "$FAILS" -eq 0 ]; exit; }
-missing() { if [ "${CI:-}" = true ]; then not_ok "$1 (CI=true: a failure)"; FAILS=1; else skip "$1"; fi; done_testing; }
 
 [ "$(id -u)" = 0 ] || missing "make demo needs root"
-need_cmd ip "make demo" || { [ "${CI:-}" = true ] && FAILS=1; done_testing; }
-need_cmd qemu-system-x86_64 "make demo" || { [ "${CI:-}" = true ] && FAILS=1; done_testing; }
+require "make demo" ip
+require "make demo" qemu-system-x86_64
 
 TOP=$(cd "$TESTS_DIR/.." && pwd)
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/vx-demo-test.XXXXXX")
@@ -73,16 +69,16 @@ gone() { ! kill -0 "$1" 2>/dev/null; }
 nothing_left() {
     local what=$1 out=$2
     names "$out"
-    t "$what: printed its netns, veth, vhost-xdp and QEMU pids ($NS $HOST/$PEER vhost-xdp $VXP QEMU $QP)" \
+    check "$what: printed its netns, veth, vhost-xdp and QEMU pids ($NS $HOST/$PEER vhost-xdp $VXP QEMU $QP)" \
         test -n "$NS" -a -n "$HOST" -a -n "$PEER" -a -n "$VXP" -a -n "$QP"
-    t "$what: says it cleaned up: $(grep -o 'cleaned up: .*' "$out" | head -n 1)" \
+    check "$what: says it cleaned up: $(grep -o 'cleaned up: .*' "$out" | head -n 1)" \
         grep -q "cleaned up: stopped pids .*deleted veth $HOST/$PEER, netns $NS" "$out"
-    t "$what: afterwards ip netns list has no $NS" eval '! ip netns list | grep -qw "$NS"'
-    t "$what: afterwards ip link show has neither $HOST nor $PEER" \
+    check "$what: afterwards ip netns list has no $NS" eval '! ip netns list | grep -qw "$NS"'
+    check "$what: afterwards ip link show has neither $HOST nor $PEER" \
         eval '! ip link show dev "$HOST" >/dev/null 2>&1 && ! ip link show | grep -qE "$HOST|$PEER"'
-    t "$what: afterwards no link carries its XDP program (ip -d link: no prog/xdp id ${XDP_ID:-?})" \
+    check "$what: afterwards no link carries its XDP program (ip -d link: no prog/xdp id ${XDP_ID:-?})" \
         eval '[ -n "$XDP_ID" ] && ! ip -d link show | grep -q "prog/xdp id $XDP_ID "'
-    t "$what: afterwards vhost-xdp ($VXP) and QEMU ($QP) are gone" eval 'gone "$VXP" && gone "$QP"'
+    check "$what: afterwards vhost-xdp ($VXP) and QEMU ($QP) are gone" eval 'gone "$VXP" && gone "$QP"'
 }
 
 # both_ways OUT: the demo's last status line with the guest's replies and vhost-xdp forwarding both
@@ -95,7 +91,7 @@ both_ways() {
 output_shows() {
     local line
     line=$(both_ways "$2")
-    t "$1: a status line with the guest's replies and vhost-xdp forwarding both ways: ${line#"${line%%[! ]*}"}" \
+    check "$1: a status line with the guest's replies and vhost-xdp forwarding both ways: ${line#"${line%%[! ]*}"}" \
         test -n "$line"
 }
 
@@ -110,24 +106,24 @@ printf '#!/bin/sh\necho "$*" >> "%s/apt-get.called"\nexit 1\n' "$TMP" >"$TMP/bin
 chmod +x "$TMP/bin/apt-get"
 PATH=$TMP/bin "$TMP/bin/bash" "$TOP/labs/demo.sh" --once >"$TMP/missing.log" 2>&1 </dev/null
 rc=$?
-t "no qemu-system-x86_64, non-interactive: the demo exits 1 (got $rc)" test "$rc" = 1
-t "it names the missing package: $(grep -o 'missing packages: .*' "$TMP/missing.log")" \
+check "no qemu-system-x86_64, non-interactive: the demo exits 1 (got $rc)" test "$rc" = 1
+check "it names the missing package: $(grep -o 'missing packages: .*' "$TMP/missing.log")" \
     grep -q '^demo: missing packages: qemu-system-x86$' "$TMP/missing.log"
-t "it prints the exact command: $(grep -o 'install them with: .*' "$TMP/missing.log")" \
+check "it prints the exact command: $(grep -o 'install them with: .*' "$TMP/missing.log")" \
     grep -qF "install them with:  sudo sh -c 'apt-get update && apt-get install -y --no-install-recommends qemu-system-x86'" \
     "$TMP/missing.log"
-t "it installs nothing without DEMO_INSTALL=1 (apt-get not run)" test ! -e "$TMP/apt-get.called"
+check "it installs nothing without DEMO_INSTALL=1 (apt-get not run)" test ! -e "$TMP/apt-get.called"
 # DEMO_INSTALL=1: it runs that command (this apt-get succeeds without installing: the demo then says
 # what is still missing).
 printf '#!/bin/sh\necho "$*" >> "%s/apt-get.called"\n' "$TMP" >"$TMP/bin/apt-get"
 DEMO_INSTALL=1 PATH=$TMP/bin "$TMP/bin/bash" "$TOP/labs/demo.sh" --once >>"$TMP/missing.log" 2>&1 </dev/null
 rc=$?
-t "DEMO_INSTALL=1: it runs apt-get update, then apt-get install -y --no-install-recommends qemu-system-x86" \
+check "DEMO_INSTALL=1: it runs apt-get update, then apt-get install -y --no-install-recommends qemu-system-x86" \
     test "$(cat "$TMP/apt-get.called" 2>/dev/null)" = "update
 install -y --no-install-recommends qemu-system-x86"
-t "DEMO_INSTALL=1: it checks again and says what is still missing, exit 1 (got $rc)" \
+check "DEMO_INSTALL=1: it checks again and says what is still missing, exit 1 (got $rc)" \
     eval '[ "$rc" = 1 ] && grep -q "still missing after installing: qemu-system-x86" "$TMP/missing.log"'
-[ "$FAILS" -gt 0 ] && sed 's/^/# /' "$TMP/missing.log"
+[ "$TAP_FAILED" -gt 0 ] && sed 's/^/# /' "$TMP/missing.log"
 
 # ---- 1. make demo DEMO_ARGS=--once
 OUT1=$TMP/once.out
@@ -137,33 +133,33 @@ JOB=$!
 set +m
 wait "$JOB"; rc=$?
 JOB=''
-t "make demo DEMO_ARGS=--once exits 0 (got $rc)" test "$rc" = 0
+check "make demo DEMO_ARGS=--once exits 0 (got $rc)" test "$rc" = 0
 replies=$(sed -n 's/^demo: the guest got \([0-9]*\) ping replies .*/\1/p' "$OUT1")
-t "--once: the guest got ${replies:-no} ping replies through vhost-xdp (at least 3)" eval '[ "${replies:-0}" -ge 3 ]'
+check "--once: the guest got ${replies:-no} ping replies through vhost-xdp (at least 3)" eval '[ "${replies:-0}" -ge 3 ]'
 output_shows "--once" "$OUT1"
 tot=$(grep -o 'vhost-xdp: exit: from guest [0-9]* packets, to guest [0-9]* packets' "$OUT1")
-t "--once: vhost-xdp's exit totals: ${tot#vhost-xdp: exit: }" \
+check "--once: vhost-xdp's exit totals: ${tot#vhost-xdp: exit: }" \
     eval '[[ $tot =~ from\ guest\ [1-9][0-9]*\ packets,\ to\ guest\ [1-9][0-9]*\ packets ]]'
-grep -q '^guest: \(KVM\|TCG\)' "$OUT1"; t "--once: says which accelerator: $(grep -o '^guest: \(KVM\|TCG\)[^:]*' "$OUT1")" test $? = 0
+grep -q '^guest: \(KVM\|TCG\)' "$OUT1"; check "--once: says which accelerator: $(grep -o '^guest: \(KVM\|TCG\)[^:]*' "$OUT1")" test $? = 0
 nothing_left "--once" "$OUT1"
-[ "$FAILS" -gt 0 ] && sed 's/^/# /' "$OUT1"
+[ "$TAP_FAILED" -gt 0 ] && sed 's/^/# /' "$OUT1"
 
 # ---- 2, 3. Without --once, until SIGINT
 # run_until_sigint NAME TARGET: start the demo, wait for a status line with packets both ways, check the pids it printed
 # are vhost-xdp and QEMU, send SIGINT to TARGET (demo: the demo's pid; job: the whole process group).
 run_until_sigint() {
-    local name=$1 target=$2 out=$TMP/$1.out fails0=$FAILS rc
+    local name=$1 target=$2 out=$TMP/$1.out fails0=$TAP_FAILED rc
     set -m
     make -s -C "$TOP" demo >"$out" 2>&1 </dev/null &
     JOB=$!
     set +m
     if ! wait_for "a status line with packets both ways" 180 both_ways "$out" >/dev/null; then
-        not_ok "$name: the guest's ping replies, forwarded both ways"; FAILS=$((FAILS + 1)); sed 's/^/# /' "$out"
+        not_ok "$name: the guest's ping replies, forwarded both ways"; sed 's/^/# /' "$out"
         kill -INT -- "-$JOB"; wait_for "the demo to exit" 60 gone "$JOB"; JOB=''
         return
     fi
     names "$out"
-    t "$name: the pids it printed are vhost-xdp ($VXP) and QEMU ($QP), running" \
+    check "$name: the pids it printed are vhost-xdp ($VXP) and QEMU ($QP), running" \
         eval 'is_cmd "$VXP" vhost-xdp && is_cmd "$QP" qemu-system'
     if [ "$target" = demo ]; then kill -INT "$DEMO_PID"; else kill -INT -- "-$JOB"; fi
     if wait_for "the demo to exit after SIGINT" 60 gone "$JOB"; then
@@ -173,13 +169,13 @@ run_until_sigint() {
     fi
     JOB=''
     if [ "$target" = demo ]; then
-        t "$name: SIGINT to the demo (pid $DEMO_PID): make demo exits 0 (got $rc)" test "$rc" = 0
+        check "$name: SIGINT to the demo (pid $DEMO_PID): make demo exits 0 (got $rc)" test "$rc" = 0
     else
-        t "$name: SIGINT to the job (make, demo, QEMU, vhost-xdp): it exits (status $rc)" test "$rc" != timeout
+        check "$name: SIGINT to the job (make, demo, QEMU, vhost-xdp): it exits (status $rc)" test "$rc" != timeout
     fi
     output_shows "$name" "$out"
     nothing_left "$name" "$out"
-    [ "$FAILS" -gt "$fails0" ] && sed 's/^/# /' "$out"
+    [ "$TAP_FAILED" -gt "$fails0" ] && sed 's/^/# /' "$out"
 }
 run_until_sigint sigint-demo demo
 run_until_sigint ctrl-c job

@@ -40,19 +40,11 @@
 set -u
 . "$(dirname "$0")/lib.sh"
 
-FAILS=0
-t() { local d=$1; shift; if "$@"; then ok "$d"; else not_ok "$d"; FAILS=$((FAILS + 1)); fi; }
-fail() { not_ok "$@"; FAILS=$((FAILS + 1)); }
 isnum() { [[ ${1:-} =~ ^[0-9]+$ ]]; }
-done_testing() { echo "1..$TAP_N"; [ "$FAILS" -eq 0 ]; exit; }
-# missing "what": skip, or fail under CI=true
-missing() {
-    if [ "${CI:-}" = true ]; then fail "$1 (CI=true: a missing peer is a failure)"; else skip "$1"; fi
-}
 
-if [ "$(id -u)" != 0 ]; then missing "end-to-end test needs root (netns, veth, XDP)"; done_testing; fi
-need_cmd ip "end-to-end test (netns + veth)" || { [ "${CI:-}" = true ] && FAILS=1; done_testing; }
-if [ ! -x "$VX" ]; then fail "vhost-xdp is built ($VX): run make"; done_testing; fi
+if [ "$(id -u)" != 0 ]; then missing "end-to-end test needs root (netns, veth, XDP)"; fi
+require "end-to-end test (netns + veth)" ip
+if [ ! -x "$VX" ]; then not_ok "vhost-xdp is built ($VX): run make"; done_testing; fi
 
 # The peer tool: built here if the Makefile has not built it (or it is older than its sources).
 TOP=$(cd "$TESTS_DIR/.." && pwd)
@@ -60,7 +52,7 @@ TOOL=$TESTS_DIR/afxdp_tool
 if [ ! -x "$TOOL" ] || [ "$TOOL" -ot "$TESTS_DIR/afxdp_tool.c" ] || [ "$TOOL" -ot "$TOP/nic_afxdp.c" ] ||
    [ "$TOOL" -ot "$TOP/vhost_xdp.h" ]; then
     ${CC:-gcc} -std=gnu11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Werror -pthread -I"$TOP" \
-        "$TESTS_DIR/afxdp_tool.c" "$TOP/nic_afxdp.c" -o "$TOOL" || { fail "build tests/afxdp_tool"; done_testing; }
+        "$TESTS_DIR/afxdp_tool.c" "$TOP/nic_afxdp.c" -o "$TOOL" || { not_ok "build tests/afxdp_tool"; done_testing; }
 fi
 
 ID=$$
@@ -165,7 +157,7 @@ ip netns add "$NS" &&
     ip link set dev "$HOST" addrgenmode none && ip -n "$NS" link set dev "$PEER" addrgenmode none &&
     ip link set dev "$HOST" up && ip -n "$NS" link set dev "$PEER" up && ip -n "$NS" link set dev lo up
 setup_rc=$?
-t "veth pair $HOST <-> $NS/$PEER, one queue each, up, no IPv6 addresses" test "$setup_rc" = 0 || done_testing
+check "veth pair $HOST <-> $NS/$PEER, one queue each, up, no IPv6 addresses" test "$setup_rc" = 0 || done_testing
 
 # ============================================================================================
 # Part 1: DPDK testpmd (virtio_user) <-> vhost-xdp <-> veth <-> peer, counted
@@ -213,11 +205,11 @@ settle() {
 }
 
 dpdk_part() {
-    local vxlog=$TMP/vx-dpdk.log fails_before=$FAILS
+    local vxlog=$TMP/vx-dpdk.log fails_before=$TAP_FAILED
     if ! start_vx "$vxlog" --pmd-cores 0; then
-        fail "testpmd: vhost-xdp starts on $HOST"; diag "$vxlog"; return
+        not_ok "testpmd: vhost-xdp starts on $HOST"; diag "$vxlog"; return
     fi
-    t "vhost-xdp on $HOST: XDP program attached while it runs ($(grep -o 'XDP [a-z]* ([a-z]*)[^"]*' "$vxlog" | head -n 1))" \
+    check "vhost-xdp on $HOST: XDP program attached while it runs ($(grep -o 'XDP [a-z]* ([a-z]*)[^"]*' "$vxlog" | head -n 1))" \
         xdp_attached
 
     rm -f "$TMP/tp.in"; mkfifo "$TMP/tp.in"
@@ -227,7 +219,7 @@ dpdk_part() {
         -- -i --nb-cores=1 --total-num-mbufs=16384 --forward-mode=txonly <&9 >"$TPLOG" 2>&1 &
     TP_PID=$!
     if ! tp_sample 20; then
-        fail "testpmd (virtio_user on vhost-xdp's socket) comes up"; diag "$TPLOG" "$vxlog"
+        not_ok "testpmd (virtio_user on vhost-xdp's socket) comes up"; diag "$TPLOG" "$vxlog"
         stop_pid "$TP_PID"; TP_PID=''; exec 9>&-; stop_vx TERM; return
     fi
     ok "testpmd (virtio_user on vhost-xdp's socket) comes up"
@@ -238,12 +230,12 @@ dpdk_part() {
         txpkts=${run%:*} size=${run#*:}
         settle
         p0=$(peer_stat rx_packets) b0=$(peer_stat rx_bytes) d0=$(host_stat tx_dropped)
-        tp_sample || { fail "testpmd answers (before txonly $size B)"; tp_up=''; break; }
+        tp_sample || { not_ok "testpmd answers (before txonly $size B)"; tp_up=''; break; }
         tx0=$TP_TXP txb0=$TP_TXB
         tp "set txpkts $txpkts" start
         sleep 1.5
         tp stop
-        if ! tp_sample; then fail "testpmd answers (after txonly $size B)"; tp_up=''; break; fi
+        if ! tp_sample; then not_ok "testpmd answers (after txonly $size B)"; tp_up=''; break; fi
         nstop=$((nstop + 1))
         settle || echo "# txonly $size B: the peer's counters were still moving after 5 s"
         p1=$(peer_stat rx_packets) b1=$(peer_stat rx_bytes) d1=$(host_stat tx_dropped)
@@ -252,10 +244,10 @@ dpdk_part() {
         echo "# txonly $size B for 1.5 s: testpmd TX-packets $dtx ($dtxb B), peer $PEER rx_packets $drx ($drxb B)," \
              "host end $HOST tx_dropped $ddrop, testpmd errors $TP_ERR; testpmd's txonly engine dropped" \
              "$(fwd_txdropped $nstop) more that found the virtio ring full (back-pressure, not loss on the link)"
-        t "txonly $size B: testpmd TX-packets $dtx = peer rx_packets $drx + veth tx_dropped $ddrop (and > 1000)" \
+        check "txonly $size B: testpmd TX-packets $dtx = peer rx_packets $drx + veth tx_dropped $ddrop (and > 1000)" \
             eval '[ "$dtx" -gt 1000 ] && [ "$dtx" -eq $((drx + ddrop)) ]'
         if [ "$ddrop" -eq 0 ]; then
-            t "txonly $size B: testpmd TX-bytes $dtxb = peer rx_bytes $drxb = $dtx x $size" \
+            check "txonly $size B: testpmd TX-bytes $dtxb = peer rx_bytes $drxb = $dtx x $size" \
                 eval '[ "$dtxb" -eq "$drxb" ] && [ "$dtxb" -eq $((dtx * size)) ]'
         fi
     done
@@ -263,7 +255,7 @@ dpdk_part() {
     # --- rxonly: the peer sends N frames of 60..1514 B -> veth -> vhost-xdp -> testpmd
     local n=20000 rx0 rxb0 sent_bytes hp0 pd0 rs_rc last=-1 same=0 i
     tp "set fwd rxonly" start
-    [ -n "$tp_up" ] && ! tp_sample && { fail "testpmd answers (rxonly started)"; tp_up=''; }
+    [ -n "$tp_up" ] && ! tp_sample && { not_ok "testpmd answers (rxonly started)"; tp_up=''; }
     if [ -z "$tp_up" ]; then
         stop_pid "$TP_PID"; TP_PID=''; exec 9>&-; stop_vx TERM; diag "$TPLOG" "$vxlog"; return
     fi
@@ -275,7 +267,7 @@ dpdk_part() {
     [ "$FE_CPU" != 0 ] && command -v taskset >/dev/null && pin=(taskset -c 0)
     in_ns "${pin[@]}" "$TOOL" raw-send "$PEER" "$n" >"$TMP/raw-send.out" 2>"$TMP/raw-send.err"
     rs_rc=$?
-    t "peer: raw-send sent $n frames of 60..1514 B from $PEER (exit status $rs_rc)" \
+    check "peer: raw-send sent $n frames of 60..1514 B from $PEER (exit status $rs_rc)" \
         eval '[ "$rs_rc" = 0 ] && [ "$(wc -l <"$TMP/raw-send.out")" = "$n" ]'
     sent_bytes=$(awk '{ s += $2 } END { print s + 0 }' "$TMP/raw-send.out")
     # until testpmd has them all, or its count has stopped moving for two samples in a row
@@ -294,14 +286,14 @@ dpdk_part() {
     TP_PID=''
     exec 9>&-
     rm -rf "$RUNDIR/$FILE_PREFIX"
-    t "testpmd quit cleanly (exit status $TP_RC)" test "$TP_RC" = 0
-    t "testpmd: no RX-missed/RX-errors/RX-nombuf/TX-errors ($TP_ERR)" test "$TP_ERR" = 0/0/0/0
+    check "testpmd quit cleanly (exit status $TP_RC)" test "$TP_RC" = 0
+    check "testpmd: no RX-missed/RX-errors/RX-nombuf/TX-errors ($TP_ERR)" test "$TP_ERR" = 0/0/0/0
 
     # vhost-xdp's exit lines: its drops (RX: no room in the ring) and the AF_XDP socket's kernel drops
-    t "vhost-xdp still running after testpmd quit" kill -0 "$VX_PID"
+    check "vhost-xdp still running after testpmd quit" kill -0 "$VX_PID"
     stop_vx INT
-    t "SIGINT: vhost-xdp exits with status 0 (got $VX_RC)" test "$VX_RC" = 0
-    t "SIGINT: afterwards ip link show $HOST shows no XDP program" no_xdp
+    check "SIGINT: vhost-xdp exits with status 0 (got $VX_RC)" test "$VX_RC" = 0
+    check "SIGINT: afterwards ip link show $HOST shows no XDP program" no_xdp
     vx_exit "$vxlog"
     echo "# vhost-xdp exit: from guest $EX_FROM, to guest $EX_TO, drops $EX_DROPS, broken rings $EX_BROKEN;" \
          "nic rx $EX_NIC_RX, nic tx $EX_NIC_TX; AF_XDP socket kernel drops $EX_KDROP"
@@ -310,28 +302,26 @@ dpdk_part() {
     # vhost-xdp takes from the AF_XDP RX ring only what the guest has buffers for; when testpmd falls
     # behind, frames wait there and, once it is full, the kernel drops them: the socket counts them (rx
     # ring full) and so does the veth (its XDP redirect failed, rx_dropped).  The same frames, twice.
-    t "rxonly: peer sent $n = testpmd RX-packets $drxp + vhost-xdp drops $EX_DROPS + AF_XDP kernel drops $EX_KDROP" \
+    check "rxonly: peer sent $n = testpmd RX-packets $drxp + vhost-xdp drops $EX_DROPS + AF_XDP kernel drops $EX_KDROP" \
         eval '[ "$n" -eq $((drxp + EX_DROPS + EX_KDROP)) ]'
-    t "rxonly: the veth's rx_dropped $hdrop are the AF_XDP socket's kernel drops $EX_KDROP" test "$hdrop" = "$EX_KDROP"
-    t "rxonly: vhost-xdp nic rx $EX_NIC_RX = testpmd RX-packets $drxp + vhost-xdp drops $EX_DROPS" \
+    check "rxonly: the veth's rx_dropped $hdrop are the AF_XDP socket's kernel drops $EX_KDROP" test "$hdrop" = "$EX_KDROP"
+    check "rxonly: vhost-xdp nic rx $EX_NIC_RX = testpmd RX-packets $drxp + vhost-xdp drops $EX_DROPS" \
         eval 'isnum "$EX_NIC_RX" && [ "$EX_NIC_RX" -eq $((drxp + EX_DROPS)) ]'
-    t "rxonly: testpmd received frames from the peer ($drxp of $n, $((drxp * 100 / n)) %)" test "$drxp" -gt 0
+    check "rxonly: testpmd received frames from the peer ($drxp of $n, $((drxp * 100 / n)) %)" test "$drxp" -gt 0
     if [ $((EX_DROPS + EX_KDROP + hdrop)) -eq 0 ]; then
-        t "rxonly: testpmd RX-bytes $drxbytes = the $sent_bytes B the peer sent" test "$drxbytes" = "$sent_bytes"
+        check "rxonly: testpmd RX-bytes $drxbytes = the $sent_bytes B the peer sent" test "$drxbytes" = "$sent_bytes"
     fi
-    t "txonly total: testpmd TX-packets $txsum = vhost-xdp from guest $EX_FROM = nic tx $EX_NIC_TX" \
+    check "txonly total: testpmd TX-packets $txsum = vhost-xdp from guest $EX_FROM = nic tx $EX_NIC_TX" \
         eval '[ "$txsum" = "$EX_FROM" ] && [ "$txsum" = "$EX_NIC_TX" ]'
-    t "vhost-xdp: no broken rings ($EX_BROKEN)" test "$EX_BROKEN" = 0
+    check "vhost-xdp: no broken rings ($EX_BROKEN)" test "$EX_BROKEN" = 0
 
-    if [ "$FAILS" -ne "$fails_before" ]; then
+    if [ "$TAP_FAILED" -ne "$fails_before" ]; then
         diag "$TPLOG" "$vxlog" "$TMP/raw-send.err"
     fi
 }
 
 if need_cmd dpdk-testpmd "end to end with DPDK virtio_user"; then
     dpdk_part
-elif [ "${CI:-}" = true ]; then
-    FAILS=$((FAILS + 1))
 fi
 
 # ============================================================================================
@@ -358,18 +348,18 @@ wait_ping() {
 check_mrg_rxbuf() {    # MRG_RXBUF is feature bit 15 (virtio 1.2 §5.1.3)
     local bits
     bits=$(guest_features "$1")
-    if [ -n "$bits" ] && [ "${bits:15:1}" = "$2" ]; then ok "$3"; else fail "$3"; echo "# VXFEATURES ${bits:-missing}"; fi
+    if [ -n "$bits" ] && [ "${bits:15:1}" = "$2" ]; then ok "$3"; else not_ok "$3"; echo "# VXFEATURES ${bits:-missing}"; fi
 }
 # sigint_check NAME LOG: SIGINT vhost-xdp; exit 0, no XDP program left, both directions through AF_XDP.
 sigint_check() {
     local name=$1 log=$2
     stop_vx INT
-    t "$name: SIGINT: vhost-xdp exits with status 0 (got $VX_RC)" test "$VX_RC" = 0
-    t "$name: SIGINT: afterwards ip link show $HOST shows no XDP program" no_xdp
+    check "$name: SIGINT: vhost-xdp exits with status 0 (got $VX_RC)" test "$VX_RC" = 0
+    check "$name: SIGINT: afterwards ip link show $HOST shows no XDP program" no_xdp
     vx_exit "$log"
     echo "# $name: vhost-xdp exit: nic rx $EX_NIC_RX, nic tx $EX_NIC_TX; from guest $EX_FROM, to guest $EX_TO," \
          "drops $EX_DROPS, broken rings $EX_BROKEN"
-    t "$name: both directions went through AF_XDP (nic tx $EX_NIC_TX > 0, nic rx $EX_NIC_RX > 0, no broken rings)" \
+    check "$name: both directions went through AF_XDP (nic tx $EX_NIC_TX > 0, nic rx $EX_NIC_RX > 0, no broken rings)" \
         eval 'isnum "$EX_NIC_TX" && isnum "$EX_NIC_RX" && [ "$EX_NIC_TX" -gt 0 ] && [ "$EX_NIC_RX" -gt 0 ] &&
               [ "$EX_BROKEN" = 0 ]'
 }
@@ -378,14 +368,14 @@ qemu_part() {
     if "$TESTS_DIR/build_guest.sh" "$GUEST" 2>"$TMP/build.log"; then
         ok "guest kernel + initramfs ($GUEST)"
     else
-        fail "build the guest (tests/build_guest.sh)"; diag "$TMP/build.log"; return
+        not_ok "build the guest (tests/build_guest.sh)"; diag "$TMP/build.log"; return
     fi
     ip -n "$NS" addr add 10.0.0.1/24 dev "$PEER" ||
-        { fail "peer address 10.0.0.1/24 on $NS/$PEER"; return; }
+        { not_ok "peer address 10.0.0.1/24 on $NS/$PEER"; return; }
 
     # --- guest 1, default device (mergeable RX buffers): ping, SIGKILL + restart, SIGINT
     local s=$TMP/g1.serial log1=$TMP/vx-g1a.log log2=$TMP/vx-g1b.log t0 ok0
-    if ! start_vx "$log1"; then fail "guest: vhost-xdp starts on $HOST"; diag "$log1"; return; fi
+    if ! start_vx "$log1"; then not_ok "guest: vhost-xdp starts on $HOST"; diag "$log1"; return; fi
     t0=$SECONDS
     start_qemu g1 ""
     if wait_ping "$s" 2 45; then
@@ -393,7 +383,7 @@ qemu_part() {
         check_mrg_rxbuf "$s" 1 "guest negotiated MRG_RXBUF (the default device)"
 
         kill -KILL "$VX_PID"; wait "$VX_PID" 2>/dev/null; VX_PID=''
-        t "SIGKILL: the kernel detached the XDP program (BPF link)" wait_for "XDP program gone" 3 no_xdp
+        check "SIGKILL: the kernel detached the XDP program (BPF link)" wait_for "XDP program gone" 3 no_xdp
         echo "# SIGKILL: the socket file was $([ -e "$SOCK" ] || echo "not ")left behind; restarting vhost-xdp on it"
         sleep 1    # a ping or two fails while nobody serves the guest
         ok0=$(ping_ok "$s")
@@ -402,11 +392,11 @@ qemu_part() {
             ok "after SIGKILL + restart on $HOST, the guest's pings get replies again (ok $ok0 -> $(ping_ok "$s"), $(ping_line "$s"), $((SECONDS - t0)) s)"
             sigint_check "guest (restarted vhost-xdp)" "$log2"
         else
-            fail "after SIGKILL + restart on $HOST, the guest's pings get replies again"
+            not_ok "after SIGKILL + restart on $HOST, the guest's pings get replies again"
             diag "$log1" "$log2" "$TMP/g1.qemu.log" "$s"
         fi
     else
-        fail "guest pings 10.0.0.1 in $NS through vhost-xdp and the veth and gets replies"
+        not_ok "guest pings 10.0.0.1 in $NS through vhost-xdp and the veth and gets replies"
         diag "$log1" "$TMP/g1.qemu.log" "$s"
     fi
     stop_pid "$QEMU_PID"; QEMU_PID=''
@@ -417,7 +407,7 @@ qemu_part() {
 
     # --- guest 2, mrg_rxbuf=off
     s=$TMP/g2.serial log1=$TMP/vx-g2.log
-    if ! start_vx "$log1"; then fail "mrg_rxbuf=off: vhost-xdp starts on $HOST"; diag "$log1"; return; fi
+    if ! start_vx "$log1"; then not_ok "mrg_rxbuf=off: vhost-xdp starts on $HOST"; diag "$log1"; return; fi
     t0=$SECONDS
     start_qemu g2 ",mrg_rxbuf=off"
     if wait_ping "$s" 2 45; then
@@ -425,7 +415,7 @@ qemu_part() {
         check_mrg_rxbuf "$s" 0 "mrg_rxbuf=off: MRG_RXBUF not negotiated"
         sigint_check "mrg_rxbuf=off" "$log1"
     else
-        fail "mrg_rxbuf=off: guest pings 10.0.0.1 through vhost-xdp and gets replies"
+        not_ok "mrg_rxbuf=off: guest pings 10.0.0.1 through vhost-xdp and gets replies"
         diag "$log1" "$TMP/g2.qemu.log" "$s"
     fi
     stop_pid "$QEMU_PID"; QEMU_PID=''
@@ -434,8 +424,6 @@ qemu_part() {
 
 if need_cmd qemu-system-x86_64 "end to end with a QEMU guest"; then
     qemu_part
-elif [ "${CI:-}" = true ]; then
-    FAILS=$((FAILS + 1))
 fi
 
 done_testing

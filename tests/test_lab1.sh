@@ -16,9 +16,6 @@ set -u
 . "$(dirname "$0")/lib.sh"
 
 TOP=$(cd "$TESTS_DIR/.." && pwd)
-fails=0
-not_ok() { TAP_N=$((TAP_N + 1)); echo "not ok $TAP_N - $*"; fails=$((fails + 1)); }   # lib.sh's, counting
-done_testing() { echo "1..$TAP_N"; [ "$fails" -eq 0 ]; exit; }
 
 need_cmd qemu-system-x86_64 "lab 1 (labs/lab1-handshake.sh)" || done_testing
 [ -x "$VX" ] || { not_ok "$VX is built (run make)"; done_testing; }
@@ -85,5 +82,5 @@ check "kick and call counts for both rings, calls > 0 on each" eval "
 check "EVENT_IDX negotiated, and the lab says what that means for kicks" has '^  EVENT_IDX is negotiated: the guest kicks only when'
 
 # The lab's whole output when something is wrong (or asked for), as TAP comments.
-if [ "$fails" -ne 0 ] || [ -n "${VX_SHOW_LOG:-}" ]; then show_output; fi
+if [ "$TAP_FAILED" -ne 0 ] || [ -n "${VX_SHOW_LOG:-}" ]; then show_output; fi
 done_testing

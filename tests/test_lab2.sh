@@ -15,14 +15,10 @@
 set -u
 . "$(dirname "$0")/lib.sh"
 
-FAILS=0
-t() { local d=$1; shift; if "$@"; then ok "$d"; else not_ok "$d"; FAILS=$((FAILS + 1)); fi; }
-done_testing() { echo "1..$TAP_N"; [ "$FAILS" -eq 0 ]; exit; }
-missing() { if [ "${CI:-}" = true ]; then not_ok "$1 (CI=true: a failure)"; FAILS=1; else skip "$1"; fi; done_testing; }
 
 [ "$(id -u)" = 0 ] || missing "lab 2 needs root"
-need_cmd ip "lab 2" || { [ "${CI:-}" = true ] && FAILS=1; done_testing; }
-need_cmd qemu-system-x86_64 "lab 2" || { [ "${CI:-}" = true ] && FAILS=1; done_testing; }
+require "lab 2" ip
+require "lab 2" qemu-system-x86_64
 
 TOP=$(cd "$TESTS_DIR/.." && pwd)
 OUT=$(mktemp "${TMPDIR:-/tmp}/vx-lab2-test.XXXXXX")
@@ -30,7 +26,7 @@ trap 'rm -f "$OUT"' EXIT
 
 "$TOP/labs/lab2-ring.sh" --ci >"$OUT" 2>&1 </dev/null
 rc=$?
-t "labs/lab2-ring.sh --ci exits 0 (got $rc)" test "$rc" = 0
+check "labs/lab2-ring.sh --ci exits 0 (got $rc)" test "$rc" = 0
 
 # field SNAP RING NAME: a number from snapshot SNAP's ring view, e.g. field 2 1 avail->idx; "ok" of
 # SNAP gives the guest's replies in its heading.
@@ -45,33 +41,33 @@ num() { [[ ${1:-} =~ ^[0-9]+$ ]]; }
 # up A B: B is past A (u16 indices wrap)
 up() { num "$1" && num "$2" && [ $((($2 - $1) & 0xffff)) -gt 0 ] && [ $((($2 - $1) & 0xffff)) -lt 32768 ]; }
 
-t "three snapshots, each with ring 0 (RX) and ring 1 (TX)" \
+check "three snapshots, each with ring 0 (RX) and ring 1 (TX)" \
     eval '[ "$(grep -c "^--- snapshot [123] " "$OUT")" = 3 ] && [ "$(grep -c "^  ring 0 (RX of pair 0)" "$OUT")" = 3 ] &&
           [ "$(grep -c "^  ring 1 (TX of pair 0)" "$OUT")" = 3 ]'
 ok1=$(field 1 0 ok) ok2=$(field 2 0 ok)
-t "the guest's ping replies arrive between snapshots 1 and 2 (ok $ok1 -> $ok2)" up "$ok1" "$ok2"
+check "the guest's ping replies arrive between snapshots 1 and 2 (ok $ok1 -> $ok2)" up "$ok1" "$ok2"
 for f in avail-\>idx used-\>idx; do
     a=$(field 1 1 "$f") b=$(field 2 1 "$f")
-    t "ring 1 (TX) $f moves from snapshot 1 to 2 ($a -> $b)" up "$a" "$b"
+    check "ring 1 (TX) $f moves from snapshot 1 to 2 ($a -> $b)" up "$a" "$b"
 done
 a=$(field 1 0 used-\>idx) b=$(field 2 0 used-\>idx)
-t "ring 0 (RX) used->idx moves from snapshot 1 to 2 ($a -> $b)" up "$a" "$b"
+check "ring 0 (RX) used->idx moves from snapshot 1 to 2 ($a -> $b)" up "$a" "$b"
 for s in 1 2 3; do
     f0=$(field $s 0 flight) f1=$(field $s 1 flight)
-    t "snapshot $s: ring 0 keeps many buffers in flight ($f0 > 128), ring 1 few ($f1 < 8)" \
+    check "snapshot $s: ring 0 keeps many buffers in flight ($f0 > 128), ring 1 few ($f1 < 8)" \
         eval 'num "$f0" && num "$f1" && [ "$f0" -gt 128 ] && [ "$f1" -lt 8 ]'
 done
-t "both rings show event idx: used_event and avail_event in every snapshot" \
+check "both rings show event idx: used_event and avail_event in every snapshot" \
     eval '[ "$(grep -c "used_event [0-9]" "$OUT")" = 6 ] && [ "$(grep -c "avail_event [0-9]" "$OUT")" = 6 ]'
 a=$(field 2 1 avail-\>idx) b=$(field 3 1 avail-\>idx)
-t "peer down: ring 1 (TX) avail->idx still moves from snapshot 2 to 3 ($a -> $b)" up "$a" "$b"
+check "peer down: ring 1 (TX) avail->idx still moves from snapshot 2 to 3 ($a -> $b)" up "$a" "$b"
 down=$(grep '^from a second after the link went down to snapshot 3:' "$OUT")
-t "peer down: no more replies and ring 0 (RX) used->idx +0, while ring 1 moves: ${down#*: }" \
+check "peer down: no more replies and ring 0 (RX) used->idx +0, while ring 1 moves: ${down#*: }" \
     eval '[[ $down =~ got\ 0\ more\ replies\;\ ring\ 1\ \(TX\)\ avail-\>idx\ \+[1-9][0-9]*\ .*ring\ 0\ \(RX\)\ avail-\>idx\ \+[0-9]+\ used-\>idx\ \+0$ ]]'
 ns=$(sed -n 's/^veth pair: .*in netns \(vxlab-[0-9]*\),.*/\1/p' "$OUT")
 host=$(sed -n 's/^veth pair: \(vxh[0-9]*\) .*/\1/p' "$OUT")
-t "it cleaned up: netns ${ns:-?} and veth ${host:-?} are gone" \
+check "it cleaned up: netns ${ns:-?} and veth ${host:-?} are gone" \
     eval '[ -n "$ns" ] && [ -n "$host" ] && grep -q "cleaned up: .*netns $ns" "$OUT" && ! ip netns list | grep -qw "$ns" &&
           ! ip link show dev "$host" >/dev/null 2>&1'
-[ "$FAILS" -gt 0 ] && sed 's/^/# /' "$OUT"
+[ "$TAP_FAILED" -gt 0 ] && sed 's/^/# /' "$OUT"
 done_testing

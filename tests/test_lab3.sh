@@ -15,9 +15,6 @@ set -u
 . "$(dirname "$0")/lib.sh"
 
 TOP=$(cd "$TESTS_DIR/.." && pwd)
-fails=0
-not_ok() { TAP_N=$((TAP_N + 1)); echo "not ok $TAP_N - $*"; fails=$((fails + 1)); }   # lib.sh's, counting
-done_testing() { echo "1..$TAP_N"; [ "$fails" -eq 0 ]; exit; }
 
 need_cmd dpdk-testpmd "lab 3 (labs/lab3-poll.sh)" || done_testing
 [ -x "$VX" ] || { not_ok "$VX is built (run make)"; done_testing; }
@@ -63,5 +60,5 @@ check "the lab says what back-off costs: latency, up to the sleep, for sparse tr
     grep -q 'sleeps waits until it wakes, up to 100 us more' "$out"
 
 # The lab's whole output when something is wrong (or asked for), as TAP comments.
-if [ "$fails" -ne 0 ] || [ -n "${VX_SHOW_LOG:-}" ]; then sed 's/^/# | /' "$out"; fi
+if [ "$TAP_FAILED" -ne 0 ] || [ -n "${VX_SHOW_LOG:-}" ]; then sed 's/^/# | /' "$out"; fi
 done_testing
