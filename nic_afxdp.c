@@ -55,9 +55,16 @@
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
 
-#define NIC_PROG_NAME "vx_xsk_redirect"  /* shows in `ip link` and bpftool; < BPF_OBJ_NAME_LEN */
+/* Names the kernel keeps with the program and the map, so that `ip link`,
+ * `bpftool prog` and `bpftool map` show whose they are, and so that a
+ * program left by an earlier run is recognised (replace_stale_programs).
+ * At most 15 characters: BPF_OBJ_NAME_LEN is 16 with the NUL. */
+#define NIC_PROG_NAME "vx_xsk_redirect"
 #define NIC_MAP_NAME  "vx_xsks"
-#define BIND_EBUSY_RETRY_MS 1000         /* a just-closed socket keeps the queue ~20 ms */
+/* A just-closed socket keeps its queue for ~20 ms (bind_socket); a second
+ * is 50 times that, so a slow machine gets through, while a queue that
+ * another process really holds is reported within a second. */
+#define BIND_EBUSY_RETRY_MS 1000
 
 /* === The port ============================================================ */
 
@@ -116,11 +123,15 @@ struct nic_port {
 #define STAT_ADD(p, field, n) \
     __atomic_store_n(&(p)->stats.field, (p)->stats.field + (n), __ATOMIC_RELAXED)
 
+/* bpf(2) has no glibc wrapper: call it by number.  Every command takes the
+ * same union, and the size tells the kernel which version of it we know. */
 static int sys_bpf(enum bpf_cmd cmd, union bpf_attr *attr)
 {
     return (int)syscall(__NR_bpf, cmd, attr, sizeof *attr);
 }
 
+/* bpf_attr and xdp_umem_reg carry pointers as u64, so that one layout
+ * serves 32-bit and 64-bit processes alike. */
 static uint64_t ptr_to_u64(const void *ptr)
 {
     return (uint64_t)(uintptr_t)ptr;
@@ -192,6 +203,9 @@ struct link_info {
     uint32_t drv_prog_id, skb_prog_id, hw_prog_id;  /* XDP program in each mode, 0 = none */
 };
 
+/* An RTM_GETLINK or RTM_SETLINK request: netlink header, the link's
+ * ifinfomsg, then attributes.  64 bytes of attributes hold what we send at
+ * most: IFLA_XDP nesting IFLA_XDP_FD and IFLA_XDP_FLAGS (3 x 8 bytes). */
 struct link_req {
     struct nlmsghdr  nh;
     struct ifinfomsg ifi;
@@ -238,6 +252,9 @@ static void nl_ext_ack_message(const struct nlmsghdr *nh, char *msg, size_t msgl
 static int nl_transact(struct nlmsghdr *req, void *reply, size_t replylen, char *msg, size_t msglen)
 {
     msg[0] = '\0';
+    /* One socket per request, closed at once: set-up runs a handful of
+     * requests, and a fresh socket never holds an answer meant for an
+     * earlier one.  No bind(): the kernel gives it an address on sendto. */
     int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
     if (fd < 0)
         return -1;
@@ -255,6 +272,8 @@ static int nl_transact(struct nlmsghdr *req, void *reply, size_t replylen, char 
         errno = err;
         return -1;
     }
+    /* An answer larger than our buffer arrives cut short: its nlmsg_len
+     * then exceeds what we read, and NLMSG_OK says no. */
     struct nlmsghdr *nh = reply;
     if (!NLMSG_OK(nh, (size_t)n)) {
         errno = EPROTO;
@@ -271,6 +290,9 @@ static int nl_transact(struct nlmsghdr *req, void *reply, size_t replylen, char 
     return 0;
 }
 
+/* RTM_GETLINK for one interface: its flags and the ids of the XDP programs
+ * it has.  The answer carries every attribute of the link (statistics, VF
+ * and queue information, ...): 32 KiB is room for any ordinary interface. */
 static int link_query(unsigned ifindex, struct link_info *li)
 {
     struct link_req req;
@@ -311,7 +333,7 @@ static int link_query(unsigned ifindex, struct link_info *li)
 static int link_set_xdp(unsigned ifindex, int prog_fd, uint32_t flags, char *msg, size_t msglen)
 {
     struct link_req req;
-    char reply[1024];
+    char reply[1024];           /* an ACK, or an error with the kernel's sentence */
     memset(&req, 0, sizeof req);
     req.nh.nlmsg_len = NLMSG_LENGTH(sizeof req.ifi);
     req.nh.nlmsg_type = RTM_SETLINK;
@@ -321,6 +343,7 @@ static int link_set_xdp(unsigned ifindex, int prog_fd, uint32_t flags, char *msg
     struct rtattr *xdp = nl_add_attr(&req.nh, IFLA_XDP | NLA_F_NESTED, NULL, 0);
     nl_add_attr(&req.nh, IFLA_XDP_FD, &prog_fd, sizeof prog_fd);
     nl_add_attr(&req.nh, IFLA_XDP_FLAGS, &flags, sizeof flags);
+    /* The nest's length is known only now: it covers its two children. */
     xdp->rta_len = (unsigned short)((char *)&req.nh + req.nh.nlmsg_len - (char *)xdp);
     return nl_transact(&req.nh, reply, sizeof reply, msg, msglen);
 }
@@ -343,6 +366,9 @@ static int count_rx_queues(const char *ifname)
     return n;
 }
 
+/* Each check here turns what would otherwise be a puzzling failure later
+ * (EINVAL from bind, or a socket that never receives) into one line that
+ * says what to do.  The name goes into a sysfs path, hence no '/'. */
 static int check_interface(struct nic_port *p, const struct nic_options *opt, struct link_info *li)
 {
     if (!opt->ifname || !opt->ifname[0] || strlen(opt->ifname) >= IF_NAMESIZE || strchr(opt->ifname, '/')) {
@@ -359,6 +385,8 @@ static int check_interface(struct nic_port *p, const struct nic_options *opt, st
         vx_log("%s: RTM_GETLINK failed: %s", p->ifname, strerror(errno));
         return -1;
     }
+    /* XDP attaches to a down interface without complaint, and then no
+     * packet ever comes: say so now. */
     if (!(li->flags & IFF_UP)) {
         vx_log("%s: interface is down: `ip link set dev %s up` first", p->ifname, p->ifname);
         return -1;
@@ -392,6 +420,9 @@ static void raise_memlock_limit(void)
     }
 }
 
+/* The map is indexed by queue id, so it must reach ours: queue + 1
+ * entries.  The others stay empty, and the program's fallback (XDP_PASS)
+ * serves the packets of those queues. */
 static int create_xskmap(struct nic_port *p)
 {
     union bpf_attr a;
@@ -409,6 +440,9 @@ static int create_xskmap(struct nic_port *p)
     return 0;
 }
 
+/* BPF_PROG_LOAD: the kernel's verifier checks the program (every path
+ * ends, every access is allowed, the helper gets the right argument types)
+ * before it accepts it; the map fd in instruction 1 becomes the map. */
 static int load_program(struct nic_port *p)
 {
     struct bpf_insn insns[XSK_PROG_LEN];
@@ -433,7 +467,9 @@ static int load_program(struct nic_port *p)
     if (err == EPERM || err == EACCES)
         return -1;
     /* Load it again with the verifier's log on, to show why.  (Not the first
-     * time: the log costs time and a buffer, and is empty on success.) */
+     * time: the log costs time and a buffer, and is empty on success.)  Ours
+     * takes a few hundred bytes; 64 KiB is room to spare, static rather
+     * than on the stack. */
     static char log[65536];
     log[0] = '\0';
     a.log_level = 1;
@@ -456,6 +492,9 @@ static int load_program(struct nic_port *p)
  * with netlink and say so.  A program held by a BPF link belongs to a live
  * process: netlink cannot detach it (EBUSY) and we do not try harder.
  */
+/* A program's name from its id (what RTM_GETLINK reports), for the log
+ * line: BPF_PROG_GET_FD_BY_ID, then BPF_OBJ_GET_INFO_BY_FD.  Without the
+ * privilege for the first, the name is "?". */
 static void prog_name_by_id(uint32_t id, char *name, size_t len)
 {
     union bpf_attr a;
@@ -476,6 +515,8 @@ static void prog_name_by_id(uint32_t id, char *name, size_t len)
     close(fd);
 }
 
+/* Every mode's program found by check_interface(), detached in turn, each
+ * with one line saying what it was and who probably left it. */
 static int replace_stale_programs(struct nic_port *p, const struct link_info *li)
 {
     const struct { uint32_t id; uint32_t flags; const char *mode; } attached[] = {
@@ -550,6 +591,10 @@ static const char *native_xdp_hint(int err)
     }
 }
 
+/* --xdp-mode: native (in the driver, before any sk_buff exists: the fast
+ * one, and the only one that can do zero-copy), generic (after the kernel
+ * has built an sk_buff: works on every interface), or auto: native, and
+ * generic if the driver refuses, saying why. */
 static int attach_in_mode(struct nic_port *p, const struct nic_options *opt)
 {
     if (opt->mode != NIC_XDP_SKB) {
@@ -589,6 +634,9 @@ static int create_socket_and_umem(struct nic_port *p)
         vx_log("%s: socket(AF_XDP) failed: %s%s", p->ifname, strerror(errno), perm_hint(errno));
         return -1;
     }
+    /* mmap gives page-aligned memory, as XDP_UMEM_REG requires.
+     * MAP_POPULATE touches every page now, so that the poll thread never
+     * takes a page fault on a frame. */
     p->umem_size = (uint64_t)p->frame_count * p->frame_size;
     void *mem = mmap(NULL, p->umem_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE,
                      -1, 0);
@@ -607,6 +655,9 @@ static int create_socket_and_umem(struct nic_port *p)
     reg.addr = ptr_to_u64(p->umem);
     reg.len = p->umem_size;
     reg.chunk_size = p->frame_size;
+    /* Room the kernel leaves before each received packet for us; we need
+     * none, since we copy packets out and never grow them in place.  (Copy
+     * mode leaves its own XDP_PACKET_HEADROOM on top: see "Data path: RX".) */
     reg.headroom = 0;
     if (setsockopt(p->xsk_fd, SOL_XDP, XDP_UMEM_REG, &reg, sizeof reg) < 0) {
         int err = errno;
@@ -638,6 +689,10 @@ static int create_socket_and_umem(struct nic_port *p)
  * released its fill slot; with a fill ring only as large as the RX frames,
  * RX has been seen to stall after ~86k packets.
  */
+/* One ring's mapping: the kernel's producer, consumer and flags words
+ * first (at the offsets it reported, each on its own cache line), then
+ * the entries from off->desc on.  `pgoff` is not a file offset but the
+ * ring's name: XDP_PGOFF_RX_RING, XDP_UMEM_PGOFF_FILL_RING, ... */
 static int ring_map(struct nic_port *p, struct xsk_ring *r, const struct xdp_ring_offset *off, uint32_t size,
                     size_t entry_size, off_t pgoff, const char *name)
 {
@@ -654,11 +709,15 @@ static int ring_map(struct nic_port *p, struct xsk_ring *r, const struct xdp_rin
     r->entries = (char *)r->map + off->desc;
     r->size = size;
     r->mask = size - 1;
+    /* Both 0 on a new socket; read rather than assumed all the same. */
     r->cached_prod = *r->producer;
     r->cached_cons = *r->consumer;
     return 0;
 }
 
+/* The sizes must be set before the mmaps (the kernel allocates a ring when
+ * it is sized).  The fill and completion rings belong to the UMEM (older
+ * kernels refuse to size them before XDP_UMEM_REG), RX and TX to the socket. */
 static int create_rings(struct nic_port *p)
 {
     uint32_t half = p->frame_count / 2;
@@ -700,6 +759,8 @@ static int create_rings(struct nic_port *p)
  *             store-release the consumer index, so we are done reading a slot
  *             before the producer may refill it.
  */
+/* Producer side.  Room for `want` entries?  The kernel's consumer index is
+ * loaded only when our cached one says there is not enough. */
 static uint32_t ring_prod_free(struct xsk_ring *r, uint32_t want)
 {
     uint32_t free = r->size - (r->cached_prod - r->cached_cons);
@@ -709,12 +770,15 @@ static uint32_t ring_prod_free(struct xsk_ring *r, uint32_t want)
     return r->size - (r->cached_prod - r->cached_cons);
 }
 
+/* Publish the n entries written after cached_prod. */
 static void ring_prod_submit(struct xsk_ring *r, uint32_t n)
 {
     r->cached_prod += n;
     __atomic_store_n(r->producer, r->cached_prod, __ATOMIC_RELEASE);
 }
 
+/* Consumer side.  Entries ready for us; the kernel's producer index is
+ * loaded only once we have used up those we already knew of. */
 static uint32_t ring_cons_avail(struct xsk_ring *r)
 {
     uint32_t avail = r->cached_prod - r->cached_cons;
@@ -724,17 +788,22 @@ static uint32_t ring_cons_avail(struct xsk_ring *r)
     return r->cached_prod - r->cached_cons;
 }
 
+/* Hand n read slots back to the producer. */
 static void ring_cons_release(struct xsk_ring *r, uint32_t n)
 {
     r->cached_cons += n;
     __atomic_store_n(r->consumer, r->cached_cons, __ATOMIC_RELEASE);
 }
 
+/* The kernel asks for a syscall (XDP_USE_NEED_WAKEUP, see bind_socket).
+ * A relaxed load: where a stale flag would lose a wakeup the caller fences
+ * first (nic_tx_submit); elsewhere the next poll simply looks again. */
 static bool ring_needs_wakeup(const struct xsk_ring *r)
 {
     return __atomic_load_n(r->flags, __ATOMIC_RELAXED) & XDP_RING_NEED_WAKEUP;
 }
 
+/* The fill ring's slot for free-running index idx. */
 static uint64_t *fill_slot(struct nic_port *p, uint32_t idx)
 {
     return &((uint64_t *)p->fill.entries)[idx & p->fill.mask];
@@ -749,6 +818,9 @@ static uint64_t umem_addr(const struct nic_port *p, const uint8_t *data)
 
 /* === Step 6: hand the kernel its RX frames, bind, join the XSKMAP ========= */
 
+/* Split the UMEM: frames 0 .. half-1 go to the kernel through the fill ring,
+ * ready for the first packets (before bind(), so that none arrives to an
+ * empty ring); the rest become the TX free stack. */
 static void fill_ring_prime(struct nic_port *p)
 {
     uint32_t half = p->frame_count / 2;
@@ -787,7 +859,7 @@ static int bind_socket(struct nic_port *p, bool zerocopy)
             break;
         int err = errno;
         if (err == EBUSY && waited_ms < BIND_EBUSY_RETRY_MS) {
-            nanosleep(&(struct timespec){ 0, 10 * 1000 * 1000 }, NULL);
+            nanosleep(&(struct timespec){ 0, 10 * 1000 * 1000 }, NULL);     /* 10 ms */
             continue;
         }
         if (zerocopy && err == EOPNOTSUPP)
@@ -823,7 +895,7 @@ static int join_xskmap(struct nic_port *p)
     a.map_fd = (uint32_t)p->map_fd;
     a.key = ptr_to_u64(&key);
     a.value = ptr_to_u64(&value);
-    a.flags = BPF_ANY;
+    a.flags = BPF_ANY;          /* insert, or replace what an earlier socket left */
     if (sys_bpf(BPF_MAP_UPDATE_ELEM, &a) < 0) {
         vx_log("%s: adding the socket to the XSKMAP failed: %s", p->ifname, strerror(errno));
         return -1;
@@ -833,6 +905,9 @@ static int join_xskmap(struct nic_port *p)
 
 /* === nic_open: the whole lab sheet, in order ============================== */
 
+/* The UMEM's geometry, checked before anything is allocated.  main.c checks
+ * the command line's syntax; the limits the kernel imposes are here, next
+ * to the code that depends on them. */
 static int check_options(struct nic_port *p, const struct nic_options *opt)
 {
     long page = sysconf(_SC_PAGESIZE);
@@ -844,6 +919,9 @@ static int check_options(struct nic_port *p, const struct nic_options *opt)
         vx_log("UMEM frame size %u: must be a power of two from 2048 to %ld", p->frame_size, page);
         return -1;
     }
+    /* Power of two: each ring is half of it.  At least four bursts: each
+     * half (RX, TX) then holds two, so one poll can never take every frame
+     * there is.  At most 2^20: 4 GiB of UMEM at 4 KiB a frame. */
     if (p->frame_count < 4 * VX_BURST || p->frame_count > (1u << 20) || (p->frame_count & (p->frame_count - 1))) {
         vx_log("UMEM frame count %u: must be a power of two from %d to %u", p->frame_count, 4 * VX_BURST,
                1u << 20);
@@ -856,6 +934,9 @@ static int check_options(struct nic_port *p, const struct nic_options *opt)
     return 0;
 }
 
+/* The set-up, one step per line, in the order the kernel needs them.  Any
+ * failure has been logged in one line by its step; nic_close() then undoes
+ * whatever was done (every field starts at "nothing": -1 or NULL). */
 int nic_open(struct nic_port **out, const struct nic_options *opt)
 {
     struct link_info li;
@@ -869,6 +950,7 @@ int nic_open(struct nic_port **out, const struct nic_options *opt)
 
     if (check_options(p, opt) < 0)
         goto fail;
+    /* Room for every frame, though only the TX half ever lives here. */
     p->tx_free = calloc(p->frame_count, sizeof *p->tx_free);
     if (!p->tx_free) {
         vx_log("AF_XDP port: out of memory");
@@ -910,6 +992,8 @@ fail:
     return -1;
 }
 
+/* struct nic_port is this file's own: main.c reads the counters and the
+ * mode's name through these two. */
 const struct nic_stats *nic_stats(const struct nic_port *p)
 {
     return &p->stats;
@@ -941,9 +1025,14 @@ int nic_rx_burst(struct nic_port *p, struct vx_pkt *pkts, int n)
             recvfrom(p->xsk_fd, NULL, 0, MSG_DONTWAIT, NULL, NULL);
         return 0;
     }
+    /* No more than the caller has room for (it asked for as many as the
+     * guest has buffers): the rest waits in the RX ring for the next poll. */
     if (avail > (uint32_t)n)
         avail = (uint32_t)n;
 
+    /* Check each descriptor before trusting it with a pointer into the
+     * UMEM: the kernel is not hostile, but a wrong address here would make
+     * the poll thread copy from outside its own memory. */
     const struct xdp_desc *descs = p->rx.entries;
     uint32_t bad = 0;
     uint64_t bytes = 0;
@@ -977,6 +1066,9 @@ int nic_rx_burst(struct nic_port *p, struct vx_pkt *pkts, int n)
     return got;
 }
 
+/* The caller is done with the frames nic_rx_burst() lent it: back to the
+ * fill ring, where the kernel takes them for the next packets.  Each frame
+ * goes back whole, at its start (copy mode's offset dropped). */
 void nic_rx_release(struct nic_port *p, const struct vx_pkt *pkts, int n)
 {
     /* The fill ring holds twice the RX frames, so there is always room. */
@@ -1013,16 +1105,23 @@ static void tx_kick(struct nic_port *p)
 {
     if (!ring_needs_wakeup(&p->tx))
         return;
+    /* An empty sendto() is the AF_XDP kick: the kernel (xsk_sendmsg) sends
+     * what the TX ring holds.  MSG_DONTWAIT: never block the poll thread. */
     if (sendto(p->xsk_fd, NULL, 0, MSG_DONTWAIT, NULL, 0) >= 0)
         return;
     if (errno == EAGAIN || errno == EBUSY || errno == ENOBUFS || errno == ENETDOWN)
         return;
+    /* Anything else is logged once: at millions of kicks a second, a line
+     * per failure would drown the log. */
     if (!p->kick_error_logged) {
         p->kick_error_logged = true;
         vx_log("%s: AF_XDP TX kick failed: %s (logged once)", p->ifname, strerror(errno));
     }
 }
 
+/* A TX frame back onto the free stack.  An address that is not in the
+ * UMEM, or one frame too many (a frame freed twice), is counted and
+ * dropped instead of corrupting the stack. */
 static void tx_free_frame(struct nic_port *p, uint64_t addr)
 {
     if (addr >= p->umem_size || p->tx_nfree == p->tx_frames) {
@@ -1043,6 +1142,10 @@ static void tx_reap_completions(struct nic_port *p)
         ring_cons_release(&p->comp, done);
 }
 
+/* Lend the caller up to n free TX frames to copy guest packets into.  Also
+ * the TX side's housekeeping, done once per poll whether or not the guest
+ * sends anything: reap completions, and kick again for what an earlier kick
+ * left in the TX ring. */
 int nic_tx_alloc(struct nic_port *p, struct vx_pkt *pkts, int n)
 {
     tx_reap_completions(p);
@@ -1056,6 +1159,9 @@ int nic_tx_alloc(struct nic_port *p, struct vx_pkt *pkts, int n)
         STAT_ADD(p, tx_ring_full, 1);   /* every TX frame is in flight: the guest waits */
         return 0;
     }
+    /* The whole frame is the caller's, from its first byte: in copy mode
+     * the kernel copies a TX packet into an skb of its own, and a zero-copy
+     * driver sends straight from the frame; neither needs headroom. */
     int got = n < (int)p->tx_nfree ? n : (int)p->tx_nfree;
     for (int i = 0; i < got; i++) {
         pkts[i].data = p->umem + p->tx_free[--p->tx_nfree];
@@ -1065,6 +1171,9 @@ int nic_tx_alloc(struct nic_port *p, struct vx_pkt *pkts, int n)
     return got;
 }
 
+/* The first nfilled of the nalloc frames nic_tx_alloc() lent now hold
+ * packets: onto the TX ring with them, and kick.  The rest go back to the
+ * free stack unused (the guest had fewer packets than we had frames). */
 void nic_tx_submit(struct nic_port *p, struct vx_pkt *pkts, int nfilled, int nalloc)
 {
     /* The TX ring holds every TX frame, so this never falls short; if it
@@ -1076,6 +1185,9 @@ void nic_tx_submit(struct nic_port *p, struct vx_pkt *pkts, int nfilled, int nal
     for (int i = 0; i < nfilled; i++) {
         uint64_t addr = umem_addr(p, pkts[i].data);
         uint64_t in_frame = addr & (p->frame_size - 1);
+        /* The packet must lie inside its frame: a length beyond the
+         * frame's end would have the kernel send the next frame's bytes
+         * (or refuse the descriptor and count it invalid). */
         if (addr >= p->umem_size || pkts[i].len == 0 || pkts[i].len > p->frame_size - in_frame) {
             tx_free_frame(p, addr);     /* counts it as invalid if not ours */
             if (addr < p->umem_size)
@@ -1110,7 +1222,9 @@ void nic_tx_submit(struct nic_port *p, struct vx_pkt *pkts, int nfilled, int nal
 
 /* === nic_close: leave the interface as we found it ======================== */
 
-/* The kernel's own drop counters, once, if anything was lost. */
+/* The kernel's own drop counters, once, if anything was lost: drops that
+ * happen in the kernel (RX ring full, no fill frame) never pass through
+ * our code, so only XDP_STATISTICS can tell. */
 static void log_kernel_drops(const struct nic_port *p)
 {
     struct xdp_statistics st;
@@ -1140,7 +1254,9 @@ void nic_close(struct nic_port *p)
             vx_log("%s: detaching the XDP program failed: %s %s", p->ifname, strerror(errno), msg);
     }
     if (p->xsk_fd >= 0)
-        log_kernel_drops(p);
+        log_kernel_drops(p);        /* while the socket still exists */
+    /* The rings, then the socket, then the UMEM: the kernel stops using the
+     * UMEM only once the socket is closed. */
     struct xsk_ring *rings[] = { &p->fill, &p->comp, &p->rx, &p->tx };
     for (size_t i = 0; i < sizeof rings / sizeof rings[0]; i++)
         if (rings[i]->map)

@@ -54,16 +54,19 @@
 #define PCAP_SNAPLEN        262144          /* tcpdump's largest; every frame we
                                                carry (VX_PKT_MAX) fits, so
                                                incl_len == orig_len, always */
-#define PCAP_RING_BYTES     (8u << 20)      /* per PMD thread: 8 MiB, ~0.7 ms
-                                               of a 10 Gbit/s link */
+#define PCAP_RING_BYTES     (8u << 20)      /* per PMD thread: 8 MiB, ~6.7 ms
+                                               of a 10 Gbit/s link; a power of
+                                               two, so a counter & (size - 1)
+                                               is its offset in the ring */
 #define ETH_HLEN_BYTES      14              /* destination MAC, source MAC, ethertype */
 #define SLL_ARPHRD_ETHER    1               /* <linux/if_arp.h> ARPHRD_ETHER */
 
+/* The classic libpcap formats, field for field (pcap-savefile(5)). */
 struct pcap_file_header {
     uint32_t magic;
     uint16_t version_major, version_minor;  /* 2, 4 */
-    int32_t  thiszone;                      /* always 0 */
-    uint32_t sigfigs;                       /* always 0 */
+    int32_t  thiszone;                      /* always 0: timestamps are UTC */
+    uint32_t sigfigs;                       /* always 0, as every writer sets it */
     uint32_t snaplen;
     uint32_t linktype;
 };
@@ -114,7 +117,9 @@ static struct {
                                            capture stopped (the writer's) */
 } pcap;
 
-/* Copy len bytes in at byte counter `at`, wrapping round the ring's end. */
+/* Copy len bytes in at byte counter `at`, wrapping round the ring's end:
+ * a record is stored in at most two pieces, so the writer can fwrite it in
+ * at most two, and no byte of the ring is wasted on padding. */
 static void ring_put(struct pcap_ring *r, uint64_t at, const void *src, uint32_t len)
 {
     uint32_t off = (uint32_t)(at & (PCAP_RING_BYTES - 1));
@@ -150,6 +155,9 @@ void pcap_burst(struct pcap_ring *r, enum pcap_dir dir, const struct vx_pkt *pkt
 {
     if (n <= 0)
         return;
+    /* Capture stopped: count, copy nothing.  Relaxed: a burst or two copied
+     * after the writer stopped costs nothing but the copy (the writer counts
+     * and discards them). */
     if (atomic_load_explicit(&pcap.full, memory_order_relaxed)) {
         atomic_store_explicit(&r->after_limit, atomic_load_explicit(&r->after_limit, memory_order_relaxed) + n,
                               memory_order_relaxed);
@@ -188,7 +196,10 @@ void pcap_burst(struct pcap_ring *r, enum pcap_dir dir, const struct vx_pkt *pkt
 
 /* === The writer thread ==================================================== */
 
-/* Write len bytes from byte counter `at` of the ring, in at most two pieces. */
+/* Write len bytes from byte counter `at` of the ring, in at most two pieces.
+ * Runs only on the writer thread, so it may block on the disk as long as it
+ * likes: the PMDs meanwhile fill their rings, and skip (and count) what no
+ * longer fits. */
 static bool ring_write(struct pcap_ring *r, uint64_t at, uint32_t len)
 {
     uint32_t off = (uint32_t)(at & (PCAP_RING_BYTES - 1));
@@ -197,7 +208,9 @@ static bool ring_write(struct pcap_ring *r, uint64_t at, uint32_t len)
            fwrite(r->bytes, 1, len - first, pcap.file) == len - first;
 }
 
-/* Stop capturing, once, with the reason. */
+/* Stop capturing, once, with the reason.  From then on the PMDs copy
+ * nothing (pcap.full) and the writer discards what is still in the rings,
+ * so the file ends on a whole record. */
 static void pcap_stop_capture(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void pcap_stop_capture(const char *fmt, ...)
 {
@@ -242,6 +255,8 @@ static int drain_ring(struct pcap_ring *r)
     uint64_t head = atomic_load_explicit(&r->head, memory_order_acquire);
     int moved = 0;
     while (tail != head) {
+        /* The record header says how long the record is; it may itself be
+         * split by the ring's end, so it is copied out in two pieces. */
         struct pcap_record_header rh;
         uint32_t off = (uint32_t)(tail & (PCAP_RING_BYTES - 1));
         uint32_t first = PCAP_RING_BYTES - off < sizeof rh ? PCAP_RING_BYTES - off : (uint32_t)sizeof rh;
@@ -271,6 +286,9 @@ static void *pcap_writer(void *arg)
             break;
         if (moved == 0) {
             fflush(pcap.file);
+            /* 1 ms: the rings hold milliseconds of traffic at full rate
+             * (PCAP_RING_BYTES), so a writer that looks a thousand times a
+             * second falls behind only when the disk does. */
             struct timespec ts = { 0, 1000000 };
             nanosleep(&ts, NULL);
         }
@@ -295,6 +313,8 @@ int64_t pcap_parse_size(const char *s)
         shift = 20, end++;
     else if (*end == 'G')
         shift = 30, end++;
+    /* 2^62 bytes at most, so the shifted value fits an int64_t with room
+     * to spare, whatever the suffix. */
     if (*end || v > (UINT64_C(1) << 62) >> shift)
         return -1;
     return (int64_t)(v << shift);
@@ -306,7 +326,7 @@ int pcap_open(const char *path, uint64_t limit)
 {
     snprintf(pcap.path, sizeof pcap.path, "%s", path);
     pcap.limit = limit;
-    pcap.file = fopen(path, "wbe");
+    pcap.file = fopen(path, "wbe");     /* "e": O_CLOEXEC, as every fd we open */
     if (!pcap.file) {
         vx_log("--pcap %s: cannot create the file: %s", path, strerror(errno));
         return -1;
@@ -331,6 +351,7 @@ int pcap_open(const char *path, uint64_t limit)
  * then tests one NULL pointer per burst) or no memory (logged). */
 struct pcap_ring *pcap_ring_new(int id)
 {
+    /* 64 rings: one per PMD thread, and pmd_loop.c starts at most 64. */
     if (!pcap.file || pcap.nrings == (int)(sizeof pcap.rings / sizeof pcap.rings[0]))
         return NULL;
     struct pcap_ring *r = calloc(1, sizeof *r);
@@ -384,6 +405,8 @@ void pcap_close(void)
 {
     if (!pcap.file)
         return;
+    /* The writer reads stop_writer before its last pass over the rings, so
+     * the records the PMDs made before they stopped are all in that pass. */
     if (pcap.writer_started) {
         atomic_store(&pcap.stop_writer, true);
         pthread_join(pcap.writer, NULL);
