@@ -12,8 +12,8 @@ LDFLAGS += -pthread
 
 SRCS    = main.c vhost_user.c virtqueue.c pmd_loop.c nic_afxdp.c pcap.c
 HDRS    = vhost_xdp.h
-TESTS   = tests/test_virtqueue tests/test_ringview tests/test_protocol tests/test_hostile tests/test_trace \
-	  tests/afxdp_tool tests/test_tracedecode tests/test_pcap
+TESTS   = tests/test_virtqueue tests/test_packed tests/test_ringview tests/test_protocol tests/test_hostile tests/test_trace \
+	  tests/afxdp_tool tests/test_tracedecode tests/test_pcap tests/test_mtu_rarp
 FRONTEND = tests/frontend.c tests/frontend.h    # the vhost-user front-end both C protocol tests drive
 
 all: vhost-xdp
@@ -26,6 +26,9 @@ tests/test_virtqueue: tests/test_virtqueue.c virtqueue.c $(HDRS)
 
 tests/test_ringview: tests/test_ringview.c virtqueue.c $(HDRS)
 	$(CC) $(CFLAGS) -I. -o $@ tests/test_ringview.c virtqueue.c $(LDFLAGS)
+
+tests/test_packed: tests/test_packed.c virtqueue.c $(HDRS)
+	$(CC) $(CFLAGS) -I. -o $@ tests/test_packed.c virtqueue.c $(LDFLAGS)
 
 tests/afxdp_tool: tests/afxdp_tool.c nic_afxdp.c $(HDRS)
 	$(CC) $(CFLAGS) -I. -o $@ tests/afxdp_tool.c nic_afxdp.c $(LDFLAGS)
@@ -42,6 +45,9 @@ tests/test_trace: tests/test_trace.c $(FRONTEND)
 tests/test_pcap: tests/test_pcap.c $(FRONTEND)
 	$(CC) $(CFLAGS) -o $@ tests/test_pcap.c tests/frontend.c $(LDFLAGS)
 
+tests/test_mtu_rarp: tests/test_mtu_rarp.c $(FRONTEND)
+	$(CC) $(CFLAGS) -o $@ tests/test_mtu_rarp.c tests/frontend.c $(LDFLAGS)
+
 # The --trace decoder, driven in-process through vu_handle_event() (no socket file).
 TRACEDECODE_SRCS = tests/test_tracedecode.c $(filter-out main.c,$(SRCS))   # every room but main()
 tests/test_tracedecode: $(TRACEDECODE_SRCS) $(HDRS)
@@ -55,20 +61,23 @@ test: vhost-xdp $(TESTS)
 # binary, which aborts on the first error: the test then fails).
 ASAN_FLAGS = -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror -pthread -O1 -g \
 	-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
-asan: $(SRCS) $(HDRS) tests/test_virtqueue.c tests/test_ringview.c tests/test_protocol.c tests/test_hostile.c \
-	tests/test_trace.c tests/test_tracedecode.c tests/test_pcap.c $(FRONTEND)
+asan: $(SRCS) $(HDRS) tests/test_virtqueue.c tests/test_packed.c tests/test_ringview.c tests/test_protocol.c tests/test_hostile.c \
+	tests/test_trace.c tests/test_tracedecode.c tests/test_pcap.c tests/test_mtu_rarp.c $(FRONTEND)
 	mkdir -p build-asan
 	$(CC) $(ASAN_FLAGS) -o build-asan/vhost-xdp $(SRCS)
 	$(CC) $(ASAN_FLAGS) -I. -o build-asan/test_virtqueue tests/test_virtqueue.c virtqueue.c
 	$(CC) $(ASAN_FLAGS) -I. -o build-asan/test_ringview tests/test_ringview.c virtqueue.c
+	$(CC) $(ASAN_FLAGS) -I. -o build-asan/test_packed tests/test_packed.c virtqueue.c
 	$(CC) $(ASAN_FLAGS) -o build-asan/test_protocol tests/test_protocol.c tests/frontend.c
 	$(CC) $(ASAN_FLAGS) -o build-asan/test_hostile tests/test_hostile.c tests/frontend.c
 	$(CC) $(ASAN_FLAGS) -o build-asan/test_trace tests/test_trace.c tests/frontend.c
 	$(CC) $(ASAN_FLAGS) -o build-asan/test_pcap tests/test_pcap.c tests/frontend.c
+	$(CC) $(ASAN_FLAGS) -o build-asan/test_mtu_rarp tests/test_mtu_rarp.c tests/frontend.c
 	$(CC) $(ASAN_FLAGS) -I. -o build-asan/test_tracedecode $(TRACEDECODE_SRCS)
-	build-asan/test_virtqueue && build-asan/test_ringview && build-asan/test_protocol build-asan/vhost-xdp && \
+	build-asan/test_virtqueue && build-asan/test_packed && build-asan/test_ringview && build-asan/test_protocol build-asan/vhost-xdp && \
 	build-asan/test_hostile build-asan/vhost-xdp && build-asan/test_trace build-asan/vhost-xdp && \
-	build-asan/test_tracedecode && build-asan/test_pcap build-asan/vhost-xdp
+	build-asan/test_tracedecode && build-asan/test_pcap build-asan/vhost-xdp && \
+	build-asan/test_mtu_rarp build-asan/vhost-xdp
 
 # valgrind's memcheck on the protocol test's back-end: vhost-xdp runs under
 # valgrind (VX_BACKEND_WRAPPER, see tests/frontend.h) with every timeout

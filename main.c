@@ -1,16 +1,27 @@
 /*
  * main.c - vhost-xdp's command line, threads, signals, stats and shutdown.
  *
- * Where it sits: this is the control thread.  It parses the options, starts
- * the poll-mode threads (pmd_loop.c), then waits in poll() for vhost-user
- * messages (handed to vhost_user.c), signals and the stats and ring-view
- * timers (with --trace=rings, also the guests' kick eventfds).  Packets
- * never pass through here.
+ * Where it sits: this is the control thread, the left end of the picture in
+ * vhost_xdp.h.  It parses the options, opens the NIC port (nic_afxdp.c) and
+ * the vhost-user socket (vhost_user.c), starts the poll-mode threads
+ * (pmd_loop.c), and then sleeps in poll() until something needs it: a
+ * vhost-user message (handed to vhost_user.c), a signal, a --stats or
+ * --ring-view deadline, or, with --trace=rings, a guest's kick.  Packets never
+ * pass through here: once a ring is handed to a PMD thread, this thread only
+ * reads counters.
  *
- * Shutdown order matters: first the rings are taken from the PMD threads and
- * guest memory is unmapped (vu_cleanup), then the threads are joined
- * (pmd_stop), then the --pcap writer takes what they captured last and
- * closes the file (pcap_close), then the socket file is gone and we exit 0.
+ * Read in this order:
+ *   1. the options: usage(), then parse_options() and its small helpers;
+ *   2. what --stats, --ring-view and SIGUSR1 print;
+ *   3. main(): set-up in an order that makes the likely failures cheap, the
+ *      control loop, then shutdown in the reverse order of the data path's
+ *      dependencies.
+ *
+ * Shutdown order matters: first the rings are taken from the PMD threads,
+ * guest memory is unmapped and the socket file removed (vu_cleanup), then
+ * the threads are joined (pmd_stop), then the --pcap writer takes what they
+ * captured last and closes the file (pcap_close), then the XDP program is
+ * detached (nic_close) and we exit 0.
  */
 #include "vhost_xdp.h"
 
@@ -26,6 +37,12 @@
 #include <time.h>
 #include <unistd.h>
 
+/* === 1. Options ========================================================== */
+
+/* The help text is the reference for every option: keep it in step with
+ * parse_options() below and with README.md's "vhost-xdp on its own".
+ * --help prints it on stdout (asked for, exit 0); a usage error prints it
+ * on stderr (exit 2), so a script's stdout stays clean. */
 static void usage(FILE *out)
 {
     fputs("usage: vhost-xdp --socket PATH [--client] --loopback [options]\n"
@@ -44,6 +61,9 @@ static void usage(FILE *out)
           "      --frames N         UMEM frames (power of two, default 4096)\n"
           "      --frame-size N     UMEM frame size: 2048 or 4096 (default)\n"
           "  -q, --queues N         queue pairs offered to the frontend (1..8, default 1)\n"
+          "      --mtu N            the largest MTU a frontend may set with NET_SET_MTU (QEMU's\n"
+          "                         host_mtu=N); 68..65535, default: the largest the port carries\n"
+          "                         (65535 with --loopback, frame size - 270 with --iface)\n"
           "  -p, --pmd-cores LIST   one poll thread per CPU in LIST, pinned there (e.g. 1, 0,1, 2-3);\n"
           "                         default: one thread, not pinned\n"
           "      --pmd-sleep USEC   when a poll thread finds no packet for a while, sleep between polls,\n"
@@ -66,14 +86,92 @@ static void usage(FILE *out)
           out);
 }
 
-/* "1", "0,1", "2-3,5" -> CPU numbers.  Returns the count, or -1. */
+/* Everything the command line decides.  parse_options() fills it in; main()
+ * only reads it. */
+struct config {
+    struct vu_options vu;           /* --socket, --client, --trace: for vhost_user.c */
+    struct nic_options nic;         /* --iface and the AF_XDP options: for nic_afxdp.c */
+    bool loopback;                  /* --loopback: the other port (one of the two) */
+    int cpus[64], ncpus;            /* --pmd-cores; 64 = pmd_loop.c's PMD_MAX_THREADS */
+    long queues;                    /* --queues: what GET_QUEUE_NUM answers */
+    long pmd_sleep_us;              /* --pmd-sleep, 0 = never sleep */
+    const char *pcap_path;          /* --pcap, NULL = no capture */
+    int64_t pcap_limit;             /* --pcap-limit, in bytes */
+    double stats_every, view_every; /* --stats, --ring-view, in seconds; 0 = off */
+    long mtu;                       /* --mtu, 0 = what the port carries (port_mtu()) */
+};
+
+/* The largest MTU the port carries: an MTU is the frame without its 14-byte
+ * Ethernet header.  An AF_XDP frame loses XDP_PACKET_HEADROOM (256 bytes)
+ * to the kernel in copy mode (nic_afxdp.c, "Data path: RX"); the loopback
+ * is bounded only by the 16-bit MTU field (virtio 1.2 §5.1.4). */
+static long port_mtu(const struct config *cfg)
+{
+    return cfg->loopback ? 65535 : (long)cfg->nic.frame_size - 256 - 14;
+}
+
+/* Bad input: one line naming the option and what it wants, then exit
+ * status 2 (a usage error, as getopt_long's own complaints get), before
+ * anything has been set up that would need undoing. */
+static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int usage_error(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("vhost-xdp: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    return 2;
+}
+
+/* A word an option accepts and the value it stands for.  A table of them
+ * ends with a NULL word; one lookup serves every keyword option. */
+struct keyword {
+    const char *word;
+    int value;
+};
+
+static const struct keyword xdp_modes[] = {         /* --xdp-mode */
+    { "auto", NIC_XDP_AUTO }, { "native", NIC_XDP_NATIVE }, { "skb", NIC_XDP_SKB }, { NULL, 0 },
+};
+
+static const struct keyword trace_levels[] = {      /* --trace=WHAT; "all" is all there is: rings */
+    { "messages", VX_TRACE_MESSAGES }, { "rings", VX_TRACE_RINGS }, { "all", VX_TRACE_RINGS }, { NULL, 0 },
+};
+
+/* The value of `word` in table k, or -1 if the table does not have it. */
+static int keyword_value(const struct keyword *k, const char *word)
+{
+    for (; k->word; k++)
+        if (!strcmp(k->word, word))
+            return k->value;
+    return -1;
+}
+
+/* All of s is a decimal number in min..max.  (strtol reads an empty s as 0:
+ * an option that must not take "" says so itself.) */
+static bool number_in(const char *s, long min, long max, long *v)
+{
+    char *end;
+    *v = strtol(s, &end, 10);
+    return !*end && *v >= min && *v <= max;
+}
+
+/*
+ * --pmd-cores: the articles' "one core per poll-mode thread".  Each CPU in
+ * the list gets one poll thread pinned to it (pmd_loop.c, pmd_start), so the
+ * thread never migrates and its rings stay warm in that core's cache; OVS
+ * calls this pmd-cpu-mask, DPDK -l.  The syntax is taskset's and DPDK's:
+ * "1", "0,1", "2-3,5" -> CPU numbers.  Returns the count, or -1.
+ */
 static int parse_cpu_list(const char *s, int *cpus, int max)
 {
     int n = 0;
     while (*s) {
         char *end;
         long a = strtol(s, &end, 10), b = a;
-        if (end == s || a < 0 || a >= CPU_SETSIZE)
+        if (end == s || a < 0 || a >= CPU_SETSIZE)      /* CPU_SETSIZE: what a cpu_set_t holds */
             return -1;
         if (*end == '-') {
             s = end + 1;
@@ -95,12 +193,142 @@ static int parse_cpu_list(const char *s, int *cpus, int max)
     return n;
 }
 
-/* === Stats =============================================================== */
+/*
+ * Fill in *cfg from the command line.  Returns -1 when vhost-xdp should go
+ * on and run, else the exit status main() returns at once: 0 after --help,
+ * 2 for a usage error.  Only the syntax and the ranges are checked here;
+ * whether the interface exists or the socket path is usable is found out by
+ * the room that uses it (nic_open, vu_init), which exits 1.
+ */
+static int parse_options(int argc, char **argv, struct config *cfg)
+{
+    /* Every long option returns a letter.  Those without a short form use
+     * letters that are not in the optstring below (Q, M, Z, F, z, D, P, L),
+     * so getopt_long never accepts them alone: "-Q 1" is an error. */
+    static const struct option longopts[] = {
+        { "socket", required_argument, NULL, 's' },  { "client", no_argument, NULL, 'c' },
+        { "loopback", no_argument, NULL, 'l' },      { "iface", required_argument, NULL, 'i' },
+        { "queues", required_argument, NULL, 'q' },  { "pmd-cores", required_argument, NULL, 'p' },
+        { "stats", required_argument, NULL, 'S' },   { "trace", optional_argument, NULL, 't' },
+        { "help", no_argument, NULL, 'h' },          { "queue", required_argument, NULL, 'Q' },
+        { "xdp-mode", required_argument, NULL, 'M' }, { "zerocopy", no_argument, NULL, 'Z' },
+        { "frames", required_argument, NULL, 'F' },  { "frame-size", required_argument, NULL, 'z' },
+        { "ring-view", required_argument, NULL, 'R' }, { "pmd-sleep", required_argument, NULL, 'D' },
+        { "pcap", required_argument, NULL, 'P' },    { "pcap-limit", required_argument, NULL, 'L' },
+        { "mtu", required_argument, NULL, 'U' },
+        { NULL, 0, NULL, 0 },
+    };
+    /* The defaults.  UMEM: 4096 frames of 4096 bytes = 16 MiB, half for RX
+     * and half for TX (nic_afxdp.c, "Step 5").  --pcap-limit 64 MiB: a
+     * capture Wireshark opens at once, and a forgotten --pcap does not fill
+     * the disk. */
+    *cfg = (struct config){
+        .nic = { .frame_size = 4096, .frame_count = 4096 },
+        .queues = 1,
+        .pcap_limit = 64 << 20,
+    };
+    long v;
+    int c;
 
+    /* Short options only for the everyday ones; "t::" = --trace's WHAT is
+     * optional, and then must be joined to it (-trings, --trace=rings). */
+    while ((c = getopt_long(argc, argv, "s:cli:q:p:S:t::R:h", longopts, NULL)) != -1) {
+        switch (c) {
+        case 's': cfg->vu.socket_path = optarg; break;
+        case 'c': cfg->vu.client = true; break;
+        case 'l': cfg->loopback = true; break;
+        case 'i': cfg->nic.ifname = optarg; break;
+        case 'Z': cfg->nic.zerocopy = true; break;
+        case 'P': cfg->pcap_path = optarg; break;
+        /* The AF_XDP numbers.  1 << 20 is a bound, not a promise: nic_afxdp.c
+         * checks again what the kernel accepts (a queue the interface has, at
+         * least 4 bursts of frames, a frame no larger than a page). */
+        case 'Q':
+            if (!number_in(optarg, 0, 1 << 20, &v))
+                return usage_error("--queue %s: out of range (see --help)", optarg);
+            cfg->nic.queue = (uint32_t)v;
+            break;
+        case 'F':   /* a power of two: the AF_XDP rings are 2^k entries, sized from it */
+            if (!number_in(optarg, 4 * VX_BURST, 1 << 20, &v) || (v & (v - 1)))
+                return usage_error("--frames %s: out of range (see --help)", optarg);
+            cfg->nic.frame_count = (uint32_t)v;
+            break;
+        case 'z':   /* aligned UMEM chunks: a power of two, 2048 up to the page size */
+            if (!number_in(optarg, 2048, 4096, &v) || (v != 2048 && v != 4096))
+                return usage_error("--frame-size %s: out of range (see --help)", optarg);
+            cfg->nic.frame_size = (uint32_t)v;
+            break;
+        case 'M':
+            if ((v = keyword_value(xdp_modes, optarg)) < 0)
+                return usage_error("--xdp-mode %s: want auto, native or skb", optarg);
+            cfg->nic.mode = (enum nic_xdp_mode)v;
+            break;
+        case 't':   /* a bare --trace means messages */
+            if ((v = optarg ? keyword_value(trace_levels, optarg) : VX_TRACE_MESSAGES) < 0)
+                return usage_error("--trace=%s: want messages, rings or all", optarg);
+            cfg->vu.trace = (enum vx_trace_level)v;
+            break;
+        case 'D':   /* 10 ms at most: the first packet after a pause, and every
+                       ring hand-over (pmd_quiesce), may wait one whole sleep */
+            if (!*optarg || !number_in(optarg, 0, 10000, &cfg->pmd_sleep_us))
+                return usage_error("--pmd-sleep %s: want microseconds from 0 to 10000", optarg);
+            break;
+        case 'L':   /* at least the 24-byte file header, or there is nothing to stop */
+            cfg->pcap_limit = pcap_parse_size(optarg);
+            if (cfg->pcap_limit < 24)
+                return usage_error("--pcap-limit %s: want a size of at least 24 bytes, "
+                                   "like 1000000, 500k, 64M or 2G", optarg);
+            break;
+        case 'U':   /* 68: virtio 1.2 §5.1.4.1 (IPv4's minimum); 65535: the field is 16 bits */
+            if (!number_in(optarg, VX_MTU_MIN, 65535, &cfg->mtu))
+                return usage_error("--mtu %s: want a number from %d to 65535", optarg, VX_MTU_MIN);
+            break;
+        case 'q':
+            if (!number_in(optarg, 1, VX_MAX_QUEUE_PAIRS, &cfg->queues))
+                return usage_error("--queues %s: want a number from 1 to %d", optarg, VX_MAX_QUEUE_PAIRS);
+            break;
+        case 'p':
+            cfg->ncpus = parse_cpu_list(optarg, cfg->cpus, 64);
+            if (cfg->ncpus <= 0)
+                return usage_error("--pmd-cores %s: want a CPU list like 1 or 0,1 or 2-3", optarg);
+            break;
+        case 'S': case 'R': {   /* seconds, fractions allowed: --stats 0.5 */
+            char *end;
+            double *every = c == 'S' ? &cfg->stats_every : &cfg->view_every;
+            *every = strtod(optarg, &end);
+            if (*end || !(*every > 0))      /* !(x > 0) also refuses "nan" */
+                return usage_error("%s %s: want a positive number of seconds",
+                                   c == 'S' ? "--stats" : "--ring-view", optarg);
+            break;
+        }
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;   /* getopt_long has said what was wrong */
+        }
+    }
+    if (optind < argc)
+        return usage_error("unexpected argument '%s'", argv[optind]);
+    if (!cfg->vu.socket_path) {
+        usage_error("--socket PATH is required");
+        usage(stderr);
+        return 2;
+    }
+    if (cfg->loopback == (cfg->nic.ifname != NULL))
+        return usage_error("choose one port: --loopback or --iface IF");
+    if (cfg->mtu > port_mtu(cfg))
+        return usage_error("--mtu %ld: this port carries at most %ld (--frame-size %u)", cfg->mtu, port_mtu(cfg),
+                           cfg->nic.frame_size);
+    return -1;
+}
+
+/* === 2. Stats and the ring view ========================================== */
+
+/* The counters of every ring, summed.  The names are the guest's point of
+ * view, as in its own `ip -s link`: TX is what it sent. */
 struct totals {
     uint64_t tx_packets, tx_bytes;      /* taken from the guest (its TX rings) */
     uint64_t rx_packets, rx_bytes;      /* given to the guest (its RX rings) */
-    uint64_t drops, broken;
+    uint64_t drops;                     /* lost here: no RX buffer, too big, ring not ready */
+    uint64_t broken;                    /* times a ring was found malformed and stopped */
 };
 
 /* Sum the per-ring counters.  Odd rings are the guest's TX (packets we took
@@ -127,7 +355,8 @@ static struct totals sum_rings(const struct vx_dev *dev)
     return t;
 }
 
-/* 8300000 -> "8.30 M", 12000 -> "12.0 k", 3 -> "3 ": rates a reader takes in at a glance. */
+/* 8300000 -> "8.30 M", 12000 -> "12.0 k", 3 -> "3 ": rates a reader takes in
+ * at a glance.  16 bytes hold any rate below 10^15 per second. */
 static const char *rate(char *buf, double v)
 {
     if (v >= 1e6)
@@ -139,8 +368,11 @@ static const char *rate(char *buf, double v)
     return buf;
 }
 
+/* One line: rates since the last line (bytes * 8: bits per second, as link
+ * speeds are quoted), and the drop and broken-ring totals since the start. */
 static void print_stats(const struct vx_dev *dev, const struct totals *now, const struct totals *before, double secs)
 {
+    /* " now: " and up to three characters per ring (",15") fit in 8 a ring. */
     char a[16], b[16], c[16], d[16], broken[8 * VX_MAX_VRINGS] = "";
     /* Which rings are broken now (each stops alone; the others go on). */
     for (int i = 0, n = 0; i < VX_MAX_VRINGS; i++)
@@ -155,7 +387,9 @@ static void print_stats(const struct vx_dev *dev, const struct totals *now, cons
             (unsigned long long)now->broken, broken);
 }
 
-/* The NIC's counters, read field by field (the PMD stores them relaxed). */
+/* The NIC's counters, read field by field with relaxed atomic loads: a plain
+ * struct copy of memory the PMD thread is writing would be a data race (the
+ * compiler may tear or merge such reads); these loads are plain movs on x86. */
 static struct nic_stats nic_snapshot(const struct nic_port *nic)
 {
     const struct nic_stats *s = nic_stats(nic);
@@ -167,6 +401,9 @@ static struct nic_stats nic_snapshot(const struct nic_port *nic)
     return c;
 }
 
+/* Rates since the last line; the three trouble counters are totals since
+ * the start, where any non-zero value is worth a look (nic_afxdp.c says
+ * when each one counts). */
 static void print_nic_stats(const struct nic_stats *now, const struct nic_stats *before, double secs)
 {
     char a[16], b[16], c[16], d[16];
@@ -188,6 +425,31 @@ static void print_pcap_stats(void)
             (unsigned long long)after_limit);
 }
 
+/* What the last --stats lines were computed from, so that the next ones can
+ * print rates over the time between them. */
+struct stats_state {
+    double every;                   /* --stats SECONDS, 0 = off */
+    double at;                      /* when the last lines were printed */
+    struct totals rings;
+    struct nic_stats nic;
+};
+
+/* --stats: the lines for the rings, the NIC (--iface) and the capture (--pcap). */
+static void print_all_stats(struct stats_state *s, const struct vx_dev *dev, const struct nic_port *nic, double t)
+{
+    struct totals cur = sum_rings(dev);
+    print_stats(dev, &cur, &s->rings, t - s->at);
+    s->rings = cur;
+    if (nic) {
+        struct nic_stats ns = nic_snapshot(nic);
+        print_nic_stats(&ns, &s->nic, t - s->at);
+        s->nic = ns;
+    }
+    if (pcap_enabled())
+        print_pcap_stats();
+    s->at = t;
+}
+
 /* CLOCK_MONOTONIC: stats intervals must not jump when the wall clock does. */
 static double now_seconds(void)
 {
@@ -196,10 +458,9 @@ static double now_seconds(void)
     return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
-/* === Ring view and kicks ================================================= */
-
-/* --ring-view, SIGUSR1: every attached ring, formatted whole and written
- * once (the PMD threads may log at the same time). */
+/* --ring-view, SIGUSR1: every attached ring, formatted whole in memory and
+ * written once, because the PMD threads may log at the same time and a
+ * picture cut by their lines would be unreadable. */
 static void print_ring_view(const struct vx_dev *dev)
 {
     char *text = NULL;
@@ -221,8 +482,16 @@ static void print_ring_view(const struct vx_dev *dev)
     free(text);
 }
 
-/* --trace=rings: the guest's kicks.  We poll the rings, so nothing else
- * reads these eventfds; reading one returns the kicks since the last read. */
+/* === 3. main: set up, the control loop, shut down ======================== */
+
+/* --trace=rings: the guest's kicks.  A kick eventfd counts notifications
+ * (a guest's write to its queue notify register becomes a write of 1
+ * through KVM's or QEMU's ioeventfd; DPDK virtio_user writes the eventfd
+ * itself); read() returns the count since the last read and resets it.  We
+ * poll the rings, so nothing else reads these fds and nothing is stolen.
+ * Checking that the fd is still the ring's costs nothing and keeps this
+ * read safe should the order in the loop (kicks before messages) change:
+ * a read from a recycled fd number would eat another file's data. */
 static void read_kick(const struct vx_dev *dev, int ring, int fd)
 {
     uint64_t count;
@@ -230,157 +499,81 @@ static void read_kick(const struct vx_dev *dev, int ring, int fd)
         vx_log("trace: ring %d: kick (count %llu)", ring, (unsigned long long)count);
 }
 
-/* === main ================================================================ */
+/* The fds the control loop sleeps on (see the loop in main for why each). */
+struct poll_set {
+    struct pollfd fds[2 + VX_MAX_VRINGS];   /* signalfd, socket, one kick fd per ring */
+    int kick_ring[VX_MAX_VRINGS];           /* fds[2 + i] is the kick fd of ring kick_ring[i] */
+    int n;
+};
 
-static struct vx_dev dev;   /* one device: one vhost-user connection at a time */
+/* Built afresh before every poll(): a message may have connected,
+ * disconnected, or replaced a ring's kick fd since the last one. */
+static void poll_set_build(struct poll_set *ps, const struct vx_dev *dev, int sfd, int fd)
+{
+    ps->fds[0] = (struct pollfd){ sfd, POLLIN, 0 };
+    ps->fds[1] = (struct pollfd){ fd, POLLIN, 0 };      /* -1: poll() ignores it */
+    ps->n = 2;
+    for (int i = 0; vx_trace_rings && i < VX_MAX_VRINGS; i++) {
+        if (dev->vrings[i].kick_fd >= 0) {
+            ps->kick_ring[ps->n - 2] = i;
+            ps->fds[ps->n++] = (struct pollfd){ dev->vrings[i].kick_fd, POLLIN, 0 };
+        }
+    }
+}
+
+/* poll()'s timeout for a deadline, in whole milliseconds rounded up: rounded
+ * down, we would wake just before the deadline, find nothing due, and spin
+ * with timeout 0 until it comes. */
+static int ms_until(double deadline)
+{
+    double left = deadline - now_seconds();
+    return left <= 0 ? 0 : (int)(left * 1000) + 1;
+}
+
+/* One device: one vhost-user connection at a time.  Static, because the
+ * PMD threads keep its address for the life of the process, and it starts
+ * zeroed: no memory table, no rings started. */
+static struct vx_dev dev;
 
 int main(int argc, char **argv)
 {
-    static const struct option longopts[] = {
-        { "socket", required_argument, NULL, 's' },  { "client", no_argument, NULL, 'c' },
-        { "loopback", no_argument, NULL, 'l' },      { "iface", required_argument, NULL, 'i' },
-        { "queues", required_argument, NULL, 'q' },  { "pmd-cores", required_argument, NULL, 'p' },
-        { "stats", required_argument, NULL, 'S' },   { "trace", optional_argument, NULL, 't' },
-        { "help", no_argument, NULL, 'h' },          { "queue", required_argument, NULL, 'Q' },
-        { "xdp-mode", required_argument, NULL, 'M' }, { "zerocopy", no_argument, NULL, 'Z' },
-        { "frames", required_argument, NULL, 'F' },  { "frame-size", required_argument, NULL, 'z' },
-        { "ring-view", required_argument, NULL, 'R' }, { "pmd-sleep", required_argument, NULL, 'D' },
-        { "pcap", required_argument, NULL, 'P' },    { "pcap-limit", required_argument, NULL, 'L' },
-        { NULL, 0, NULL, 0 },
-    };
-    struct vu_options vo = { 0 };
-    struct nic_options no = { .frame_size = 4096, .frame_count = 4096 };
-    struct nic_port *nic = NULL;
-    bool loopback = false;
-    int cpus[64], ncpus = 0;
-    long queues = 1, pmd_sleep_us = 0;
-    const char *pcap_path = NULL;
-    int64_t pcap_limit = 64 << 20;
-    double stats_every = 0, view_every = 0;
-    char *end;
-    int c;
+    struct config cfg;
+    int status = parse_options(argc, argv, &cfg);
+    if (status >= 0)
+        return status;
 
-    /* Bad input gets one line naming the option and what it wants, and exit
-     * status 2 (usage error), before anything is set up. */
-    while ((c = getopt_long(argc, argv, "s:cli:q:p:S:t::R:h", longopts, NULL)) != -1) {
-        switch (c) {
-        case 's': vo.socket_path = optarg; break;
-        case 'c': vo.client = true; break;
-        case 'l': loopback = true; break;
-        case 'i': no.ifname = optarg; break;
-        case 'Z': no.zerocopy = true; break;
-        case 'Q': case 'F': case 'z': {
-            long v = strtol(optarg, &end, 10);
-            bool good = !*end && v >= 0 && v <= 1 << 20;
-            if (c == 'F')
-                good = good && v >= 64 && !(v & (v - 1));
-            if (c == 'z')
-                good = good && (v == 2048 || v == 4096);
-            if (!good) {
-                fprintf(stderr, "vhost-xdp: %s %s: out of range (see --help)\n",
-                        c == 'Q' ? "--queue" : c == 'F' ? "--frames" : "--frame-size", optarg);
-                return 2;
-            }
-            *(c == 'Q' ? &no.queue : c == 'F' ? &no.frame_count : &no.frame_size) = (uint32_t)v;
-            break;
-        }
-        case 'M':
-            if (!strcmp(optarg, "auto"))
-                no.mode = NIC_XDP_AUTO;
-            else if (!strcmp(optarg, "native"))
-                no.mode = NIC_XDP_NATIVE;
-            else if (!strcmp(optarg, "skb"))
-                no.mode = NIC_XDP_SKB;
-            else {
-                fprintf(stderr, "vhost-xdp: --xdp-mode %s: want auto, native or skb\n", optarg);
-                return 2;
-            }
-            break;
-        case 't':
-            if (!optarg || !strcmp(optarg, "messages"))
-                vo.trace = VX_TRACE_MESSAGES;
-            else if (!strcmp(optarg, "rings") || !strcmp(optarg, "all"))
-                vo.trace = VX_TRACE_RINGS;
-            else {
-                fprintf(stderr, "vhost-xdp: --trace=%s: want messages, rings or all\n", optarg);
-                return 2;
-            }
-            break;
-        case 'D':
-            pmd_sleep_us = strtol(optarg, &end, 10);
-            if (*end || end == optarg || pmd_sleep_us < 0 || pmd_sleep_us > 10000) {
-                fprintf(stderr, "vhost-xdp: --pmd-sleep %s: want microseconds from 0 to 10000\n", optarg);
-                return 2;
-            }
-            break;
-        case 'P': pcap_path = optarg; break;
-        case 'L':
-            /* At least the 24-byte file header, or there is nothing to stop. */
-            pcap_limit = pcap_parse_size(optarg);
-            if (pcap_limit < 24) {
-                fprintf(stderr, "vhost-xdp: --pcap-limit %s: want a size of at least 24 bytes, "
-                        "like 1000000, 500k, 64M or 2G\n", optarg);
-                return 2;
-            }
-            break;
-        case 'q':
-            queues = strtol(optarg, &end, 10);
-            if (*end || queues < 1 || queues > VX_MAX_QUEUE_PAIRS) {
-                fprintf(stderr, "vhost-xdp: --queues %s: want a number from 1 to %d\n", optarg, VX_MAX_QUEUE_PAIRS);
-                return 2;
-            }
-            break;
-        case 'p':
-            ncpus = parse_cpu_list(optarg, cpus, 64);
-            if (ncpus <= 0) {
-                fprintf(stderr, "vhost-xdp: --pmd-cores %s: want a CPU list like 1 or 0,1 or 2-3\n", optarg);
-                return 2;
-            }
-            break;
-        case 'S': case 'R': {
-            double *every = c == 'S' ? &stats_every : &view_every;
-            *every = strtod(optarg, &end);
-            if (*end || !(*every > 0)) {
-                fprintf(stderr, "vhost-xdp: %s %s: want a positive number of seconds\n",
-                        c == 'S' ? "--stats" : "--ring-view", optarg);
-                return 2;
-            }
-            break;
-        }
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
-        }
-    }
-    if (optind < argc) {
-        fprintf(stderr, "vhost-xdp: unexpected argument '%s'\n", argv[optind]);
-        return 2;
-    }
-    if (!vo.socket_path) {
-        fprintf(stderr, "vhost-xdp: --socket PATH is required\n");
-        usage(stderr);
-        return 2;
-    }
-    if (loopback == (no.ifname != NULL)) {
-        fprintf(stderr, "vhost-xdp: choose one port: --loopback or --iface IF\n");
-        return 2;
-    }
     /* The capture file before anything else: a path we cannot write is
      * reported at once, with nothing yet to undo. */
-    if (pcap_path && pcap_open(pcap_path, (uint64_t)pcap_limit) < 0)
+    if (cfg.pcap_path && pcap_open(cfg.pcap_path, (uint64_t)cfg.pcap_limit) < 0)
         return 1;
     /* How many queue pairs GET_QUEUE_NUM offers; a frontend may use fewer. */
-    dev.queue_pairs = (uint32_t)queues;
-    vx_trace_rings = vo.trace >= VX_TRACE_RINGS;    /* before the PMD threads start */
+    dev.queue_pairs = (uint32_t)cfg.queues;
+    /* What NET_SET_MTU may ask for (vhost_user.c refuses more, and QEMU then
+     * refuses to start the device rather than give the guest an MTU the
+     * port would truncate). */
+    dev.mtu_max = (uint32_t)(cfg.mtu ? cfg.mtu : port_mtu(&cfg));
+    vx_log("MTU: a frontend may set up to %u (NET_SET_MTU)%s", dev.mtu_max,
+           cfg.mtu ? ", --mtu" : ", what the port carries");
+    /* Before the PMD threads start: they read it without a lock, and
+     * pthread_create() makes everything written before it visible to them. */
+    vx_trace_rings = cfg.vu.trace >= VX_TRACE_RINGS;
 
-    /* Signals are read from a signalfd in the poll loop, so they are blocked
-     * in every thread (the PMD threads inherit the mask) and a signal never
-     * interrupts a handler half way through a message. */
+    /* Signals are read from a signalfd in the poll loop, never by a handler:
+     * a handler could interrupt this thread half way through a message and
+     * may call almost nothing (no printf, no munmap).  For that they must be
+     * blocked in *every* thread, or the kernel may deliver SIGINT to a PMD
+     * thread and its default action kills the process with the socket file
+     * left behind and the capture unflushed: blocked here, before any thread
+     * exists, the PMD threads inherit the mask. */
     sigset_t sigs;
     sigemptyset(&sigs);
     sigaddset(&sigs, SIGINT);
     sigaddset(&sigs, SIGTERM);
     sigaddset(&sigs, SIGUSR1);      /* print the ring view once */
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    /* A peer that goes away turns a write into EPIPE instead of killing us:
+     * the vhost-user socket (we also send with MSG_NOSIGNAL) and a --pcap
+     * FILE that is a pipe to a tcpdump which has exited. */
     signal(SIGPIPE, SIG_IGN);
     int sfd = signalfd(-1, &sigs, SFD_CLOEXEC);
     if (sfd < 0) {
@@ -389,24 +582,34 @@ int main(int argc, char **argv)
         return 1;
     }
 
-    /* The NIC first: it is what most often fails (privileges, interface),
+    /* From here on, a failure undoes what was set up before it, in reverse
+     * order, and exits 1: the command line was fine, the machine said no
+     * (the step that failed has logged why).
+     *
+     * The NIC first: it is what most often fails (privileges, interface),
      * and then nothing else has been set up yet. */
-    if (no.ifname) {
-        if (nic_open(&nic, &no) < 0) {
+    struct nic_port *nic = NULL;
+    if (cfg.nic.ifname) {
+        if (nic_open(&nic, &cfg.nic) < 0) {
             pcap_close();
             close(sfd);
             return 1;
         }
-        vx_log("port: AF_XDP on %s queue %u, %s", no.ifname, no.queue, nic_mode_name(nic));
+        vx_log("port: AF_XDP on %s queue %u, %s", cfg.nic.ifname, cfg.nic.queue, nic_mode_name(nic));
     }
-    if (vu_init(&dev, &vo) < 0) {
+    /* The socket: listening now (server mode), or connecting from the loop
+     * (client mode).  No message is read before the PMD threads run. */
+    if (vu_init(&dev, &cfg.vu) < 0) {
         nic_close(nic);
         pcap_close();
         close(sfd);
         return 1;
     }
-    /* The PMDs make their capture rings; the writer starts once they all exist. */
-    if (pmd_start(&dev, nic, cpus, ncpus, (uint32_t)pmd_sleep_us) < 0 || pcap_start() < 0) {
+    /* The poll threads start before any message is read: a ring is handed
+     * to them the moment it is complete (vhost_user.c, vu_rings_resume), and
+     * they are already spinning, waiting for its `ready` flag.  The PMDs make
+     * their capture rings; the pcap writer starts once they all exist. */
+    if (pmd_start(&dev, nic, cfg.cpus, cfg.ncpus, (uint32_t)cfg.pmd_sleep_us) < 0 || pcap_start() < 0) {
         pmd_stop();
         vu_cleanup(&dev);
         pcap_close();
@@ -416,44 +619,49 @@ int main(int argc, char **argv)
     }
 
     /*
-     * The control loop.  It sleeps in poll() on two fds: the signalfd, and
-     * either the listening socket or the connection (vu_poll_fd decides).
+     * The control loop.  It sleeps in poll() on:
+     *   fds[0]  the signalfd: SIGINT and SIGTERM end the loop (then the clean
+     *           shutdown below), SIGUSR1 prints the ring view;
+     *   fds[1]  what vu_poll_fd() names: the listening socket while no
+     *           frontend is connected (readable = one is connecting), or the
+     *           connection (readable = a message, or the frontend has gone).
+     *           One connection at a time: while there is one the listening
+     *           socket is not polled, so a second frontend waits in the
+     *           backlog.  In client mode, not connected, there is no fd (-1)
+     *           and the one-second timeout drives the connect attempts;
+     *   fds[2..] with --trace=rings only, each ring's kick eventfd, read only
+     *           to log the kicks (the PMD threads poll the rings instead).
      * One message is handled per wake-up, so a signal is never more than one
      * message away.  The timeout (at most a second) drives --stats,
-     * --ring-view and, in client mode while no frontend listens, the
-     * reconnect attempts.  With --trace=rings the kick eventfds are polled
-     * too, only to log the kicks.  The
-     * packets are all on the PMD threads: nothing here is on their path.
+     * --ring-view and the client-mode reconnects.  The packets are all on
+     * the PMD threads: nothing here is on their path.
      */
-    struct totals last = sum_rings(&dev);
-    struct nic_stats nic_last = { 0 };
-    double t_last = now_seconds(), t_retry = 0, t_view = t_last;
+    /* The counters live as long as the process (a reconnect keeps them), so
+     * the first --stats line gives the rates from this moment on. */
+    struct stats_state stats = { .every = cfg.stats_every, .at = now_seconds(), .rings = sum_rings(&dev) };
+    double t_retry = 0, t_view = stats.at;     /* t_retry 0: the first connect attempt is at once */
     for (;;) {
         int fd = vu_poll_fd(&dev);
-        struct pollfd pfd[2 + VX_MAX_VRINGS] = { { sfd, POLLIN, 0 }, { -1, POLLIN, 0 } };
-        int kick_ring[VX_MAX_VRINGS], nfds = 2;
-        pfd[1].fd = fd;     /* -1: poll() ignores it */
-        for (int i = 0; vx_trace_rings && i < VX_MAX_VRINGS; i++) {
-            if (dev.vrings[i].kick_fd >= 0) {
-                kick_ring[nfds - 2] = i;
-                pfd[nfds++] = (struct pollfd){ dev.vrings[i].kick_fd, POLLIN, 0 };
-            }
-        }
+        struct poll_set ps;
+        poll_set_build(&ps, &dev, sfd, fd);
+        /* Sleep until the earliest of: a second from now, the next --stats
+         * line, the next --ring-view. */
         double next = now_seconds() + 1;
-        if (stats_every > 0 && t_last + stats_every < next)
-            next = t_last + stats_every;
-        if (view_every > 0 && t_view + view_every < next)
-            next = t_view + view_every;
-        double left = next - now_seconds();
-        int timeout = left <= 0 ? 0 : (int)(left * 1000) + 1;
-        int n = poll(pfd, nfds, timeout);
-        if (n < 0 && errno != EINTR) {
+        if (stats.every > 0 && stats.at + stats.every < next)
+            next = stats.at + stats.every;
+        if (cfg.view_every > 0 && t_view + cfg.view_every < next)
+            next = t_view + cfg.view_every;
+        if (poll(ps.fds, ps.n, ms_until(next)) < 0 && errno != EINTR) {
             vx_log("poll: %s", strerror(errno));
             break;
         }
-        if (pfd[0].revents & POLLIN) {
+        /* Signals first: a SIGTERM is acted on even while a busy frontend
+         * keeps the socket readable. */
+        if (ps.fds[0].revents & POLLIN) {
             struct signalfd_siginfo si = { 0 };
             if (read(sfd, &si, sizeof si) == sizeof si && si.ssi_signo == SIGUSR1) {
+                /* A message that came with the signal is still readable:
+                 * the next poll() returns at once for it. */
                 print_ring_view(&dev);
                 continue;
             }
@@ -461,30 +669,21 @@ int main(int argc, char **argv)
             break;
         }
         /* Kicks first: the message below may close a kick fd. */
-        for (int k = 2; k < nfds; k++)
-            if (pfd[k].revents & POLLIN)
-                read_kick(&dev, kick_ring[k - 2], pfd[k].fd);
-        if (fd >= 0 && pfd[1].revents)
+        for (int k = 2; k < ps.n; k++)
+            if (ps.fds[k].revents & POLLIN)
+                read_kick(&dev, ps.kick_ring[k - 2], ps.fds[k].fd);
+        /* Any revents, not just POLLIN: POLLHUP/POLLERR mean the frontend
+         * has gone, which vu_handle_event finds when its read returns 0. */
+        if (fd >= 0 && ps.fds[1].revents)
             vu_handle_event(&dev);
         double t = now_seconds();
         if (fd < 0 && t >= t_retry) {   /* client mode, not connected: retry every second */
             vu_handle_event(&dev);
             t_retry = t + 1;
         }
-        if (stats_every > 0 && t >= t_last + stats_every) {
-            struct totals cur = sum_rings(&dev);
-            print_stats(&dev, &cur, &last, t - t_last);
-            last = cur;
-            if (nic) {
-                struct nic_stats ns = nic_snapshot(nic);
-                print_nic_stats(&ns, &nic_last, t - t_last);
-                nic_last = ns;
-            }
-            if (pcap_enabled())
-                print_pcap_stats();
-            t_last = t;
-        }
-        if (view_every > 0 && t >= t_view + view_every) {
+        if (stats.every > 0 && t >= stats.at + stats.every)
+            print_all_stats(&stats, &dev, nic, t);
+        if (cfg.view_every > 0 && t >= t_view + cfg.view_every) {
             print_ring_view(&dev);
             t_view = t;
         }
@@ -505,6 +704,8 @@ int main(int argc, char **argv)
                (unsigned long long)ns.invalid_descs);
         nic_close(nic);  /* XDP program detached: the interface is as we found it */
     }
+    /* The totals for the whole run: what the tests and labs read after
+     * stopping vhost-xdp, and a student's first check that packets moved. */
     struct totals fin = sum_rings(&dev);
     vx_log("exit: from guest %llu packets, to guest %llu packets, %llu drops, %llu broken rings",
            (unsigned long long)fin.tx_packets, (unsigned long long)fin.rx_packets,

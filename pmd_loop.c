@@ -23,9 +23,10 @@
  * thread takes rings away with pmd_quiesce() (see vhost_user.c, "Taking rings
  * away"): each thread bumps its epoch at the end of every loop iteration.
  *
- * Read in this order: the per-thread state, the per-packet loops
- * (pmd_loopback_pair, pmd_afxdp_pair), the idle back-off, the thread's main
- * loop, start/quiesce/stop.
+ * Read in this order: the per-thread state, the RARP and MTU hooks
+ * (SEND_RARP, NET_SET_MTU), the per-packet loops (pmd_loopback_pair,
+ * pmd_afxdp_pair), the idle back-off, the thread's main loop,
+ * start/quiesce/stop.
  */
 #include "vhost_xdp.h"
 
@@ -52,6 +53,8 @@ struct pmd_thread {
     struct vx_pkt pkts[VX_BURST];       /* loopback: the burst, with its own buffers */
     struct vx_pkt nic_rx[VX_BURST];     /* AF_XDP: frames lent by nic_afxdp.c ... */
     struct vx_pkt nic_tx[VX_BURST];     /* ... in both directions */
+    struct vx_pkt fit[VX_BURST];        /* the burst's frames within the guest's MTU (copies
+                                           of the descriptors above, not of the frames) */
 };
 
 static struct pmd_thread pmd_threads[PMD_MAX_THREADS];
@@ -60,6 +63,87 @@ static struct vx_dev *pmd_dev;
 static struct nic_port *pmd_nic;    /* NULL: loopback port */
 static uint32_t pmd_sleep_max_ns;   /* --pmd-sleep, 0: poll without sleeping */
 static _Atomic bool pmd_exit;
+
+/* === What the guest did not send, and may not receive ===================== */
+
+/*
+ * SEND_RARP (vhost_user.c, vu_send_rarp) leaves a MAC in dev->rarp_request.
+ * The PMD polling queue pair 0 takes it at its next burst from the guest's
+ * TX ring and puts the frame at the head of that burst, so it goes wherever
+ * the guest's own frames go: out on the NIC (where the switches learn that
+ * the MAC is behind this port now), or in --loopback back to the guest's RX.
+ * That is the direction the announcement needs; DPDK's vhost library does
+ * the same in its dequeue path.
+ *
+ * The frame is an RFC 903 RARP "reverse request" (opcode 3), as QEMU builds
+ * its own announcements: broadcast destination, the MAC as Ethernet source
+ * and as sender and target hardware address, protocol addresses 0 (a RARP
+ * asks for them), zeros up to the 60-byte Ethernet minimum.
+ */
+#define RARP_FRAME_LEN 60
+
+static void pmd_build_rarp(uint8_t *f, const uint8_t mac[6])
+{
+    static const uint8_t arp_head[8] = {
+        0x00, 0x01,             /* hardware type: Ethernet */
+        0x08, 0x00,             /* protocol type: IPv4 */
+        6, 4,                   /* hardware and protocol address lengths */
+        0x00, 0x03,             /* opcode 3: reverse request */
+    };
+    memset(f, 0, RARP_FRAME_LEN);
+    memset(f, 0xff, 6);         /* destination: broadcast */
+    memcpy(f + 6, mac, 6);      /* source: the guest */
+    f[12] = 0x80;               /* ethertype 0x8035: RARP */
+    f[13] = 0x35;
+    memcpy(f + 14, arp_head, sizeof arp_head);
+    memcpy(f + 22, mac, 6);     /* sender hardware address; 28-31 sender IP 0 */
+    memcpy(f + 32, mac, 6);     /* target hardware address; 38-41 target IP 0 */
+}
+
+/* Put the pending RARP, if any, in *pkt (an empty buffer): returns 1 if it
+ * did.  One relaxed load per burst when there is none. */
+static int pmd_rarp_take(const struct vx_vring *tx, struct vx_pkt *pkt)
+{
+    if (tx->index != 1 || pkt->room < RARP_FRAME_LEN ||
+        !atomic_load_explicit(&pmd_dev->rarp_request, memory_order_relaxed))
+        return 0;
+    uint64_t request = atomic_exchange(&pmd_dev->rarp_request, 0);
+    if (!(request & VX_RARP_PENDING))
+        return 0;       /* a disconnect took it back meanwhile */
+    uint8_t mac[6];
+    for (int i = 0; i < 6; i++)
+        mac[i] = (uint8_t)(request >> (8 * i));
+    pmd_build_rarp(pkt->data, mac);
+    pkt->len = RARP_FRAME_LEN;
+    vx_log("RARP from %02x:%02x:%02x:%02x:%02x:%02x sent on queue pair 0, as if the guest sent it (SEND_RARP)",
+           mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]);
+    return 1;
+}
+
+/*
+ * NET_SET_MTU (vhost_user.c, vu_net_set_mtu): the device "MUST NOT pass
+ * received packets that exceed mtu (plus low level ethernet header length)"
+ * to the guest (virtio 1.2 §5.1.4.1).  Copies the descriptors of the frames
+ * that fit into `fit` (the frames stay where they are: the caller still
+ * releases every one of `pkts`) and counts the others as drops on the RX
+ * ring.  The header is 14 bytes, 18 with an 802.1Q VLAN tag.  No NET_SET_MTU
+ * (mtu 0): every frame fits.
+ */
+static int pmd_mtu_filter(struct vx_vring *rx, const struct vx_pkt *pkts, int n, struct vx_pkt *fit)
+{
+    uint32_t mtu = atomic_load_explicit(&pmd_dev->mtu, memory_order_relaxed);
+    int kept = 0;
+    for (int i = 0; i < n; i++) {
+        const uint8_t *f = pkts[i].data;
+        bool vlan = pkts[i].len >= 14 && f[12] == 0x81 && f[13] == 0x00;
+        if (mtu && pkts[i].len > mtu + 14 + (vlan ? 4 : 0))
+            continue;
+        fit[kept++] = pkts[i];
+    }
+    if (kept < n)
+        __atomic_store_n(&rx->stats.drops, rx->stats.drops + (n - kept), __ATOMIC_RELAXED);
+    return kept;
+}
 
 /* === The per-packet loop ================================================= */
 
@@ -71,9 +155,13 @@ static _Atomic bool pmd_exit;
  * guest, the packets vq_enqueue_burst() says it put in its RX ring.  One
  * branch per burst when there is no capture.
  *
+ * Both directions go through the two functions above: a pending RARP
+ * rides at the head of the burst from the guest (so --pcap shows it "Out"),
+ * and only the frames within the guest's MTU go on to its RX ring.
+ *
  * vq_enqueue_burst() leaves the packets it delivered at the front of the
  * array, in order (a packet too big for its buffers is moved behind them),
- * so the "In" side of the capture is exactly pkts[0 .. sent-1].
+ * so the "In" side of the capture is exactly fit[0 .. sent-1].
  */
 
 /*
@@ -85,18 +173,20 @@ static int pmd_loopback_pair(struct pmd_thread *t, struct vx_vring *rx, struct v
 {
     if (!atomic_load(&tx->ready))
         return 0;
-    int n = vq_dequeue_burst(tx, t->pkts, VX_BURST);
+    int injected = pmd_rarp_take(tx, &t->pkts[0]);
+    int n = injected + vq_dequeue_burst(tx, t->pkts + injected, VX_BURST - injected);
     if (n == 0)
         return 0;
     if (t->pcap)
         pcap_burst(t->pcap, PCAP_FROM_GUEST, t->pkts, n);
+    int fit = pmd_mtu_filter(rx, t->pkts, n, t->fit);
     int sent = 0;
     if (atomic_load(&rx->ready))
-        sent = vq_enqueue_burst(rx, t->pkts, n);
+        sent = vq_enqueue_burst(rx, t->fit, fit);
     else
-        __atomic_store_n(&rx->stats.drops, rx->stats.drops + n, __ATOMIC_RELAXED);
+        __atomic_store_n(&rx->stats.drops, rx->stats.drops + fit, __ATOMIC_RELAXED);
     if (t->pcap)
-        pcap_burst(t->pcap, PCAP_TO_GUEST, t->pkts, sent);
+        pcap_burst(t->pcap, PCAP_TO_GUEST, t->fit, sent);
     return n;
 }
 
@@ -116,7 +206,8 @@ static int pmd_afxdp_pair(struct pmd_thread *t, struct vx_vring *rx, struct vx_v
     int moved = 0;
     if (atomic_load(&tx->ready)) {
         int frames = nic_tx_alloc(nic, t->nic_tx, VX_BURST);
-        moved = frames ? vq_dequeue_burst(tx, t->nic_tx, frames) : 0;
+        int injected = frames ? pmd_rarp_take(tx, &t->nic_tx[0]) : 0;
+        moved = injected + (frames > injected ? vq_dequeue_burst(tx, t->nic_tx + injected, frames - injected) : 0);
         if (t->pcap)        /* before the kernel owns the frames */
             pcap_burst(t->pcap, PCAP_FROM_GUEST, t->nic_tx, moved);
         nic_tx_submit(nic, t->nic_tx, moved, frames);
@@ -130,13 +221,14 @@ static int pmd_afxdp_pair(struct pmd_thread *t, struct vx_vring *rx, struct vx_v
     int n = nic_rx_burst(nic, t->nic_rx, want < VX_BURST ? want : VX_BURST);
     if (n == 0)
         return moved;
+    int fit = pmd_mtu_filter(rx, t->nic_rx, n, t->fit);
     int sent = 0;
     if (guest)
-        sent = vq_enqueue_burst(rx, t->nic_rx, n);
+        sent = vq_enqueue_burst(rx, t->fit, fit);
     else
-        __atomic_store_n(&rx->stats.drops, rx->stats.drops + n, __ATOMIC_RELAXED);
+        __atomic_store_n(&rx->stats.drops, rx->stats.drops + fit, __ATOMIC_RELAXED);
     if (t->pcap)            /* before the frames go back to the kernel */
-        pcap_burst(t->pcap, PCAP_TO_GUEST, t->nic_rx, sent);
+        pcap_burst(t->pcap, PCAP_TO_GUEST, t->fit, sent);
     nic_rx_release(nic, t->nic_rx, n);
     return moved + n;
 }

@@ -40,30 +40,43 @@
 /* === 1. The wire format ================================================== */
 
 /* Every message: a 12-byte header, then `size` bytes of payload.  Any fds
- * ride as SCM_RIGHTS ancillary data with the header.  Host byte order. */
+ * ride as SCM_RIGHTS ancillary data with the header.  Host byte order: both
+ * ends are on the same machine (vhost-user.rst "Message Specification"). */
 struct vu_header {
-    uint32_t request;
-    uint32_t flags;
-    uint32_t size;
+    uint32_t request;           /* the message's number: its row in vu_requests[] */
+    uint32_t flags;             /* version, REPLY, NEED_REPLY (below) */
+    uint32_t size;              /* payload bytes after the header, 0 if none */
 };
+/* A reply must carry flags = VERSION|REPLY (0x5) exactly: QEMU checks the
+ * whole word and otherwise fails with "Failed to read msg header. Flags
+ * 0x... instead of 0x5.".  NEED_REPLY is the frontend asking for a REPLY_ACK
+ * (section 5, vu_dispatch_one). */
 #define VHOST_USER_VERSION        0x1       /* flags bits 0-1 */
 #define VHOST_USER_REPLY_MASK     (1u << 2)
 #define VHOST_USER_NEED_REPLY     (1u << 3)
+/* The most fds one message may carry: SET_MEM_TABLE's one per region, at
+ * most VX_MAX_REGIONS (the spec's VHOST_MEMORY_BASELINE_NREGIONS, 8). */
 #define VHOST_USER_MAX_FDS        8
 
 /* SET_VRING_KICK/CALL/ERR payload: ring index in bits 0-7, bit 8 = no fd. */
 #define VHOST_USER_VRING_IDX_MASK 0xffu
 #define VHOST_USER_VRING_NOFD     (1u << 8)
 
-/* Protocol features (GET/SET_PROTOCOL_FEATURES) we offer. */
+/* Protocol features (GET/SET_PROTOCOL_FEATURES) we offer, by their bit
+ * numbers in vhost-user.rst "Protocol features".  Each one allows a message
+ * (or, for REPLY_ACK, a reply) that the frontend may not send without it. */
 #define VHOST_USER_PROTOCOL_F_MQ        0
+#define VHOST_USER_PROTOCOL_F_RARP      2
 #define VHOST_USER_PROTOCOL_F_REPLY_ACK 3
+#define VHOST_USER_PROTOCOL_F_NET_MTU   4
 
 struct vu_vring_state {         /* SET_VRING_NUM/BASE/ENABLE, GET_VRING_BASE */
-    uint32_t index;
-    uint32_t num;
+    uint32_t index;             /* the ring: 2k = RX of pair k, 2k+1 = TX */
+    uint32_t num;               /* the ring size (NUM), where to start (BASE), 0/1 (ENABLE) */
 };
 
+/* The spec's order is desc, used, avail ("Vring address description"), not
+ * the order the areas have in memory: read the fields by name. */
 struct vu_vring_addr {          /* SET_VRING_ADDR: frontend virtual addresses */
     uint32_t index;
     uint32_t flags;             /* bit 0: log used ring writes (migration), unused */
@@ -73,19 +86,22 @@ struct vu_vring_addr {          /* SET_VRING_ADDR: frontend virtual addresses */
     uint64_t log_guest_addr;
 };
 
-struct vu_memory_region {       /* one region of SET_MEM_TABLE */
-    uint64_t guest_phys_addr;
+struct vu_memory_region {       /* one region of SET_MEM_TABLE (vx_mem_region says more) */
+    uint64_t guest_phys_addr;   /* where the guest sees it */
     uint64_t memory_size;
-    uint64_t userspace_addr;
-    uint64_t mmap_offset;
+    uint64_t userspace_addr;    /* where the frontend process has it mapped */
+    uint64_t mmap_offset;       /* where in the region's fd it starts */
 };
 
 struct vu_memory {              /* SET_MEM_TABLE */
     uint32_t nregions;
-    uint32_t padding;
+    uint32_t padding;           /* in the spec's layout: keeps the regions 8-byte aligned */
     struct vu_memory_region regions[VX_MAX_REGIONS];
 };
 
+/* Every payload we accept, in one buffer as large as the largest of them
+ * (SET_MEM_TABLE with 8 regions: 8 + 8 * 32 = 264 bytes).  A message that
+ * says it is larger is refused before its payload is read (vu_read_msg). */
 union vu_payload {
     uint64_t u64;
     struct vu_vring_state state;
@@ -93,6 +109,8 @@ union vu_payload {
     struct vu_memory memory;
 };
 
+/* One message as read, with the fds that came with it.  The fds are ours
+ * to close until a handler moves one into a ring (and sets nfds to 0). */
 struct vu_msg {
     struct vu_header hdr;
     union vu_payload payload;
@@ -113,9 +131,14 @@ enum vu_payload_kind {
     P_MEM,          /* struct vu_memory, one fd per region */
     P_RING_FD,      /* u64 index | NOFD, one fd unless NOFD */
     P_ACK,          /* u64 REPLY_ACK status, in replies only: 0 = success */
+    P_MAC,          /* u64 whose first 6 bytes are a MAC address (SEND_RARP) */
 };
 
-enum { VU_OK, VU_REPLY, VU_FAIL };
+/* What a handler returns: done; done, send the reply it wrote; refused, reset
+ * the connection (a frontend that broke the protocol); or refused, but the
+ * connection goes on (a well-formed request for a value we cannot do, such
+ * as an MTU too large: REPLY_ACK says 1 and the frontend decides). */
+enum { VU_OK, VU_REPLY, VU_FAIL, VU_NACK };
 
 struct vu_request {
     const char *name;
@@ -126,6 +149,7 @@ struct vu_request {
     bool changes_rings;             /* take the rings from the PMDs first (section 3) */
 };
 
+/* One handler per message, named after it; defined in section 4, in table order. */
 static int vu_get_features(struct vx_dev *, struct vu_msg *);
 static int vu_set_features(struct vx_dev *, struct vu_msg *);
 static int vu_set_owner(struct vx_dev *, struct vu_msg *);
@@ -142,6 +166,8 @@ static int vu_get_protocol_features(struct vx_dev *, struct vu_msg *);
 static int vu_set_protocol_features(struct vx_dev *, struct vu_msg *);
 static int vu_get_queue_num(struct vx_dev *, struct vu_msg *);
 static int vu_set_vring_enable(struct vx_dev *, struct vu_msg *);
+static int vu_send_rarp(struct vx_dev *, struct vu_msg *);
+static int vu_net_set_mtu(struct vx_dev *, struct vu_msg *);
 
 /*
  * The protocol at a glance, indexed by request number: every front-end
@@ -150,6 +176,14 @@ static int vu_set_vring_enable(struct vx_dev *, struct vu_msg *);
  * is refused and the connection reset: we do not offer the features
  * (LOG_ALL, protocol CONFIG, STATUS, ...) under which a frontend would send
  * it.  It is listed all the same, so that --trace and the refusal name it.
+ *
+ * The "owner" column is false for the messages QEMU sends *before*
+ * SET_OWNER: at start-up it asks GET_FEATURES, GET/SET_PROTOCOL_FEATURES and
+ * GET_QUEUE_NUM first (shared/reference/, phase 1).  The "rings" column is
+ * true for every message that changes something a PMD thread reads while it
+ * runs a ring: the memory table, the features (they fix the ring layout and
+ * the header length), a ring's size, addresses, base, eventfds or enabled
+ * bit.  SET_VRING_ERR is not among them: no PMD ever writes the error fd.
  */
 static const struct vu_request vu_requests[] = {
     /*  #                            name                    handler                   payload     reply       owner  rings */
@@ -171,8 +205,8 @@ static const struct vu_request vu_requests[] = {
     [16] = { "SET_PROTOCOL_FEATURES", vu_set_protocol_features, P_PROTOCOL, P_NONE,     false, false },
     [17] = { "GET_QUEUE_NUM",         vu_get_queue_num,         P_NONE,     P_U64,      false, false },
     [18] = { "SET_VRING_ENABLE",      vu_set_vring_enable,      P_STATE,    P_NONE,     true,  true  },
-    [19] = { "SEND_RARP",             NULL,                     P_NONE,     P_NONE,     true,  false },
-    [20] = { "NET_SET_MTU",           NULL,                     P_NONE,     P_NONE,     true,  false },
+    [19] = { "SEND_RARP",             vu_send_rarp,             P_MAC,      P_NONE,     true,  false },
+    [20] = { "NET_SET_MTU",           vu_net_set_mtu,           P_U64,      P_NONE,     true,  false },
     [21] = { "SET_BACKEND_REQ_FD",    NULL,                     P_NONE,     P_NONE,     true,  false },
     [22] = { "IOTLB_MSG",             NULL,                     P_NONE,     P_NONE,     true,  false },
     [23] = { "SET_VRING_ENDIAN",      NULL,                     P_NONE,     P_NONE,     true,  false },
@@ -199,26 +233,43 @@ static const struct vu_request vu_requests[] = {
 };
 #define VU_NREQUESTS (sizeof vu_requests / sizeof vu_requests[0])
 
-/* What we offer.  VERSION_1 and PROTOCOL_FEATURES are what QEMU 7.2 needs
+/*
+ * What we offer.  VERSION_1 and PROTOCOL_FEATURES are what QEMU 7.2 needs
  * (without bit 30 it falls back to userspace virtio); INDIRECT_DESC keeps a
- * Linux guest's bulk TX fast; EVENT_IDX lets it tell us when to interrupt. */
+ * Linux guest's bulk TX fast; EVENT_IDX lets it tell us when to interrupt.
+ * MRG_RXBUF lets one received packet span several RX buffers (virtio 1.2
+ * §5.1.6.3.1); DPDK virtio_user and a Linux guest both take it by default
+ * (the num_buffers field of the net header then counts the pieces).  MTU makes the device's `mtu`
+ * config field valid, which QEMU fills from host_mtu=N and tells us in
+ * NET_SET_MTU.  MQ only when --queues offers more than one pair.
+ *
+ * Not offered, and why: the checksum and segmentation offloads (CSUM, the
+ * GSO/TSO bits) would oblige us to finish checksums and split large frames
+ * before the NIC, which copy-mode AF_XDP will not do for us; CTRL_VQ and the
+ * rest of the control features are handled inside QEMU and never reach a
+ * backend; LOG_ALL (live migration's dirty log), F_STATUS and
+ * IOMMU_PLATFORM are left out until everything else works (DESIGN.md:
+ * QEMU 7.2 has bugs around the last two).
+ */
 static uint64_t vu_offered_features(const struct vx_dev *dev)
 {
     uint64_t f = (1ull << VIRTIO_F_VERSION_1) | (1ull << VHOST_USER_F_PROTOCOL_FEATURES) |
                  (1ull << VIRTIO_NET_F_MRG_RXBUF) | (1ull << VIRTIO_RING_F_INDIRECT_DESC) |
-                 (1ull << VIRTIO_RING_F_EVENT_IDX);
+                 (1ull << VIRTIO_RING_F_EVENT_IDX) | (1ull << VIRTIO_NET_F_MTU) |
+                 (1ull << VIRTIO_F_RING_PACKED);    /* the §2.8 layout, if the frontend wants it */
     if (dev->queue_pairs > 1)
         f |= 1ull << VIRTIO_NET_F_MQ;
     return f;
 }
 
 static const uint64_t vu_offered_protocol_features =
-    (1ull << VHOST_USER_PROTOCOL_F_MQ) | (1ull << VHOST_USER_PROTOCOL_F_REPLY_ACK);
+    (1ull << VHOST_USER_PROTOCOL_F_MQ) | (1ull << VHOST_USER_PROTOCOL_F_REPLY_ACK) |
+    (1ull << VHOST_USER_PROTOCOL_F_RARP) | (1ull << VHOST_USER_PROTOCOL_F_NET_MTU);
 
 /* Options given to vu_init(), kept for reconnects and tracing. */
 static struct vu_options vu_opt;
-static int vu_listen_fd = -1;
-static bool vu_waiting_logged;
+static int vu_listen_fd = -1;       /* server mode: the listening socket, else -1 */
+static bool vu_waiting_logged;      /* client mode: "waiting for a frontend" said once, not every second */
 
 /* === 3. Taking rings away ================================================ */
 
@@ -244,8 +295,14 @@ static bool vu_waiting_logged;
  * taken, RX not ready), for nothing.  SET_MEM_TABLE, SET_FEATURES and
  * RESET_OWNER concern every ring, and stop them all.
  */
-#define VU_ALL_RINGS UINT64_MAX
+#define VU_ALL_RINGS UINT64_MAX     /* a bit per ring: every ring */
 
+/* Steps 1 and 2.  The stores are seq_cst, not merely release: each must be
+ * visible before pmd_quiesce() reads the PMDs' epochs.  A store followed by
+ * a load is the one reordering x86 performs; let the epoch read pass the
+ * store and a PMD could begin one more iteration that still sees
+ * ready == true after we have already taken its epoch, and then be inside
+ * the ring while we change it. */
 static void vu_rings_stop(struct vx_dev *dev, uint64_t rings)
 {
     bool any = false;
@@ -263,6 +320,10 @@ static void vu_rings_stop(struct vx_dev *dev, uint64_t rings)
  * has a kick (SET_VRING_KICK) until GET_VRING_BASE; with PROTOCOL_FEATURES
  * negotiated it also needs SET_VRING_ENABLE(1) to be *enabled*; without, a
  * started ring is enabled. */
+/* Concretely: guest memory is mapped (SET_MEM_TABLE), the ring has a size
+ * (SET_VRING_NUM) and addresses (SET_VRING_ADDR), it was kicked
+ * (SET_VRING_KICK) and, with PROTOCOL_FEATURES, enabled.  SET_VRING_BASE is
+ * not waited for: its absence means "start at 0". */
 static bool vu_ring_can_run(const struct vx_dev *dev, const struct vx_vring *vr)
 {
     bool need_enable = dev->features & (1ull << VHOST_USER_F_PROTOCOL_FEATURES);
@@ -270,8 +331,13 @@ static bool vu_ring_can_run(const struct vx_dev *dev, const struct vx_vring *vr)
            (vr->enabled || !need_enable);
 }
 
-/* Returns -1 if a ring that should start cannot (its areas are outside
- * guest memory or misaligned): the message that started it is refused. */
+/* Step 4, after every message that changes rings.  Only the rings of the
+ * queue pairs we offered are looked at.  A ring whose settings have not
+ * changed since it last ran (`attached`) keeps what vq_attach() worked out;
+ * every handler that changes a setting clears `attached`, so the ring is
+ * translated and checked again.  Returns -1 if a ring that should start
+ * cannot (its areas are outside guest memory or misaligned): the message
+ * that started it is refused. */
 static int vu_rings_resume(struct vx_dev *dev)
 {
     int ret = 0;
@@ -286,10 +352,11 @@ static int vu_rings_resume(struct vx_dev *dev)
             }
             vr->attached = true;
             if (vu_opt.trace)
-                vx_log("trace: ring %u started: size %u, last_avail_idx %u, used idx %u, %u-byte header%s%s",
-                       i, vr->num, vr->last_avail_idx, vr->last_used_idx, vr->hdr_len,
+                vx_log("trace: ring %u started: size %u%s, last_avail_idx %u, used idx %u, %u-byte header%s%s",
+                       i, vr->num, vr->packed ? " packed" : "", vr->last_avail_idx, vr->last_used_idx, vr->hdr_len,
                        vr->mrg_rxbuf ? ", mergeable RX buffers" : "", vr->event_idx ? ", event idx" : "");
         }
+        /* Release: the PMD that loads ready == true sees every field above. */
         atomic_store_explicit(&vr->ready, true, memory_order_release);
     }
     return ret;
@@ -297,7 +364,10 @@ static int vu_rings_resume(struct vx_dev *dev)
 
 /* === 4. The handlers ===================================================== */
 
-/* The ring a message names, or NULL (logged) if there is no such ring. */
+/* The ring a message names, or NULL (logged) if there is no such ring.
+ * vrings[] has room for VX_MAX_VRINGS, but a frontend may only name the
+ * rings of the queue pairs we offered in GET_QUEUE_NUM (--queues): the PMD
+ * threads poll no others, so a ring beyond them would never run. */
 static struct vx_vring *vu_ring(struct vx_dev *dev, uint32_t index, const char *what)
 {
     if (index >= 2 * dev->queue_pairs) {
@@ -315,6 +385,8 @@ static void vu_close_fd(int *fd)
     *fd = -1;
 }
 
+/* Our mappings go; the guest's memory itself is the frontend's and stays.
+ * Callers first take every ring away, since the PMDs read through these. */
 static void vu_unmap_memory(struct vx_mem *mem)
 {
     for (uint32_t i = 0; i < mem->nregions; i++)
@@ -336,18 +408,27 @@ static void vu_reset_device(struct vx_dev *dev)
         memset(vr, 0, sizeof *vr);
         vr->index = i;
         vr->kick_fd = vr->call_fd = vr->err_fd = -1;
+        /* Packed rings start with both wrap counters at 1 (virtio 1.2
+         * §2.8.1); SET_VRING_BASE normally says so, but a frontend that
+         * skips it must not find a ring that can never start. */
+        vr->avail_wrap_counter = vr->used_wrap_counter = 1;
         vr->stats = stats;
     }
     vu_unmap_memory(&dev->mem);
     dev->features = 0;
     dev->protocol_features = 0;
     dev->owner_set = false;
+    atomic_store(&dev->mtu, 0);
+    atomic_store(&dev->rarp_request, 0);    /* a RARP for a guest that has gone is not sent */
 }
 
 /* GET_FEATURES: the virtio feature bits we can do, plus bit 30
  * (VHOST_USER_F_PROTOCOL_FEATURES), which is not a virtio bit but says we
  * speak the protocol extensions.  QEMU intersects this with what the guest
- * driver accepts; DPDK virtio_user with its devargs. */
+ * driver accepts; DPDK virtio_user with its devargs.  QEMU asks at
+ * connection time, before SET_OWNER, and again after it (and once more per
+ * queue pair with multiqueue); DPDK asks once, right after SET_OWNER.
+ * Nothing changes here, so asking twice is harmless. */
 static int vu_get_features(struct vx_dev *dev, struct vu_msg *msg)
 {
     msg->payload.u64 = vu_offered_features(dev);
@@ -356,7 +437,11 @@ static int vu_get_features(struct vx_dev *dev, struct vu_msg *msg)
 
 /* SET_FEATURES: what the driver accepted.  It decides the ring format and
  * the net header length, so every ring is re-attached before it runs again.
- * QEMU sends it once per start, after the guest's FEATURES_OK. */
+ * QEMU sends it once per start, after the guest's FEATURES_OK, with bit 30
+ * set when PROTOCOL_FEATURES is in use (that is how we learn that rings
+ * start disabled: vu_ring_can_run).  DPDK virtio_user sends it after it
+ * has set every ring's call fd.  A bit we never offered means the frontend
+ * would run the rings in a way we cannot: refused, connection reset. */
 static int vu_set_features(struct vx_dev *dev, struct vu_msg *msg)
 {
     uint64_t extra = msg->payload.u64 & ~vu_offered_features(dev);
@@ -370,8 +455,11 @@ static int vu_set_features(struct vx_dev *dev, struct vu_msg *msg)
     return VU_OK;
 }
 
-/* SET_OWNER: "this connection now owns the device".  Nothing to do but
- * remember it: messages that change the device are refused before it. */
+/* SET_OWNER: "this connection now owns the device", the spec's "session
+ * start" flag.  QEMU sends it after the feature and queue questions; DPDK
+ * virtio_user as its very first message.  Nothing to do but remember it:
+ * messages that change the device are refused before it (the table's
+ * "owner" column). */
 static int vu_set_owner(struct vx_dev *dev, struct vu_msg *msg)
 {
     (void)msg;
@@ -379,7 +467,13 @@ static int vu_set_owner(struct vx_dev *dev, struct vu_msg *msg)
     return VU_OK;
 }
 
-/* Deprecated in the spec, still sent by some frontends: forget everything. */
+/* RESET_OWNER: deprecated in vhost-user.rst.  It once meant "disable all
+ * rings"; the spec now recommends that a backend ignore it or do just
+ * that, and warns that also discarding the connection's state, as some
+ * backends did, leads to bugs.  We do discard it all (rings, memory,
+ * features, SET_OWNER), back to a fresh connection.  It is in neither of
+ * the sequences recorded for QEMU 7.2 and DPDK 22.11 (shared/reference/,
+ * DESIGN.md): both stop rings with GET_VRING_BASE. */
 static int vu_reset_owner(struct vx_dev *dev, struct vu_msg *msg)
 {
     (void)msg;
@@ -388,10 +482,19 @@ static int vu_reset_owner(struct vx_dev *dev, struct vu_msg *msg)
 }
 
 /*
- * SET_MEM_TABLE: map each region's fd.  The frontend may send a new table
- * while rings run (DPDK virtio_user does when its memory grows): the rings
- * were taken away by the dispatcher, so unmapping the old table is safe, and
- * vu_rings_resume() re-attaches them to the new one.
+ * SET_MEM_TABLE: "sets the memory map regions on the back-end so it can
+ * translate the vring addresses"; one fd per region rides with the message.
+ * QEMU sends one region per RAM block it shares (one, for the guests of
+ * DESIGN.md's memfd line), at device start, with NEED_REPLY when REPLY_ACK
+ * is on so that it waits until we have mapped it.  DPDK virtio_user sends
+ * its own memory segments, with guest_phys_addr == userspace_addr (it has
+ * no guest: its "physical" addresses are its virtual ones).
+ *
+ * The frontend may send a new table while rings run (DPDK virtio_user does
+ * when its memory grows): the rings were taken away by the dispatcher, so
+ * unmapping the old table is safe, and vu_rings_resume() re-attaches them to
+ * the new one.  The new table is built apart and replaces the old one only
+ * when every region has mapped.
  */
 static int vu_set_mem_table(struct vx_dev *dev, struct vu_msg *msg)
 {
@@ -406,6 +509,8 @@ static int vu_set_mem_table(struct vx_dev *dev, struct vu_msg *msg)
                    i, r->memory_size, r->mmap_offset);
             goto fail;
         }
+        /* Two regions claiming the same guest-physical bytes would make
+         * vx_gpa_to_va()'s answer depend on which region it tries first. */
         for (uint32_t j = 0; j < i; j++) {
             const struct vu_memory_region *o = &m->regions[j];
             if (r->guest_phys_addr < o->guest_phys_addr + o->memory_size &&
@@ -432,6 +537,8 @@ static int vu_set_mem_table(struct vx_dev *dev, struct vu_msg *msg)
         }
         if (st.st_blksize > 0)
             len = (len + st.st_blksize - 1) / st.st_blksize * st.st_blksize;
+        /* MAP_SHARED: the guest's writes must reach us and ours the guest;
+         * a private mapping would be a copy that neither side sees. */
         void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, msg->fds[i], 0);
         if (p == MAP_FAILED) {
             vx_log("SET_MEM_TABLE: region %u: mmap of %" PRIu64 " bytes failed: %s", i, len, strerror(errno));
@@ -455,16 +562,22 @@ fail:
     return VU_FAIL;
 }
 
-/* SET_VRING_NUM: the ring size.  A split ring's size is a power of two,
- * at most 32768 (virtio 1.2 §2.7); QEMU and virtio_user default to 256. */
+/* SET_VRING_NUM: "set the size of the queue", the first of the messages
+ * that set a ring up (NUM, BASE, ADDR, KICK) at every device start, from
+ * QEMU and DPDK virtio_user alike.  A split ring's size is a power of two,
+ * at most 32768 (virtio 1.2 §2.7); a packed ring's need not be (§2.8),
+ * which is why SET_FEATURES must have come first.  QEMU and virtio_user
+ * default to 256 (virtio_user's queue_size devarg). */
 static int vu_set_vring_num(struct vx_dev *dev, struct vu_msg *msg)
 {
     struct vx_vring *vr = vu_ring(dev, msg->payload.state.index, "SET_VRING_NUM");
     uint32_t num = msg->payload.state.num;
     if (!vr)
         return VU_FAIL;
-    if (num == 0 || num > VX_MAX_RING_SIZE || (num & (num - 1))) {
-        vx_log("SET_VRING_NUM: ring %u: size %u is not a power of two in 1..%u", vr->index, num, VX_MAX_RING_SIZE);
+    bool packed = dev->features & (1ull << VIRTIO_F_RING_PACKED);  /* SET_FEATURES came first */
+    if (num == 0 || num > VX_MAX_RING_SIZE || (!packed && (num & (num - 1)))) {
+        vx_log("SET_VRING_NUM: ring %u: size %u is not %s in 1..%u", vr->index, num,
+               packed ? "a packed ring size" : "a power of two", VX_MAX_RING_SIZE);
         return VU_FAIL;
     }
     vr->num = num;
@@ -474,8 +587,11 @@ static int vu_set_vring_num(struct vx_dev *dev, struct vu_msg *msg)
 
 /* SET_VRING_ADDR: where the descriptor table, avail ring and used ring are,
  * in the *frontend's* address space (QEMU's virtual addresses, not the
- * guest-physical ones the descriptors hold).  `log` is for live migration's
- * dirty log, which we do not offer (no VHOST_F_LOG_ALL). */
+ * guest-physical ones the descriptors hold): we translate them through the
+ * memory table's userspace_addr (vx_uva_to_va).  For a packed ring (§2.8)
+ * the same three fields carry the descriptor ring, the driver area and the
+ * device area.  `log` is for live migration's dirty log, which we do not
+ * offer (no VHOST_F_LOG_ALL). */
 static int vu_set_vring_addr(struct vx_dev *dev, struct vu_msg *msg)
 {
     const struct vu_vring_addr *a = &msg->payload.addr;
@@ -501,12 +617,25 @@ static int vu_set_vring_addr(struct vx_dev *dev, struct vu_msg *msg)
 
 /* SET_VRING_BASE: the avail index to start from (last_avail_idx): 0 for a
  * fresh ring, or where a previous backend stopped (GET_VRING_BASE), or, after
- * a backend crash, QEMU's guess: the used index it finds in the ring. */
+ * a backend crash, QEMU's guess: the used index it finds in the ring.  The
+ * frontend decides, not us, because it is the one that outlives us: after a
+ * reconnect we know nothing, and starting anywhere else would hand the guest
+ * a descriptor chain twice or skip one. */
 static int vu_set_vring_base(struct vx_dev *dev, struct vu_msg *msg)
 {
     struct vx_vring *vr = vu_ring(dev, msg->payload.state.index, "SET_VRING_BASE");
     if (!vr)
         return VU_FAIL;
+    if (dev->features & (1ull << VIRTIO_F_RING_PACKED)) {
+        /* Packed (vhost-user.rst): bits 0-14 the slot, bit 15 the avail wrap
+         * counter; the used side resumes at the same place (vq_attach). */
+        vr->last_avail_idx = msg->payload.state.num & 0x7fff;
+        vr->avail_wrap_counter = msg->payload.state.num & 0x8000;
+        vr->last_used_idx = vr->last_avail_idx;
+        vr->used_wrap_counter = vr->avail_wrap_counter;
+        vr->attached = false;
+        return VU_OK;
+    }
     if (msg->payload.state.num > 0xffff) {
         vx_log("SET_VRING_BASE: ring %u: base %u does not fit a split ring's u16 index", vr->index,
                msg->payload.state.num);
@@ -517,8 +646,13 @@ static int vu_set_vring_base(struct vx_dev *dev, struct vu_msg *msg)
     return VU_OK;
 }
 
-/* GET_VRING_BASE stops the ring and tells the frontend where to resume:
- * our last_avail_idx (every chain before it has been completed). */
+/* GET_VRING_BASE stops the ring ("Ring states": a started ring stops on
+ * it) and tells the frontend where to resume: our last_avail_idx (every
+ * chain before it has been completed).  QEMU sends it for every ring when
+ * the device stops (guest reset or shutdown, migration); DPDK virtio_user
+ * after SET_VRING_ENABLE(0).  The dispatcher has already taken the ring
+ * from its PMD, so the index is final.  The kick is forgotten: the ring
+ * starts again only on a new SET_VRING_KICK. */
 static int vu_get_vring_base(struct vx_dev *dev, struct vu_msg *msg)
 {
     struct vx_vring *vr = vu_ring(dev, msg->payload.state.index, "GET_VRING_BASE");
@@ -532,12 +666,18 @@ static int vu_get_vring_base(struct vx_dev *dev, struct vu_msg *msg)
     vr->broken = false;     /* the frontend restarts it from scratch */
     vu_close_fd(&vr->kick_fd);
     msg->payload.state.num = vr->last_avail_idx;
+    if (dev->features & (1ull << VIRTIO_F_RING_PACKED))    /* wrap counters in bits 15 and 31 */
+        msg->payload.state.num |= (uint32_t)vr->avail_wrap_counter << 15 | (uint32_t)vr->last_used_idx << 16 |
+                                  (uint32_t)vr->used_wrap_counter << 31;
     return VU_REPLY;
 }
 
 /* The three eventfd messages share a payload (ring index | NOFD flag) and
- * differ only in which of the ring's fds they replace.  The new fd, if any,
- * moves into the ring: the dispatcher will not close it. */
+ * differ only in which of the ring's fds they replace.  The old fd is closed
+ * first: QEMU sends a new call fd at every device start, and each one we
+ * held on to would leak.  The new fd, if any, moves into the ring: the
+ * dispatcher will not close it.  With NOFD (bit 8) no fd came and the ring
+ * has none of that kind. */
 static struct vx_vring *vu_take_ring_fd(struct vx_dev *dev, struct vu_msg *msg, const char *what,
                                         size_t fd_offset)
 {
@@ -553,6 +693,10 @@ static struct vx_vring *vu_take_ring_fd(struct vx_dev *dev, struct vu_msg *msg, 
     return vr;
 }
 
+/* SET_VRING_KICK: the eventfd the frontend signals when the guest has made
+ * buffers available ("kicks"; with NOFD: none, poll instead).  By "Ring
+ * states" it is also what starts a ring.  QEMU and DPDK send it last in a
+ * ring's set-up, after SET_VRING_ADDR. */
 static int vu_set_vring_kick(struct vx_dev *dev, struct vu_msg *msg)
 {
     struct vx_vring *vr = vu_take_ring_fd(dev, msg, "SET_VRING_KICK", offsetof(struct vx_vring, kick_fd));
@@ -565,22 +709,37 @@ static int vu_set_vring_kick(struct vx_dev *dev, struct vu_msg *msg)
     return VU_OK;
 }
 
-/* The guest's interrupt: virtqueue.c writes it when the guest asks. */
+/* SET_VRING_CALL: the eventfd we signal when we have used buffers: the
+ * guest's interrupt (QEMU routes it to the guest's MSI or INTx line through
+ * KVM's irqfd, or its own handler); virtqueue.c writes it when the guest
+ * asks (notification suppression, §2.7.7 and §2.7.10).  QEMU sends one per ring at connection time and another
+ * at every device start; DPDK virtio_user sends them before SET_FEATURES
+ * though it polls.  It is in the table's "rings" column because a PMD writes
+ * this fd: closing it under a running PMD would have the PMD write to a
+ * closed fd number, or to whatever file reuses it. */
 static int vu_set_vring_call(struct vx_dev *dev, struct vu_msg *msg)
 {
     return vu_take_ring_fd(dev, msg, "SET_VRING_CALL", offsetof(struct vx_vring, call_fd)) ? VU_OK : VU_FAIL;
 }
 
-/* For reporting ring errors to the frontend; kept, not used yet. */
+/* SET_VRING_ERR: an eventfd for the backend to signal a ring error.  QEMU
+ * sends one per ring at connection time.  We keep it (closed on reset) but
+ * never write it: a broken ring is logged and counted in --stats instead.
+ * No PMD reads it, so the message does not take rings away. */
 static int vu_set_vring_err(struct vx_dev *dev, struct vu_msg *msg)
 {
     return vu_take_ring_fd(dev, msg, "SET_VRING_ERR", offsetof(struct vx_vring, err_fd)) ? VU_OK : VU_FAIL;
 }
 
-/* GET/SET_PROTOCOL_FEATURES: the protocol's own extensions.  We offer two:
- * MQ (GET_QUEUE_NUM, several queue pairs on one connection) and REPLY_ACK
+/* GET/SET_PROTOCOL_FEATURES: the protocol's own extensions.  We offer four:
+ * MQ (GET_QUEUE_NUM, several queue pairs on one connection), REPLY_ACK
  * (the frontend may set NEED_REPLY on any message and wait for our u64
- * status: how QEMU and virtio_user make SET_MEM_TABLE synchronous). */
+ * status: how QEMU and virtio_user make SET_MEM_TABLE synchronous), NET_MTU
+ * (NET_SET_MTU) and RARP (SEND_RARP).  The spec allows these messages only
+ * when GET_FEATURES offered bit 30, and wants them answered even before
+ * SET_FEATURES: QEMU asks at connection time, before SET_OWNER, and sets
+ * the intersection with what it knows.  DPDK virtio_user 22.11 wants only
+ * MQ, REPLY_ACK and STATUS (the last we do not offer). */
 static int vu_get_protocol_features(struct vx_dev *dev, struct vu_msg *msg)
 {
     (void)dev;
@@ -601,7 +760,11 @@ static int vu_set_protocol_features(struct vx_dev *dev, struct vu_msg *msg)
 }
 
 /* GET_QUEUE_NUM (with PROTOCOL_F_MQ): how many queue pairs we can serve;
- * the frontend uses at most that many (--queues, default 1). */
+ * the frontend uses at most that many (--queues, default 1).  QEMU asks
+ * only when MQ was negotiated, and refuses a device with more pairs
+ * (-netdev queues=N) than this: "The maximum number of queues supported by
+ * the backend is N".  DPDK virtio_user's queues=N devarg meets the same
+ * limit. */
 static int vu_get_queue_num(struct vx_dev *dev, struct vu_msg *msg)
 {
     msg->payload.u64 = dev->queue_pairs;
@@ -611,7 +774,11 @@ static int vu_get_queue_num(struct vx_dev *dev, struct vu_msg *msg)
 /* SET_VRING_ENABLE: with PROTOCOL_FEATURES a started ring also has to be
  * enabled before we touch it.  QEMU 7.2 sends enable=1 for rings 0/1 at
  * connection time, long before the rings exist (see vu_ring_can_run), and
- * does not wait for our answer; virtio_user stops with enable=0 first. */
+ * does not wait for our answer; virtio_user stops with enable=0 first.
+ * With multiqueue QEMU keeps the rings of the pairs the guest has not
+ * switched on (ethtool -L) at enable=0.  A disabled ring does not run: its
+ * PMD leaves it alone, and packets for a disabled RX ring are dropped and
+ * counted there. */
 static int vu_set_vring_enable(struct vx_dev *dev, struct vu_msg *msg)
 {
     struct vx_vring *vr = vu_ring(dev, msg->payload.state.index, "SET_VRING_ENABLE");
@@ -624,6 +791,75 @@ static int vu_set_vring_enable(struct vx_dev *dev, struct vu_msg *msg)
     vr->enabled = msg->payload.state.num;
     if (vu_opt.trace >= VX_TRACE_RINGS)
         vx_log("trace: ring %u %s", vr->index, vr->enabled ? "enabled" : "disabled");
+    return VU_OK;
+}
+
+/*
+ * NET_SET_MTU (with PROTOCOL_F_NET_MTU): the MTU the frontend is about to
+ * show the guest in the virtio-net config field `mtu` (virtio 1.2 §5.1.4,
+ * VIRTIO_NET_F_MTU).  QEMU sends it when the device has host_mtu=N, at each
+ * start, with NEED_REPLY; a non-zero REPLY_ACK makes QEMU report "N Bytes MTU
+ * not supported by the backend" and not start the device.  So we accept
+ * exactly what the port can carry: 68 (the spec's minimum) to --mtu.
+ *
+ * What the data path does with it (virtio 1.2 §5.1.4.1, once the guest has
+ * VIRTIO_NET_F_MTU): the device "MUST forward transmitted packets of up to
+ * mtu (plus low level ethernet header length)": that is why nothing above
+ * --mtu is accepted, --mtu being at most what the port carries.  And it
+ * "MUST NOT pass received packets that exceed mtu" plus that header: the
+ * PMD drops, and counts on the RX ring, frames to the guest longer than
+ * mtu + 14 (+ 4 with a VLAN tag) (pmd_loop.c, pmd_mtu_filter).  Frames from
+ * the guest are not checked: the driver "MUST NOT transmit" larger ones.
+ */
+static int vu_net_set_mtu(struct vx_dev *dev, struct vu_msg *msg)
+{
+    uint64_t mtu = msg->payload.u64;
+    if (!(dev->protocol_features & (1ull << VHOST_USER_PROTOCOL_F_NET_MTU))) {
+        vx_log("NET_SET_MTU: sent without PROTOCOL_F_NET_MTU negotiated");
+        return VU_FAIL;
+    }
+    if (mtu < VX_MTU_MIN || mtu > dev->mtu_max) {
+        vx_log("NET_SET_MTU %" PRIu64 " refused: not in %d..%u (--mtu: the largest MTU this port carries)", mtu,
+               VX_MTU_MIN, dev->mtu_max);
+        return VU_NACK;     /* QEMU then reports it and leaves the device stopped */
+    }
+    atomic_store(&dev->mtu, (uint32_t)mtu);
+    vx_log("NET_SET_MTU %" PRIu64 " accepted (largest %u)", mtu, dev->mtu_max);
+    return VU_OK;
+}
+
+/*
+ * SEND_RARP (with PROTOCOL_F_RARP): after live migration QEMU asks us, on
+ * the destination, to announce that the guest's MAC now lives here, for a
+ * guest whose driver cannot announce itself (no VIRTIO_NET_F_GUEST_ANNOUNCE).
+ * The switches between the two hosts learn a MAC from the frames it sends,
+ * so the RARP must leave *as if the guest had sent it*: into the guest-TX
+ * direction, towards the NIC (in --loopback that path leads back to the
+ * guest's own RX).  Only the PMD thread touches the rings, so we just leave
+ * the MAC in dev->rarp_request; the PMD of queue pair 0 builds and sends the
+ * frame at its next burst (pmd_loop.c, pmd_rarp_take).
+ */
+static int vu_send_rarp(struct vx_dev *dev, struct vu_msg *msg)
+{
+    uint8_t mac[8];
+    memcpy(mac, &msg->payload.u64, sizeof mac);     /* the first 6 bytes, as on the wire */
+    if (!(dev->protocol_features & (1ull << VHOST_USER_PROTOCOL_F_RARP))) {
+        vx_log("SEND_RARP: sent without PROTOCOL_F_RARP negotiated");
+        return VU_FAIL;
+    }
+    /* A frame's source address is one station's: never a group address
+     * (bit 0 of the first byte) and never all zeros. */
+    if ((mac[0] & 1) || !(mac[0] | mac[1] | mac[2] | mac[3] | mac[4] | mac[5])) {
+        vx_log("SEND_RARP: %02x:%02x:%02x:%02x:%02x:%02x is not a station's MAC address (multicast or zero)",
+               mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]);
+        return VU_NACK;
+    }
+    uint64_t request = VX_RARP_PENDING;
+    for (int i = 0; i < 6; i++)
+        request |= (uint64_t)mac[i] << (8 * i);
+    atomic_store(&dev->rarp_request, request);
+    vx_log("SEND_RARP: a RARP from %02x:%02x:%02x:%02x:%02x:%02x will go out on queue pair 0, as if the guest sent it",
+           mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]);
     return VU_OK;
 }
 
@@ -682,6 +918,8 @@ static void vu_append(struct vu_line *l, const char *fmt, ...)
     va_start(ap, fmt);
     int n = vsnprintf(l->text + l->len, sizeof l->text - l->len, fmt, ap);
     va_end(ap);
+    /* vsnprintf returns what it *would* have written: when that did not
+     * fit, the line is full up to its last byte, the terminating NUL. */
     if (n > 0)
         l->len += (size_t)n < sizeof l->text - l->len ? (size_t)n : sizeof l->text - 1 - l->len;
 }
@@ -725,6 +963,12 @@ static void vu_append_payload(struct vu_line *l, const union vu_payload *p, enum
     case P_ACK:
         vu_append(l, " u64=%" PRIu64 " (%s)", p->u64, p->u64 ? "failure" : "success");
         break;
+    case P_MAC: {
+        uint8_t m[8];
+        memcpy(m, &p->u64, sizeof m);   /* the bytes as they came on the wire */
+        vu_append(l, " mac=%02x:%02x:%02x:%02x:%02x:%02x", m[0], m[1], m[2], m[3], m[4], m[5]);
+        break;
+    }
     case P_FEATURES:
         vu_append_bits(l, p->u64, feature_names);
         break;
@@ -782,6 +1026,9 @@ static void vu_trace(const char *dir, const struct vu_msg *msg, enum vu_payload_
 
 /* Send a reply: same request, flags = VERSION|REPLY exactly, payload of the
  * size its kind has. */
+/* Every reply we send is 8 bytes of payload (a u64, or a vu_vring_state for
+ * GET_VRING_BASE) and carries no fd.  MSG_NOSIGNAL: a frontend that has
+ * gone makes sendmsg fail with EPIPE instead of raising SIGPIPE. */
 static int vu_send_reply(struct vx_dev *dev, struct vu_msg *msg, enum vu_payload_kind kind)
 {
     msg->hdr.flags = VHOST_USER_VERSION | VHOST_USER_REPLY_MASK;
@@ -823,11 +1070,17 @@ static int vu_read_full(int fd, void *buf, size_t len)
  */
 static int vu_read_msg(struct vx_dev *dev, struct vu_msg *msg)
 {
+    /* The first read takes the 12-byte header only, with its fds: SCM_RIGHTS
+     * data is delivered with the first byte of what the sender's sendmsg()
+     * wrote, so the fds come with the header or not at all.  The payload is
+     * read once the header has told us its size. */
     char control[CMSG_SPACE(VHOST_USER_MAX_FDS * sizeof(int))];
     struct iovec iov = { &msg->hdr, sizeof msg->hdr };
     struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = control,
                          .msg_controllen = sizeof control };
     msg->nfds = 0;
+    /* MSG_CMSG_CLOEXEC: the guest's memory fds are not inherited by anything
+     * this process might ever start. */
     ssize_t r = recvmsg(dev->conn_fd, &mh, MSG_CMSG_CLOEXEC);
     if (r == 0)
         return -1;      /* orderly close */
@@ -842,6 +1095,9 @@ static int vu_read_msg(struct vx_dev *dev, struct vu_msg *msg)
         for (int i = 0; i < n && msg->nfds < VHOST_USER_MAX_FDS; i++)
             memcpy(&msg->fds[msg->nfds++], CMSG_DATA(c) + i * sizeof(int), sizeof(int));
     }
+    /* More fds than our control buffer holds: the kernel has dropped the
+     * ones that did not fit (they never became ours), and no valid message
+     * carries that many. */
     if (mh.msg_flags & MSG_CTRUNC) {
         vx_log("message: more than %d fds attached", VHOST_USER_MAX_FDS);
         return -1;
@@ -855,6 +1111,8 @@ static int vu_read_msg(struct vx_dev *dev, struct vu_msg *msg)
                msg->hdr.size, sizeof msg->payload);
         return -1;
     }
+    /* Zeroed first: --trace prints the payload before vu_check_msg() has
+     * refused a short one, and must print zeros, not old stack bytes. */
     memset(&msg->payload, 0, sizeof msg->payload);
     if (msg->hdr.size && vu_read_full(dev->conn_fd, &msg->payload, msg->hdr.size) < 0) {
         vx_log("%s: truncated payload (wanted %u bytes)", vu_request_name(msg->hdr.request), msg->hdr.size);
@@ -864,7 +1122,11 @@ static int vu_read_msg(struct vx_dev *dev, struct vu_msg *msg)
 }
 
 /* Is this message well formed for its request: version, payload size, fd
- * count?  Returns NULL if so, else what is wrong. */
+ * count?  Returns NULL if so, else what is wrong.  The size must be exact,
+ * not merely large enough: a short payload would leave fields the handler
+ * reads as zeros, and we refuse rather than guess.  A missing fd would leave
+ * a region or ring without the file it names; an extra one means the
+ * frontend and we disagree about the message. */
 static const char *vu_check_msg(const struct vx_dev *dev, const struct vu_msg *msg, const struct vu_request *req,
                                 char *why, size_t size)
 {
@@ -876,7 +1138,7 @@ static const char *vu_check_msg(const struct vx_dev *dev, const struct vu_msg *m
     switch (req->payload) {
     case P_NONE:
         break;
-    case P_U64: case P_FEATURES: case P_PROTOCOL: case P_ACK:
+    case P_U64: case P_FEATURES: case P_PROTOCOL: case P_ACK: case P_MAC:
         want_size = sizeof(uint64_t);
         break;
     case P_RING_FD:
@@ -890,6 +1152,7 @@ static const char *vu_check_msg(const struct vx_dev *dev, const struct vu_msg *m
         want_size = sizeof(struct vu_vring_addr);
         break;
     case P_MEM:
+        /* The size depends on nregions, so nregions must be there first. */
         if (msg->hdr.size < 8) {
             snprintf(why, size, "payload size %u, expected at least 8 (nregions, padding)", msg->hdr.size);
             return why;
@@ -965,11 +1228,14 @@ static int vu_dispatch_one(struct vx_dev *dev)
 
     bool need_reply = msg.hdr.flags & VHOST_USER_NEED_REPLY;
     bool reply_ack = dev->protocol_features & (1ull << VHOST_USER_PROTOCOL_F_REPLY_ACK);
+    /* A message with a reply of its own (the GET_* ones) answers with it,
+     * NEED_REPLY or not; any other message is acknowledged only when the
+     * frontend asked (NEED_REPLY) and REPLY_ACK was negotiated. */
     if (r == VU_REPLY) {
         ret = vu_send_reply(dev, &msg, req->reply);
     } else if (need_reply && reply_ack) {
         /* REPLY_ACK: a u64, 0 for success (vhost-user.rst "REPLY_ACK"). */
-        msg.payload.u64 = r == VU_FAIL;
+        msg.payload.u64 = r == VU_FAIL || r == VU_NACK;
         ret = vu_send_reply(dev, &msg, P_ACK);
     } else {
         ret = 0;
@@ -979,6 +1245,8 @@ static int vu_dispatch_one(struct vx_dev *dev)
     goto out;
 
 refuse:
+    /* Not understood or malformed: say so if the frontend waits for an ack
+     * (so that it reports an error rather than hang), then reset (ret -1). */
     vu_close_fds(&msg);     /* before the reply: vu_send_reply() sets nfds = 0 */
     if ((msg.hdr.flags & VHOST_USER_NEED_REPLY) &&
         (dev->protocol_features & (1ull << VHOST_USER_PROTOCOL_F_REPLY_ACK))) {
@@ -992,6 +1260,23 @@ out:
 
 /* === 6. The socket ======================================================= */
 
+/*
+ * Server mode (the default): we listen on --socket and the frontend
+ * connects: QEMU with `-chardev socket,path=...,reconnect=1`, DPDK with
+ * net_virtio_user's path=.  Client mode (--client): the frontend listens
+ * (QEMU's server=on, virtio_user's server=1) and we connect, retrying every
+ * second.  Either way we serve one connection at a time, and everything the
+ * frontend told us lives and dies with it.
+ *
+ * Read vu_init() first, then the two functions main.c's loop calls,
+ * vu_poll_fd() and vu_handle_event(), then connect and disconnect.
+ */
+
+/* The frontend has gone (QEMU quit or was killed, the virtio_user port
+ * closed), or we reset the connection over a message we refused.  All it
+ * gave us is dropped, as for a fresh connection; the counters stay.  A
+ * frontend that comes back starts again from the beginning and tells each
+ * ring where to resume (SET_VRING_BASE). */
 static void vu_disconnect(struct vx_dev *dev)
 {
     vu_rings_stop(dev, VU_ALL_RINGS);     /* first, so the indices below hold still */
@@ -1008,7 +1293,9 @@ static void vu_disconnect(struct vx_dev *dev)
 
 static void vu_connected(struct vx_dev *dev, int fd)
 {
-    /* A peer that stalls half way through a message must not hang us. */
+    /* A peer that stalls half way through a message must not hang us: the
+     * rest of a message never takes long (a frontend writes it with one
+     * sendmsg), and while we wait, signals and --stats wait too. */
     struct timeval tv = { .tv_sec = 2 };
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     dev->conn_fd = fd;
@@ -1016,6 +1303,8 @@ static void vu_connected(struct vx_dev *dev, int fd)
     vx_log("frontend connected on %s", vu_opt.socket_path);
 }
 
+/* sun_path holds 108 bytes with the NUL: a longer path cannot name a unix
+ * socket at all, so it is refused rather than cut short. */
 static int vu_make_addr(struct sockaddr_un *sa, const char *path)
 {
     memset(sa, 0, sizeof *sa);
@@ -1028,7 +1317,9 @@ static int vu_make_addr(struct sockaddr_un *sa, const char *path)
     return 0;
 }
 
-/* Client mode: one attempt; main.c calls us again a second later. */
+/* Client mode: one attempt; main.c calls us again a second later.  The
+ * wait is logged once, not every second: a frontend that starts later is
+ * the normal case (QEMU started after vhost-xdp). */
 static void vu_try_connect(struct vx_dev *dev)
 {
     struct sockaddr_un sa;
@@ -1047,6 +1338,9 @@ static void vu_try_connect(struct vx_dev *dev)
     close(fd);
 }
 
+/* Before any connection: the rings' fds are -1, not the 0 of a static
+ * struct (fd 0 is stdin, and vu_close_fd would close it).  In server mode,
+ * the listening socket. */
 int vu_init(struct vx_dev *dev, const struct vu_options *opt)
 {
     vu_opt = *opt;
@@ -1054,13 +1348,15 @@ int vu_init(struct vx_dev *dev, const struct vu_options *opt)
     for (int i = 0; i < VX_MAX_VRINGS; i++) {
         dev->vrings[i].index = i;
         dev->vrings[i].kick_fd = dev->vrings[i].call_fd = dev->vrings[i].err_fd = -1;
+        dev->vrings[i].avail_wrap_counter = dev->vrings[i].used_wrap_counter = 1;  /* §2.8.1 */
     }
-    if (opt->client)
-        return 0;
-
+    /* The path first, in both modes: one that cannot fit a sockaddr_un is a
+     * clear error now, not a client retrying every second for ever. */
     struct sockaddr_un sa;
     if (vu_make_addr(&sa, opt->socket_path) < 0)
         return -1;
+    if (opt->client)
+        return 0;
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         vx_log("socket: %s", strerror(errno));
@@ -1077,6 +1373,8 @@ int vu_init(struct vx_dev *dev, const struct vu_options *opt)
     struct stat st;
     if (lstat(opt->socket_path, &st) == 0 && S_ISSOCK(st.st_mode))
         unlink(opt->socket_path);
+    /* Backlog 1: we serve one frontend at a time, and main.c does not poll
+     * the listening socket while one is connected; a second one waits. */
     fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0 || listen(fd, 1) < 0) {
         vx_log("%s: cannot listen: %s", opt->socket_path, strerror(errno));
@@ -1089,11 +1387,17 @@ int vu_init(struct vx_dev *dev, const struct vu_options *opt)
     return 0;
 }
 
+/* What main.c's loop sleeps on: the connection when there is one, else
+ * the listening socket (server mode) or -1 (client mode: nothing to wait
+ * on, the loop calls vu_handle_event() every second instead). */
 int vu_poll_fd(struct vx_dev *dev)
 {
     return dev->conn_fd >= 0 ? dev->conn_fd : vu_listen_fd;
 }
 
+/* One step: a message read and acted on, a connection accepted, or one
+ * connect attempt.  One message per call, so that main.c's loop sees a
+ * signal between any two. */
 void vu_handle_event(struct vx_dev *dev)
 {
     if (dev->conn_fd >= 0) {
@@ -1108,6 +1412,9 @@ void vu_handle_event(struct vx_dev *dev)
     }
 }
 
+/* At exit: as a disconnect (rings taken away, memory unmapped), then the
+ * listening socket and its file, so that nothing is left that a frontend
+ * could connect to and hang on. */
 void vu_cleanup(struct vx_dev *dev)
 {
     vu_reset_device(dev);

@@ -36,12 +36,14 @@
 #define VX_PKT_MAX         65550  /* largest frame we carry: 64 KiB + headroom */
 
 /* Virtio feature bits we use (virtio 1.2 §5.1.3, §6; vhost-user.rst). */
+#define VIRTIO_NET_F_MTU                3   /* config field mtu: the largest MTU to use (§5.1.4) */
 #define VIRTIO_NET_F_MRG_RXBUF          15
 #define VIRTIO_NET_F_MQ                 22
 #define VIRTIO_RING_F_INDIRECT_DESC     28
 #define VIRTIO_RING_F_EVENT_IDX         29
 #define VHOST_USER_F_PROTOCOL_FEATURES  30
 #define VIRTIO_F_VERSION_1              32
+#define VIRTIO_F_RING_PACKED            34
 
 /* === Logging ============================================================ */
 
@@ -164,17 +166,28 @@ struct vx_vring {
     int      kick_fd, call_fd, err_fd;
     bool     attached;              /* vq_attach() done for the current settings */
 
-    /* Filled in by vq_attach() when the ring starts. */
+    /* Filled in by vq_attach() when the ring starts.  A split ring (§2.7)
+     * uses desc/avail/used; a packed ring (§2.8, VIRTIO_F_RING_PACKED) uses
+     * the descriptor ring and the two event suppression areas that
+     * SET_VRING_ADDR gives as "avail" (driver area) and "used" (device area). */
     const struct vx_mem *mem;
+    bool     packed;
     struct vring_desc  *desc;
     struct vring_avail *avail;
     struct vring_used  *used;
+    struct vring_packed_desc       *desc_packed;
+    struct vring_packed_desc_event *driver_event;  /* guest -> us: when to interrupt it */
+    struct vring_packed_desc_event *device_event;  /* us -> guest: when to kick us */
     uint32_t hdr_len;               /* virtio-net header: 12 or 10 bytes */
     bool     mrg_rxbuf, event_idx, indirect;
 
-    /* Data-plane state: the PMD's while ready. */
-    uint16_t last_avail_idx;        /* next avail entry we will read */
-    uint16_t last_used_idx;         /* our copy of used->idx */
+    /* Data-plane state: the PMD's while ready.  Split: free-running u16
+     * indices.  Packed: slots in 0..num-1 plus a wrap counter each (§2.8.1),
+     * set by SET_VRING_BASE (bit 15) and reported by GET_VRING_BASE. */
+    uint16_t last_avail_idx;        /* next avail entry (packed: slot) we will read */
+    uint16_t last_used_idx;         /* our copy of used->idx (packed: next slot we write) */
+    bool     avail_wrap_counter;    /* packed only */
+    bool     used_wrap_counter;     /* packed only */
     bool     broken;                /* malformed: not touched until the frontend
                                        stops the ring (GET_VRING_BASE) or reconnects */
     struct vx_ring_stats stats;
@@ -196,9 +209,23 @@ struct vx_dev {
     uint64_t features;              /* SET_FEATURES */
     uint64_t protocol_features;     /* SET_PROTOCOL_FEATURES */
     uint32_t queue_pairs;           /* --queues: what GET_QUEUE_NUM answers */
+    uint32_t mtu_max;               /* --mtu: the largest NET_SET_MTU we accept */
+    /* NET_SET_MTU: the guest's MTU (0: never set).  Atomic: the control
+     * thread may set it while the PMDs read it, once per burst, to drop
+     * frames to the guest above it (pmd_loop.c, pmd_mtu_filter). */
+    _Atomic uint32_t mtu;
+    /* SEND_RARP, handed from the control thread to the PMD that polls queue
+     * pair 0 in one atomic word: bits 0-47 the MAC (the payload's first 6
+     * bytes, in wire order), bit 63 "a frame is waiting".  The PMD takes it
+     * with an exchange, so a second SEND_RARP before the first is sent just
+     * replaces the MAC, and no byte is ever read half written. */
+    _Atomic uint64_t rarp_request;  /* 0: nothing to send */
     struct vx_mem mem;
     struct vx_vring vrings[VX_MAX_VRINGS];
 };
+
+#define VX_RARP_PENDING (1ull << 63)   /* in vx_dev.rarp_request */
+#define VX_MTU_MIN      68             /* virtio 1.2 §5.1.4.1: mtu at least 68 (IPv4's minimum) */
 
 /* A packet between the two ports.  `data` is a buffer of `room` bytes: a
  * private buffer in loopback, a UMEM frame on the AF_XDP port, so that each
@@ -211,7 +238,7 @@ struct vx_pkt {
 
 /* === 4. The API, file by file =========================================== */
 
-/* virtqueue.c: the guest side of the data plane (virtio 1.2 §2.7). */
+/* virtqueue.c: the guest side of the data plane (virtio 1.2 §2.7 split, §2.8 packed). */
 int  vq_attach(struct vx_vring *vr, const struct vx_mem *mem, uint64_t features);
 int  vq_dequeue_burst(struct vx_vring *vr, struct vx_pkt *pkts, int n);
 int  vq_enqueue_burst(struct vx_vring *vr, struct vx_pkt *pkts, int n);  /* delivered ones first */

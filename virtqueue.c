@@ -1,5 +1,5 @@
 /*
- * virtqueue.c - the guest side of the data plane: split virtqueues.
+ * virtqueue.c - the guest side of the data plane: split and packed virtqueues.
  *
  * Where it sits: pmd_loop.c calls vq_dequeue_burst() to take the packets the
  * guest transmitted (its TX ring, vring 2k+1) and vq_enqueue_burst() to hand
@@ -7,8 +7,9 @@
  * writes guest memory directly, through the memory table vhost_user.c mapped.
  *
  * Spec: virtio 1.2 §2.7 (split virtqueues), §2.7.5.3 (indirect descriptors),
- * §2.7.7 and §2.7.10 (notification suppression, event idx), §5.1.6
- * (virtio-net header, mergeable receive buffers).
+ * §2.7.7 and §2.7.10 (notification suppression, event idx), §2.8 (packed
+ * virtqueues, VIRTIO_F_RING_PACKED), §5.1.6 (virtio-net header, mergeable
+ * receive buffers).
  *
  * The split ring in one picture (the guest is the "driver", we the "device"):
  *
@@ -28,9 +29,18 @@
  * chain walk is bounded, and a malformed ring is marked broken and left
  * alone (vq_mark_broken) instead of being "repaired".
  *
- * Read in this order: attach, the chain walk, dequeue (TX), enqueue (RX),
- * notification, and last the ring view (--ring-view, SIGUSR1).  Host byte order is assumed little-endian (x86, arm64), as
- * virtio 1.x rings are; a big-endian port would add le16toh() and friends.
+ * The packed ring (§2.8) does the same job with one array: see the section
+ * "Packed ring" below.  Both layouts share the chain walk (and so the copy
+ * and every check on a descriptor); each has its own dequeue, enqueue and
+ * notification, side by side, and the public vq_dequeue_burst(),
+ * vq_enqueue_burst() and vq_avail_buffers() at the end pick one by the
+ * ring's layout, with one branch.
+ *
+ * Read in this order: attach, the chain walk, the split ring's dequeue (TX),
+ * enqueue (RX) and notification, then the packed ring's, the public entry
+ * points, and last the ring view (--ring-view, SIGUSR1).  Host byte order is
+ * assumed little-endian (x86, arm64), as virtio 1.x rings are; a big-endian
+ * port would add le16toh() and friends.
  */
 #include "vhost_xdp.h"
 
@@ -61,15 +71,40 @@ void vq_mark_broken(struct vx_vring *vr, const char *fmt, ...)
 
 /* === Attaching a ring to guest memory ==================================== */
 
+/* A packed descriptor's two wrap bits (§2.8.1): different in an available
+ * descriptor, equal in a used one. */
+#define PACKED_AVAIL ((uint16_t)(1u << VRING_PACKED_DESC_F_AVAIL))
+#define PACKED_USED  ((uint16_t)(1u << VRING_PACKED_DESC_F_USED))
+
+static int vq_split_attach(struct vx_vring *vr, const struct vx_mem *mem);
+static int vq_packed_attach(struct vx_vring *vr, const struct vx_mem *mem);
+
 /*
  * Called by the control thread when a ring starts (and again after a new
  * memory table).  The three ring addresses came from SET_VRING_ADDR in the
  * frontend's virtual address space; check each whole area lies in guest
- * memory and is aligned as §2.7 requires (desc 16, avail 2, used 4).
+ * memory and is aligned as the layout requires.  VIRTIO_F_RING_PACKED picks
+ * the layout, for every ring of the device.
  * It leaves `broken` alone: a broken ring stays broken across a new memory
  * table; the caller clears it when the frontend really restarts the ring.
  */
 int vq_attach(struct vx_vring *vr, const struct vx_mem *mem, uint64_t features)
+{
+    vr->mrg_rxbuf = features & (1ull << VIRTIO_NET_F_MRG_RXBUF);
+    vr->event_idx = features & (1ull << VIRTIO_RING_F_EVENT_IDX);
+    vr->indirect  = features & (1ull << VIRTIO_RING_F_INDIRECT_DESC);
+    /* §5.1.6.1: num_buffers is in the header with VERSION_1 or MRG_RXBUF; a
+     * legacy device without MRG_RXBUF has the 10-byte header. */
+    vr->hdr_len = (features & ((1ull << VIRTIO_F_VERSION_1) | (1ull << VIRTIO_NET_F_MRG_RXBUF))) ? 12 : 10;
+    vr->packed = features & (1ull << VIRTIO_F_RING_PACKED);
+    if ((vr->packed ? vq_packed_attach(vr, mem) : vq_split_attach(vr, mem)) < 0)
+        return -1;
+    vr->mem = mem;
+    return 0;
+}
+
+/* Split ring: desc 16-byte aligned, avail 2, used 4 (§2.7). */
+static int vq_split_attach(struct vx_vring *vr, const struct vx_mem *mem)
 {
     uint32_t num = vr->num;
     if (num == 0 || num > VX_MAX_RING_SIZE || (num & (num - 1))) {
@@ -91,16 +126,9 @@ int vq_attach(struct vx_vring *vr, const struct vx_mem *mem, uint64_t features)
         vx_log("ring %u: ring areas are misaligned (virtio 1.2 §2.7 wants 16/2/4)", vr->index);
         return -1;
     }
-    vr->mem = mem;
     vr->desc = desc;
     vr->avail = avail;
     vr->used = used;
-    vr->mrg_rxbuf = features & (1ull << VIRTIO_NET_F_MRG_RXBUF);
-    vr->event_idx = features & (1ull << VIRTIO_RING_F_EVENT_IDX);
-    vr->indirect  = features & (1ull << VIRTIO_RING_F_INDIRECT_DESC);
-    /* §5.1.6.1: num_buffers is in the header with VERSION_1 or MRG_RXBUF; a
-     * legacy device without MRG_RXBUF has the 10-byte header. */
-    vr->hdr_len = (features & ((1ull << VIRTIO_F_VERSION_1) | (1ull << VIRTIO_NET_F_MRG_RXBUF))) ? 12 : 10;
     /* We complete every chain within the burst that took it, so after a
      * (re)start used->idx is where we resume; the frontend set last_avail_idx
      * with SET_VRING_BASE. */
@@ -111,6 +139,58 @@ int vq_attach(struct vx_vring *vr, const struct vx_mem *mem, uint64_t features)
      * every 65536 buffers. */
     if (!vr->event_idx)
         __atomic_store_n(&used->flags, VRING_USED_F_NO_NOTIFY, __ATOMIC_RELAXED);
+    return 0;
+}
+
+/* Packed ring: any size 1..32768, the descriptor ring 16-byte aligned, the
+ * two 4-byte event suppression areas 4-byte aligned (§2.8.10.1). */
+static int vq_packed_attach(struct vx_vring *vr, const struct vx_mem *mem)
+{
+    uint32_t num = vr->num;
+    if (num == 0 || num > VX_MAX_RING_SIZE) {
+        vx_log("ring %u: packed ring size %u is not in 1..%u", vr->index, num, VX_MAX_RING_SIZE);
+        return -1;
+    }
+    if (vr->last_avail_idx >= num) {
+        vx_log("ring %u: SET_VRING_BASE slot %u is beyond the packed ring's %u slots", vr->index,
+               vr->last_avail_idx, num);
+        return -1;
+    }
+    struct vring_packed_desc *desc = vx_uva_to_va(mem, vr->desc_user_addr, 16ull * num);
+    struct vring_packed_desc_event *driver = vx_uva_to_va(mem, vr->avail_user_addr, 4);
+    struct vring_packed_desc_event *device = vx_uva_to_va(mem, vr->used_user_addr, 4);
+    if (!desc || !driver || !device) {
+        vx_log("ring %u: packed %s area 0x%llx outside guest memory", vr->index,
+               !desc ? "descriptor" : !driver ? "driver event" : "device event",
+               (unsigned long long)(!desc ? vr->desc_user_addr : !driver ? vr->avail_user_addr : vr->used_user_addr));
+        return -1;
+    }
+    if (((uintptr_t)desc & 15) || ((uintptr_t)driver & 3) || ((uintptr_t)device & 3)) {
+        vx_log("ring %u: packed ring areas are misaligned (virtio 1.2 §2.8.10.1 wants 16/4/4)", vr->index);
+        return -1;
+    }
+    /* A base slot we already used in this lap means the frontend's base is
+     * stale: QEMU keeps a packed ring's indices only from GET_VRING_BASE, so
+     * after a backend crash it sends the ones of the previous start (it
+     * would need VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD, which we do not
+     * offer).  The ring then waits for a slot the guest will not refill;
+     * say so rather than guess where the guest is. */
+    uint16_t flags = __atomic_load_n(&desc[vr->last_avail_idx].flags, __ATOMIC_RELAXED);
+    uint16_t lap = vr->avail_wrap_counter ? PACKED_AVAIL | PACKED_USED : 0;
+    if ((flags & (PACKED_AVAIL | PACKED_USED)) == lap)
+        vx_log("ring %u: packed ring base slot %u (wrap %u) is already used: the frontend restarted us from a "
+               "stale base (after a crash?), the ring will stall", vr->index, vr->last_avail_idx,
+               vr->avail_wrap_counter);
+    vr->desc_packed = desc;
+    vr->driver_event = driver;
+    vr->device_event = device;
+    /* We use every chain within the burst that took it, in ring order, so
+     * the next slot we write a used descriptor to is the next one we read. */
+    vr->last_used_idx = vr->last_avail_idx;
+    vr->used_wrap_counter = vr->avail_wrap_counter;
+    /* We poll: ask the guest not to kick us (§2.8.10).  Unlike the split
+     * ring's NO_NOTIFY, DISABLE holds with event idx too. */
+    __atomic_store_n(&device->flags, VRING_PACKED_EVENT_FLAG_DISABLE, __ATOMIC_RELAXED);
     return 0;
 }
 
@@ -132,21 +212,47 @@ struct vq_copy {
     bool to_chain;          /* RX: into guest buffers; TX: out of them */
 };
 
+/* One descriptor, as the walk sees it.  The split layout (§2.7.5) is
+ * {addr, len, flags, next}, the packed one (§2.8.13) {addr, len, id, flags}:
+ * the same flag bits (NEXT 1, WRITE 2, INDIRECT 4), but a packed chain
+ * continues in the next slot instead of at `next`, and carries a buffer id. */
+struct vq_desc {
+    uint64_t addr;
+    uint32_t len;
+    uint16_t flags;
+    uint16_t next;          /* split only */
+    uint16_t id;            /* packed only */
+};
+
 /* Copy a descriptor out of guest memory once: after this the guest can
  * change it all it likes, we check and use our copy (no time-of-check to
  * time-of-use gap).  volatile keeps the compiler from re-reading it. */
-static struct vring_desc read_desc(const struct vring_desc *table, uint32_t i)
+static struct vq_desc read_desc(const struct vx_vring *vr, const void *table, uint32_t i)
 {
-    const volatile struct vring_desc *d = &table[i];
-    struct vring_desc copy = { .addr = d->addr, .len = d->len, .flags = d->flags, .next = d->next };
-    return copy;
+    if (vr->packed) {
+        const volatile struct vring_packed_desc *d = (const struct vring_packed_desc *)table + i;
+        return (struct vq_desc){ .addr = d->addr, .len = d->len, .flags = d->flags, .id = d->id };
+    }
+    const volatile struct vring_desc *d = (const struct vring_desc *)table + i;
+    return (struct vq_desc){ .addr = d->addr, .len = d->len, .flags = d->flags, .next = d->next };
 }
 
+/* What a walk tells the packed ring besides the length: how many ring slots
+ * the chain took (an indirect table takes one), and the buffer id of its
+ * last descriptor in the ring (§2.8.6), which the used descriptor returns. */
+struct vq_chain {
+    uint32_t ring_descs;
+    uint16_t id;
+};
+
 /*
- * The only loop over descriptors.  Follows the chain starting at `head`,
- * into an indirect table if there is one (§2.7.5.3), copying what `cp` asks
- * for as it goes.  `device_writes` says which kind this ring's buffers must
- * be: RX buffers are write-only for us, TX buffers read-only.
+ * The only loop over descriptors, for both layouts.  Follows the chain
+ * starting at `head`, into an indirect table if there is one (§2.7.5.3,
+ * §2.8.7), copying what `cp` asks for as it goes.  `device_writes` says which
+ * kind this ring's buffers must be: RX buffers are write-only for us, TX
+ * buffers read-only.  Where the chain goes on is the one difference: split
+ * follows `next`; packed takes the next ring slot (going round at num) while
+ * NEXT is set, and inside an indirect table every entry in order.
  *
  * Bounds: at most `table_size` descriptors per table (the ring size, or the
  * indirect table's length), so a chain that loops ends here.  Returns the
@@ -154,9 +260,10 @@ static struct vring_desc read_desc(const struct vring_desc *table, uint32_t i)
  * fails half way, some bytes may already be copied: into our own buffer, or
  * into guest buffers the guest has not got back yet; both are harmless.
  */
-static int64_t vq_walk_chain(struct vx_vring *vr, uint16_t head, bool device_writes, const struct vq_copy *cp)
+static int64_t vq_walk_chain(struct vx_vring *vr, uint16_t head, bool device_writes, const struct vq_copy *cp,
+                             struct vq_chain *chain)
 {
-    const struct vring_desc *table = vr->desc;
+    const void *table = vr->packed ? (const void *)vr->desc_packed : (const void *)vr->desc;
     uint32_t table_size = vr->num;
     uint32_t i = head, walked = 0;
     bool in_indirect = false;
@@ -171,7 +278,13 @@ static int64_t vq_walk_chain(struct vx_vring *vr, uint16_t head, bool device_wri
             vq_mark_broken(vr, "chain from head %u has more than %u descriptors (a loop?)", head, table_size);
             return -1;
         }
-        struct vring_desc d = read_desc(table, i);
+        struct vq_desc d = read_desc(vr, table, i);
+        if (vr->packed && in_indirect)
+            d.flags &= VRING_DESC_F_WRITE;  /* §2.8.7: the only flag valid in a packed table */
+        if (chain && !in_indirect) {
+            chain->ring_descs = walked;
+            chain->id = d.id;
+        }
 
         if (d.flags & VRING_DESC_F_INDIRECT) {
             /* §2.7.5.3.1: only if negotiated, never with NEXT, never nested,
@@ -181,7 +294,7 @@ static int64_t vq_walk_chain(struct vx_vring *vr, uint16_t head, bool device_wri
                             : (d.flags & VRING_DESC_F_NEXT) ? "descriptor has both INDIRECT and NEXT"
                             : (d.len == 0 || d.len % 16 || d.len / 16 > VX_MAX_RING_SIZE) ? "bad indirect table length"
                             : NULL;
-            const struct vring_desc *ind = why ? NULL : vx_gpa_to_va(vr->mem, d.addr, d.len);
+            const void *ind = why ? NULL : vx_gpa_to_va(vr->mem, d.addr, d.len);
             if (!why && !ind)
                 why = "indirect table outside guest memory";
             if (why) {
@@ -195,7 +308,12 @@ static int64_t vq_walk_chain(struct vx_vring *vr, uint16_t head, bool device_wri
             in_indirect = true;
             continue;
         }
-        if (!!(d.flags & VRING_DESC_F_WRITE) != device_writes) {
+        /* A buffer we must write is never one the guest marked read-only.
+         * The other way round is only a misnomer, and one exception is made:
+         * DPDK 22.11's virtio PMD leaves WRITE on the header entry of its
+         * packed TX indirect tables, and reading it harms nothing. */
+        bool dpdk_tx_table = vr->packed && in_indirect && !device_writes;
+        if (!!(d.flags & VRING_DESC_F_WRITE) != device_writes && !dpdk_tx_table) {
             vq_mark_broken(vr, "descriptor %u is %s, this ring's buffers must be %s", i,
                            device_writes ? "read-only" : "write-only", device_writes ? "write-only" : "read-only");
             return -1;
@@ -222,9 +340,15 @@ static int64_t vq_walk_chain(struct vx_vring *vr, uint16_t head, bool device_wri
             }
             pos += d.len;
         }
+        if (vr->packed && in_indirect) {
+            if (walked == table_size)
+                return (int64_t)pos;
+            i++;
+            continue;
+        }
         if (!(d.flags & VRING_DESC_F_NEXT))
             return (int64_t)pos;
-        i = d.next;
+        i = !vr->packed ? d.next : i + 1 == table_size ? 0 : i + 1;
         if (i >= table_size) {
             vq_mark_broken(vr, "descriptor next %u beyond table of %u", i, table_size);
             return -1;
@@ -232,7 +356,7 @@ static int64_t vq_walk_chain(struct vx_vring *vr, uint16_t head, bool device_wri
     }
 }
 
-/* === Guest TX: dequeue =================================================== */
+/* === Split ring (§2.7): guest TX, dequeue ================================ */
 
 /* How many new heads the guest published, or -1 (broken) if avail->idx ran
  * further ahead of us than the ring can hold. */
@@ -266,11 +390,9 @@ static void vq_publish_used(struct vx_vring *vr, uint16_t new_used_idx);
  * frame, spread over any number of read-only buffers.  A frame larger than
  * the buffer's room is dropped and counted.
  */
-int vq_dequeue_burst(struct vx_vring *vr, struct vx_pkt *pkts, int n)
+static int vq_split_dequeue_burst(struct vx_vring *vr, struct vx_pkt *pkts, int n)
 {
     uint16_t avail_idx;
-    if (vr->broken)
-        return 0;
     int pending = vq_avail_count(vr, &avail_idx);
     if (pending <= 0)
         return 0;
@@ -284,7 +406,7 @@ int vq_dequeue_burst(struct vx_vring *vr, struct vx_pkt *pkts, int n)
         uint16_t head = vr->avail->ring[vr->last_avail_idx & (vr->num - 1)];
         struct vx_pkt *p = &pkts[got];
         struct vq_copy cp = { .part = { { p->data, vr->hdr_len, p->room } }, .to_chain = false };
-        int64_t total = vq_walk_chain(vr, head, false, &cp);
+        int64_t total = vq_walk_chain(vr, head, false, &cp, NULL);
         if (total < 0)
             break;
         vr->last_avail_idx++;
@@ -304,9 +426,20 @@ int vq_dequeue_burst(struct vx_vring *vr, struct vx_pkt *pkts, int n)
     return got;
 }
 
-/* === Guest RX: enqueue =================================================== */
+/* === Split ring: guest RX, enqueue ======================================== */
 
 enum { RX_DONE, RX_NO_ROOM, RX_TOO_BIG, RX_BROKEN };
+
+/* Delivered packets stay at the front of the burst, in order: after a drop,
+ * packet k moves to slot `sent` (see vq_enqueue_burst). */
+static void keep_in_front(struct vx_pkt *pkts, int sent, int k)
+{
+    if (k != sent) {
+        struct vx_pkt moved = pkts[sent];
+        pkts[sent] = pkts[k];
+        pkts[k] = moved;
+    }
+}
 
 /*
  * Put one packet into the guest's RX buffers starting at avail entry *a.
@@ -318,7 +451,7 @@ enum { RX_DONE, RX_NO_ROOM, RX_TOO_BIG, RX_BROKEN };
  * buffers half way, *a and *u stay put and the bytes we wrote sit in buffers
  * the guest still considers empty, which is harmless.
  */
-static int vq_enqueue_one(struct vx_vring *vr, const struct vx_pkt *pkt, uint16_t avail_idx,
+static int vq_split_enqueue_one(struct vx_vring *vr, const struct vx_pkt *pkt, uint16_t avail_idx,
                           uint16_t *a, uint16_t *u)
 {
     uint16_t ai = *a, ui = *u, nbufs = 0, first_head = 0;
@@ -341,13 +474,13 @@ static int vq_enqueue_one(struct vx_vring *vr, const struct vx_pkt *pkt, uint16_
         if (!vr->mrg_rxbuf) {
             /* One chain must hold it all: measure before writing, so a chain
              * we leave to the next packet keeps no bytes of this one. */
-            int64_t size = vq_walk_chain(vr, head, true, NULL);
+            int64_t size = vq_walk_chain(vr, head, true, NULL, NULL);
             if (size < 0)
                 return RX_BROKEN;
             if ((uint64_t)size >= vr->hdr_len && (uint64_t)size < vr->hdr_len + pkt->len)
                 return RX_TOO_BIG;
         }
-        int64_t total = vq_walk_chain(vr, head, true, &cp);
+        int64_t total = vq_walk_chain(vr, head, true, &cp, NULL);
         if (total < 0)
             return RX_BROKEN;
         if (nbufs == 0) {
@@ -373,7 +506,7 @@ static int vq_enqueue_one(struct vx_vring *vr, const struct vx_pkt *pkt, uint16_
         hdr[10] = (uint8_t)nbufs;
         hdr[11] = (uint8_t)(nbufs >> 8);
         struct vq_copy cp = { .part = { { hdr, 0, vr->hdr_len } }, .to_chain = true };
-        if (vq_walk_chain(vr, first_head, true, &cp) < 0)
+        if (vq_walk_chain(vr, first_head, true, &cp, NULL) < 0)
             return RX_BROKEN;
     }
     *a = ai;
@@ -386,10 +519,10 @@ static int vq_enqueue_one(struct vx_vring *vr, const struct vx_pkt *pkt, uint16_
  * needs several mergeable buffers.  A port that can leave packets queued on
  * its own side (AF_XDP's RX ring) asks first, instead of taking more than the
  * guest can hold and dropping the rest. */
-int vq_avail_buffers(struct vx_vring *vr)
+static int vq_split_avail_buffers(struct vx_vring *vr)
 {
     uint16_t avail_idx;
-    return vr->broken ? 0 : vq_avail_count(vr, &avail_idx) > 0 ? (uint16_t)(avail_idx - vr->last_avail_idx) : 0;
+    return vq_avail_count(vr, &avail_idx) > 0 ? (uint16_t)(avail_idx - vr->last_avail_idx) : 0;
 }
 
 /* Give up to n packets to the guest; returns how many it got.  The others
@@ -397,10 +530,10 @@ int vq_avail_buffers(struct vx_vring *vr)
  * packets the guest got are pkts[0 .. returned-1], in order: a packet too
  * big for its buffers is swapped behind them, so a caller (the pcap
  * capture) can name exactly what was delivered. */
-int vq_enqueue_burst(struct vx_vring *vr, struct vx_pkt *pkts, int n)
+static int vq_split_enqueue_burst(struct vx_vring *vr, struct vx_pkt *pkts, int n)
 {
     uint16_t avail_idx;
-    int pending = vr->broken ? -1 : vq_avail_count(vr, &avail_idx);
+    int pending = vq_avail_count(vr, &avail_idx);
     if (pending <= 0) {
         stat_add(&vr->stats.drops, n);
         return 0;
@@ -409,15 +542,10 @@ int vq_enqueue_burst(struct vx_vring *vr, struct vx_pkt *pkts, int n)
     uint64_t bytes = 0, drops = 0;
     int sent = 0, k;
     for (k = 0; k < n; k++) {
-        int r = vq_enqueue_one(vr, &pkts[k], avail_idx, &a, &u);
+        int r = vq_split_enqueue_one(vr, &pkts[k], avail_idx, &a, &u);
         if (r == RX_DONE) {
             bytes += pkts[k].len;
-            if (k != sent) {    /* only after a drop: keep the delivered ones in front */
-                struct vx_pkt moved = pkts[sent];
-                pkts[sent] = pkts[k];
-                pkts[k] = moved;
-            }
-            sent++;
+            keep_in_front(pkts, sent++, k);
         } else if (r == RX_TOO_BIG) {
             drops++;        /* the next, smaller packet may still fit */
         } else {
@@ -433,7 +561,7 @@ int vq_enqueue_burst(struct vx_vring *vr, struct vx_pkt *pkts, int n)
     return sent;
 }
 
-/* === Publishing used entries and notifying the guest ==================== */
+/* === Split ring: publishing used entries, notifying the guest ============ */
 
 /*
  * Make the used entries written since last time visible, then interrupt the
@@ -462,7 +590,10 @@ static void __attribute__((cold, noinline)) vq_trace_call(struct vx_vring *vr, u
     }
     if (vr->trace_calls_shown < VQ_TRACE_CALLS_PER_SECOND) {
         vr->trace_calls_shown++;
-        vx_log("trace: ring %u: call sent (used->idx %u)", vr->index, used_idx);
+        if (vr->packed)
+            vx_log("trace: ring %u: call sent (used slot %u, wrap %u)", vr->index, used_idx, vr->used_wrap_counter);
+        else
+            vx_log("trace: ring %u: call sent (used->idx %u)", vr->index, used_idx);
     } else {
         vr->trace_calls_hidden++;
     }
@@ -502,11 +633,330 @@ static void vq_publish_used(struct vx_vring *vr, uint16_t new_used_idx)
     }
 }
 
+/* === Packed ring (§2.8) ================================================== */
+
+/*
+ * The packed ring in one picture: one array that both sides write.
+ *
+ *    desc[num]      {addr, len, id, flags}   the descriptor ring
+ *    driver event   {off_wrap, flags}  guest -> us: when to interrupt it
+ *                                      (SET_VRING_ADDR's "avail" address)
+ *    device event   {off_wrap, flags}  us -> guest: when to kick us
+ *                                      (SET_VRING_ADDR's "used" address)
+ *
+ * The guest makes a chain available by writing its descriptors into
+ * consecutive slots, the first one's flags last (§2.8.6): AVAIL equal to its
+ * wrap counter, USED the opposite.  We take chains in ring order and write
+ * one used descriptor per chain over the chain's first slot: the buffer id
+ * of its last descriptor, the bytes we wrote, and AVAIL = USED = our wrap
+ * counter (§2.8.1); the chain's other slots are skipped.  Writing the flags
+ * *is* the publication: there is no used->idx, so the flags go last, with a
+ * release store.
+ *
+ * Indices are slots in 0..num-1 plus a wrap counter that starts at 1 and
+ * flips each time the index passes the end of the ring.  num need not be a
+ * power of two: the index wraps by comparison, never by masking.  We use
+ * chains in the order they were made available, so last_used_idx (where our
+ * next used descriptor goes) always equals last_avail_idx between packets.
+ */
+
+/* Move (slot, wrap) forward by n <= num slots. */
+static void vq_packed_advance(const struct vx_vring *vr, uint16_t *slot, bool *wrap, uint32_t n)
+{
+    uint32_t next = *slot + n;
+    if (next >= vr->num) {
+        next -= vr->num;
+        *wrap = !*wrap;
+    }
+    *slot = (uint16_t)next;
+}
+
+/* Has the guest made the descriptor in `slot` available in the lap `wrap`?
+ * acquire: the descriptor, and the rest of its chain, which the guest wrote
+ * before these flags, must be read after them. */
+static bool vq_packed_is_avail(const struct vx_vring *vr, uint16_t slot, bool wrap)
+{
+    uint16_t flags = __atomic_load_n(&vr->desc_packed[slot].flags, __ATOMIC_ACQUIRE);
+    return !!(flags & PACKED_AVAIL) == wrap && !!(flags & PACKED_USED) != wrap;
+}
+
+/* Write one used descriptor: id and len first, then the flags with a
+ * release store, so the guest that sees the flags also sees them and the
+ * bytes we copied.  WRITE says we wrote data (§2.8.3). */
+static void vq_packed_put_used(struct vx_vring *vr, uint16_t slot, bool wrap, uint16_t id, uint32_t len)
+{
+    struct vring_packed_desc *d = &vr->desc_packed[slot];
+    __atomic_store_n(&d->id, id, __ATOMIC_RELAXED);
+    __atomic_store_n(&d->len, len, __ATOMIC_RELAXED);
+    uint16_t flags = (wrap ? PACKED_AVAIL | PACKED_USED : 0) | (len ? VRING_DESC_F_WRITE : 0);
+    __atomic_store_n(&d->flags, flags, __ATOMIC_RELEASE);
+}
+
+/* Use the chain at last_avail_idx: its used descriptor, then both indices
+ * past its slots. */
+static void vq_packed_use_chain(struct vx_vring *vr, const struct vq_chain *chain, uint32_t len)
+{
+    vq_packed_put_used(vr, vr->last_used_idx, vr->used_wrap_counter, chain->id, len);
+    vq_packed_advance(vr, &vr->last_avail_idx, &vr->avail_wrap_counter, chain->ring_descs);
+    vq_packed_advance(vr, &vr->last_used_idx, &vr->used_wrap_counter, chain->ring_descs);
+}
+
+static void vq_packed_notify(struct vx_vring *vr, uint16_t old_slot, bool old_wrap);
+
+/* Guest TX, as vq_split_dequeue_burst: each available chain in ring order,
+ * its used descriptor written as soon as it is copied. */
+static int vq_packed_dequeue_burst(struct vx_vring *vr, struct vx_pkt *pkts, int n)
+{
+    uint16_t old_slot = vr->last_used_idx;
+    bool old_wrap = vr->used_wrap_counter;
+    uint64_t bytes = 0, drops = 0;
+    int got = 0;
+    for (int k = 0; k < n && vq_packed_is_avail(vr, vr->last_avail_idx, vr->avail_wrap_counter); k++) {
+        struct vx_pkt *p = &pkts[got];
+        struct vq_copy cp = { .part = { { p->data, vr->hdr_len, p->room } }, .to_chain = false };
+        struct vq_chain chain;
+        int64_t total = vq_walk_chain(vr, vr->last_avail_idx, false, &cp, &chain);
+        if (total < 0)
+            break;
+        if (total < vr->hdr_len || total - vr->hdr_len > p->room) {
+            drops++;        /* not a packet we can carry, but the ring is sound */
+        } else {
+            p->len = (uint32_t)(total - vr->hdr_len);
+            bytes += p->len;
+            got++;
+        }
+        vq_packed_use_chain(vr, &chain, 0);     /* TX: we wrote 0 bytes */
+    }
+    vq_packed_notify(vr, old_slot, old_wrap);
+    stat_add(&vr->stats.packets, got);
+    stat_add(&vr->stats.bytes, bytes);
+    stat_add(&vr->stats.drops, drops);
+    return got;
+}
+
+/*
+ * Guest RX, first pass: how many buffers, from last_avail_idx on, the packet
+ * needs (header + frame), measured without writing anything.  In a packed
+ * ring a used descriptor overwrites the guest's available one, so unlike the
+ * split ring we cannot write some and take them back if the buffers run out:
+ * we look before we write.
+ */
+static int vq_packed_rx_measure(struct vx_vring *vr, const struct vx_pkt *pkt, uint32_t *nbufs)
+{
+    uint16_t slot = vr->last_avail_idx;
+    bool wrap = vr->avail_wrap_counter;
+    uint64_t need = (uint64_t)vr->hdr_len + pkt->len, have = 0;
+    uint32_t bufs = 0, slots = 0;
+    while (bufs == 0 || have < need) {
+        /* Never more than one lap: the slots after that are our own. */
+        if (slots >= vr->num || !vq_packed_is_avail(vr, slot, wrap))
+            return RX_NO_ROOM;
+        struct vq_chain chain;
+        int64_t size = vq_walk_chain(vr, slot, true, NULL, &chain);
+        if (size < 0)
+            return RX_BROKEN;
+        if (bufs == 0 && size < vr->hdr_len) {
+            vq_mark_broken(vr, "receive buffer of %lld bytes cannot hold the %u-byte header",
+                           (long long)size, vr->hdr_len);
+            return RX_BROKEN;
+        }
+        if (!vr->mrg_rxbuf && (uint64_t)size < need)
+            return RX_TOO_BIG;  /* one chain must hold it all; the next packet may fit */
+        have += (uint64_t)size;
+        bufs++;
+        slots += chain.ring_descs;
+        vq_packed_advance(vr, &slot, &wrap, chain.ring_descs);
+    }
+    *nbufs = bufs;
+    return RX_DONE;
+}
+
+/*
+ * Guest RX, second pass: copy the header and the frame into the nbufs
+ * buffers measured, as vq_split_enqueue_one does.  num_buffers is known
+ * before we start, so the header is written once.  The used descriptors of
+ * buffers 2..n are written as we go and the first buffer's last: the guest
+ * reads used descriptors in ring order, so it sees the whole packet or
+ * nothing (§2.8.9, multi-buffer requests).
+ */
+static int vq_packed_enqueue_one(struct vx_vring *vr, const struct vx_pkt *pkt)
+{
+    uint32_t nbufs;
+    int r = vq_packed_rx_measure(vr, pkt, &nbufs);
+    if (r != RX_DONE)
+        return r;
+    uint8_t hdr[12] = { 0 };
+    if (vr->hdr_len == 12) {
+        hdr[10] = (uint8_t)nbufs;
+        hdr[11] = (uint8_t)(nbufs >> 8);
+    }
+    uint16_t slot = vr->last_avail_idx;
+    bool wrap = vr->avail_wrap_counter;
+    struct vq_chain first = { 0, 0 };
+    uint32_t done = 0, first_len = 0, slots = 0;
+    for (uint32_t b = 0; b < nbufs; b++) {
+        uint32_t start = b == 0 ? vr->hdr_len : 0;
+        struct vq_copy cp = { .part = { { pkt->data + done, start, pkt->len - done } }, .to_chain = true };
+        if (b == 0)
+            cp.part[1].flat = hdr, cp.part[1].off = 0, cp.part[1].len = vr->hdr_len;
+        struct vq_chain chain;
+        int64_t total = vq_walk_chain(vr, slot, true, &cp, &chain);
+        if (total < 0)
+            return RX_BROKEN;
+        slots += chain.ring_descs;
+        if ((uint64_t)total < start || slots > vr->num) {
+            vq_mark_broken(vr, "receive buffers at slot %u changed while we filled them", slot);
+            return RX_BROKEN;
+        }
+        uint64_t room = (uint64_t)total - start;
+        uint32_t n = room < pkt->len - done ? (uint32_t)room : pkt->len - done;
+        if (b == 0)
+            first = chain, first_len = start + n;
+        else
+            vq_packed_put_used(vr, slot, wrap, chain.id, n);
+        done += n;
+        vq_packed_advance(vr, &slot, &wrap, chain.ring_descs);
+    }
+    if (done < pkt->len) {
+        vq_mark_broken(vr, "receive buffers at slot %u shrank while we filled them", vr->last_avail_idx);
+        return RX_BROKEN;
+    }
+    vq_packed_put_used(vr, vr->last_used_idx, vr->used_wrap_counter, first.id, first_len);
+    vr->last_avail_idx = vr->last_used_idx = slot;
+    vr->avail_wrap_counter = vr->used_wrap_counter = wrap;
+    return RX_DONE;
+}
+
+/* Guest RX, as vq_split_enqueue_burst. */
+static int vq_packed_enqueue_burst(struct vx_vring *vr, struct vx_pkt *pkts, int n)
+{
+    uint16_t old_slot = vr->last_used_idx;
+    bool old_wrap = vr->used_wrap_counter;
+    uint64_t bytes = 0, drops = 0;
+    int sent = 0, k;
+    for (k = 0; k < n; k++) {
+        int r = vq_packed_enqueue_one(vr, &pkts[k]);
+        if (r == RX_DONE) {
+            bytes += pkts[k].len;
+            keep_in_front(pkts, sent++, k);
+        } else if (r == RX_TOO_BIG) {
+            drops++;        /* the next, smaller packet may still fit */
+        } else {
+            break;          /* no buffers left, or broken */
+        }
+    }
+    drops += n - k;
+    vq_packed_notify(vr, old_slot, old_wrap);
+    stat_add(&vr->stats.packets, sent);
+    stat_add(&vr->stats.bytes, bytes);
+    stat_add(&vr->stats.drops, drops);
+    return sent;
+}
+
+/* As vq_split_avail_buffers, but a packed ring has no index to subtract:
+ * count the available chains one by one, at most VX_BURST (what a caller
+ * takes at once). */
+static int vq_packed_avail_buffers(struct vx_vring *vr)
+{
+    uint16_t slot = vr->last_avail_idx;
+    bool wrap = vr->avail_wrap_counter;
+    uint32_t slots = 0;
+    int count = 0;
+    while (count < VX_BURST && slots < vr->num && vq_packed_is_avail(vr, slot, wrap)) {
+        struct vq_chain chain;
+        if (vq_walk_chain(vr, slot, true, NULL, &chain) < 0)
+            return 0;
+        count++;
+        slots += chain.ring_descs;
+        vq_packed_advance(vr, &slot, &wrap, chain.ring_descs);
+    }
+    return count;
+}
+
+/*
+ * Did we just use the slot the guest asked to hear about?  With
+ * RING_EVENT_FLAGS_DESC (§2.8.10) the driver event area's off_wrap names one
+ * slot (bits 0-14) in one lap (bit 15, a wrap counter): "interrupt me when
+ * you use this one".  We used the slots [old, new).  Counting positions
+ * round a track of two laps (lap with wrap counter 1 first), it is
+ * vring_need_event()'s question, in arithmetic modulo 2 * num instead of
+ * modulo 65536.
+ */
+static bool vq_packed_need_event(uint32_t num, uint16_t off_wrap, uint16_t old_slot, bool old_wrap,
+                                 uint16_t new_slot, bool new_wrap)
+{
+    uint32_t track = 2 * num;
+    uint32_t event = ((off_wrap & 0x7fffu) + (off_wrap >> VRING_PACKED_EVENT_F_WRAP_CTR ? 0 : num)) % track;
+    uint32_t old = old_slot + (old_wrap ? 0 : num), new = new_slot + (new_wrap ? 0 : num);
+    return (new + 2 * track - event - 1) % track < (new + track - old) % track;
+}
+
+/*
+ * After a burst: interrupt the guest if its driver event suppression area
+ * asks for it (§2.8.10): ENABLE always, DISABLE never, DESC when we used the
+ * slot it names (only with VIRTIO_RING_F_EVENT_IDX; without, or for the
+ * reserved value 3, we interrupt: one too many is harmless, one too few
+ * hangs the guest).
+ */
+static void vq_packed_notify(struct vx_vring *vr, uint16_t old_slot, bool old_wrap)
+{
+    if (vr->last_used_idx == old_slot && vr->used_wrap_counter == old_wrap)
+        return;
+    /* Full barrier: the guest enables interrupts, then re-reads our next
+     * used descriptor; we write used descriptors, then read its event area.
+     * If our load passed our store, we could read its old DISABLE while it
+     * reads our old flags: each thinks the other will act and the interrupt
+     * is lost (the split ring's event idx race, §2.7.10). */
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    const volatile struct vring_packed_desc_event *ev = vr->driver_event;
+    uint16_t flags = ev->flags;
+    bool notify;
+    if (flags == VRING_PACKED_EVENT_FLAG_DESC && vr->event_idx)
+        notify = vq_packed_need_event(vr->num, ev->off_wrap, old_slot, old_wrap, vr->last_used_idx,
+                                      vr->used_wrap_counter);
+    else
+        notify = flags != VRING_PACKED_EVENT_FLAG_DISABLE;
+    if (notify && vr->call_fd >= 0) {
+        uint64_t one = 1;
+        if (write(vr->call_fd, &one, sizeof one) < 0) { /* as in vq_publish_used */ }
+        if (__builtin_expect(vx_trace_rings, 0))
+            vq_trace_call(vr, vr->last_used_idx);
+    }
+}
+
+/* === The public entry points: one branch on the layout =================== */
+
+/* Guest TX: take up to n packets (see vq_split_dequeue_burst). */
+int vq_dequeue_burst(struct vx_vring *vr, struct vx_pkt *pkts, int n)
+{
+    if (vr->broken)
+        return 0;
+    return vr->packed ? vq_packed_dequeue_burst(vr, pkts, n) : vq_split_dequeue_burst(vr, pkts, n);
+}
+
+/* Guest RX: give up to n packets, delivered ones first (see vq_split_enqueue_burst). */
+int vq_enqueue_burst(struct vx_vring *vr, struct vx_pkt *pkts, int n)
+{
+    if (vr->broken) {
+        stat_add(&vr->stats.drops, n);
+        return 0;
+    }
+    return vr->packed ? vq_packed_enqueue_burst(vr, pkts, n) : vq_split_enqueue_burst(vr, pkts, n);
+}
+
+/* RX buffers the guest offers now (see vq_split_avail_buffers). */
+int vq_avail_buffers(struct vx_vring *vr)
+{
+    if (vr->broken)
+        return 0;
+    return vr->packed ? vq_packed_avail_buffers(vr) : vq_split_avail_buffers(vr);
+}
+
 /* === The ring view ======================================================= */
 
 /*
  * What --ring-view and SIGUSR1 print: the indices of one split ring and a
- * strip of its avail ring's slots.  Called by the control thread while a PMD
+ * strip of its avail ring's slots (a packed ring: vq_ring_view_packed).  Called by the control thread while a PMD
  * may be using the ring: it only reads, each index once (relaxed loads; the
  * guest and the PMD move them meanwhile, so the numbers are a snapshot, at
  * most one burst apart from each other).  The memory stays mapped: only the
@@ -520,11 +970,48 @@ void vq_ring_view_legend(FILE *out)
                  "          slots: each character is one or more avail ring slots, A = all offered to us and not\n"
                  "          taken yet, a = some, . = none (given back in used, or not refilled by the guest);\n"
                  "          below: ^ = last_avail_idx (the slot we take next), g = avail->idx (the slot the guest\n"
-                 "          fills next), # = both (ring empty, or all of it offered)\n");
+                 "          fills next), # = both (ring empty, or all of it offered);\n"
+                 "          a packed ring shows slots and wrap counters instead: its next slot is available when\n"
+                 "          the slot's AVAIL flag equals last_avail_idx's wrap counter and its USED flag does not\n");
+}
+
+/* A packed ring has no indices in guest memory to show: our two slots and
+ * wrap counters, whether the guest has made the next slot available, and
+ * the two event suppression areas (§2.8.10). */
+static void vq_ring_view_packed(const struct vx_vring *vr, FILE *out)
+{
+    static const char *const event_names[4] = { "ENABLE", "DISABLE", "DESC", "reserved" };
+    uint16_t last_avail = __atomic_load_n(&vr->last_avail_idx, __ATOMIC_RELAXED);
+    uint16_t last_used = __atomic_load_n(&vr->last_used_idx, __ATOMIC_RELAXED);
+    bool avail_wrap = __atomic_load_n(&vr->avail_wrap_counter, __ATOMIC_RELAXED);
+    bool used_wrap = __atomic_load_n(&vr->used_wrap_counter, __ATOMIC_RELAXED);
+    bool ready = atomic_load_explicit(&vr->ready, memory_order_relaxed);
+    bool broken = __atomic_load_n(&vr->broken, __ATOMIC_RELAXED);
+    uint16_t drv_flags = __atomic_load_n(&vr->driver_event->flags, __ATOMIC_RELAXED);
+    uint16_t drv_off = __atomic_load_n(&vr->driver_event->off_wrap, __ATOMIC_RELAXED);
+    uint16_t dev_flags = __atomic_load_n(&vr->device_event->flags, __ATOMIC_RELAXED);
+    uint16_t next_flags = last_avail < vr->num ? __atomic_load_n(&vr->desc_packed[last_avail].flags, __ATOMIC_RELAXED) : 0;
+    bool next_avail = !!(next_flags & PACKED_AVAIL) == avail_wrap && !!(next_flags & PACKED_USED) != avail_wrap;
+
+    fprintf(out, "  ring %u (%s of pair %u): size %u, packed, %s%s\n", vr->index, vr->index & 1 ? "TX" : "RX",
+            vr->index / 2, vr->num, broken ? "broken" : ready ? "running" : "stopped",
+            vr->event_idx ? ", event idx" : "");
+    fprintf(out, "    last_avail_idx %u (wrap %u)  last_used_idx %u (wrap %u)  next slot: flags 0x%04x, %s\n",
+            last_avail, avail_wrap, last_used, used_wrap, next_flags,
+            next_avail ? "available (buffers waiting)" : "not available (nothing waiting)");
+    fprintf(out, "    driver event: %s", event_names[drv_flags & 3]);
+    if ((drv_flags & 3) == VRING_PACKED_EVENT_FLAG_DESC)
+        fprintf(out, " slot %u wrap %u", drv_off & 0x7fffu, drv_off >> VRING_PACKED_EVENT_F_WRAP_CTR);
+    fprintf(out, "  device event: %s\n", event_names[dev_flags & 3]);
 }
 
 void vq_ring_view(const struct vx_vring *vr, FILE *out)
 {
+    if (vr->packed) {
+        if (vr->desc_packed && vr->driver_event && vr->device_event && vr->num)
+            vq_ring_view_packed(vr, out);
+        return;
+    }
     if (!vr->avail || !vr->used || !vr->num)
         return;     /* never attached */
     uint16_t num = vr->num, mask = num - 1;

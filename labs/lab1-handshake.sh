@@ -78,7 +78,7 @@ show_messages() {
     awk -v from="$1" -v to="$2" '
     BEGIN {
         g["GET_FEATURES"] = "which virtio features can you do? (our reply names the bits we offer)"
-        g["GET_PROTOCOL_FEATURES"] = "which vhost-user extensions do you speak? (ours: MQ, REPLY_ACK)"
+        g["GET_PROTOCOL_FEATURES"] = "which vhost-user extensions do you speak? (our reply names ours)"
         g["SET_PROTOCOL_FEATURES"] = "the extensions both sides will use"
         g["GET_QUEUE_NUM"] = "how many queue pairs can you serve? (MQ)"
         g["SET_OWNER"] = "this connection owns the device from now on"

@@ -73,7 +73,8 @@ enum {                         /* what an attached fd is */
 #define VQF_MAX_OPS  16
 
 struct vqf_header {
-    uint8_t  features;      /* bit 0 MRG_RXBUF, 1 INDIRECT_DESC, 2 EVENT_IDX, 3 VERSION_1 */
+    uint8_t  features;      /* bit 0 MRG_RXBUF, 1 INDIRECT_DESC, 2 EVENT_IDX, 3 VERSION_1,
+                               4 RING_PACKED (fuzz_virtqueue: ring size 1 + size_log2) */
     uint8_t  size_log2;     /* ring size 1 << (size_log2 % 9): 1..256 */
     uint16_t last_avail;    /* SET_VRING_BASE */
     uint32_t desc_off;      /* ring areas: offsets from VQF_UVA0, modulo 2 regions */

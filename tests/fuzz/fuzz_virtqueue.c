@@ -23,6 +23,15 @@
  *     returns 0 and touches nothing; the call eventfd is written exactly
  *     when the guest asked for an interrupt.
  *
+ * Packed rings (virtio 1.2 §2.8): header.features bit 4 makes the ring
+ * packed, of size 1 + size_log2 (1..256, mostly not powers of two), base
+ * slot and wrap counter from last_avail (bit 15).  VQF_AVAIL_IDX then writes
+ * the driver event suppression area (flags a, off_wrap b) and
+ * VQF_AVAIL_ENTRY the flags of descriptor n (a).  check_burst_packed() holds
+ * it to the same rules: counts agree, indices stay inside the ring with
+ * last_used == last_avail, a broken ring touches nothing, and the eventfd is
+ * written exactly when the driver event area asks for it.
+ *
  * Build and run: `make fuzz` (see tests/fuzz/run.sh).  Product logs are
  * silenced; VX_FUZZ_LOG=1 shows them (useful when replaying one input).
  */
@@ -100,13 +109,60 @@ static bool eventfd_fired(void)
 
 struct ring_snapshot {
     uint16_t last_avail, last_used;
+    bool avail_wrap, used_wrap;
     bool broken;
     struct vx_ring_stats stats;
 };
 
 static struct ring_snapshot snap(const struct vx_vring *vr)
 {
-    return (struct ring_snapshot){ vr->last_avail_idx, vr->last_used_idx, vr->broken, vr->stats };
+    return (struct ring_snapshot){ vr->last_avail_idx, vr->last_used_idx, vr->avail_wrap_counter,
+                                   vr->used_wrap_counter, vr->broken, vr->stats };
+}
+
+/* Packed: did the driver event area ask for an interrupt after the device
+ * used the slots from (old, old_wrap) to (new, new_wrap)?  §2.8.10, counted
+ * round a track of two laps. */
+static bool packed_want_call(const struct vx_vring *vr, const struct ring_snapshot *s0, const struct ring_snapshot *s1)
+{
+    if (s0->last_used == s1->last_used && s0->used_wrap == s1->used_wrap)
+        return false;
+    uint16_t flags = vr->driver_event->flags, off_wrap = vr->driver_event->off_wrap;
+    if (flags != VRING_PACKED_EVENT_FLAG_DESC || !vr->event_idx)
+        return flags != VRING_PACKED_EVENT_FLAG_DISABLE;
+    uint32_t num = vr->num, track = 2 * num;
+    uint32_t ev = ((off_wrap & 0x7fffu) + ((off_wrap >> 15) ? 0 : num)) % track;
+    uint32_t old = s0->last_used + (s0->used_wrap ? 0 : num), new = s1->last_used + (s1->used_wrap ? 0 : num);
+    uint32_t since_event = (new + 2 * track - ev - 1) % track, used = (new + track - old) % track;
+    return since_event < used;
+}
+
+static void check_burst_packed(struct vx_vring *vr, bool dequeue, int n, int ret, const struct ring_snapshot *s0,
+                               const struct vx_pkt *pkts, uint32_t room)
+{
+    struct ring_snapshot s1 = snap(vr);
+    CHECK(ret >= 0 && ret <= n);
+    CHECK(s1.stats.packets - s0->stats.packets == (uint64_t)ret);
+    CHECK(s1.stats.broken == (s1.broken ? 1u : 0u));
+    CHECK(!s0->broken || s1.broken);
+    CHECK(s1.last_avail < vr->num && s1.last_used == s1.last_avail && s1.used_wrap == s1.avail_wrap);
+    if (s0->broken) {
+        CHECK(ret == 0 && s1.last_avail == s0->last_avail && s1.avail_wrap == s0->avail_wrap);
+        CHECK(s1.stats.drops - s0->stats.drops == (dequeue ? 0u : (uint64_t)n));
+        CHECK(!eventfd_fired());
+        return;
+    }
+    if (dequeue) {
+        uint64_t bytes = 0;
+        for (int i = 0; i < ret; i++) {
+            CHECK(pkts[i].len <= room);
+            bytes += pkts[i].len;
+        }
+        CHECK(s1.stats.bytes - s0->stats.bytes == bytes);
+    } else {
+        CHECK(s1.stats.packets - s0->stats.packets + s1.stats.drops - s0->stats.drops == (uint64_t)n);
+    }
+    CHECK(eventfd_fired() == (vr->call_fd >= 0 && packed_want_call(vr, s0, &s1)));
 }
 
 static void check_burst(struct vx_vring *vr, bool dequeue, int n, int ret, const struct ring_snapshot *s0,
@@ -179,6 +235,11 @@ static void do_dequeue(struct vx_vring *vr, const struct vqf_op *op)
     for (int i = 0; i < n; i++)     /* the room ends at the buffer's ASan redzone */
         pkts[i] = (struct vx_pkt){ .len = 0xdeadbeef, .room = room, .data = pkt_buf[i] + VX_PKT_MAX - room };
     struct ring_snapshot s0 = snap(vr);
+    if (vr->packed) {
+        int ret = vq_dequeue_burst(vr, pkts, n);
+        check_burst_packed(vr, true, n, ret, &s0, pkts, room);
+        return;
+    }
     uint16_t avail_idx = vr->avail->idx;
     int ret = vq_dequeue_burst(vr, pkts, n);
     check_burst(vr, true, n, ret, &s0, avail_idx, pkts, room, 0);
@@ -196,6 +257,11 @@ static void do_enqueue(struct vx_vring *vr, const struct vqf_op *op)
         sum += len;
     }
     struct ring_snapshot s0 = snap(vr);
+    if (vr->packed) {
+        int ret = vq_enqueue_burst(vr, pkts, n);
+        check_burst_packed(vr, false, n, ret, &s0, pkts, 0);
+        return;
+    }
     uint16_t avail_idx = vr->avail->idx;
     int ret = vq_enqueue_burst(vr, pkts, n);
     check_burst(vr, false, n, ret, &s0, avail_idx, pkts, 0, sum);
@@ -246,23 +312,28 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (h.features & 2) features |= 1ull << VIRTIO_RING_F_INDIRECT_DESC;
     if (h.features & 4) features |= 1ull << VIRTIO_RING_F_EVENT_IDX;
     if (h.features & 8) features |= 1ull << VIRTIO_F_VERSION_1;
-    struct vx_vring vr = { .index = 1, .num = (uint16_t)(1u << (h.size_log2 % 9)),
+    bool packed = h.features & 16;
+    if (packed) features |= 1ull << VIRTIO_F_RING_PACKED;
+    struct vx_vring vr = { .index = 1, .num = packed ? (uint16_t)(1 + h.size_log2) : (uint16_t)(1u << (h.size_log2 % 9)),
                            .kick_fd = -1, .call_fd = (h.layout & 4) ? call_fd : -1, .err_fd = -1,
-                           .last_avail_idx = h.last_avail };
+                           .last_avail_idx = packed ? h.last_avail & 0x7fff : h.last_avail,
+                           .avail_wrap_counter = h.last_avail >> 15 };
     uint32_t desc_off = h.desc_off % span, avail_off = h.avail_off % span, used_off = h.used_off % span;
     vr.desc_user_addr = VQF_UVA0 + desc_off;
     vr.avail_user_addr = VQF_UVA0 + avail_off;
     vr.used_user_addr = VQF_UVA0 + used_off;
     vr.addr_set = vr.kick_received = vr.enabled = true;
 
-    bool expect = area_ok(desc_off, 16ull * vr.num, 16) && area_ok(avail_off, 6 + 2ull * vr.num, 2) &&
-                  area_ok(used_off, 6 + 8ull * vr.num, 4);
+    bool expect = packed ? area_ok(desc_off, 16ull * vr.num, 16) && area_ok(avail_off, 4, 4) &&
+                           area_ok(used_off, 4, 4) && vr.last_avail_idx < vr.num
+                         : area_ok(desc_off, 16ull * vr.num, 16) && area_ok(avail_off, 6 + 2ull * vr.num, 2) &&
+                           area_ok(used_off, 6 + 8ull * vr.num, 4);
     int r = vq_attach(&vr, &mem, features);
     CHECK((r == 0) == expect);
     if (r < 0)
         return 0;
     CHECK(vr.hdr_len == ((features & ((1ull << VIRTIO_F_VERSION_1) | (1ull << VIRTIO_NET_F_MRG_RXBUF))) ? 12u : 10u));
-    CHECK(vr.last_used_idx == vr.used->idx);
+    CHECK(packed ? vr.last_used_idx == vr.last_avail_idx : vr.last_used_idx == vr.used->idx);
     eventfd_fired();    /* start from a quiet eventfd */
 
     for (uint32_t k = 0; k < nops; k++) {
@@ -281,16 +352,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             break;
         }
         case VQF_AVAIL_IDX:
-            vr.avail->idx = op->a;
+            if (packed)
+                vr.driver_event->flags = op->a, vr.driver_event->off_wrap = (uint16_t)op->b;
+            else
+                vr.avail->idx = op->a;
             break;
         case VQF_AVAIL_ENTRY:
-            vr.avail->ring[op->n % vr.num] = op->a;
+            if (packed)
+                vr.desc_packed[op->n % vr.num].flags = op->a;
+            else
+                vr.avail->ring[op->n % vr.num] = op->a;
             break;
         case VQF_REATTACH: {
             bool broken = vr.broken;
             CHECK(vq_attach(&vr, &mem, features) == 0);
             CHECK(vr.broken == broken);     /* a broken ring stays broken */
-            CHECK(vr.last_used_idx == vr.used->idx);
+            CHECK(packed ? vr.last_used_idx == vr.last_avail_idx : vr.last_used_idx == vr.used->idx);
             break;
         }
         }

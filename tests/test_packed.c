@@ -1,0 +1,813 @@
+/*
+ * tests/test_packed.c - unit tests for virtqueue.c's packed rings (virtio 1.2 §2.8).
+ *
+ * The test plays the guest driver of a packed ring: it writes descriptors
+ * into the one descriptor ring with the AVAIL/USED flags of its wrap counter
+ * (the head's flags last), calls vq_dequeue_burst() (guest TX) or
+ * vq_enqueue_burst() (guest RX), and reads back what a driver reads: the used
+ * descriptors {id, len, flags} at its next used slot, skipping each chain's
+ * other slots, and the call eventfd.
+ *
+ * Guest memory is one region mmap'ed between PROT_NONE guard pages, as in
+ * test_virtqueue.c: an access outside it is a SIGSEGV, reported as "not ok".
+ * Guest-physical addresses (descriptors) differ from the frontend's virtual
+ * ones (the ring areas), so mixing the two spaces fails.
+ *
+ * Covered: attach (any size, alignment, the base slot); TX and RX going round
+ * the ring many times at sizes 256 and 100 (not a power of two) with chains
+ * that straddle the end of the ring; indirect tables; mergeable RX buffers
+ * over the wrap; packets too big; the driver event suppression modes
+ * ENABLE / DISABLE / DESC (also across the wrap); malformed rings, which
+ * must be marked broken, never crash; the ring view.
+ *
+ * Build: see the Makefile (tests/test_packed: tests/test_packed.c virtqueue.c).
+ * Output: TAP, the plan last.  Exit status 0 iff every test passed.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include "vhost_xdp.h"
+
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+/* === TAP ================================================================= */
+
+static int tap_n, tap_failed, case_failures;
+static const char *case_name = "(startup)";
+
+static void begin(const char *name)
+{
+    case_name = name;
+    case_failures = 0;
+    alarm(10);      /* an endless ring walk ends the test instead of hanging it */
+}
+
+static void end(void)
+{
+    alarm(0);
+    tap_n++;
+    if (case_failures)
+        tap_failed++;
+    printf("%s %d - %s\n", case_failures ? "not ok" : "ok", tap_n, case_name);
+}
+
+#define CHECK(cond, ...) do { if (!(cond)) { case_failures++; printf("#   line %d: ", __LINE__); \
+                                  printf(__VA_ARGS__); printf("  [%s]\n", #cond); } } while (0)
+
+/* A fatal signal inside a test is a failure of that test: say so, stop. */
+static void on_fatal_signal(int sig)
+{
+    static const char msg[] = "not ok - fatal signal (SIGSEGV: access outside guest memory; SIGALRM: hang)\n"
+                              "Bail out! fatal signal in a test\n";
+    (void)sig;
+    if (write(STDOUT_FILENO, msg, sizeof msg - 1) < 0)
+        _exit(2);
+    _exit(1);
+}
+
+/* === Guest memory ======================================================== */
+
+#define GPA      0x100000ull             /* guest-physical base */
+#define UVA      0x7f0000000000ull       /* frontend virtual base */
+#define MEM_SIZE (2u * 1024 * 1024)
+#define DESC_OFF   0x0000u               /* room for 1024 descriptors */
+#define DRIVER_OFF 0x4000u               /* driver event suppression area */
+#define DEVICE_OFF 0x4004u               /* device event suppression area */
+#define TABLE_OFF  0x8000u               /* indirect tables, 256 bytes per id */
+#define BUF_OFF    0x100000u             /* buffers, BUF_SIZE per id */
+#define BUF_SIZE   2048u
+
+#define F(bit) (1ull << (bit))
+#define PACKED (F(VIRTIO_F_RING_PACKED) | F(VIRTIO_F_VERSION_1))
+#define MRG F(VIRTIO_NET_F_MRG_RXBUF)
+#define IND F(VIRTIO_RING_F_INDIRECT_DESC)
+#define EVT F(VIRTIO_RING_F_EVENT_IDX)
+#define HDR 12u                          /* VERSION_1: the 12-byte net header */
+
+static struct vx_mem mem;
+static uint8_t *host;
+static int call_fd = -1;
+
+static void mem_init(void)
+{
+    long page = sysconf(_SC_PAGESIZE);
+    uint8_t *p = mmap(NULL, MEM_SIZE + 2 * page, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED || mprotect(p + page, MEM_SIZE, PROT_READ | PROT_WRITE)) {
+        perror("mmap");
+        exit(2);
+    }
+    host = p + page;
+    mem.nregions = 1;
+    mem.regions[0] = (struct vx_mem_region){ .guest_phys_addr = GPA, .memory_size = MEM_SIZE,
+                                             .userspace_addr = UVA, .host = host };
+}
+
+static uint8_t pat(uint32_t seed, uint32_t k) { return (uint8_t)(seed * 31 + k * 7 + (k >> 8)); }
+
+/* === The driver's side of a packed ring =================================== */
+
+#define AVAIL_F ((uint16_t)(1u << VRING_PACKED_DESC_F_AVAIL))
+#define USED_F  ((uint16_t)(1u << VRING_PACKED_DESC_F_USED))
+#define NEXT    VRING_DESC_F_NEXT
+#define WRITE   VRING_DESC_F_WRITE
+#define INDIR   VRING_DESC_F_INDIRECT
+
+static struct {
+    uint16_t num;
+    struct vring_packed_desc *desc;
+    struct vring_packed_desc_event *driver_event, *device_event;
+    uint16_t next_avail, next_used;     /* the driver's slots */
+    bool avail_wrap, used_wrap;         /* its wrap counters, from 1 */
+    uint16_t chain_descs[1024];         /* ring slots of each outstanding id */
+} g;
+
+static struct vx_vring vr;
+
+static bool notified(void)
+{
+    uint64_t v;
+    return read(call_fd, &v, sizeof v) == (ssize_t)sizeof v;
+}
+
+/* A fresh ring of `num` slots, attached as vhost_user.c would. */
+static void ring_setup(uint16_t num, uint64_t features, bool rx)
+{
+    memset(host, 0, BUF_OFF);
+    memset(&g, 0, sizeof g);
+    g.num = num;
+    g.desc = (struct vring_packed_desc *)(host + DESC_OFF);
+    g.driver_event = (struct vring_packed_desc_event *)(host + DRIVER_OFF);
+    g.device_event = (struct vring_packed_desc_event *)(host + DEVICE_OFF);
+    g.avail_wrap = g.used_wrap = true;
+    while (notified())
+        ;
+    memset(&vr, 0, sizeof vr);
+    vr.index = rx ? 0 : 1;
+    vr.num = num;
+    vr.desc_user_addr = UVA + DESC_OFF;
+    vr.avail_user_addr = UVA + DRIVER_OFF;
+    vr.used_user_addr = UVA + DEVICE_OFF;
+    vr.kick_fd = vr.err_fd = -1;
+    vr.call_fd = call_fd;
+    vr.avail_wrap_counter = true;               /* SET_VRING_BASE 0x8000 */
+    int rc = vq_attach(&vr, &mem, features);
+    CHECK(rc == 0, "vq_attach on a well-formed packed ring returned %d", rc);
+    CHECK(vr.packed, "the ring is not packed after vq_attach with VIRTIO_F_RING_PACKED");
+    CHECK(g.device_event->flags == VRING_PACKED_EVENT_FLAG_DISABLE, "device event flags 0x%x, want DISABLE",
+          g.device_event->flags);
+    vr.ready = true;
+}
+
+static uint64_t buf_gpa(uint16_t id, uint32_t part) { return GPA + BUF_OFF + (uint64_t)id * BUF_SIZE + part * 512u; }
+
+/*
+ * Make a chain available: n descriptors {addr[i], len[i], flags[i]} in
+ * consecutive slots from next_avail, going round the ring; NEXT on all but
+ * the last; the buffer id only in the last (§2.8.6: others get junk); the
+ * head's flags written last, with a release store.  Returns the id: the
+ * head's slot, unique among outstanding chains.
+ */
+static uint16_t drv_add(int n, const uint64_t *addr, const uint32_t *len, const uint16_t *flags)
+{
+    uint16_t id = g.next_avail, slot = g.next_avail, head_flags = 0;
+    bool wrap = g.avail_wrap;
+    for (int i = 0; i < n; i++) {
+        uint16_t f = flags[i] | (i < n - 1 ? NEXT : 0) | (wrap ? AVAIL_F : USED_F);
+        g.desc[slot].addr = addr[i];
+        g.desc[slot].len = len[i];
+        g.desc[slot].id = i == n - 1 ? id : 0xdead;
+        if (i == 0)
+            head_flags = f;
+        else
+            g.desc[slot].flags = f;
+        if (++slot == g.num)
+            slot = 0, wrap = !wrap;
+    }
+    __atomic_store_n(&g.desc[id].flags, head_flags, __ATOMIC_RELEASE);
+    g.chain_descs[id] = (uint16_t)n;
+    g.next_avail = slot;
+    g.avail_wrap = wrap;
+    return id;
+}
+
+/* TX: one packet of `len` bytes (header included) made of `nseg` read-only
+ * parts in the id's buffer; contents from `seed`, header bytes too. */
+static uint16_t tx_add(uint32_t len, int nseg, uint32_t seed)
+{
+    uint64_t addr[4];
+    uint32_t lens[4];
+    uint16_t flags[4] = { 0 };
+    uint16_t id = g.next_avail;
+    for (int i = 0; i < nseg; i++) {
+        addr[i] = buf_gpa(id, (uint32_t)i);
+        lens[i] = i < nseg - 1 ? len / (uint32_t)nseg : len - (uint32_t)(nseg - 1) * (len / (uint32_t)nseg);
+    }
+    uint32_t k = 0;
+    for (int i = 0; i < nseg; i++)
+        for (uint32_t j = 0; j < lens[i]; j++, k++)
+            host[addr[i] - GPA + j] = k < HDR ? 0 : pat(seed, k - HDR);
+    return drv_add(nseg, addr, lens, flags);
+}
+
+/* RX: a write-only chain of nseg parts of seglen bytes each. */
+static uint16_t rx_add(int nseg, uint32_t seglen)
+{
+    uint64_t addr[4];
+    uint32_t lens[4];
+    uint16_t flags[4];
+    for (int i = 0; i < nseg; i++)
+        addr[i] = buf_gpa(g.next_avail, (uint32_t)i), lens[i] = seglen, flags[i] = WRITE;
+    return drv_add(nseg, addr, lens, flags);
+}
+
+/* The driver's poll: the used descriptor at next_used, if there is one,
+ * then skip the chain's slots (§2.8.6). */
+static bool drv_used(uint16_t *id, uint32_t *len, uint16_t *flags)
+{
+    struct vring_packed_desc *d = &g.desc[g.next_used];
+    uint16_t f = __atomic_load_n(&d->flags, __ATOMIC_ACQUIRE);
+    if (!!(f & AVAIL_F) != g.used_wrap || !!(f & USED_F) != g.used_wrap)
+        return false;
+    *id = d->id;
+    *len = d->len;
+    *flags = f;
+    if (*id >= g.num || !g.chain_descs[*id])
+        return true;            /* the caller's check on the id fails */
+    uint32_t next = g.next_used + g.chain_descs[*id];
+    g.chain_descs[*id] = 0;
+    if (next >= g.num)
+        next -= g.num, g.used_wrap = !g.used_wrap;
+    g.next_used = (uint16_t)next;
+    return true;
+}
+
+/* The backend's slots and wrap counters agree with the driver's. */
+static void check_in_step(void)
+{
+    CHECK(vr.last_avail_idx == g.next_used && vr.avail_wrap_counter == g.used_wrap,
+          "backend at slot %u wrap %d, driver's next used slot %u wrap %d", vr.last_avail_idx,
+          vr.avail_wrap_counter, g.next_used, g.used_wrap);
+    CHECK(vr.last_used_idx == vr.last_avail_idx && vr.used_wrap_counter == vr.avail_wrap_counter,
+          "last_used %u/%d differs from last_avail %u/%d", vr.last_used_idx, vr.used_wrap_counter,
+          vr.last_avail_idx, vr.avail_wrap_counter);
+}
+
+/* === Bursts ============================================================== */
+
+#define NOUT VX_BURST
+static struct vx_pkt out[NOUT];
+static uint8_t *out_buf[NOUT];
+
+static int deq(int n)
+{
+    for (int i = 0; i < NOUT; i++)
+        out[i] = (struct vx_pkt){ .len = 0xdeadbeef, .room = VX_PKT_MAX, .data = out_buf[i] };
+    return vq_dequeue_burst(&vr, out, n);
+}
+
+static uint8_t *pkt_buf[NOUT];
+
+static struct vx_pkt mkpkt(int i, uint32_t len, uint32_t seed)
+{
+    for (uint32_t k = 0; k < len; k++)
+        pkt_buf[i][k] = pat(seed, k);
+    return (struct vx_pkt){ .len = len, .room = len, .data = pkt_buf[i] };
+}
+
+static bool same_as_pattern(const uint8_t *p, uint32_t len, uint32_t seed, uint32_t from)
+{
+    for (uint32_t k = 0; k < len; k++)
+        if (p[k] != pat(seed, from + k))
+            return false;
+    return true;
+}
+
+/* === Attach ============================================================== */
+
+static int try_attach(uint16_t num, uint64_t d, uint64_t drv, uint64_t dev, uint16_t base)
+{
+    struct vx_vring v = { .index = 3, .num = num, .desc_user_addr = d, .avail_user_addr = drv,
+                          .used_user_addr = dev, .last_avail_idx = base, .kick_fd = -1, .call_fd = -1,
+                          .err_fd = -1 };
+    fflush(stderr);
+    FILE *saved = stderr;
+    stderr = fopen("/dev/null", "w");   /* the refusals are logged; not wanted here */
+    int rc = vq_attach(&v, &mem, PACKED);
+    fclose(stderr);
+    stderr = saved;
+    return rc;
+}
+
+static void t_attach(void)
+{
+    begin("attach: any size 1..32768 (not only powers of two), 16/4/4 alignment, base slot inside the ring");
+    uint64_t d = UVA + DESC_OFF, drv = UVA + DRIVER_OFF, dev = UVA + DEVICE_OFF;
+    CHECK(try_attach(256, d, drv, dev, 0) == 0, "size 256 refused");
+    CHECK(try_attach(100, d, drv, dev, 99) == 0, "size 100, base 99 refused");
+    CHECK(try_attach(1, d, drv, dev, 0) == 0, "size 1 refused");
+    CHECK(try_attach(0, d, drv, dev, 0) < 0, "size 0 accepted");
+    CHECK(try_attach(100, d, drv, dev, 100) < 0, "base slot 100 in a ring of 100 accepted");
+    CHECK(try_attach(100, d + 8, drv, dev, 0) < 0, "descriptor ring 8-byte aligned accepted");
+    CHECK(try_attach(100, d, drv + 2, dev, 0) < 0, "driver event area 2-byte aligned accepted");
+    CHECK(try_attach(100, d, drv, UVA + MEM_SIZE - 2, 0) < 0, "device event area partly outside memory accepted");
+    CHECK(try_attach(100, GPA + DESC_OFF, drv, dev, 0) < 0, "a guest-physical ring address accepted");
+    CHECK(try_attach(32768, UVA + MEM_SIZE - 16 * 32768u, drv, dev, 0) == 0, "size 32768 at the end refused");
+    end();
+}
+
+static void t_attach_stale_base(void)
+{
+    begin("attach: a base slot the backend already used in that lap (a stale base after a crash) is named in the log");
+    memset(host, 0, BUF_OFF);
+    ((struct vring_packed_desc *)(host + DESC_OFF))[5].flags = AVAIL_F | USED_F;
+    struct vx_vring v = { .index = 1, .num = 100, .desc_user_addr = UVA + DESC_OFF, .avail_user_addr = UVA + DRIVER_OFF,
+                          .used_user_addr = UVA + DEVICE_OFF, .last_avail_idx = 5, .avail_wrap_counter = true,
+                          .kick_fd = -1, .call_fd = -1, .err_fd = -1 };
+    char log[400] = "";
+    fflush(stderr);
+    FILE *saved = stderr, *cap = tmpfile();
+    stderr = cap;
+    int rc = vq_attach(&v, &mem, PACKED);
+    v.last_avail_idx = 6;                   /* a fresh slot: (0,0) in lap 1 is not used */
+    int rc2 = vq_attach(&v, &mem, PACKED);
+    fflush(cap);
+    stderr = saved;
+    rewind(cap);
+    log[fread(log, 1, sizeof log - 1, cap)] = 0;
+    fclose(cap);
+    CHECK(rc == 0 && rc2 == 0, "vq_attach returned %d, %d", rc, rc2);
+    CHECK(strstr(log, "ring 1: packed ring base slot 5 (wrap 1) is already used") && !strstr(log, "slot 6"),
+          "log: %s", log);
+    end();
+}
+
+/* === TX ================================================================== */
+
+/* Round the ring `rounds` times: bursts of chains of 1..3 descriptors (some
+ * straddle the end of the ring), each packet checked, each used descriptor
+ * read back as the driver does. */
+static void tx_rounds(uint16_t num, uint64_t features, int rounds)
+{
+    ring_setup(num, features, false);
+    uint32_t seed = 1, sent = 0, got_total = 0, expect_seed = 1;
+    uint16_t ids[NOUT];
+    int bursts = 0;
+    while (got_total < (uint32_t)rounds * num && case_failures == 0) {
+        int n = 1 + bursts % 13, added = 0;
+        for (int i = 0; i < n; i++) {
+            int nseg = num < 3 ? 1 : 1 + (int)(seed % 3);
+            uint32_t used_slots = (uint32_t)(g.next_avail - g.next_used + (g.avail_wrap != g.used_wrap ? num : 0));
+            if (used_slots + (uint32_t)nseg > num)
+                break;      /* the ring is full */
+            ids[added++] = tx_add(HDR + 60 + seed % 200, nseg, seed);
+            seed++;
+        }
+        int got = deq(NOUT);
+        CHECK(got == added, "burst %d: dequeued %d of %d", bursts, got, added);
+        for (int i = 0; i < got; i++, expect_seed++) {
+            uint32_t len = 60 + expect_seed % 200;
+            CHECK(out[i].len == len && same_as_pattern(out[i].data, len, expect_seed, 0),
+                  "burst %d packet %d: len %u (want %u) or bytes differ", bursts, i, out[i].len, len);
+            uint16_t id, flags;
+            uint32_t ulen;
+            CHECK(drv_used(&id, &ulen, &flags), "burst %d: no used descriptor at slot %u", bursts, g.next_used);
+            CHECK(id == ids[i] && !(flags & WRITE), "used id %u flags 0x%x, want id %u without WRITE", id, flags,
+                  ids[i]);
+        }
+        sent += (uint32_t)added;
+        got_total += (uint32_t)got;
+        check_in_step();
+        bursts++;
+    }
+    CHECK(vr.stats.packets == sent && vr.stats.drops == 0 && !vr.broken, "stats: %llu packets (want %u), %llu drops",
+          (unsigned long long)vr.stats.packets, sent, (unsigned long long)vr.stats.drops);
+}
+
+static void t_tx_wrap(void)
+{
+    begin("TX, size 256: 5 laps of the ring, chains of 1-3 descriptors across the end, ids from the last descriptor");
+    tx_rounds(256, PACKED, 5);
+    end();
+    begin("TX, size 100 (not a power of two): 7 laps, wrap counter flips at slot 100");
+    tx_rounds(100, PACKED, 7);
+    end();
+    begin("TX, size 1: every packet flips the wrap counters");
+    tx_rounds(1, PACKED, 20);
+    end();
+}
+
+static void t_tx_indirect(void)
+{
+    begin("TX indirect: a 3-entry table takes one ring slot, at the end of a size-100 ring; WRITE on a table entry tolerated");
+    ring_setup(100, PACKED | IND, false);
+    g.next_avail = g.next_used = 99;        /* as if SET_VRING_BASE said slot 99 */
+    vr.last_avail_idx = vr.last_used_idx = 99;
+    for (int p = 0; p < 2; p++) {
+        uint16_t id = g.next_avail;
+        struct vring_packed_desc *t = (struct vring_packed_desc *)(host + TABLE_OFF + id * 256u);
+        uint32_t lens[3] = { HDR, 100, 50 }, k = 0;
+        for (int i = 0; i < 3; i++) {
+            t[i] = (struct vring_packed_desc){ .addr = buf_gpa(id, (uint32_t)i), .len = lens[i],
+                                               .flags = i < 2 ? NEXT : 0 };  /* NEXT is ignored in a table */
+        t[0].flags = WRITE;     /* as DPDK 22.11 leaves its header entry: accepted on TX */
+            for (uint32_t j = 0; j < lens[i]; j++, k++)
+                host[BUF_OFF + id * BUF_SIZE + (uint32_t)i * 512u + j] = k < HDR ? 0 : pat(7 + (uint32_t)p, k - HDR);
+        }
+        uint64_t a = GPA + TABLE_OFF + id * 256u;
+        uint32_t l = 3 * 16;
+        uint16_t f = INDIR;
+        drv_add(1, &a, &l, &f);
+    }
+    int got = deq(NOUT);
+    CHECK(got == 2, "dequeued %d, want 2", got);
+    for (int p = 0; p < got; p++)
+        CHECK(out[p].len == 150 && same_as_pattern(out[p].data, 150, 7 + (uint32_t)p, 0), "packet %d: len %u", p,
+              out[p].len);
+    uint16_t id, flags;
+    uint32_t len;
+    CHECK(drv_used(&id, &len, &flags) && id == 99, "first used id %u, want 99", id);
+    CHECK(drv_used(&id, &len, &flags) && id == 0, "second used id %u, want 0 (after the wrap)", id);
+    check_in_step();
+    CHECK(!vr.avail_wrap_counter, "the avail wrap counter did not flip at the end of the ring");
+    end();
+}
+
+/* === RX ================================================================== */
+
+static void rx_rounds(uint16_t num, int rounds)
+{
+    ring_setup(num, PACKED, true);
+    uint32_t seed = 100, delivered = 0;
+    int bursts = 0;
+    while (delivered < (uint32_t)rounds * num && case_failures == 0) {
+        int n = 1 + bursts % 11;
+        uint16_t ids[NOUT];
+        struct vx_pkt pkts[NOUT];
+        for (int i = 0; i < n; i++) {
+            int nseg = 1 + (int)((seed + (uint32_t)i) % 2);
+            uint32_t x = seed + (uint32_t)i;
+            ids[i] = rx_add(nseg, 400);     /* room: 400 or 800 bytes, the packet fills part of it */
+            pkts[i] = mkpkt(i, nseg == 2 ? 400 + x % 380 : 30 + x % 350, x);
+        }
+        int sent = vq_enqueue_burst(&vr, pkts, n);
+        CHECK(sent == n, "burst %d: delivered %d of %d", bursts, sent, n);
+        for (int i = 0; i < sent; i++) {
+            uint16_t id, flags;
+            uint32_t len, plen = pkts[i].len;
+            CHECK(drv_used(&id, &len, &flags), "burst %d: no used descriptor", bursts);
+            CHECK(id == ids[i] && len == HDR + plen && (flags & WRITE), "used {id %u len %u flags 0x%x}, want "
+                  "{%u, %u, WRITE}", id, len, flags, ids[i], HDR + plen);
+            const uint8_t *b = host + BUF_OFF + id * BUF_SIZE;
+            CHECK(b[10] == 1 && b[11] == 0, "num_buffers %u, want 1", b[10] | b[11] << 8);
+            /* The frame after the header, over the chain's two parts if it has two. */
+            uint32_t first = plen < 400 - HDR ? plen : 400 - HDR;
+            CHECK(same_as_pattern(b + HDR, first, seed + (uint32_t)i, 0) &&
+                  same_as_pattern(b + 512, plen - first, seed + (uint32_t)i, first), "packet bytes differ");
+        }
+        seed += (uint32_t)n;
+        delivered += (uint32_t)sent;
+        check_in_step();
+        bursts++;
+    }
+}
+
+static void t_rx_wrap(void)
+{
+    begin("RX, size 256: 4 laps, chains of 1-2 write-only descriptors, used len = header + frame, WRITE set");
+    rx_rounds(256, 4);
+    end();
+    begin("RX, size 100 (not a power of two): 6 laps");
+    rx_rounds(100, 6);
+    end();
+}
+
+static void t_rx_too_big(void)
+{
+    begin("RX without MRG_RXBUF: a packet too big for the next chain is dropped, the chain kept for the next one");
+    ring_setup(100, PACKED, true);
+    uint16_t id = rx_add(1, 300);
+    struct vx_pkt pkts[2] = { mkpkt(0, 1000, 1), mkpkt(1, 200, 2) };
+    int sent = vq_enqueue_burst(&vr, pkts, 2);
+    CHECK(sent == 1 && pkts[0].len == 200, "delivered %d, first %u bytes; want 1, the 200-byte one", sent, pkts[0].len);
+    uint16_t uid, flags;
+    uint32_t len;
+    CHECK(drv_used(&uid, &len, &flags) && uid == id && len == HDR + 200, "used {id %u len %u}", uid, len);
+    CHECK(vr.stats.drops == 1 && vr.stats.packets == 1, "drops %llu packets %llu", (unsigned long long)vr.stats.drops,
+          (unsigned long long)vr.stats.packets);
+    CHECK(vq_avail_buffers(&vr) == 0, "buffers still offered after the only one was used");
+    end();
+}
+
+static void t_rx_mrg(void)
+{
+    begin("RX mergeable over the wrap (size 100): 2100 bytes in five 512-byte buffers at slots 97..1, "
+          "num_buffers 5");
+    ring_setup(100, PACKED | MRG, true);
+    g.next_avail = g.next_used = 97;
+    vr.last_avail_idx = vr.last_used_idx = 97;
+    uint16_t ids[6];
+    for (int i = 0; i < 6; i++)
+        ids[i] = rx_add(1, 512);
+    CHECK(vq_avail_buffers(&vr) == 6, "vq_avail_buffers %d, want 6", vq_avail_buffers(&vr));
+    struct vx_pkt p = mkpkt(0, 2100, 5);
+    int sent = vq_enqueue_burst(&vr, &p, 1);
+    CHECK(sent == 1, "delivered %d", sent);
+    uint32_t total = 0, want_len[5] = { 512, 512, 512, 512, HDR + 2100 - 4 * 512 };
+    for (int i = 0; i < 5; i++) {
+        uint16_t id, flags;
+        uint32_t len;
+        CHECK(drv_used(&id, &len, &flags), "no used descriptor %d", i);
+        CHECK(id == ids[i] && len == want_len[i], "used %d: {id %u len %u}, want {%u %u}", i, id, len, ids[i],
+              want_len[i]);
+        const uint8_t *b = host + BUF_OFF + id * BUF_SIZE;
+        uint32_t skip = i == 0 ? HDR : 0;
+        if (i == 0)
+            CHECK(b[10] == 5 && b[11] == 0, "num_buffers %u, want 5", b[10] | b[11] << 8);
+        CHECK(same_as_pattern(b + skip, len - skip, 5, total), "bytes of buffer %d differ", i);
+        total += len - skip;
+    }
+    CHECK(total == 2100, "the buffers hold %u bytes of the frame", total);
+    check_in_step();
+    CHECK(!vr.avail_wrap_counter && vr.last_avail_idx == 2, "at slot %u wrap %d, want slot 2 wrap 0",
+          vr.last_avail_idx, vr.avail_wrap_counter);
+    CHECK(vq_avail_buffers(&vr) == 1, "one buffer left, vq_avail_buffers says %d", vq_avail_buffers(&vr));
+    end();
+
+    begin("RX mergeable: not enough buffers yet: nothing is written, the ring is untouched, then it fits");
+    ring_setup(100, PACKED | MRG, true);
+    rx_add(1, 512);
+    rx_add(1, 512);
+    uint8_t before[2 * 16];
+    memcpy(before, g.desc, sizeof before);
+    p = mkpkt(0, 2000, 6);
+    sent = vq_enqueue_burst(&vr, &p, 1);
+    CHECK(sent == 0 && memcmp(before, g.desc, sizeof before) == 0, "delivered %d; descriptors changed: %d", sent,
+          memcmp(before, g.desc, sizeof before) != 0);
+    CHECK(vr.stats.drops == 1 && !vr.broken && vr.last_avail_idx == 0, "drops %llu broken %d slot %u",
+          (unsigned long long)vr.stats.drops, vr.broken, vr.last_avail_idx);
+    rx_add(1, 512);
+    rx_add(1, 512);
+    p = mkpkt(0, 2000, 6);
+    sent = vq_enqueue_burst(&vr, &p, 1);
+    CHECK(sent == 1 && vr.last_avail_idx == 4, "delivered %d, now at slot %u", sent, vr.last_avail_idx);
+    end();
+}
+
+static void t_rx_indirect(void)
+{
+    begin("RX indirect: header and frame into a 2-entry write-only table");
+    ring_setup(100, PACKED | IND, true);
+    uint16_t id = g.next_avail;
+    struct vring_packed_desc *t = (struct vring_packed_desc *)(host + TABLE_OFF);
+    t[0] = (struct vring_packed_desc){ .addr = buf_gpa(id, 0), .len = HDR, .flags = WRITE };
+    t[1] = (struct vring_packed_desc){ .addr = buf_gpa(id, 1), .len = 1500, .flags = WRITE };
+    uint64_t a = GPA + TABLE_OFF;
+    uint32_t l = 32;
+    uint16_t f = INDIR;
+    drv_add(1, &a, &l, &f);
+    struct vx_pkt p = mkpkt(0, 700, 9);
+    CHECK(vq_enqueue_burst(&vr, &p, 1) == 1, "not delivered");
+    uint16_t uid, flags;
+    uint32_t len;
+    CHECK(drv_used(&uid, &len, &flags) && uid == id && len == HDR + 700, "used {id %u len %u}", uid, len);
+    CHECK(same_as_pattern(host + BUF_OFF + id * BUF_SIZE + 512, 700, 9, 0), "frame bytes differ");
+    end();
+}
+
+/* === Notification ======================================================== */
+
+/* One TX packet per call; was the call eventfd written? */
+static bool tx_one_notified(void)
+{
+    tx_add(HDR + 60, 1, 3);
+    int got = deq(NOUT);
+    uint16_t id, flags;
+    uint32_t len;
+    CHECK(got == 1 && drv_used(&id, &len, &flags), "the packet did not go through");
+    return notified();
+}
+
+static void set_event(uint16_t flags, uint16_t slot, bool wrap)
+{
+    g.driver_event->off_wrap = (uint16_t)(slot | (wrap ? 1u << VRING_PACKED_EVENT_F_WRAP_CTR : 0));
+    g.driver_event->flags = flags;
+}
+
+static void t_notify(void)
+{
+    begin("event suppression: ENABLE interrupts, DISABLE does not, reserved value 3 does");
+    ring_setup(100, PACKED, false);
+    set_event(VRING_PACKED_EVENT_FLAG_ENABLE, 0, false);
+    CHECK(tx_one_notified(), "ENABLE: no interrupt");
+    set_event(VRING_PACKED_EVENT_FLAG_DISABLE, 0, false);
+    CHECK(!tx_one_notified(), "DISABLE: interrupted");
+    set_event(3, 0, false);
+    CHECK(tx_one_notified(), "reserved flags value: no interrupt");
+    CHECK(deq(NOUT) == 0 && !notified(), "an empty burst interrupted");
+    end();
+
+    begin("event suppression DESC with EVENT_IDX: only when the named slot of the named lap is used");
+    ring_setup(100, PACKED | EVT, false);
+    set_event(VRING_PACKED_EVENT_FLAG_DESC, 2, true);
+    CHECK(!tx_one_notified(), "slot 0 used, event at slot 2: interrupted");
+    CHECK(!tx_one_notified(), "slot 1 used, event at slot 2: interrupted");
+    CHECK(tx_one_notified(), "slot 2 used, event at slot 2: no interrupt");
+    CHECK(!tx_one_notified(), "slot 3 used, event at slot 2 (past): interrupted");
+    set_event(VRING_PACKED_EVENT_FLAG_DESC, 4, false);
+    CHECK(!tx_one_notified(), "slot 4 of lap 1 used, event at slot 4 of lap 2: interrupted");
+    /* A burst of three chains, slots 5..7: the event at 6 is inside. */
+    set_event(VRING_PACKED_EVENT_FLAG_DESC, 6, true);
+    for (int i = 0; i < 3; i++)
+        tx_add(HDR + 60, 1, 3);
+    CHECK(deq(NOUT) == 3 && notified(), "event at slot 6, slots 5..7 used in one burst: no interrupt");
+    end();
+
+    begin("event suppression DESC across the wrap (size 100): slots 98..2 in one burst, event at slot 1 of lap 2");
+    ring_setup(100, PACKED | EVT, false);
+    g.next_avail = g.next_used = 98;
+    vr.last_avail_idx = vr.last_used_idx = 98;
+    set_event(VRING_PACKED_EVENT_FLAG_DESC, 1, false);
+    for (int i = 0; i < 5; i++)
+        tx_add(HDR + 60, 1, 3);
+    CHECK(deq(NOUT) == 5 && notified(), "no interrupt");
+    for (int i = 0; i < 5; i++) {
+        uint16_t id, flags;
+        uint32_t len;
+        drv_used(&id, &len, &flags);
+    }
+    set_event(VRING_PACKED_EVENT_FLAG_DESC, 1, true);   /* slot 1 of the lap after next: not yet */
+    for (int i = 0; i < 3; i++)
+        tx_add(HDR + 60, 1, 3);
+    CHECK(deq(NOUT) == 3 && !notified(), "event in a later lap: interrupted");
+    end();
+
+    begin("event suppression DESC without EVENT_IDX negotiated: treated as ENABLE");
+    ring_setup(100, PACKED, false);
+    set_event(VRING_PACKED_EVENT_FLAG_DESC, 50, true);
+    CHECK(tx_one_notified(), "no interrupt");
+    end();
+}
+
+/* === Malformed rings ===================================================== */
+
+/* Each case: the guest offers one bad chain; the ring must end broken with
+ * one log line, the burst return 0, nothing used. */
+struct bad_case {
+    const char *name;
+    bool rx;
+    uint64_t features;
+    void (*offer)(void);
+};
+
+static void add_one(uint64_t addr, uint32_t len, uint16_t flags)
+{
+    drv_add(1, &addr, &len, &flags);
+}
+
+static void bad_outside(void) { add_one(GPA + MEM_SIZE - 10, 100, 0); }
+static void bad_wraps(void) { add_one(UINT64_MAX - 5, 100, 0); }
+static void bad_uva(void) { add_one(UVA + BUF_OFF, 100, 0); }
+static void bad_tx_write(void) { add_one(buf_gpa(0, 0), 100, WRITE); }
+static void bad_rx_readonly(void) { add_one(buf_gpa(0, 0), 100, 0); }
+static void bad_rx_short(void) { add_one(buf_gpa(0, 0), 8, WRITE); }
+static void bad_ind_not_negotiated(void) { add_one(GPA + TABLE_OFF, 32, INDIR); }
+static void bad_ind_len(void) { add_one(GPA + TABLE_OFF, 24, INDIR); }
+static void bad_ind_zero(void) { add_one(GPA + TABLE_OFF, 0, INDIR); }
+static void bad_ind_next(void)
+{
+    uint64_t a[2] = { GPA + TABLE_OFF, buf_gpa(0, 0) };
+    uint32_t l[2] = { 32, 100 };
+    uint16_t f[2] = { INDIR, 0 };
+    drv_add(2, a, l, f);
+}
+static void bad_ind_entry_outside(void)
+{
+    struct vring_packed_desc *t = (struct vring_packed_desc *)(host + TABLE_OFF);
+    t[0] = (struct vring_packed_desc){ .addr = buf_gpa(0, 0), .len = 100 };
+    t[1] = (struct vring_packed_desc){ .addr = GPA + MEM_SIZE - 4, .len = 100 };
+    add_one(GPA + TABLE_OFF, 32, INDIR);
+}
+/* Every slot of the ring with NEXT set: a chain longer than the ring. */
+static void bad_endless_chain(void)
+{
+    for (uint16_t i = 0; i < g.num; i++)
+        g.desc[i] = (struct vring_packed_desc){ .addr = buf_gpa(0, 0), .len = 16, .id = i,
+                                                .flags = NEXT | AVAIL_F | (vr.index == 0 ? WRITE : 0) };
+}
+
+static const struct bad_case bad_cases[] = {
+    { "TX buffer past the end of guest memory", false, PACKED, bad_outside },
+    { "TX buffer whose address + len wraps around 2^64", false, PACKED, bad_wraps },
+    { "TX buffer given as a frontend virtual address", false, PACKED, bad_uva },
+    { "TX descriptor marked write-only", false, PACKED, bad_tx_write },
+    { "RX descriptor read-only", true, PACKED, bad_rx_readonly },
+    { "RX buffer of 8 bytes cannot hold the header", true, PACKED, bad_rx_short },
+    { "indirect descriptor without VIRTIO_RING_F_INDIRECT_DESC", false, PACKED, bad_ind_not_negotiated },
+    { "indirect table of 24 bytes (not a multiple of 16)", false, PACKED | IND, bad_ind_len },
+    { "indirect table of 0 bytes", false, PACKED | IND, bad_ind_zero },
+    { "indirect descriptor with NEXT", false, PACKED | IND, bad_ind_next },
+    { "indirect table entry outside guest memory", false, PACKED | IND, bad_ind_entry_outside },
+    { "TX chain with NEXT on every slot (longer than the ring)", false, PACKED, bad_endless_chain },
+    { "RX chain with NEXT on every slot (longer than the ring)", true, PACKED, bad_endless_chain },
+};
+
+static void run_bad(const struct bad_case *c)
+{
+    char name[200];
+    snprintf(name, sizeof name, "malformed, %s: ring broken, nothing used, next bursts do nothing", c->name);
+    begin(name);
+    ring_setup(64, c->features, c->rx);
+    c->offer();
+    uint8_t before[64 * 16];
+    memcpy(before, g.desc, sizeof before);
+    fflush(stderr);
+    FILE *saved = stderr, *cap = tmpfile();
+    stderr = cap;
+    struct vx_pkt p = mkpkt(0, 100, 1);
+    int ret = c->rx ? vq_enqueue_burst(&vr, &p, 1) : deq(NOUT);
+    int ret2 = c->rx ? vq_avail_buffers(&vr) + vq_enqueue_burst(&vr, &p, 1) : deq(NOUT);
+    fflush(cap);
+    stderr = saved;
+    char log[400] = "";
+    rewind(cap);
+    size_t n = fread(log, 1, sizeof log - 1, cap);
+    log[n] = 0;
+    fclose(cap);
+    CHECK(vr.broken && vr.stats.broken == 1, "broken %d, stats.broken %llu", vr.broken,
+          (unsigned long long)vr.stats.broken);
+    CHECK(ret == 0 && ret2 == 0, "bursts returned %d and %d", ret, ret2);
+    CHECK(memcmp(before, g.desc, sizeof before) == 0, "the descriptor ring was written");
+    CHECK(strstr(log, "ring broken") && strchr(log, '\n') == log + strlen(log) - 1,
+          "want one \"ring broken\" line, got: %s", log);
+    CHECK(!notified(), "the guest was interrupted");
+    end();
+}
+
+/* === The ring view ======================================================= */
+
+static void t_ring_view(void)
+{
+    begin("ring view of a packed ring: slots, wrap counters, the next slot, the event areas");
+    ring_setup(100, PACKED | EVT, true);
+    g.next_avail = g.next_used = 99;
+    vr.last_avail_idx = vr.last_used_idx = 99;
+    rx_add(1, 512);
+    rx_add(1, 512);
+    struct vx_pkt p = mkpkt(0, 100, 1);
+    vq_enqueue_burst(&vr, &p, 1);
+    set_event(VRING_PACKED_EVENT_FLAG_DESC, 7, false);
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    vq_ring_view(&vr, f);
+    fclose(f);
+    CHECK(strstr(text, "size 100, packed, running"), "no \"size 100, packed, running\"");
+    CHECK(strstr(text, "last_avail_idx 0 (wrap 0)  last_used_idx 0 (wrap 0)"), "wrong slots or wrap counters");
+    CHECK(strstr(text, "available (buffers waiting)"), "slot 0 not shown available");
+    CHECK(strstr(text, "driver event: DESC slot 7 wrap 0  device event: DISABLE"), "wrong event areas");
+    for (char *l = text; l && *l;) {
+        char *nl = strchr(l, '\n');
+        printf("#   %.*s\n", nl ? (int)(nl - l) : (int)strlen(l), l);
+        l = nl ? nl + 1 : NULL;
+    }
+    free(text);
+    end();
+}
+
+int main(void)
+{
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    signal(SIGSEGV, on_fatal_signal);
+    signal(SIGBUS, on_fatal_signal);
+    signal(SIGALRM, on_fatal_signal);
+    mem_init();
+    for (int i = 0; i < NOUT; i++)
+        if (!(out_buf[i] = malloc(VX_PKT_MAX)) || !(pkt_buf[i] = malloc(VX_PKT_MAX)))
+            return 2;
+    call_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (call_fd < 0)
+        return 2;
+
+    t_attach();
+    t_attach_stale_base();
+    t_tx_wrap();
+    t_tx_indirect();
+    t_rx_wrap();
+    t_rx_too_big();
+    t_rx_mrg();
+    t_rx_indirect();
+    t_notify();
+    for (size_t i = 0; i < sizeof bad_cases / sizeof bad_cases[0]; i++)
+        run_bad(&bad_cases[i]);
+    t_ring_view();
+
+    printf("1..%d\n", tap_n);
+    if (tap_failed)
+        printf("# %d of %d failed\n", tap_failed, tap_n);
+    return tap_failed ? 1 : 0;
+}
