@@ -46,11 +46,14 @@
 static void usage(FILE *out)
 {
     fputs("usage: vhost-xdp --socket PATH [--client] --loopback [options]\n"
+          "       vhost-xdp --socket PATH --socket PATH2 [--client] [options]   (VM-to-VM)\n"
           "\n"
           "A vhost-user network backend: serves the virtio-net queues of a QEMU guest or of\n"
           "DPDK's virtio_user over PATH, in poll mode.\n"
           "\n"
-          "  -s, --socket PATH      the vhost-user unix socket\n"
+          "  -s, --socket PATH      the vhost-user unix socket.  Given twice, and without a port\n"
+          "                         option: two devices, each the other's port (VM-to-VM: queue\n"
+          "                         pair k of the first <-> queue pair k of the second)\n"
           "  -c, --client           connect to PATH (the frontend listens) instead of listening;\n"
           "                         retried every second, and again after the frontend goes away\n"
           "  -l, --loopback         port: each queue pair's TX comes back on its own RX\n"
@@ -89,7 +92,9 @@ static void usage(FILE *out)
 /* Everything the command line decides.  parse_options() fills it in; main()
  * only reads it. */
 struct config {
-    struct vu_options vu;           /* --socket, --client, --trace: for vhost_user.c */
+    struct vu_options vu;           /* --client, --trace: for vhost_user.c */
+    const char *sockets[2];         /* --socket, once or twice (VM-to-VM) */
+    int nsockets;
     struct nic_options nic;         /* --iface and the AF_XDP options: for nic_afxdp.c */
     bool loopback;                  /* --loopback: the other port (one of the two) */
     int cpus[64], ncpus;            /* --pmd-cores; 64 = pmd_loop.c's PMD_MAX_THREADS */
@@ -104,10 +109,11 @@ struct config {
 /* The largest MTU the port carries: an MTU is the frame without its 14-byte
  * Ethernet header.  An AF_XDP frame loses XDP_PACKET_HEADROOM (256 bytes)
  * to the kernel in copy mode (nic_afxdp.c, "Data path: RX"); the loopback
- * is bounded only by the 16-bit MTU field (virtio 1.2 §5.1.4). */
+ * and the other guest (VM-to-VM) are bounded only by the 16-bit MTU field
+ * (virtio 1.2 §5.1.4). */
 static long port_mtu(const struct config *cfg)
 {
-    return cfg->loopback ? 65535 : (long)cfg->nic.frame_size - 256 - 14;
+    return cfg->nic.ifname ? (long)cfg->nic.frame_size - 256 - 14 : 65535;
 }
 
 /* Bad input: one line naming the option and what it wants, then exit
@@ -234,7 +240,11 @@ static int parse_options(int argc, char **argv, struct config *cfg)
      * optional, and then must be joined to it (-trings, --trace=rings). */
     while ((c = getopt_long(argc, argv, "s:cli:q:p:S:t::R:h", longopts, NULL)) != -1) {
         switch (c) {
-        case 's': cfg->vu.socket_path = optarg; break;
+        case 's':
+            if (cfg->nsockets == 2)
+                return usage_error("--socket %s: at most two sockets (two devices, VM-to-VM)", optarg);
+            cfg->sockets[cfg->nsockets++] = optarg;
+            break;
         case 'c': cfg->vu.client = true; break;
         case 'l': cfg->loopback = true; break;
         case 'i': cfg->nic.ifname = optarg; break;
@@ -307,12 +317,18 @@ static int parse_options(int argc, char **argv, struct config *cfg)
     }
     if (optind < argc)
         return usage_error("unexpected argument '%s'", argv[optind]);
-    if (!cfg->vu.socket_path) {
+    if (cfg->nsockets == 0) {
         usage_error("--socket PATH is required");
         usage(stderr);
         return 2;
     }
-    if (cfg->loopback == (cfg->nic.ifname != NULL))
+    /* Two sockets: each device is the other's port, so there is no port to
+     * choose.  One: exactly one of --loopback and --iface. */
+    if (cfg->nsockets == 2 && (cfg->loopback || cfg->nic.ifname))
+        return usage_error("two --socket: the devices are each other's port; drop --loopback and --iface");
+    if (cfg->nsockets == 2 && !strcmp(cfg->sockets[0], cfg->sockets[1]))
+        return usage_error("--socket %s given twice: two devices need two sockets", cfg->sockets[0]);
+    if (cfg->nsockets == 1 && cfg->loopback == (cfg->nic.ifname != NULL))
         return usage_error("choose one port: --loopback or --iface IF");
     if (cfg->mtu > port_mtu(cfg))
         return usage_error("--mtu %ld: this port carries at most %ld (--frame-size %u)", cfg->mtu, port_mtu(cfg),
@@ -370,7 +386,8 @@ static const char *rate(char *buf, double v)
 
 /* One line: rates since the last line (bytes * 8: bits per second, as link
  * speeds are quoted), and the drop and broken-ring totals since the start. */
-static void print_stats(const struct vx_dev *dev, const struct totals *now, const struct totals *before, double secs)
+static void print_stats(const struct vx_dev *dev, const char *label, const struct totals *now,
+                        const struct totals *before, double secs)
 {
     /* " now: " and up to three characters per ring (",15") fit in 8 a ring. */
     char a[16], b[16], c[16], d[16], broken[8 * VX_MAX_VRINGS] = "";
@@ -379,8 +396,8 @@ static void print_stats(const struct vx_dev *dev, const struct totals *now, cons
         if (__atomic_load_n(&dev->vrings[i].broken, __ATOMIC_RELAXED))
             n += snprintf(broken + n, sizeof broken - n, "%s%d", n ? "," : " now: ", i);
     fprintf(stderr,
-            "vhost-xdp: stats: from guest %spps %sbit/s | to guest %spps %sbit/s | "
-            "drops %llu (+%llu) | broken rings %llu%s\n",
+            "vhost-xdp: stats: %sfrom guest %spps %sbit/s | to guest %spps %sbit/s | "
+            "drops %llu (+%llu) | broken rings %llu%s\n", label,
             rate(a, (now->tx_packets - before->tx_packets) / secs), rate(b, (now->tx_bytes - before->tx_bytes) * 8 / secs),
             rate(c, (now->rx_packets - before->rx_packets) / secs), rate(d, (now->rx_bytes - before->rx_bytes) * 8 / secs),
             (unsigned long long)now->drops, (unsigned long long)(now->drops - before->drops),
@@ -430,16 +447,25 @@ static void print_pcap_stats(void)
 struct stats_state {
     double every;                   /* --stats SECONDS, 0 = off */
     double at;                      /* when the last lines were printed */
-    struct totals rings;
+    struct totals rings[2];         /* per device */
     struct nic_stats nic;
 };
 
-/* --stats: the lines for the rings, the NIC (--iface) and the capture (--pcap). */
-static void print_all_stats(struct stats_state *s, const struct vx_dev *dev, const struct nic_port *nic, double t)
+/* One device, or two (VM-to-VM).  With two, every line about a device
+ * starts with its label; with one, the lines are as they always were. */
+static struct vx_dev devs[2];
+static int ndevs;
+static char dev_labels[2][160];     /* "" or "device 0 (PATH): "; a PATH fits in 108 */
+
+/* --stats: the lines for the rings (one per device), the NIC (--iface) and
+ * the capture (--pcap). */
+static void print_all_stats(struct stats_state *s, const struct nic_port *nic, double t)
 {
-    struct totals cur = sum_rings(dev);
-    print_stats(dev, &cur, &s->rings, t - s->at);
-    s->rings = cur;
+    for (int d = 0; d < ndevs; d++) {
+        struct totals cur = sum_rings(&devs[d]);
+        print_stats(&devs[d], dev_labels[d], &cur, &s->rings[d], t - s->at);
+        s->rings[d] = cur;
+    }
     if (nic) {
         struct nic_stats ns = nic_snapshot(nic);
         print_nic_stats(&ns, &s->nic, t - s->at);
@@ -461,7 +487,7 @@ static double now_seconds(void)
 /* --ring-view, SIGUSR1: every attached ring, formatted whole in memory and
  * written once, because the PMD threads may log at the same time and a
  * picture cut by their lines would be unreadable. */
-static void print_ring_view(const struct vx_dev *dev)
+static void print_ring_view(const struct vx_dev *dev, const char *label)
 {
     char *text = NULL;
     size_t len = 0;
@@ -471,7 +497,7 @@ static void print_ring_view(const struct vx_dev *dev)
     int n = 0;
     for (int i = 0; i < VX_MAX_VRINGS; i++)
         n += dev->vrings[i].attached;
-    fprintf(out, "vhost-xdp: ring view: %d ring%s started\n", n, n == 1 ? "" : "s");
+    fprintf(out, "vhost-xdp: ring view: %s%d ring%s started\n", label, n, n == 1 ? "" : "s");
     for (int i = 0; i < VX_MAX_VRINGS; i++)
         if (dev->vrings[i].attached)
             vq_ring_view(&dev->vrings[i], out);
@@ -492,31 +518,37 @@ static void print_ring_view(const struct vx_dev *dev)
  * Checking that the fd is still the ring's costs nothing and keeps this
  * read safe should the order in the loop (kicks before messages) change:
  * a read from a recycled fd number would eat another file's data. */
-static void read_kick(const struct vx_dev *dev, int ring, int fd)
+static void read_kick(const struct vx_dev *dev, const char *label, int ring, int fd)
 {
     uint64_t count;
     if (dev->vrings[ring].kick_fd == fd && read(fd, &count, sizeof count) == sizeof count)
-        vx_log("trace: ring %d: kick (count %llu)", ring, (unsigned long long)count);
+        vx_log("trace: %sring %d: kick (count %llu)", label, ring, (unsigned long long)count);
 }
 
 /* The fds the control loop sleeps on (see the loop in main for why each). */
 struct poll_set {
-    struct pollfd fds[2 + VX_MAX_VRINGS];   /* signalfd, socket, one kick fd per ring */
-    int kick_ring[VX_MAX_VRINGS];           /* fds[2 + i] is the kick fd of ring kick_ring[i] */
-    int n;
+    struct pollfd fds[3 + 2 * VX_MAX_VRINGS];   /* signalfd, a socket per device, a kick fd per ring */
+    int kick_dev[2 * VX_MAX_VRINGS];            /* fds[first_kick + i] is the kick fd of */
+    int kick_ring[2 * VX_MAX_VRINGS];           /* ring kick_ring[i] of device kick_dev[i] */
+    int first_kick, n;
 };
 
 /* Built afresh before every poll(): a message may have connected,
- * disconnected, or replaced a ring's kick fd since the last one. */
-static void poll_set_build(struct poll_set *ps, const struct vx_dev *dev, int sfd, int fd)
+ * disconnected, or replaced a ring's kick fd since the last one.  fds[1 + d]
+ * is what vu_poll_fd() names for device d (-1: poll() ignores it). */
+static void poll_set_build(struct poll_set *ps, int sfd, const int *dev_fd)
 {
     ps->fds[0] = (struct pollfd){ sfd, POLLIN, 0 };
-    ps->fds[1] = (struct pollfd){ fd, POLLIN, 0 };      /* -1: poll() ignores it */
-    ps->n = 2;
-    for (int i = 0; vx_trace_rings && i < VX_MAX_VRINGS; i++) {
-        if (dev->vrings[i].kick_fd >= 0) {
-            ps->kick_ring[ps->n - 2] = i;
-            ps->fds[ps->n++] = (struct pollfd){ dev->vrings[i].kick_fd, POLLIN, 0 };
+    for (int d = 0; d < ndevs; d++)
+        ps->fds[1 + d] = (struct pollfd){ dev_fd[d], POLLIN, 0 };
+    ps->n = ps->first_kick = 1 + ndevs;
+    for (int d = 0; vx_trace_rings && d < ndevs; d++) {
+        for (int i = 0; i < VX_MAX_VRINGS; i++) {
+            if (devs[d].vrings[i].kick_fd >= 0) {
+                ps->kick_dev[ps->n - ps->first_kick] = d;
+                ps->kick_ring[ps->n - ps->first_kick] = i;
+                ps->fds[ps->n++] = (struct pollfd){ devs[d].vrings[i].kick_fd, POLLIN, 0 };
+            }
         }
     }
 }
@@ -530,10 +562,6 @@ static int ms_until(double deadline)
     return left <= 0 ? 0 : (int)(left * 1000) + 1;
 }
 
-/* One device: one vhost-user connection at a time.  Static, because the
- * PMD threads keep its address for the life of the process, and it starts
- * zeroed: no memory table, no rings started. */
-static struct vx_dev dev;
 
 int main(int argc, char **argv)
 {
@@ -546,14 +574,25 @@ int main(int argc, char **argv)
      * reported at once, with nothing yet to undo. */
     if (cfg.pcap_path && pcap_open(cfg.pcap_path, (uint64_t)cfg.pcap_limit) < 0)
         return 1;
-    /* How many queue pairs GET_QUEUE_NUM offers; a frontend may use fewer. */
-    dev.queue_pairs = (uint32_t)cfg.queues;
-    /* What NET_SET_MTU may ask for (vhost_user.c refuses more, and QEMU then
-     * refuses to start the device rather than give the guest an MTU the
-     * port would truncate). */
-    dev.mtu_max = (uint32_t)(cfg.mtu ? cfg.mtu : port_mtu(&cfg));
-    vx_log("MTU: a frontend may set up to %u (NET_SET_MTU)%s", dev.mtu_max,
+    /* One device per --socket.  Static (devs[]), because the PMD threads
+     * keep their addresses for the life of the process, and zeroed: no
+     * memory table, no rings started.  Each device has its own socket,
+     * connection, memory table, rings and counters. */
+    ndevs = cfg.nsockets;
+    for (int d = 0; d < ndevs; d++) {
+        if (ndevs == 2)
+            snprintf(dev_labels[d], sizeof dev_labels[d], "device %d (%s): ", d, cfg.sockets[d]);
+        /* How many queue pairs GET_QUEUE_NUM offers; a frontend may use fewer. */
+        devs[d].queue_pairs = (uint32_t)cfg.queues;
+        /* What NET_SET_MTU may ask for (vhost_user.c refuses more, and QEMU
+         * then refuses to start the device rather than give the guest an
+         * MTU the port would truncate). */
+        devs[d].mtu_max = (uint32_t)(cfg.mtu ? cfg.mtu : port_mtu(&cfg));
+    }
+    vx_log("MTU: a frontend may set up to %u (NET_SET_MTU)%s", devs[0].mtu_max,
            cfg.mtu ? ", --mtu" : ", what the port carries");
+    if (ndevs == 2)
+        vx_log("port: VM-to-VM, queue pair k of %s <-> queue pair k of %s", cfg.sockets[0], cfg.sockets[1]);
     /* Before the PMD threads start: they read it without a lock, and
      * pthread_create() makes everything written before it visible to them. */
     vx_trace_rings = cfg.vu.trace >= VX_TRACE_RINGS;
@@ -597,21 +636,28 @@ int main(int argc, char **argv)
         }
         vx_log("port: AF_XDP on %s queue %u, %s", cfg.nic.ifname, cfg.nic.queue, nic_mode_name(nic));
     }
-    /* The socket: listening now (server mode), or connecting from the loop
-     * (client mode).  No message is read before the PMD threads run. */
-    if (vu_init(&dev, &cfg.vu) < 0) {
-        nic_close(nic);
-        pcap_close();
-        close(sfd);
-        return 1;
+    /* The sockets: listening now (server mode), or connecting from the
+     * loop (client mode).  No message is read before the PMD threads run. */
+    for (int d = 0; d < ndevs; d++) {
+        struct vu_options vu = cfg.vu;
+        vu.socket_path = cfg.sockets[d];
+        if (vu_init(&devs[d], &vu) < 0) {
+            while (d-- > 0)
+                vu_cleanup(&devs[d]);
+            nic_close(nic);
+            pcap_close();
+            close(sfd);
+            return 1;
+        }
     }
     /* The poll threads start before any message is read: a ring is handed
      * to them the moment it is complete (vhost_user.c, vu_rings_resume), and
      * they are already spinning, waiting for its `ready` flag.  The PMDs make
      * their capture rings; the pcap writer starts once they all exist. */
-    if (pmd_start(&dev, nic, cfg.cpus, cfg.ncpus, (uint32_t)cfg.pmd_sleep_us) < 0 || pcap_start() < 0) {
+    if (pmd_start(devs, ndevs, nic, cfg.cpus, cfg.ncpus, (uint32_t)cfg.pmd_sleep_us) < 0 || pcap_start() < 0) {
         pmd_stop();
-        vu_cleanup(&dev);
+        for (int d = 0; d < ndevs; d++)
+            vu_cleanup(&devs[d]);
         pcap_close();
         nic_close(nic);
         close(sfd);
@@ -622,7 +668,8 @@ int main(int argc, char **argv)
      * The control loop.  It sleeps in poll() on:
      *   fds[0]  the signalfd: SIGINT and SIGTERM end the loop (then the clean
      *           shutdown below), SIGUSR1 prints the ring view;
-     *   fds[1]  what vu_poll_fd() names: the listening socket while no
+     *   fds[1]  (and fds[2] for a second device) what vu_poll_fd() names
+ *           for the device: the listening socket while no
      *           frontend is connected (readable = one is connecting), or the
      *           connection (readable = a message, or the frontend has gone).
      *           One connection at a time: while there is one the listening
@@ -638,12 +685,16 @@ int main(int argc, char **argv)
      */
     /* The counters live as long as the process (a reconnect keeps them), so
      * the first --stats line gives the rates from this moment on. */
-    struct stats_state stats = { .every = cfg.stats_every, .at = now_seconds(), .rings = sum_rings(&dev) };
+    struct stats_state stats = { .every = cfg.stats_every, .at = now_seconds() };
+    for (int d = 0; d < ndevs; d++)
+        stats.rings[d] = sum_rings(&devs[d]);
     double t_retry = 0, t_view = stats.at;     /* t_retry 0: the first connect attempt is at once */
     for (;;) {
-        int fd = vu_poll_fd(&dev);
+        int dev_fd[2];
+        for (int d = 0; d < ndevs; d++)
+            dev_fd[d] = vu_poll_fd(&devs[d]);
         struct poll_set ps;
-        poll_set_build(&ps, &dev, sfd, fd);
+        poll_set_build(&ps, sfd, dev_fd);
         /* Sleep until the earliest of: a second from now, the next --stats
          * line, the next --ring-view. */
         double next = now_seconds() + 1;
@@ -662,29 +713,38 @@ int main(int argc, char **argv)
             if (read(sfd, &si, sizeof si) == sizeof si && si.ssi_signo == SIGUSR1) {
                 /* A message that came with the signal is still readable:
                  * the next poll() returns at once for it. */
-                print_ring_view(&dev);
+                for (int d = 0; d < ndevs; d++)
+                    print_ring_view(&devs[d], dev_labels[d]);
                 continue;
             }
             vx_log("signal %u: shutting down", si.ssi_signo);
             break;
         }
         /* Kicks first: the message below may close a kick fd. */
-        for (int k = 2; k < ps.n; k++)
+        for (int k = ps.first_kick; k < ps.n; k++) {
+            int d = ps.kick_dev[k - ps.first_kick];
             if (ps.fds[k].revents & POLLIN)
-                read_kick(&dev, ps.kick_ring[k - 2], ps.fds[k].fd);
+                read_kick(&devs[d], dev_labels[d], ps.kick_ring[k - ps.first_kick], ps.fds[k].fd);
+        }
         /* Any revents, not just POLLIN: POLLHUP/POLLERR mean the frontend
-         * has gone, which vu_handle_event finds when its read returns 0. */
-        if (fd >= 0 && ps.fds[1].revents)
-            vu_handle_event(&dev);
+         * has gone, which vu_handle_event finds when its read returns 0.
+         * The devices are independent: one's message or disconnect takes
+         * only its own rings away (vhost_user.c), the other's keep moving. */
+        for (int d = 0; d < ndevs; d++)
+            if (dev_fd[d] >= 0 && ps.fds[1 + d].revents)
+                vu_handle_event(&devs[d]);
         double t = now_seconds();
-        if (fd < 0 && t >= t_retry) {   /* client mode, not connected: retry every second */
-            vu_handle_event(&dev);
+        if (t >= t_retry) {             /* client mode, not connected: retry every second */
+            for (int d = 0; d < ndevs; d++)
+                if (dev_fd[d] < 0)
+                    vu_handle_event(&devs[d]);
             t_retry = t + 1;
         }
         if (stats.every > 0 && t >= stats.at + stats.every)
-            print_all_stats(&stats, &dev, nic, t);
+            print_all_stats(&stats, nic, t);
         if (cfg.view_every > 0 && t >= t_view + cfg.view_every) {
-            print_ring_view(&dev);
+            for (int d = 0; d < ndevs; d++)
+                print_ring_view(&devs[d], dev_labels[d]);
             t_view = t;
         }
     }
@@ -693,7 +753,8 @@ int main(int argc, char **argv)
      * take the rings from the PMDs and unmap guest memory (the PMDs are still
      * running, so the usual quiesce works), then stop and join the PMDs, and
      * only then close the NIC whose rings they were polling. */
-    vu_cleanup(&dev);   /* rings taken away, guest memory unmapped, socket file removed */
+    for (int d = 0; d < ndevs; d++)
+        vu_cleanup(&devs[d]);   /* rings taken away, guest memory unmapped, socket file removed */
     pmd_stop();
     pcap_close();       /* after the PMDs: nothing more can be captured */
     if (nic) {
@@ -706,10 +767,12 @@ int main(int argc, char **argv)
     }
     /* The totals for the whole run: what the tests and labs read after
      * stopping vhost-xdp, and a student's first check that packets moved. */
-    struct totals fin = sum_rings(&dev);
-    vx_log("exit: from guest %llu packets, to guest %llu packets, %llu drops, %llu broken rings",
-           (unsigned long long)fin.tx_packets, (unsigned long long)fin.rx_packets,
-           (unsigned long long)fin.drops, (unsigned long long)fin.broken);
+    for (int d = 0; d < ndevs; d++) {
+        struct totals fin = sum_rings(&devs[d]);
+        vx_log("exit: %sfrom guest %llu packets, to guest %llu packets, %llu drops, %llu broken rings",
+               dev_labels[d], (unsigned long long)fin.tx_packets, (unsigned long long)fin.rx_packets,
+               (unsigned long long)fin.drops, (unsigned long long)fin.broken);
+    }
     close(sfd);
     return 0;
 }

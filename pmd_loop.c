@@ -16,7 +16,9 @@
  *     straight between guest memory and the UMEM frame; or
  *   - the loopback port (--loopback): each queue pair's TX comes straight
  *     back on its own RX, which is how tests and benchmarks exercise
- *     vhost-user without a NIC, and a lab mode.
+ *     vhost-user without a NIC, and a lab mode; or
+ *   - another guest (two --socket, VM-to-VM): queue pair k of device A
+ *     and queue pair k of device B are each other's port.
  *
  * Threads and rings: queue pair k is polled by thread k % nthreads, so with
  * --pmd-cores 0,1 and two queue pairs each thread owns one pair.  The control
@@ -24,7 +26,8 @@
  * away"): each thread bumps its epoch at the end of every loop iteration.
  *
  * Read in this order: the per-thread state, the RARP and MTU hooks
- * (SEND_RARP, NET_SET_MTU), the per-packet loops (pmd_loopback_pair,
+ * (SEND_RARP, NET_SET_MTU), the per-packet loops (pmd_guest_to_guest and
+ * the two ports made of it, pmd_loopback_pair and pmd_vm2vm_pair; then
  * pmd_afxdp_pair), the idle back-off, the thread's main loop,
  * start/quiesce/stop.
  */
@@ -59,8 +62,9 @@ struct pmd_thread {
 
 static struct pmd_thread pmd_threads[PMD_MAX_THREADS];
 static int pmd_nthreads;
-static struct vx_dev *pmd_dev;
-static struct nic_port *pmd_nic;    /* NULL: loopback port */
+static struct vx_dev *pmd_devs;     /* one device, or two (VM-to-VM) */
+static int pmd_ndevs;
+static struct nic_port *pmd_nic;    /* NULL: loopback port, or the other device */
 static uint32_t pmd_sleep_max_ns;   /* --pmd-sleep, 0: poll without sleeping */
 static _Atomic bool pmd_exit;
 
@@ -102,12 +106,12 @@ static void pmd_build_rarp(uint8_t *f, const uint8_t mac[6])
 
 /* Put the pending RARP, if any, in *pkt (an empty buffer): returns 1 if it
  * did.  One relaxed load per burst when there is none. */
-static int pmd_rarp_take(const struct vx_vring *tx, struct vx_pkt *pkt)
+static int pmd_rarp_take(struct vx_dev *dev, const struct vx_vring *tx, struct vx_pkt *pkt)
 {
     if (tx->index != 1 || pkt->room < RARP_FRAME_LEN ||
-        !atomic_load_explicit(&pmd_dev->rarp_request, memory_order_relaxed))
+        !atomic_load_explicit(&dev->rarp_request, memory_order_relaxed))
         return 0;
-    uint64_t request = atomic_exchange(&pmd_dev->rarp_request, 0);
+    uint64_t request = atomic_exchange(&dev->rarp_request, 0);
     if (!(request & VX_RARP_PENDING))
         return 0;       /* a disconnect took it back meanwhile */
     uint8_t mac[6];
@@ -129,9 +133,10 @@ static int pmd_rarp_take(const struct vx_vring *tx, struct vx_pkt *pkt)
  * ring.  The header is 14 bytes, 18 with an 802.1Q VLAN tag.  No NET_SET_MTU
  * (mtu 0): every frame fits.
  */
-static int pmd_mtu_filter(struct vx_vring *rx, const struct vx_pkt *pkts, int n, struct vx_pkt *fit)
+static int pmd_mtu_filter(struct vx_dev *dev, struct vx_vring *rx, const struct vx_pkt *pkts, int n,
+                          struct vx_pkt *fit)
 {
-    uint32_t mtu = atomic_load_explicit(&pmd_dev->mtu, memory_order_relaxed);
+    uint32_t mtu = atomic_load_explicit(&dev->mtu, memory_order_relaxed);
     int kept = 0;
     for (int i = 0; i < n; i++) {
         const uint8_t *f = pkts[i].data;
@@ -165,21 +170,28 @@ static int pmd_mtu_filter(struct vx_vring *rx, const struct vx_pkt *pkts, int n,
  */
 
 /*
- * Loopback port: guest TX ring 2k+1 -> guest RX ring 2k.  Packets that find
- * the RX ring not ready are dropped and counted there, never silently: the
- * guest must not stall its TX because nobody posted RX buffers.
+ * One direction between two guest rings: a burst from the TX ring `tx` of
+ * device `from` goes to the RX ring `rx` of device `to`.  Loopback and
+ * VM-to-VM below are both made of it.  Packets that find the RX ring not
+ * ready are dropped and counted there, never silently: the sending guest
+ * must not stall its TX because nobody posted RX buffers (or because the
+ * other guest has gone away).
+ *
+ * Copies: virtqueue.c copies each packet out of the sending guest into the
+ * thread's own buffer, then into the receiving guest's RX buffers.
  */
-static int pmd_loopback_pair(struct pmd_thread *t, struct vx_vring *rx, struct vx_vring *tx)
+static int pmd_guest_to_guest(struct pmd_thread *t, struct vx_dev *from, struct vx_vring *tx,
+                              struct vx_dev *to, struct vx_vring *rx)
 {
     if (!atomic_load(&tx->ready))
         return 0;
-    int injected = pmd_rarp_take(tx, &t->pkts[0]);
+    int injected = pmd_rarp_take(from, tx, &t->pkts[0]);
     int n = injected + vq_dequeue_burst(tx, t->pkts + injected, VX_BURST - injected);
     if (n == 0)
         return 0;
     if (t->pcap)
         pcap_burst(t->pcap, PCAP_FROM_GUEST, t->pkts, n);
-    int fit = pmd_mtu_filter(rx, t->pkts, n, t->fit);
+    int fit = pmd_mtu_filter(to, rx, t->pkts, n, t->fit);
     int sent = 0;
     if (atomic_load(&rx->ready))
         sent = vq_enqueue_burst(rx, t->fit, fit);
@@ -188,6 +200,27 @@ static int pmd_loopback_pair(struct pmd_thread *t, struct vx_vring *rx, struct v
     if (t->pcap)
         pcap_burst(t->pcap, PCAP_TO_GUEST, t->fit, sent);
     return n;
+}
+
+/* Loopback port: guest TX ring 2k+1 -> the same guest's RX ring 2k. */
+static int pmd_loopback_pair(struct pmd_thread *t, struct vx_dev *dev, struct vx_vring *rx, struct vx_vring *tx)
+{
+    return pmd_guest_to_guest(t, dev, tx, dev, rx);
+}
+
+/*
+ * VM-to-VM (two --socket, OVS-DPDK's "two dpdkvhostuser ports"): device
+ * A's port is device B.  Queue pair k of A and queue pair k of B are one
+ * link: A's TX ring 2k+1 -> B's RX ring 2k, and B's TX ring 2k+1 -> A's RX
+ * ring 2k, both on the thread that owns pair k.  Each device's rings are
+ * handed over and taken away on their own (vhost_user.c), so when B's guest
+ * goes away its rings are simply not ready: A's packets towards B are
+ * dropped and counted on B's RX ring, and A's own rings go on.
+ */
+static int pmd_vm2vm_pair(struct pmd_thread *t, struct vx_dev *a, struct vx_dev *b, int k)
+{
+    return pmd_guest_to_guest(t, a, &a->vrings[2 * k + 1], b, &b->vrings[2 * k]) +
+           pmd_guest_to_guest(t, b, &b->vrings[2 * k + 1], a, &a->vrings[2 * k]);
 }
 
 /*
@@ -201,12 +234,13 @@ static int pmd_loopback_pair(struct pmd_thread *t, struct vx_vring *rx, struct v
  * a packet needing more buffers than there were: dropped and counted on the
  * RX ring.
  */
-static int pmd_afxdp_pair(struct pmd_thread *t, struct vx_vring *rx, struct vx_vring *tx, struct nic_port *nic)
+static int pmd_afxdp_pair(struct pmd_thread *t, struct vx_dev *dev, struct vx_vring *rx, struct vx_vring *tx,
+                          struct nic_port *nic)
 {
     int moved = 0;
     if (atomic_load(&tx->ready)) {
         int frames = nic_tx_alloc(nic, t->nic_tx, VX_BURST);
-        int injected = frames ? pmd_rarp_take(tx, &t->nic_tx[0]) : 0;
+        int injected = frames ? pmd_rarp_take(dev, tx, &t->nic_tx[0]) : 0;
         moved = injected + (frames > injected ? vq_dequeue_burst(tx, t->nic_tx + injected, frames - injected) : 0);
         if (t->pcap)        /* before the kernel owns the frames */
             pcap_burst(t->pcap, PCAP_FROM_GUEST, t->nic_tx, moved);
@@ -221,7 +255,7 @@ static int pmd_afxdp_pair(struct pmd_thread *t, struct vx_vring *rx, struct vx_v
     int n = nic_rx_burst(nic, t->nic_rx, want < VX_BURST ? want : VX_BURST);
     if (n == 0)
         return moved;
-    int fit = pmd_mtu_filter(rx, t->nic_rx, n, t->fit);
+    int fit = pmd_mtu_filter(dev, rx, t->nic_rx, n, t->fit);
     int sent = 0;
     if (guest)
         sent = vq_enqueue_burst(rx, t->fit, fit);
@@ -272,7 +306,7 @@ static void pmd_idle_backoff(struct pmd_thread *t, int moved)
 static void *pmd_main(void *arg)
 {
     struct pmd_thread *t = arg;
-    struct vx_dev *dev = pmd_dev;
+    struct vx_dev *dev = &pmd_devs[0];
 
     /* The kernel may stretch a sleep by this thread's timer slack (50 us by
      * default) to batch wake-ups; --pmd-sleep wants the sleep it asked for. */
@@ -282,11 +316,13 @@ static void *pmd_main(void *arg)
         int moved = 0;
         for (int k = t->id; k < VX_MAX_QUEUE_PAIRS; k += pmd_nthreads) {
             struct vx_vring *rx = &dev->vrings[2 * k], *tx = &dev->vrings[2 * k + 1];
-            if (!pmd_nic)
-                moved += pmd_loopback_pair(t, rx, tx);
+            if (pmd_ndevs == 2)
+                moved += pmd_vm2vm_pair(t, dev, &pmd_devs[1], k);
+            else if (!pmd_nic)
+                moved += pmd_loopback_pair(t, dev, rx, tx);
             else if (k == 0)        /* one NIC queue, for queue pair 0: only thread 0
                                        touches the port, whose rings have one consumer */
-                moved += pmd_afxdp_pair(t, rx, tx, pmd_nic);
+                moved += pmd_afxdp_pair(t, dev, rx, tx, pmd_nic);
         }
         pmd_idle_backoff(t, moved);
         /* seq_cst, not release: this store must not pass the `ready` loads
@@ -300,9 +336,11 @@ static void *pmd_main(void *arg)
 
 /* === Start, quiesce, stop ================================================ */
 
-int pmd_start(struct vx_dev *dev, struct nic_port *nic, const int *cpus, int ncpus, uint32_t sleep_max_us)
+int pmd_start(struct vx_dev *devs, int ndevs, struct nic_port *nic, const int *cpus, int ncpus,
+              uint32_t sleep_max_us)
 {
-    pmd_dev = dev;
+    pmd_devs = devs;
+    pmd_ndevs = ndevs;
     pmd_nic = nic;
     pmd_sleep_max_ns = sleep_max_us * 1000;
     pmd_nthreads = ncpus > 0 ? ncpus : 1;

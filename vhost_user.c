@@ -266,10 +266,9 @@ static const uint64_t vu_offered_protocol_features =
     (1ull << VHOST_USER_PROTOCOL_F_MQ) | (1ull << VHOST_USER_PROTOCOL_F_REPLY_ACK) |
     (1ull << VHOST_USER_PROTOCOL_F_RARP) | (1ull << VHOST_USER_PROTOCOL_F_NET_MTU);
 
-/* Options given to vu_init(), kept for reconnects and tracing. */
-static struct vu_options vu_opt;
-static int vu_listen_fd = -1;       /* server mode: the listening socket, else -1 */
-static bool vu_waiting_logged;      /* client mode: "waiting for a frontend" said once, not every second */
+/* Everything this file keeps about a device lives in its struct vx_dev
+ * (options, listening socket, connection), none in file statics: main.c
+ * may serve two devices (VM-to-VM), each with its own socket. */
 
 /* === 3. Taking rings away ================================================ */
 
@@ -351,7 +350,7 @@ static int vu_rings_resume(struct vx_dev *dev)
                 continue;
             }
             vr->attached = true;
-            if (vu_opt.trace)
+            if (dev->opt.trace)
                 vx_log("trace: ring %u started: size %u%s, last_avail_idx %u, used idx %u, %u-byte header%s%s",
                        i, vr->num, vr->packed ? " packed" : "", vr->last_avail_idx, vr->last_used_idx, vr->hdr_len,
                        vr->mrg_rxbuf ? ", mergeable RX buffers" : "", vr->event_idx ? ", event idx" : "");
@@ -658,7 +657,7 @@ static int vu_get_vring_base(struct vx_dev *dev, struct vu_msg *msg)
     struct vx_vring *vr = vu_ring(dev, msg->payload.state.index, "GET_VRING_BASE");
     if (!vr)
         return VU_FAIL;
-    if (vu_opt.trace >= VX_TRACE_RINGS && vr->attached)
+    if (dev->opt.trace >= VX_TRACE_RINGS && vr->attached)
         vx_log("trace: ring %u stopped (GET_VRING_BASE): last_avail_idx %u, used idx %u%s", vr->index,
                vr->last_avail_idx, vr->last_used_idx, vr->broken ? ", was broken" : "");
     vr->kick_received = false;
@@ -789,7 +788,7 @@ static int vu_set_vring_enable(struct vx_dev *dev, struct vu_msg *msg)
         return VU_FAIL;
     }
     vr->enabled = msg->payload.state.num;
-    if (vu_opt.trace >= VX_TRACE_RINGS)
+    if (dev->opt.trace >= VX_TRACE_RINGS)
         vx_log("trace: ring %u %s", vr->index, vr->enabled ? "enabled" : "disabled");
     return VU_OK;
 }
@@ -1034,7 +1033,7 @@ static int vu_send_reply(struct vx_dev *dev, struct vu_msg *msg, enum vu_payload
     msg->hdr.flags = VHOST_USER_VERSION | VHOST_USER_REPLY_MASK;
     msg->hdr.size = kind == P_STATE ? sizeof(struct vu_vring_state) : sizeof(uint64_t);
     msg->nfds = 0;
-    if (vu_opt.trace)
+    if (dev->opt.trace)
         vu_trace("->", msg, kind);
     struct iovec iov[2] = { { &msg->hdr, sizeof msg->hdr }, { &msg->payload, msg->hdr.size } };
     struct msghdr mh = { .msg_iov = iov, .msg_iovlen = 2 };
@@ -1202,7 +1201,7 @@ static int vu_dispatch_one(struct vx_dev *dev)
 
     uint32_t rq = msg.hdr.request;
     const struct vu_request *req = rq < VU_NREQUESTS && vu_requests[rq].name ? &vu_requests[rq] : NULL;
-    if (vu_opt.trace)
+    if (dev->opt.trace)
         vu_trace("<-", &msg, req ? req->payload : P_NONE);
     if (!req || !req->handler) {
         vx_log("request %u (%s) not supported: we did not offer the feature it belongs to", rq, vu_request_name(rq));
@@ -1280,15 +1279,15 @@ out:
 static void vu_disconnect(struct vx_dev *dev)
 {
     vu_rings_stop(dev, VU_ALL_RINGS);     /* first, so the indices below hold still */
-    for (int i = 0; vu_opt.trace >= VX_TRACE_RINGS && i < VX_MAX_VRINGS; i++)
+    for (int i = 0; dev->opt.trace >= VX_TRACE_RINGS && i < VX_MAX_VRINGS; i++)
         if (dev->vrings[i].attached)
             vx_log("trace: ring %d stopped (frontend disconnected): last_avail_idx %u, used idx %u", i,
                    dev->vrings[i].last_avail_idx, dev->vrings[i].last_used_idx);
     vu_reset_device(dev);
     close(dev->conn_fd);
     dev->conn_fd = -1;
-    vx_log("frontend disconnected; %s", vu_opt.client ? "reconnecting every second" : "waiting for the next one");
-    vu_waiting_logged = vu_opt.client;
+    vx_log("frontend disconnected; %s", dev->opt.client ? "reconnecting every second" : "waiting for the next one");
+    dev->waiting_logged = dev->opt.client;
 }
 
 static void vu_connected(struct vx_dev *dev, int fd)
@@ -1299,8 +1298,8 @@ static void vu_connected(struct vx_dev *dev, int fd)
     struct timeval tv = { .tv_sec = 2 };
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     dev->conn_fd = fd;
-    vu_waiting_logged = false;
-    vx_log("frontend connected on %s", vu_opt.socket_path);
+    dev->waiting_logged = false;
+    vx_log("frontend connected on %s", dev->opt.socket_path);
 }
 
 /* sun_path holds 108 bytes with the NUL: a longer path cannot name a unix
@@ -1323,7 +1322,7 @@ static int vu_make_addr(struct sockaddr_un *sa, const char *path)
 static void vu_try_connect(struct vx_dev *dev)
 {
     struct sockaddr_un sa;
-    if (vu_make_addr(&sa, vu_opt.socket_path) < 0)
+    if (vu_make_addr(&sa, dev->opt.socket_path) < 0)
         return;
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
@@ -1332,9 +1331,9 @@ static void vu_try_connect(struct vx_dev *dev)
         vu_connected(dev, fd);
         return;
     }
-    if (!vu_waiting_logged)
-        vx_log("waiting for a frontend to listen on %s (%s)", vu_opt.socket_path, strerror(errno));
-    vu_waiting_logged = true;
+    if (!dev->waiting_logged)
+        vx_log("waiting for a frontend to listen on %s (%s)", dev->opt.socket_path, strerror(errno));
+    dev->waiting_logged = true;
     close(fd);
 }
 
@@ -1343,7 +1342,8 @@ static void vu_try_connect(struct vx_dev *dev)
  * the listening socket. */
 int vu_init(struct vx_dev *dev, const struct vu_options *opt)
 {
-    vu_opt = *opt;
+    dev->opt = *opt;
+    dev->listen_fd = -1;
     dev->conn_fd = -1;
     for (int i = 0; i < VX_MAX_VRINGS; i++) {
         dev->vrings[i].index = i;
@@ -1382,7 +1382,7 @@ int vu_init(struct vx_dev *dev, const struct vu_options *opt)
             close(fd);
         return -1;
     }
-    vu_listen_fd = fd;
+    dev->listen_fd = fd;
     vx_log("listening on %s", opt->socket_path);
     return 0;
 }
@@ -1392,7 +1392,7 @@ int vu_init(struct vx_dev *dev, const struct vu_options *opt)
  * on, the loop calls vu_handle_event() every second instead). */
 int vu_poll_fd(struct vx_dev *dev)
 {
-    return dev->conn_fd >= 0 ? dev->conn_fd : vu_listen_fd;
+    return dev->conn_fd >= 0 ? dev->conn_fd : dev->listen_fd;
 }
 
 /* One step: a message read and acted on, a connection accepted, or one
@@ -1403,8 +1403,8 @@ void vu_handle_event(struct vx_dev *dev)
     if (dev->conn_fd >= 0) {
         if (vu_dispatch_one(dev) < 0)
             vu_disconnect(dev);
-    } else if (!vu_opt.client) {
-        int fd = accept4(vu_listen_fd, NULL, NULL, SOCK_CLOEXEC);
+    } else if (!dev->opt.client) {
+        int fd = accept4(dev->listen_fd, NULL, NULL, SOCK_CLOEXEC);
         if (fd >= 0)
             vu_connected(dev, fd);
     } else {
@@ -1421,9 +1421,9 @@ void vu_cleanup(struct vx_dev *dev)
     if (dev->conn_fd >= 0)
         close(dev->conn_fd);
     dev->conn_fd = -1;
-    if (vu_listen_fd >= 0) {
-        close(vu_listen_fd);
-        unlink(vu_opt.socket_path);
-        vu_listen_fd = -1;
+    if (dev->listen_fd >= 0) {
+        close(dev->listen_fd);
+        unlink(dev->opt.socket_path);
+        dev->listen_fd = -1;
     }
 }

@@ -203,7 +203,20 @@ struct vx_vring {
 
 /* === 3. The device ====================================================== */
 
+/* How a device meets its frontend (main.c's --socket, --client, --trace). */
+struct vu_options {
+    const char *socket_path;
+    bool client;                    /* connect instead of listen */
+    enum vx_trace_level trace;      /* decode messages (and ring events) on stderr */
+};
+
+/* One vhost-user device: one socket, one connection at a time, its own
+ * memory table, rings and counters.  vhost-xdp serves one, or two whose
+ * packets go to each other (two --socket: VM-to-VM, see pmd_loop.c). */
 struct vx_dev {
+    struct vu_options opt;          /* vu_init(): kept for reconnects and tracing */
+    int      listen_fd;             /* server mode: the listening socket, else -1 */
+    bool     waiting_logged;        /* client mode: "waiting for a frontend" said once */
     int      conn_fd;               /* the vhost-user connection, -1 if none */
     bool     owner_set;             /* SET_OWNER */
     uint64_t features;              /* SET_FEATURES */
@@ -291,17 +304,14 @@ void pcap_counts(uint64_t *captured, uint64_t *not_captured, uint64_t *after_lim
 void pcap_close(void);                                  /* drain, flush, close, log totals */
 
 /* pmd_loop.c: the poll-mode threads. */
-/* nic NULL: loopback.  sleep_max_us (--pmd-sleep): idle back-off, 0 = always poll. */
-int  pmd_start(struct vx_dev *dev, struct nic_port *nic, const int *cpus, int ncpus, uint32_t sleep_max_us);
+/* devs[0..ndevs-1]: one device, or two that are each other's port (VM-to-VM).
+ * nic NULL with one device: loopback.  sleep_max_us (--pmd-sleep): idle
+ * back-off, 0 = always poll. */
+int  pmd_start(struct vx_dev *devs, int ndevs, struct nic_port *nic, const int *cpus, int ncpus, uint32_t sleep_max_us);
 void pmd_quiesce(void);     /* return once no PMD is inside a ring it read as ready */
 void pmd_stop(void);
 
 /* vhost_user.c: the control plane, run by main.c's thread. */
-struct vu_options {
-    const char *socket_path;
-    bool client;                    /* connect instead of listen */
-    enum vx_trace_level trace;      /* decode messages (and ring events) on stderr */
-};
 int  vu_init(struct vx_dev *dev, const struct vu_options *opt);
 int  vu_poll_fd(struct vx_dev *dev);       /* fd main.c polls: listen or connection (-1 = retry later) */
 void vu_handle_event(struct vx_dev *dev);  /* called when that fd is readable, or every second */
