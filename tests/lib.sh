@@ -116,14 +116,17 @@ kvm_runs_a_kernel() {
     return $found
 }
 
-# start_guest DIR NAME SOCK MODE [DEVICE_OPTIONS] [CHARDEV_OPTIONS]: boot the test guest (kernel and
-# initramfs in $GUEST, from tests/build_guest.sh) with the DESIGN.md recipe, under KVM or TCG as
-# guest_accel decides, its virtio-net on the vhost-user socket SOCK; vxtest=MODE picks what the guest
-# does.  Serial console in DIR/NAME.serial, QEMU's own output in DIR/NAME.qemu.log; sets QEMU_PID.
-# CHARDEV_OPTIONS default to reconnect=1 (QEMU connects, and reconnects after the backend dies);
-# server=on,wait=off makes QEMU listen instead.
+# start_guest DIR NAME SOCK MODE [DEVICE_OPTIONS] [CHARDEV_OPTIONS] [KERNEL_ARGS] [MAC]: boot the test
+# guest (kernel and initramfs in $GUEST, from tests/build_guest.sh) with the DESIGN.md recipe, under
+# KVM or TCG as guest_accel decides, its virtio-net on the vhost-user socket SOCK; vxtest=MODE picks
+# what the guest does.  Serial console in DIR/NAME.serial, QEMU's own output in DIR/NAME.qemu.log;
+# sets QEMU_PID.  CHARDEV_OPTIONS default to reconnect=1 (QEMU connects, and reconnects after the
+# backend dies); server=on,wait=off makes QEMU listen instead.  KERNEL_ARGS are added to the guest's
+# command line (e.g. "vxip=10.0.0.3/24 vxpeer=10.0.0.2"); MAC defaults to 52:54:00:12:34:56 (a
+# second guest on the same link needs another).
 start_guest() {
     local dir=$1 name=$2 sock=$3 mode=$4 devopts=${5:-} chardev=${6:-reconnect=1}
+    local kargs=${7:-} mac=${8:-52:54:00:12:34:56}
     guest_accel
     # shellcheck disable=SC2086  # GUEST_ACCEL_ARGS is two or four words
     qemu-system-x86_64 $GUEST_ACCEL_ARGS -machine q35 -smp 1 -m 256M -nodefaults -no-user-config \
@@ -131,9 +134,9 @@ start_guest() {
         -object memory-backend-memfd,id=mem,size=256M,share=on -numa node,memdev=mem \
         -chardev "socket,id=chr0,path=$sock,$chardev" \
         -netdev vhost-user,id=net0,chardev=chr0 \
-        -device "virtio-net-pci,netdev=net0,mac=52:54:00:12:34:56,romfile=$GUEST_VECTORS$devopts" \
+        -device "virtio-net-pci,netdev=net0,mac=$mac,romfile=$GUEST_VECTORS$devopts" \
         -kernel "$GUEST/vmlinuz" -initrd "$GUEST/initramfs.cpio.gz" \
-        -append "console=ttyS0 quiet panic=-1 vxtest=$mode" \
+        -append "console=ttyS0 quiet panic=-1 vxtest=$mode${kargs:+ $kargs}" \
         < /dev/null > "$dir/$name.qemu.log" 2>&1 &
     QEMU_PID=$!
 }
