@@ -3,7 +3,8 @@
  *
  * Where it sits: this is the control thread, the left end of the picture in
  * vhost_xdp.h.  It parses the options, opens the NIC port (nic_afxdp.c) and
- * the vhost-user socket (vhost_user.c), starts the poll-mode threads
+ * the vhost-user socket (vhost_user.c; two sockets, two devices, when
+ * --socket is given twice for VM-to-VM), starts the poll-mode threads
  * (pmd_loop.c), and then sleeps in poll() until something needs it: a
  * vhost-user message (handed to vhost_user.c), a signal, a --stats or
  * --ring-view deadline, or, with --trace=rings, a guest's kick.  Packets never
@@ -641,6 +642,7 @@ int main(int argc, char **argv)
     for (int d = 0; d < ndevs; d++) {
         struct vu_options vu = cfg.vu;
         vu.socket_path = cfg.sockets[d];
+        vu.name_socket = ndevs == 2;
         if (vu_init(&devs[d], &vu) < 0) {
             while (d-- > 0)
                 vu_cleanup(&devs[d]);

@@ -1286,7 +1286,9 @@ static void vu_disconnect(struct vx_dev *dev)
     vu_reset_device(dev);
     close(dev->conn_fd);
     dev->conn_fd = -1;
-    vx_log("frontend disconnected; %s", dev->opt.client ? "reconnecting every second" : "waiting for the next one");
+    vx_log("frontend disconnected%s%s; %s", dev->opt.name_socket ? " from " : "",
+           dev->opt.name_socket ? dev->opt.socket_path : "",
+           dev->opt.client ? "reconnecting every second" : "waiting for the next one");
     dev->waiting_logged = dev->opt.client;
 }
 

@@ -208,6 +208,7 @@ struct vu_options {
     const char *socket_path;
     bool client;                    /* connect instead of listen */
     enum vx_trace_level trace;      /* decode messages (and ring events) on stderr */
+    bool name_socket;               /* two devices: say which socket a disconnect was on */
 };
 
 /* One vhost-user device: one socket, one connection at a time, its own
