@@ -242,6 +242,10 @@ static const struct vu_request vu_requests[] = {
  * (the num_buffers field of the net header then counts the pieces).  MTU makes the device's `mtu`
  * config field valid, which QEMU fills from host_mtu=N and tells us in
  * NET_SET_MTU.  MQ only when --queues offers more than one pair.
+ * IN_ORDER (§2.7.9, §2.8.8) promises what we do anyway, use buffers in the
+ * order they came, and lets a TX burst go back in one used entry
+ * (virtqueue.c); DPDK virtio_user takes it by default (in_order=1), QEMU 7.2
+ * neither offers it to its guest nor passes it on to us.
  *
  * Not offered, and why: the checksum and segmentation offloads (CSUM, the
  * GSO/TSO bits) would oblige us to finish checksums and split large frames
@@ -256,7 +260,8 @@ static uint64_t vu_offered_features(const struct vx_dev *dev)
     uint64_t f = (1ull << VIRTIO_F_VERSION_1) | (1ull << VHOST_USER_F_PROTOCOL_FEATURES) |
                  (1ull << VIRTIO_NET_F_MRG_RXBUF) | (1ull << VIRTIO_RING_F_INDIRECT_DESC) |
                  (1ull << VIRTIO_RING_F_EVENT_IDX) | (1ull << VIRTIO_NET_F_MTU) |
-                 (1ull << VIRTIO_F_RING_PACKED);    /* the §2.8 layout, if the frontend wants it */
+                 (1ull << VIRTIO_F_RING_PACKED) |   /* the §2.8 layout, if the frontend wants it */
+                 (1ull << VIRTIO_F_IN_ORDER);
     if (dev->queue_pairs > 1)
         f |= 1ull << VIRTIO_NET_F_MQ;
     return f;
