@@ -212,6 +212,7 @@ struct vx_dev {
     uint64_t protocol_features;     /* SET_PROTOCOL_FEATURES */
     uint32_t queue_pairs;           /* --queues: what GET_QUEUE_NUM answers */
     uint32_t mtu_max;               /* --mtu: the largest NET_SET_MTU we accept */
+    uint8_t  status;                /* SET_STATUS: the virtio device status byte (§2.1), kept for GET_STATUS */
     /* NET_SET_MTU: the guest's MTU (0: never set).  Atomic: the control
      * thread may set it while the PMDs read it, once per burst, to drop
      * frames to the guest above it (pmd_loop.c, pmd_mtu_filter). */

@@ -408,8 +408,8 @@ static void check_handshake_and_replies(void)
           "the request's line comes before our reply's");
 
     log = exchange(REQ_GET_PROTOCOL_FEATURES, F_V1, NULL, 0, NULL, 0);
-    check_has(log, "trace: -> GET_PROTOCOL_FEATURES (15) flags=0x5[v1,REPLY] size=8 0x1d (MQ|RARP|REPLY_ACK|MTU)",
-              "reply to GET_PROTOCOL_FEATURES: MQ|RARP|REPLY_ACK|MTU");
+    check_has(log, "trace: -> GET_PROTOCOL_FEATURES (15) flags=0x5[v1,REPLY] size=8 0x1001d (MQ|RARP|REPLY_ACK|MTU|STATUS)",
+              "reply to GET_PROTOCOL_FEATURES: MQ|RARP|REPLY_ACK|MTU|STATUS");
     log = exchange_u64(REQ_SET_PROTOCOL_FEATURES, F_V1, PROTO_MQ | PROTO_REPLY_ACK);
     check_has(log, "trace: <- SET_PROTOCOL_FEATURES (16) flags=0x1[v1] size=8 0x9 (MQ|REPLY_ACK)",
               "SET_PROTOCOL_FEATURES decoded");
