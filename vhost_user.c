@@ -69,6 +69,7 @@ struct vu_header {
 #define VHOST_USER_PROTOCOL_F_RARP      2
 #define VHOST_USER_PROTOCOL_F_REPLY_ACK 3
 #define VHOST_USER_PROTOCOL_F_NET_MTU   4
+#define VHOST_USER_PROTOCOL_F_STATUS    16
 
 struct vu_vring_state {         /* SET_VRING_NUM/BASE/ENABLE, GET_VRING_BASE */
     uint32_t index;             /* the ring: 2k = RX of pair k, 2k+1 = TX */
@@ -168,13 +169,15 @@ static int vu_get_queue_num(struct vx_dev *, struct vu_msg *);
 static int vu_set_vring_enable(struct vx_dev *, struct vu_msg *);
 static int vu_send_rarp(struct vx_dev *, struct vu_msg *);
 static int vu_net_set_mtu(struct vx_dev *, struct vu_msg *);
+static int vu_set_status(struct vx_dev *, struct vu_msg *);
+static int vu_get_status(struct vx_dev *, struct vu_msg *);
 
 /*
  * The protocol at a glance, indexed by request number: every front-end
  * message of vhost-user.rst ("Front-end message types"), named as the spec
  * names it without the VHOST_USER_ prefix.  A request with no handler here
  * is refused and the connection reset: we do not offer the features
- * (LOG_ALL, protocol CONFIG, STATUS, ...) under which a frontend would send
+ * (LOG_ALL, protocol CONFIG, ...) under which a frontend would send
  * it.  It is listed all the same, so that --trace and the refusal name it.
  *
  * The "owner" column is false for the messages QEMU sends *before*
@@ -225,8 +228,8 @@ static const struct vu_request vu_requests[] = {
     [36] = { "GET_MAX_MEM_SLOTS",     NULL,                     P_NONE,     P_NONE,     false, false },
     [37] = { "ADD_MEM_REG",           NULL,                     P_NONE,     P_NONE,     true,  false },
     [38] = { "REM_MEM_REG",           NULL,                     P_NONE,     P_NONE,     true,  false },
-    [39] = { "SET_STATUS",            NULL,                     P_NONE,     P_NONE,     false, false },
-    [40] = { "GET_STATUS",            NULL,                     P_NONE,     P_NONE,     false, false },
+    [39] = { "SET_STATUS",            vu_set_status,            P_U64,      P_NONE,     false, false },
+    [40] = { "GET_STATUS",            vu_get_status,            P_NONE,     P_U64,      false, false },
     [41] = { "GET_SHARED_OBJECT",     NULL,                     P_NONE,     P_NONE,     true,  false },
     [42] = { "SET_DEVICE_STATE_FD",   NULL,                     P_NONE,     P_NONE,     true,  false },
     [43] = { "CHECK_DEVICE_STATE",    NULL,                     P_NONE,     P_NONE,     true,  false },
@@ -242,21 +245,27 @@ static const struct vu_request vu_requests[] = {
  * (the num_buffers field of the net header then counts the pieces).  MTU makes the device's `mtu`
  * config field valid, which QEMU fills from host_mtu=N and tells us in
  * NET_SET_MTU.  MQ only when --queues offers more than one pair.
+ * IN_ORDER (§2.7.9, §2.8.8) promises what we do anyway, use buffers in the
+ * order they came, and lets a TX burst go back in one used entry
+ * (virtqueue.c); DPDK virtio_user takes it by default (in_order=1), QEMU 7.2
+ * neither offers it to its guest nor passes it on to us.
  *
  * Not offered, and why: the checksum and segmentation offloads (CSUM, the
  * GSO/TSO bits) would oblige us to finish checksums and split large frames
  * before the NIC, which copy-mode AF_XDP will not do for us; CTRL_VQ and the
  * rest of the control features are handled inside QEMU and never reach a
- * backend; LOG_ALL (live migration's dirty log), F_STATUS and
- * IOMMU_PLATFORM are left out until everything else works (DESIGN.md:
- * QEMU 7.2 has bugs around the last two).
+ * backend; LOG_ALL (live migration's dirty log) and IOMMU_PLATFORM are
+ * left out until everything else works (DESIGN.md: QEMU 7.2 has bugs around
+ * the last one).  PROTOCOL_F_STATUS is offered: see vu_set_status for the
+ * QEMU 7.2 bug around it and why it does not bite us.
  */
 static uint64_t vu_offered_features(const struct vx_dev *dev)
 {
     uint64_t f = (1ull << VIRTIO_F_VERSION_1) | (1ull << VHOST_USER_F_PROTOCOL_FEATURES) |
                  (1ull << VIRTIO_NET_F_MRG_RXBUF) | (1ull << VIRTIO_RING_F_INDIRECT_DESC) |
                  (1ull << VIRTIO_RING_F_EVENT_IDX) | (1ull << VIRTIO_NET_F_MTU) |
-                 (1ull << VIRTIO_F_RING_PACKED);    /* the §2.8 layout, if the frontend wants it */
+                 (1ull << VIRTIO_F_RING_PACKED) |   /* the §2.8 layout, if the frontend wants it */
+                 (1ull << VIRTIO_F_IN_ORDER);
     if (dev->queue_pairs > 1)
         f |= 1ull << VIRTIO_NET_F_MQ;
     return f;
@@ -264,7 +273,8 @@ static uint64_t vu_offered_features(const struct vx_dev *dev)
 
 static const uint64_t vu_offered_protocol_features =
     (1ull << VHOST_USER_PROTOCOL_F_MQ) | (1ull << VHOST_USER_PROTOCOL_F_REPLY_ACK) |
-    (1ull << VHOST_USER_PROTOCOL_F_RARP) | (1ull << VHOST_USER_PROTOCOL_F_NET_MTU);
+    (1ull << VHOST_USER_PROTOCOL_F_RARP) | (1ull << VHOST_USER_PROTOCOL_F_NET_MTU) |
+    (1ull << VHOST_USER_PROTOCOL_F_STATUS);
 
 /* Everything this file keeps about a device lives in its struct vx_dev
  * (options, listening socket, connection), none in file statics: main.c
@@ -417,6 +427,7 @@ static void vu_reset_device(struct vx_dev *dev)
     dev->features = 0;
     dev->protocol_features = 0;
     dev->owner_set = false;
+    dev->status = 0;
     atomic_store(&dev->mtu, 0);
     atomic_store(&dev->rarp_request, 0);    /* a RARP for a guest that has gone is not sent */
 }
@@ -730,15 +741,16 @@ static int vu_set_vring_err(struct vx_dev *dev, struct vu_msg *msg)
     return vu_take_ring_fd(dev, msg, "SET_VRING_ERR", offsetof(struct vx_vring, err_fd)) ? VU_OK : VU_FAIL;
 }
 
-/* GET/SET_PROTOCOL_FEATURES: the protocol's own extensions.  We offer four:
+/* GET/SET_PROTOCOL_FEATURES: the protocol's own extensions.  We offer five:
  * MQ (GET_QUEUE_NUM, several queue pairs on one connection), REPLY_ACK
  * (the frontend may set NEED_REPLY on any message and wait for our u64
  * status: how QEMU and virtio_user make SET_MEM_TABLE synchronous), NET_MTU
- * (NET_SET_MTU) and RARP (SEND_RARP).  The spec allows these messages only
+ * (NET_SET_MTU), RARP (SEND_RARP) and STATUS (SET/GET_STATUS, the device
+ * status byte).  The spec allows these messages only
  * when GET_FEATURES offered bit 30, and wants them answered even before
  * SET_FEATURES: QEMU asks at connection time, before SET_OWNER, and sets
  * the intersection with what it knows.  DPDK virtio_user 22.11 wants only
- * MQ, REPLY_ACK and STATUS (the last we do not offer). */
+ * MQ, REPLY_ACK and STATUS. */
 static int vu_get_protocol_features(struct vx_dev *dev, struct vu_msg *msg)
 {
     (void)dev;
@@ -767,6 +779,50 @@ static int vu_set_protocol_features(struct vx_dev *dev, struct vu_msg *msg)
 static int vu_get_queue_num(struct vx_dev *dev, struct vu_msg *msg)
 {
     msg->payload.u64 = dev->queue_pairs;
+    return VU_REPLY;
+}
+
+/*
+ * SET_STATUS / GET_STATUS (with PROTOCOL_F_STATUS): the virtio device status
+ * byte (virtio 1.2 §2.1: ACKNOWLEDGE 1, DRIVER 2, DRIVER_OK 4, FEATURES_OK 8,
+ * DEVICE_NEEDS_RESET 64, FAILED 128) as the driver sets it.  QEMU 7.2 reads
+ * it back before each SET_STATUS (it adds FEATURES_OK after SET_FEATURES,
+ * DRIVER_OK when the device starts); DPDK virtio_user fails its port if
+ * FEATURES_OK is not in what GET_STATUS answers.  So we keep the byte and
+ * answer it as it was set; FEATURES_OK stays, because SET_FEATURES has
+ * already refused any bit we never offered.
+ *
+ * Status 0 is a device reset (§2.1.2), yet it does NOT reset our rings:
+ * QEMU 7.2 sends SET_STATUS 0 *before* the GET_VRING_BASE that stops each
+ * ring (shared/reference, phase 3; QEMU later swapped the two, "vhost-user:
+ * send SET_STATUS 0 after GET_VRING_BASE"), and needs the real
+ * last_avail_idx from those replies to restart the guest's rings.  The
+ * rings stop, as before, on GET_VRING_BASE.  FAILED: the driver gave up;
+ * we say so, nothing else changes.
+ */
+static int vu_set_status(struct vx_dev *dev, struct vu_msg *msg)
+{
+    if (!(dev->protocol_features & (1ull << VHOST_USER_PROTOCOL_F_STATUS))) {
+        vx_log("SET_STATUS: sent without PROTOCOL_F_STATUS negotiated");
+        return VU_FAIL;
+    }
+    if (msg->payload.u64 > 0xff) {
+        vx_log("SET_STATUS 0x%" PRIx64 ": not a device status (one byte, virtio 1.2 §2.1)", msg->payload.u64);
+        return VU_FAIL;
+    }
+    if ((msg->payload.u64 & 128) && !(dev->status & 128))
+        vx_log("SET_STATUS 0x%" PRIx64 ": the driver set FAILED", msg->payload.u64);
+    dev->status = (uint8_t)msg->payload.u64;
+    return VU_OK;
+}
+
+static int vu_get_status(struct vx_dev *dev, struct vu_msg *msg)
+{
+    if (!(dev->protocol_features & (1ull << VHOST_USER_PROTOCOL_F_STATUS))) {
+        vx_log("GET_STATUS: sent without PROTOCOL_F_STATUS negotiated");
+        return VU_FAIL;
+    }
+    msg->payload.u64 = dev->status;
     return VU_REPLY;
 }
 

@@ -44,6 +44,7 @@
 #define VHOST_USER_F_PROTOCOL_FEATURES  30
 #define VIRTIO_F_VERSION_1              32
 #define VIRTIO_F_RING_PACKED            34
+#define VIRTIO_F_IN_ORDER               35  /* buffers used in the order they were made available (§2.7.9, §2.8.8) */
 
 /* === Logging ============================================================ */
 
@@ -180,6 +181,7 @@ struct vx_vring {
     struct vring_packed_desc_event *device_event;  /* us -> guest: when to kick us */
     uint32_t hdr_len;               /* virtio-net header: 12 or 10 bytes */
     bool     mrg_rxbuf, event_idx, indirect;
+    bool     in_order;              /* VIRTIO_F_IN_ORDER: TX bursts give back one used entry (virtqueue.c) */
 
     /* Data-plane state: the PMD's while ready.  Split: free-running u16
      * indices.  Packed: slots in 0..num-1 plus a wrap counter each (§2.8.1),
@@ -224,6 +226,7 @@ struct vx_dev {
     uint64_t protocol_features;     /* SET_PROTOCOL_FEATURES */
     uint32_t queue_pairs;           /* --queues: what GET_QUEUE_NUM answers */
     uint32_t mtu_max;               /* --mtu: the largest NET_SET_MTU we accept */
+    uint8_t  status;                /* SET_STATUS: the virtio device status byte (§2.1), kept for GET_STATUS */
     /* NET_SET_MTU: the guest's MTU (0: never set).  Atomic: the control
      * thread may set it while the PMDs read it, once per burst, to drop
      * frames to the guest above it (pmd_loop.c, pmd_mtu_filter). */

@@ -8,7 +8,8 @@
  *
  * Spec: virtio 1.2 §2.7 (split virtqueues), §2.7.5.3 (indirect descriptors),
  * §2.7.7 and §2.7.10 (notification suppression, event idx), §2.8 (packed
- * virtqueues, VIRTIO_F_RING_PACKED), §5.1.6 (virtio-net header, mergeable
+ * virtqueues, VIRTIO_F_RING_PACKED), §2.7.9 and §2.8.8 (in-order use of
+ * descriptors, VIRTIO_F_IN_ORDER), §5.1.6 (virtio-net header, mergeable
  * receive buffers).
  *
  * The split ring in one picture (the guest is the "driver", we the "device"):
@@ -93,6 +94,7 @@ int vq_attach(struct vx_vring *vr, const struct vx_mem *mem, uint64_t features)
     vr->mrg_rxbuf = features & (1ull << VIRTIO_NET_F_MRG_RXBUF);
     vr->event_idx = features & (1ull << VIRTIO_RING_F_EVENT_IDX);
     vr->indirect  = features & (1ull << VIRTIO_RING_F_INDIRECT_DESC);
+    vr->in_order  = features & (1ull << VIRTIO_F_IN_ORDER);
     /* §5.1.6.1: num_buffers is in the header with VERSION_1 or MRG_RXBUF; a
      * legacy device without MRG_RXBUF has the 10-byte header. */
     vr->hdr_len = (features & ((1ull << VIRTIO_F_VERSION_1) | (1ull << VIRTIO_NET_F_MRG_RXBUF))) ? 12 : 10;
@@ -384,11 +386,31 @@ static void vq_put_used(struct vx_vring *vr, uint16_t used_idx, uint16_t head, u
 static void vq_publish_used(struct vx_vring *vr, uint16_t new_used_idx);
 
 /*
+ * In-order use of descriptors (VIRTIO_F_IN_ORDER, §2.7.9 split, §2.8.8
+ * packed).  We always use buffers in the order the guest made them
+ * available; the feature lets the guest rely on it, and lets us say so more
+ * cheaply: for a batch of buffers we may write ONE used entry, with the id
+ * of the batch's last buffer, at the place of its first, and move the used
+ * index past the whole batch.  The guest counts the batch from the id and
+ * takes every buffer before it as used "completely".
+ *
+ * We batch only guest TX (each dequeue burst is one batch).  There the
+ * length we report is 0 for every buffer anyway, so the entries we skip say
+ * nothing the guest needs.  Guest RX keeps one used entry per buffer: the
+ * guest would take a skipped RX buffer as filled to its last byte, which a
+ * received frame almost never is, and DPDK 22.11's in-order receive path
+ * (virtqueue_dequeue_rx_inorder) reads the length of every used entry, so
+ * it would hand up frames of stale lengths.  Writing every entry is always
+ * allowed: the spec says the device MAY batch, not must.
+ */
+
+/*
  * Take up to n packets the guest transmitted into pkts[] (each with its
  * buffer and room set by the caller).  Each chain is: virtio-net header
  * (hdr_len bytes, we ignore its contents: we offer no offloads) then the
  * frame, spread over any number of read-only buffers.  A frame larger than
- * the buffer's room is dropped and counted.
+ * the buffer's room is dropped and counted.  With IN_ORDER the burst's
+ * chains go back in one used entry (see above).
  */
 static int vq_split_dequeue_burst(struct vx_vring *vr, struct vx_pkt *pkts, int n)
 {
@@ -399,7 +421,7 @@ static int vq_split_dequeue_burst(struct vx_vring *vr, struct vx_pkt *pkts, int 
     if (pending > n)
         pending = n;
 
-    uint16_t used_idx = vr->last_used_idx;
+    uint16_t used_idx = vr->last_used_idx, last_head = 0;
     uint64_t bytes = 0, drops = 0;
     int got = 0;
     for (int k = 0; k < pending; k++) {
@@ -417,8 +439,15 @@ static int vq_split_dequeue_burst(struct vx_vring *vr, struct vx_pkt *pkts, int 
             bytes += p->len;
             got++;
         }
-        vq_put_used(vr, used_idx++, head, 0);   /* TX: we wrote 0 bytes */
+        if (!vr->in_order)
+            vq_put_used(vr, used_idx, head, 0);   /* TX: we wrote 0 bytes */
+        used_idx++;
+        last_head = head;
     }
+    /* IN_ORDER: one entry for the batch, in the first slot, naming the last
+     * head; used->idx still moves by the number of chains (§2.7.9). */
+    if (vr->in_order && used_idx != vr->last_used_idx)
+        vq_put_used(vr, vr->last_used_idx, last_head, 0);
     vq_publish_used(vr, used_idx);
     stat_add(&vr->stats.packets, got);
     stat_add(&vr->stats.bytes, bytes);
@@ -657,7 +686,9 @@ static void vq_publish_used(struct vx_vring *vr, uint16_t new_used_idx)
  * flips each time the index passes the end of the ring.  num need not be a
  * power of two: the index wraps by comparison, never by masking.  We use
  * chains in the order they were made available, so last_used_idx (where our
- * next used descriptor goes) always equals last_avail_idx between packets.
+ * next used descriptor goes) always equals last_avail_idx between bursts
+ * (within a TX burst with VIRTIO_F_IN_ORDER it lags behind: the burst's
+ * one used descriptor is written at its end).
  */
 
 /* Move (slot, wrap) forward by n <= num slots. */
@@ -703,13 +734,27 @@ static void vq_packed_use_chain(struct vx_vring *vr, const struct vq_chain *chai
 
 static void vq_packed_notify(struct vx_vring *vr, uint16_t old_slot, bool old_wrap);
 
+/* IN_ORDER (§2.8.8): the used descriptor for a batch of chains that take
+ * `slots` ring slots in all, written over the batch's first slot with the
+ * buffer id of its last chain; the guest skips the rest of the batch. */
+static void vq_packed_use_batch(struct vx_vring *vr, uint32_t slots, uint16_t last_id)
+{
+    if (slots == 0)
+        return;
+    vq_packed_put_used(vr, vr->last_used_idx, vr->used_wrap_counter, last_id, 0);
+    vq_packed_advance(vr, &vr->last_used_idx, &vr->used_wrap_counter, slots);
+}
+
 /* Guest TX, as vq_split_dequeue_burst: each available chain in ring order,
- * its used descriptor written as soon as it is copied. */
+ * its used descriptor written as soon as it is copied; with IN_ORDER one
+ * used descriptor for the whole burst, written at the end. */
 static int vq_packed_dequeue_burst(struct vx_vring *vr, struct vx_pkt *pkts, int n)
 {
     uint16_t old_slot = vr->last_used_idx;
     bool old_wrap = vr->used_wrap_counter;
     uint64_t bytes = 0, drops = 0;
+    uint32_t batch_slots = 0;   /* IN_ORDER: slots taken and not yet given back */
+    uint16_t batch_id = 0;
     int got = 0;
     for (int k = 0; k < n && vq_packed_is_avail(vr, vr->last_avail_idx, vr->avail_wrap_counter); k++) {
         struct vx_pkt *p = &pkts[got];
@@ -718,6 +763,12 @@ static int vq_packed_dequeue_burst(struct vx_vring *vr, struct vx_pkt *pkts, int
         int64_t total = vq_walk_chain(vr, vr->last_avail_idx, false, &cp, &chain);
         if (total < 0)
             break;
+        /* A batch never spans more than one lap: until its used descriptor
+         * is written the guest cannot reuse its slots, so only a guest
+         * rewriting flags of buffers it gave us gets here.  Leave the chain
+         * for the next burst, after this batch is given back. */
+        if (vr->in_order && batch_slots + chain.ring_descs > vr->num)
+            break;
         if (total < vr->hdr_len || total - vr->hdr_len > p->room) {
             drops++;        /* not a packet we can carry, but the ring is sound */
         } else {
@@ -725,8 +776,15 @@ static int vq_packed_dequeue_burst(struct vx_vring *vr, struct vx_pkt *pkts, int
             bytes += p->len;
             got++;
         }
-        vq_packed_use_chain(vr, &chain, 0);     /* TX: we wrote 0 bytes */
+        if (vr->in_order) {
+            batch_slots += chain.ring_descs;
+            batch_id = chain.id;
+            vq_packed_advance(vr, &vr->last_avail_idx, &vr->avail_wrap_counter, chain.ring_descs);
+        } else {
+            vq_packed_use_chain(vr, &chain, 0);     /* TX: we wrote 0 bytes */
+        }
     }
+    vq_packed_use_batch(vr, batch_slots, batch_id);
     vq_packed_notify(vr, old_slot, old_wrap);
     stat_add(&vr->stats.packets, got);
     stat_add(&vr->stats.bytes, bytes);

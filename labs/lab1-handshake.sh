@@ -92,8 +92,8 @@ show_messages() {
         g["SET_VRING_ADDR"] = "where desc, avail and used are, as QEMU virtual addresses (translated through uaddr)"
         g["SET_VRING_KICK"] = "the eventfd the guest kicks; with it the ring is complete and starts"
         g["GET_VRING_BASE"] = "stop the ring; our reply says where to resume (last_avail_idx)"
-        g["GET_STATUS"] = "the virtio status byte (a feature we do not offer: refused)"
-        g["SET_STATUS"] = "the virtio status byte (a feature we do not offer: refused)"
+        g["GET_STATUS"] = "read back the virtio device status byte (QEMU reads it before each SET_STATUS)"
+        g["SET_STATUS"] = "the status the guest driver set: 8 FEATURES_OK, 15 = +DRIVER_OK (running), 0 = reset (rings stop on GET_VRING_BASE)"
     }
     NR < from || NR > to { next }
     /trace: ring [0-9]+: (kick|call|[0-9]+ more calls)/ { next }

@@ -6,6 +6,8 @@
  */
 #include "frontend.h"
 
+#include <linux/virtio_config.h>   /* VIRTIO_CONFIG_S_*: the device status bits */
+
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -939,6 +941,19 @@ bool vu_set_u64(struct conn *c, uint32_t req, uint64_t v)
     return vu_send(c, req, VHOST_USER_VERSION, &v, sizeof(v), NULL, 0);
 }
 
+bool add_status(struct conn *c, uint8_t bits)
+{
+    if (!(c->protocol & BIT(VHOST_USER_PROTOCOL_F_STATUS)))
+        return true;
+    uint64_t s = 0xdead;
+    if (!vu_get_u64(c, VHOST_USER_GET_STATUS, &s))
+        return false;
+    if (s != c->status)
+        return fail(c, "GET_STATUS answered 0x%" PRIx64 ", the last SET_STATUS said 0x%x", s, c->status);
+    c->status |= bits;
+    return vu_set_u64(c, VHOST_USER_SET_STATUS, c->status);
+}
+
 bool vu_set_state(struct conn *c, uint32_t req, uint32_t index, uint32_t num)
 {
     struct vu_vring_state s = { index, num };
@@ -1057,7 +1072,8 @@ static bool negotiate(struct conn *c, const struct fe_opts *o)
     if (!step(c, ok, "GET_PROTOCOL_FEATURES reply valid (0x%" PRIx64 ")%s%s", c->protocol_offered,
               c->err[0] ? ": " : "", c->err))
         return false;
-    c->protocol = c->protocol_offered & (BIT(VHOST_USER_PROTOCOL_F_MQ) | BIT(VHOST_USER_PROTOCOL_F_REPLY_ACK));
+    c->protocol = c->protocol_offered & (BIT(VHOST_USER_PROTOCOL_F_MQ) | BIT(VHOST_USER_PROTOCOL_F_REPLY_ACK) |
+                                         (o->status ? BIT(VHOST_USER_PROTOCOL_F_STATUS) : 0));
     c->reply_ack = c->protocol & BIT(VHOST_USER_PROTOCOL_F_REPLY_ACK);
     if (!vu_set_u64(c, VHOST_USER_SET_PROTOCOL_FEATURES, c->protocol))
         return false;
@@ -1140,7 +1156,8 @@ static bool handshake_qemu(struct conn *c, const struct fe_opts *o)
     if (c->tap)
         diag("%s: SET_FEATURES 0x%" PRIx64 " (MRG_RXBUF %d, EVENT_IDX %d, INDIRECT_DESC %d), protocol 0x%" PRIx64,
              c->tag, c->features, c->mrg, c->event_idx, c->indirect, c->protocol);
-    if (!vu_set_u64(c, VHOST_USER_SET_FEATURES, c->features) || !create_memory(c, o) || !set_mem_table(c))
+    if (!vu_set_u64(c, VHOST_USER_SET_FEATURES, c->features) || !add_status(c, VIRTIO_CONFIG_S_FEATURES_OK) ||
+        !create_memory(c, o) || !set_mem_table(c))
         return false;
     rings_prepare(c, o->base);
     for (int i = 0; i < 2 * c->npairs; i++) {
@@ -1149,7 +1166,7 @@ static bool handshake_qemu(struct conn *c, const struct fe_opts *o)
         if (!ring_setup(c, r) || !vu_send_synced(c, VHOST_USER_SET_VRING_CALL, &index, sizeof(index), &r->call_fd, 1))
             return false;
     }
-    return true;
+    return add_status(c, VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_DRIVER_OK);
 }
 
 /* DPDK 22.11 virtio_user (DESIGN.md): call fds before SET_FEATURES, the

@@ -82,6 +82,8 @@ enum vhost_user_request {
     VHOST_USER_SET_PROTOCOL_FEATURES = 16,
     VHOST_USER_GET_QUEUE_NUM = 17,
     VHOST_USER_SET_VRING_ENABLE = 18,
+    VHOST_USER_SET_STATUS = 39,
+    VHOST_USER_GET_STATUS = 40,
 };
 
 #define VHOST_USER_VERSION          0x1
@@ -92,6 +94,7 @@ enum vhost_user_request {
 #define VHOST_USER_F_PROTOCOL_FEATURES  30
 #define VHOST_USER_PROTOCOL_F_MQ        0
 #define VHOST_USER_PROTOCOL_F_REPLY_ACK 3
+#define VHOST_USER_PROTOCOL_F_STATUS    16
 
 /* The header: three host-order u32; the payload follows it directly. */
 struct vu_header {
@@ -259,6 +262,8 @@ struct fe_opts {
     uint16_t base;                  /* SET_VRING_BASE of every ring */
     int nmem;                       /* regions; 0 = one REGION_SIZE region at gpa 1 GiB */
     struct { uint64_t gpa, size, mmap_offset, tail; } mem[FE_MAX_MEM];
+    bool status;                    /* ack PROTOCOL_F_STATUS if offered; STYLE_QEMU then
+                                       reads and sets the device status as QEMU 7.2 does */
 };
 
 /* One queue pair's traffic: the frames are numbered per pair. */
@@ -280,6 +285,7 @@ struct conn {
     struct pair qp[MAX_PAIRS];
     uint64_t offered, features, protocol_offered, protocol, queue_num;
     bool mrg, event_idx, indirect, reply_ack;
+    uint8_t status;                 /* the device status we set last (PROTOCOL_F_STATUS) */
     char err[400];                  /* first failure, for the TAP line */
 
     uint64_t hdr_bad, mrg_not_full, mrg_partial, multi_buffer, tx_len_nonzero;
@@ -307,6 +313,9 @@ bool vu_get_u64(struct conn *c, uint32_t req, uint64_t *out);
 bool vu_set_u64(struct conn *c, uint32_t req, uint64_t v);
 bool vu_set_state(struct conn *c, uint32_t req, uint32_t index, uint32_t num);
 bool vu_set_fd(struct conn *c, uint32_t req, uint32_t index, int fd);
+/* QEMU 7.2's vhost_user_add_status: GET_STATUS (must be what we set last),
+ * then SET_STATUS with `bits` added.  Does nothing without PROTOCOL_F_STATUS. */
+bool add_status(struct conn *c, uint8_t bits);
 
 /* --- the whole start, in o->style's order; creates the guest memory --- */
 bool handshake(struct conn *c, const struct fe_opts *o);

@@ -3,13 +3,14 @@
 #
 # One vhost-xdp process serves eight testpmd frontends in a row, one per packed_vq x mrg_rxbuf x in_order
 # combination: split rings (virtio 1.2 §2.7) first, then packed rings (§2.8, VIRTIO_F_RING_PACKED; one of
-# them with a ring of 96 descriptors, not a power of two).  vhost-xdp does not offer IN_ORDER, so
-# in_order=1 is simply not negotiated.
+# them with a ring of 96 descriptors, not a power of two).  vhost-xdp offers VIRTIO_F_IN_ORDER (virtio 1.2
+# §2.7.9, §2.8.8): with in_order=1 testpmd takes it and reads each TX burst back as one used entry.
 # Each testpmd injects 32 bursts ("start tx_first 32") and forwards in io mode: whatever comes back through
 # vhost-xdp's loopback is sent again, so the same packets go round the loop until "stop".
 # Asserts, per run: the packets circulate (many times more received than injected, and still growing a second
 # later), no RX/TX errors, RX-bytes = RX-packets x packet size, and vhost-xdp survives the disconnect (the
-# next run shows it also accepts a new frontend).
+# next run shows it also accepts a new frontend).  With vhost-xdp as the backend (run with --trace), also:
+# the features testpmd sets (SET_FEATURES) include IN_ORDER exactly when the run asks for in_order=1.
 #
 # Environment:
 #   VX_BACKEND_CMD   backend command line instead of vhost-xdp; {sock} = socket path, {id} = this test's pid.
@@ -41,7 +42,7 @@ FE_CPU=$(($(nproc) > 1 ? 1 : 0))
 STANDIN="dpdk-testpmd --lcores '0@0,1@0' --no-huge -m 256 --no-pci --file-prefix=vx-be-{id}"
 STANDIN+=" --vdev 'net_vhost0,iface={sock},queues=1,client=0'"
 STANDIN+=" -- --nb-cores=1 --total-num-mbufs=16384 --forward-mode=io --auto-start"
-BE_CMD=${VX_BACKEND_CMD:-"$(printf %q "$VX") --socket {sock} --loopback"}
+BE_CMD=${VX_BACKEND_CMD:-"$(printf %q "$VX") --socket {sock} --loopback --trace"}
 [ "$BE_CMD" = dpdk ] && BE_CMD=$STANDIN
 if [ -z "${VX_BACKEND_CMD:-}" ] && [ ! -x "$VX" ]; then
     not_ok "vhost-xdp is built ($VX)"
@@ -89,6 +90,8 @@ run_one() {
     local name="packed_vq=$packed mrg_rxbuf=$mrg in_order=$ino txpkts=$txpkts"
     [ "$qsize" != 256 ] && name+=" queue_size=$qsize"
     local log=$TMP/testpmd-p$packed-m$mrg-i$ino.log fails_before=$FAILS
+    local be_lines_before
+    be_lines_before=$(wc -l <"$TMP/backend.log")
     rm -f "$TMP/fe.in"
     mkfifo "$TMP/fe.in"
     exec 9<>"$TMP/fe.in"
@@ -149,6 +152,16 @@ run_one() {
             eval 'isnum "$p3" && isnum "$b3" && [ "$b3" -eq $((p3 * size)) ]'
     fi
     t "$name: backend still running after testpmd quit" kill -0 "$BE_PID"
+
+    # IN_ORDER negotiated iff asked for: the last SET_FEATURES of this run in vhost-xdp's --trace.
+    if [ -z "${VX_BACKEND_CMD:-}" ]; then
+        local feats want=no got=no
+        feats=$(tail -n +"$((be_lines_before + 1))" "$TMP/backend.log" | grep ' SET_FEATURES ' | tail -n 1)
+        [ "$ino" = 1 ] && want=yes
+        [[ $feats == *IN_ORDER* ]] && got=yes
+        echo "# $name: ${feats:-no SET_FEATURES traced}"
+        t "$name: IN_ORDER negotiated: $got (want $want)" eval '[ -n "$feats" ] && [ "$got" = "$want" ]'
+    fi
 
     if [ "$FAILS" -ne "$fails_before" ]; then
         diag "$log" 20

@@ -278,7 +278,11 @@ static const struct bad_message bad_messages[] = {
     { "SET_FEATURES with bits never offered", PRE_OWNER, VHOST_USER_SET_FEATURES, V, 8, { .u64 = ~0ull }, FD_NONE, 0,
       W_MSG, "SET_FEATURES: 0xffffffffffffffff has bits we never offered" },
     { "SET_PROTOCOL_FEATURES with bits never offered", PRE_NONE, VHOST_USER_SET_PROTOCOL_FEATURES, V, 8,
-      { .u64 = BIT(16) }, FD_NONE, 0, W_MSG, "SET_PROTOCOL_FEATURES: 0x10000 has bits we never offered" },
+      { .u64 = BIT(17) }, FD_NONE, 0, W_MSG, "SET_PROTOCOL_FEATURES: 0x20000 has bits we never offered" },
+    { "SET_STATUS without PROTOCOL_F_STATUS", PRE_FEATURES, VHOST_USER_SET_STATUS, V, 8, { .u64 = 8 }, FD_NONE, 0,
+      W_MSG, "SET_STATUS: sent without PROTOCOL_F_STATUS negotiated" },
+    { "GET_STATUS without PROTOCOL_F_STATUS", PRE_FEATURES, VHOST_USER_GET_STATUS, V, 0, { 0 }, FD_NONE, 0,
+      W_MSG, "GET_STATUS: sent without PROTOCOL_F_STATUS negotiated" },
     /* Requests. */
     { "request 0", PRE_NONE, 0, V, 0, { 0 }, FD_NONE, 0, W_MSG, "request 0 (UNKNOWN) not supported" },
     { "request 99", PRE_FEATURES, 99, V, 0, { 0 }, FD_NONE, 0, W_MSG, "request 99 (UNKNOWN) not supported" },

@@ -17,7 +17,8 @@
  * the ring many times at sizes 256 and 100 (not a power of two) with chains
  * that straddle the end of the ring; indirect tables; mergeable RX buffers
  * over the wrap; packets too big; the driver event suppression modes
- * ENABLE / DISABLE / DESC (also across the wrap); malformed rings, which
+ * ENABLE / DISABLE / DESC (also across the wrap); VIRTIO_F_IN_ORDER (one
+ * used descriptor per TX burst, RX unbatched); malformed rings, which
  * must be marked broken, never crash; the ring view.
  *
  * Build: see the Makefile (tests/test_packed: tests/test_packed.c virtqueue.c).
@@ -87,6 +88,7 @@ static void on_fatal_signal(int sig)
 #define MRG F(VIRTIO_NET_F_MRG_RXBUF)
 #define IND F(VIRTIO_RING_F_INDIRECT_DESC)
 #define EVT F(VIRTIO_RING_F_EVENT_IDX)
+#define INO F(VIRTIO_F_IN_ORDER)
 #define HDR 12u                          /* VERSION_1: the 12-byte net header */
 
 static struct vx_mem mem;
@@ -246,6 +248,37 @@ static bool drv_used(uint16_t *id, uint32_t *len, uint16_t *flags)
     return true;
 }
 
+/*
+ * The in-order driver's poll (§2.8.8): one used descriptor may stand for a
+ * batch.  Its id names the batch's last chain; the driver walks its own
+ * chains from next_used up to that one and takes them all as used.
+ * Returns how many chains the used descriptor stood for, 0 if there is none
+ * yet, -1 if its id names no outstanding chain.
+ */
+static int drv_used_batch(uint16_t *id, uint32_t *len, uint16_t *flags)
+{
+    struct vring_packed_desc *d = &g.desc[g.next_used];
+    uint16_t f = __atomic_load_n(&d->flags, __ATOMIC_ACQUIRE);
+    if (!!(f & AVAIL_F) != g.used_wrap || !!(f & USED_F) != g.used_wrap)
+        return 0;
+    *id = d->id;
+    *len = d->len;
+    *flags = f;
+    for (int chains = 1; chains <= g.num; chains++) {
+        uint16_t head = g.next_used, n = g.chain_descs[head];
+        if (!n)
+            return -1;
+        g.chain_descs[head] = 0;
+        uint32_t next = g.next_used + n;
+        if (next >= g.num)
+            next -= g.num, g.used_wrap = !g.used_wrap;
+        g.next_used = (uint16_t)next;
+        if (head == *id)
+            return chains;
+    }
+    return -1;
+}
+
 /* The backend's slots and wrap counters agree with the driver's. */
 static void check_in_step(void)
 {
@@ -401,6 +434,67 @@ static void t_tx_wrap(void)
     end();
 }
 
+/* TX with IN_ORDER: bursts of 1..13 chains of 1-3 slots (or until the ring
+ * is full); each burst must come back as exactly one used descriptor, over
+ * the burst's first slot, naming its last chain, with every other slot of
+ * the burst left as the driver wrote it. */
+static void tx_in_order_rounds(uint16_t num, int rounds)
+{
+    ring_setup(num, PACKED | INO, false);
+    uint32_t seed = 1, got_total = 0, expect_seed = 1;
+    static struct vring_packed_desc before[1024];
+    uint16_t ids[NOUT];
+    int bursts = 0;
+    while (got_total < (uint32_t)rounds * num && case_failures == 0) {
+        int n = 1 + bursts % 13, added = 0;
+        uint16_t first = g.next_avail;
+        for (int i = 0; i < n; i++) {
+            int nseg = 1 + (int)(seed % 3);
+            uint32_t used_slots = (uint32_t)(g.next_avail - g.next_used + (g.avail_wrap != g.used_wrap ? num : 0));
+            if (used_slots + (uint32_t)nseg > num)
+                break;      /* the ring is full */
+            ids[added++] = tx_add(HDR + 60 + seed % 200, nseg, seed);
+            seed++;
+        }
+        memcpy(before, g.desc, sizeof before[0] * num);
+        int got = deq(NOUT);
+        CHECK(got == added, "burst %d: dequeued %d of %d", bursts, got, added);
+        for (int i = 0; i < got; i++, expect_seed++) {
+            uint32_t len = 60 + expect_seed % 200;
+            CHECK(out[i].len == len && same_as_pattern(out[i].data, len, expect_seed, 0),
+                  "burst %d packet %d: len %u (want %u) or bytes differ", bursts, i, out[i].len, len);
+        }
+        int changed = 0;
+        for (uint16_t i = 0; i < num; i++)
+            changed += memcmp(&before[i], &g.desc[i], sizeof before[i]) != 0;
+        CHECK(changed == 1 && memcmp(&before[first], &g.desc[first], sizeof before[first]) != 0,
+              "burst %d: %d descriptors written, want 1 (at the burst's first slot %u)", bursts, changed, first);
+        uint16_t id = 0, flags = 0;
+        uint32_t ulen = 1;
+        int chains = drv_used_batch(&id, &ulen, &flags);
+        CHECK(chains == added && id == ids[added - 1] && ulen == 0 && !(flags & WRITE),
+              "burst %d: used {id %u len %u flags 0x%x} stands for %d chains; want id %u len 0, no WRITE, %d chains",
+              bursts, id, ulen, flags, chains, ids[added - 1], added);
+        got_total += (uint32_t)got;
+        check_in_step();
+        bursts++;
+    }
+    CHECK(!vr.broken && vr.stats.drops == 0, "broken %d, drops %llu", vr.broken, (unsigned long long)vr.stats.drops);
+}
+
+static void t_tx_in_order(void)
+{
+    begin("TX in order, size 256: 5 laps, one used descriptor per burst {id of the last chain, len 0} at its first slot");
+    tx_in_order_rounds(256, 5);
+    end();
+    begin("TX in order, size 100 (not a power of two): 7 laps, bursts across the wrap");
+    tx_in_order_rounds(100, 7);
+    end();
+    begin("TX in order, size 7: bursts that fill the whole ring, one used descriptor each");
+    tx_in_order_rounds(7, 30);
+    end();
+}
+
 static void t_tx_indirect(void)
 {
     begin("TX indirect: a 3-entry table takes one ring slot, at the end of a size-100 ring; WRITE on a table entry tolerated");
@@ -503,11 +597,9 @@ static void t_rx_too_big(void)
     end();
 }
 
-static void t_rx_mrg(void)
+static void rx_mrg_wrap(uint64_t features)
 {
-    begin("RX mergeable over the wrap (size 100): 2100 bytes in five 512-byte buffers at slots 97..1, "
-          "num_buffers 5");
-    ring_setup(100, PACKED | MRG, true);
+    ring_setup(100, features, true);
     g.next_avail = g.next_used = 97;
     vr.last_avail_idx = vr.last_used_idx = 97;
     uint16_t ids[6];
@@ -536,6 +628,16 @@ static void t_rx_mrg(void)
     CHECK(!vr.avail_wrap_counter && vr.last_avail_idx == 2, "at slot %u wrap %d, want slot 2 wrap 0",
           vr.last_avail_idx, vr.avail_wrap_counter);
     CHECK(vq_avail_buffers(&vr) == 1, "one buffer left, vq_avail_buffers says %d", vq_avail_buffers(&vr));
+}
+
+static void t_rx_mrg(void)
+{
+    begin("RX mergeable over the wrap (size 100): 2100 bytes in five 512-byte buffers at slots 97..1, "
+          "num_buffers 5");
+    rx_mrg_wrap(PACKED | MRG);
+    end();
+    begin("RX mergeable with IN_ORDER: the same, still one used descriptor per buffer with its own length");
+    rx_mrg_wrap(PACKED | MRG | INO);
     end();
 
     begin("RX mergeable: not enough buffers yet: nothing is written, the ring is untouched, then it fits");
@@ -544,8 +646,8 @@ static void t_rx_mrg(void)
     rx_add(1, 512);
     uint8_t before[2 * 16];
     memcpy(before, g.desc, sizeof before);
-    p = mkpkt(0, 2000, 6);
-    sent = vq_enqueue_burst(&vr, &p, 1);
+    struct vx_pkt p = mkpkt(0, 2000, 6);
+    int sent = vq_enqueue_burst(&vr, &p, 1);
     CHECK(sent == 0 && memcmp(before, g.desc, sizeof before) == 0, "delivered %d; descriptors changed: %d", sent,
           memcmp(before, g.desc, sizeof before) != 0);
     CHECK(vr.stats.drops == 1 && !vr.broken && vr.last_avail_idx == 0, "drops %llu broken %d slot %u",
@@ -796,6 +898,7 @@ int main(void)
     t_attach();
     t_attach_stale_base();
     t_tx_wrap();
+    t_tx_in_order();
     t_tx_indirect();
     t_rx_wrap();
     t_rx_too_big();

@@ -33,6 +33,11 @@
  *      Connection 1 starts its rings at base 0 (as at guest boot); connection
  *      2 uses fresh rings set to base 65000 (as after a migration), so the
  *      16-bit ring indices wrap around in the middle of its traffic.
+ *      Connection 2 also takes PROTOCOL_F_STATUS and drives the device
+ *      status as QEMU 7.2 does: GET_STATUS before each SET_STATUS (must
+ *      answer what was set), FEATURES_OK then DRIVER_OK, and at the stop
+ *      SET_STATUS 0 *before* GET_VRING_BASE, which must still return the
+ *      rings' real indices.
  *   3. SIGTERM: the back-end must exit with status 0 and remove its socket.
  *
  * The fd, SIGTERM and exit-status checks only apply to the real vhost-xdp;
@@ -84,6 +89,7 @@ static void run_connection(const struct config *cfg, int number)
         .style = STYLE_QEMU, .mrg_rxbuf = cfg->mrg_rxbuf, .npairs = 1,
         .base = number == 1 ? 0 : SECOND_BASE, .nmem = 1,
         .mem = { { number == 1 ? 0x40000000ull : 0x100000000ull, REGION_SIZE, number == 1 ? 0 : 2u << 20, 0 } },
+        .status = number == 2,
     };
     uint16_t base = o.base;
 
@@ -132,6 +138,15 @@ static void run_connection(const struct config *cfg, int number)
         diag("%s: note: %" PRIu64 " TX used entries have len != 0 (the device wrote nothing; spec: SHOULD be 0); first %s",
              c->tag, c->tx_len_nonzero, c->tx_len_first);
 
+    /* QEMU 7.2's device reset: SET_STATUS 0 first, then GET_VRING_BASE. */
+    if (o.status && backend_real) {
+        uint64_t st = 0xdead, st0 = 0xdead;
+        bool got = (c->protocol & (1ull << VHOST_USER_PROTOCOL_F_STATUS)) &&
+                   vu_get_u64(c, VHOST_USER_GET_STATUS, &st) && vu_set_u64(c, VHOST_USER_SET_STATUS, 0) &&
+                   vu_get_u64(c, VHOST_USER_GET_STATUS, &st0);
+        check(got && st == 0xf && st0 == 0, "%s: PROTOCOL_F_STATUS: GET_STATUS 0x%" PRIx64 " after DRIVER_OK (want 0xf), "
+              "0x%" PRIx64 " after SET_STATUS 0 (want 0)%s%s", c->tag, st, st0, c->err[0] ? ": " : "", c->err);
+    }
     /* Stop both rings as QEMU does at device reset. */
     uint16_t want[2] = { (uint16_t)(base + q->rx.consumed), (uint16_t)(base + q->tx.published) };
     for (uint32_t i = 0; i < 2; i++) {

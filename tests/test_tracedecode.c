@@ -399,17 +399,17 @@ static void check_handshake_and_replies(void)
 
     const char *log = exchange(REQ_GET_FEATURES, F_V1, NULL, 0, NULL, 0);
     snprintf(want, sizeof want, "trace: -> GET_FEATURES (1) flags=0x5[v1,REPLY] size=8 0x%" PRIx64
-             " (MTU|MRG_RXBUF|INDIRECT_DESC|EVENT_IDX|PROTOCOL_FEATURES|VERSION_1|RING_PACKED)",
+             " (MTU|MRG_RXBUF|INDIRECT_DESC|EVENT_IDX|PROTOCOL_FEATURES|VERSION_1|RING_PACKED|IN_ORDER)",
              (uint64_t)(1ull << VIRTIO_NET_F_MTU | 1ull << VIRTIO_NET_F_MRG_RXBUF | 1ull << VIRTIO_RING_F_INDIRECT_DESC |
                         1ull << VIRTIO_RING_F_EVENT_IDX | 1ull << 30 | 1ull << VIRTIO_F_VERSION_1 |
-                        1ull << VIRTIO_F_RING_PACKED));
+                        1ull << VIRTIO_F_RING_PACKED | 1ull << VIRTIO_F_IN_ORDER));
     check_has(log, want, "reply to GET_FEATURES: the features we offer, by name");
     check(strstr(log, "trace: <- GET_FEATURES") && strstr(log, "trace: <- GET_FEATURES") < strstr(log, "trace: ->"),
           "the request's line comes before our reply's");
 
     log = exchange(REQ_GET_PROTOCOL_FEATURES, F_V1, NULL, 0, NULL, 0);
-    check_has(log, "trace: -> GET_PROTOCOL_FEATURES (15) flags=0x5[v1,REPLY] size=8 0x1d (MQ|RARP|REPLY_ACK|MTU)",
-              "reply to GET_PROTOCOL_FEATURES: MQ|RARP|REPLY_ACK|MTU");
+    check_has(log, "trace: -> GET_PROTOCOL_FEATURES (15) flags=0x5[v1,REPLY] size=8 0x1001d (MQ|RARP|REPLY_ACK|MTU|STATUS)",
+              "reply to GET_PROTOCOL_FEATURES: MQ|RARP|REPLY_ACK|MTU|STATUS");
     log = exchange_u64(REQ_SET_PROTOCOL_FEATURES, F_V1, PROTO_MQ | PROTO_REPLY_ACK);
     check_has(log, "trace: <- SET_PROTOCOL_FEATURES (16) flags=0x1[v1] size=8 0x9 (MQ|REPLY_ACK)",
               "SET_PROTOCOL_FEATURES decoded");

@@ -177,6 +177,7 @@ static int cap_end(void)
 #define MRG F(VIRTIO_NET_F_MRG_RXBUF)
 #define IND F(VIRTIO_RING_F_INDIRECT_DESC)
 #define EVT F(VIRTIO_RING_F_EVENT_IDX)
+#define INO F(VIRTIO_F_IN_ORDER)
 
 static struct vx_mem mem;
 static uint8_t *host_a, *host_b;
@@ -926,6 +927,86 @@ static void t_tx_drops(void)
     end();
 }
 
+/* === TX with VIRTIO_F_IN_ORDER (§2.7.9) =================================== */
+
+#define NEVER 0xEEEEEEEEu   /* ring_setup's "never written" pattern in used->ring */
+
+/* How many used ring entries hold anything but the never-written pattern. */
+static int used_entries_written(void)
+{
+    int n = 0;
+    for (uint16_t i = 0; i < g.num; i++)
+        n += g.used->ring[i].id != NEVER || g.used->ring[i].len != NEVER;
+    return n;
+}
+
+static void t_tx_in_order(void)
+{
+    begin("TX in order: a burst of chains gives back ONE used entry {id = last head, len 0} at the burst's "
+          "first slot, used->idx moves by the number of chains; indexes wrap past 65535");
+    ring_setup(256, V1 | INO, 65530, false, false);
+    static const uint32_t one[] = { 12 + 100 }, two[] = { 12, 100 };
+    for (uint16_t i = 0; i < 10; i++)   /* heads 0, 3, 6, ...: chains of 1 or 2 descriptors */
+        tx_offer((uint16_t)(3 * i), i % 2 ? two : one, 1 + i % 2, 80 + i);
+    int r = deq(4);
+    CHECK(r == 4, "first burst returned %d, want 4", r);
+    for (int i = 0; i < r; i++)
+        check_tx_pkt(i, 100, 80 + (uint32_t)i);
+    check_used_tx(65530, 9);
+    CHECK(used_entries_written() == 1, "%d used entries written for one burst, want 1", used_entries_written());
+    check_indexes(65534, 65534);
+    r = deq(VX_BURST);
+    CHECK(r == 6, "second burst returned %d, want 6", r);
+    for (int i = 0; i < r; i++)
+        check_tx_pkt(i, 100, 84 + (uint32_t)i);
+    check_used_tx(65534, 27);
+    CHECK(used_entries_written() == 2, "%d used entries written for two bursts, want 2", used_entries_written());
+    check_indexes(4, 4);
+    check_stats(10, 1000, 0, 0);
+    CHECK(vr.in_order, "vq_attach did not take VIRTIO_F_IN_ORDER");
+    end();
+
+    begin("TX in order, size 8: 60 bursts of 1..8 chains round the ring, each exactly one used entry");
+    ring_setup(8, V1 | INO, 0, false, false);
+    uint16_t used_idx = 0;
+    uint32_t seed = 0;
+    for (int b = 0; b < 60 && case_failures == 0; b++) {
+        int n = 1 + b % 8;
+        uint16_t last = 0;
+        g.heap_a = HEAP_OFF;                        /* the previous burst's buffers are free again */
+        for (int i = 0; i < n; i++) {
+            last = (uint16_t)((used_idx + i) & 7);  /* one descriptor per chain, in ring order */
+            tx_offer(last, one, 1, seed + (uint32_t)i);
+        }
+        memset(g.used->ring, 0xEE, sizeof(g.used->ring[0]) * g.num);
+        r = deq(VX_BURST);
+        CHECK(r == n, "burst %d: returned %d, want %d", b, r, n);
+        for (int i = 0; i < r; i++)
+            check_tx_pkt(i, 100, seed + (uint32_t)i);
+        seed += (uint32_t)n;
+        CHECK(used_entries_written() == 1, "burst %d: %d used entries written, want 1", b, used_entries_written());
+        check_used_tx(used_idx, last);
+        used_idx = (uint16_t)(used_idx + n);
+        check_indexes(used_idx, used_idx);
+    }
+    end();
+
+    begin("TX in order: a burst that stops at a malformed chain gives back the good chains before it, "
+          "the entry names the last good head");
+    ring_setup(256, V1 | INO, 0, false, false);
+    cap_begin();
+    tx_offer(0, one, 1, 90);
+    tx_offer(5, two, 2, 91);
+    avail_push(g.num);                  /* head out of range: the ring breaks here */
+    r = deq(VX_BURST);
+    cap_end();
+    CHECK(r == 2 && vr.broken, "returned %d, broken %d; want 2, broken", r, vr.broken);
+    check_used_tx(0, 5);
+    CHECK(used_entries_written() == 1, "%d used entries written, want 1", used_entries_written());
+    check_indexes(2, 2);
+    end();
+}
+
 static void t_tx_room(void)
 {
     begin("TX: a packet larger than pkts[i].room is dropped and consumed (room 2048)");
@@ -1145,6 +1226,21 @@ static void t_rx_mrg(void)
     check_rx(b, 2, 0, 3000, 67);
     check_indexes(2, 2);
     check_stats(1, 3000, 1, 0);
+    end();
+
+    begin("RX: mrg with IN_ORDER: still one used entry per buffer, each with its own length (RX is not batched)");
+    ring_setup(256, V1 | MRG | INO, 65534, true, false);
+    for (uint16_t i = 0; i < 4; i++)
+        b[i] = rx_offer(i, b2048, 1);
+    p[0] = mkpkt(0, 60, 72);
+    p[1] = mkpkt(1, 3000, 73);
+    p[2] = mkpkt(2, 1514, 74);
+    r = enq(p, 3);
+    CHECK(r == 3, "returned %d", r);
+    check_rx(&b[0], 1, 65534, 60, 72);
+    check_rx(&b[1], 2, 65535, 3000, 73);
+    check_rx(&b[3], 1, 1, 1514, 74);
+    check_indexes(2, 2);
     end();
 
     begin("RX: mrg without VERSION_1: 12-byte header with num_buffers");
@@ -1748,6 +1844,7 @@ int main(void)
     t_tx_ring_full();
     t_tx_burst_limit();
     t_tx_wrap();
+    t_tx_in_order();
     t_tx_drops();
     t_tx_room();
     t_tx_long_chain();
