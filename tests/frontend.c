@@ -1567,3 +1567,68 @@ bool traffic(struct conn *c, struct pair *q, uint32_t npackets)
     }
     return true;
 }
+
+/* === One frame at a time (frontend.h) ===================================== */
+
+bool frame_send(struct conn *c, struct pair *q, const uint8_t *frame, uint32_t len)
+{
+    uint16_t id;
+    int head = ring_take(&q->tx, 1, &id);
+    if (head < 0)
+        return fail(c, "no free TX descriptor");
+    uint8_t *slot = slot_of(&q->tx, head);
+    memset(slot, 0, HDR_LEN);
+    memcpy(slot + HDR_LEN, frame, len);
+    struct seg seg = { 0, HDR_LEN + len };
+    ring_add(&q->tx, &id, 1, &seg, 1, false, false);
+    ring_flush(&q->tx, c->event_idx);
+    return true;
+}
+
+bool tx_wait_done(struct conn *c, struct pair *q)
+{
+    double end = now() + STALL_SECONDS * time_scale;
+    while (q->tx.outstanding > 0) {
+        if (tx_reap(c, q) < 0)
+            return false;
+        if (now() > end)
+            return fail(c, "TX descriptors not returned after %.0f s", STALL_SECONDS * time_scale);
+        sleep_ms(1);
+    }
+    return true;
+}
+
+int frame_recv(struct conn *c, struct pair *q, uint8_t *out, uint32_t cap)
+{
+    struct ring *r = &q->rx;
+    double end = now() + STALL_SECONDS * time_scale;
+    while (__atomic_load_n(&r->used->idx, __ATOMIC_ACQUIRE) == r->last_used_idx) {
+        if (now() > end)
+            return fail_int(c, "no frame on RX after %.0f s", STALL_SECONDS * time_scale);
+        sleep_ms(1);
+    }
+    struct vring_used_elem e = r->used->ring[r->last_used_idx % r->num];
+    if (e.id >= r->num || !r->chains[e.id].outstanding || e.len < HDR_LEN || e.len > r->chains[e.id].cap ||
+        e.len - HDR_LEN > cap)
+        return fail_int(c, "RX used[%u]: id %u len %u is not a buffer we posted", r->last_used_idx, e.id, e.len);
+    /* The chain's pieces hold header + frame; piece i covers bytes
+     * [pos, pos + n) of it, and only what lies past the header is kept. */
+    const struct chain *ch = &r->chains[e.id];
+    uint32_t pos = 0;
+    for (int i = 0; i < ch->nseg && pos < e.len; i++) {
+        uint32_t n = ch->seg[i].len < e.len - pos ? ch->seg[i].len : e.len - pos;
+        uint32_t skip = pos < HDR_LEN ? HDR_LEN - pos : 0;
+        if (skip < n)
+            memcpy(out + pos + skip - HDR_LEN, slot_of(r, e.id) + ch->seg[i].off + skip, n - skip);
+        pos += n;
+    }
+    ring_free(r, (uint16_t)e.id);
+    r->last_used_idx++;
+    r->consumed++;
+    if (c->event_idx)
+        __atomic_store_n(used_event(r), r->last_used_idx, __ATOMIC_RELEASE);
+    while (rx_post(c, q))
+        ;
+    ring_flush(r, c->event_idx);
+    return (int)(e.len - HDR_LEN);
+}

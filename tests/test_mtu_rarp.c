@@ -92,65 +92,6 @@ static bool still_served(struct conn *c)
 
 /* === Frames =============================================================== */
 
-/* Publish one frame on the guest's TX ring: one descriptor, header + frame. */
-static bool send_frame(struct conn *c, struct pair *q, const uint8_t *frame, uint32_t len)
-{
-    uint16_t id;
-    int head = ring_take(&q->tx, 1, &id);
-    if (head < 0)
-        return fail(c, "no free TX descriptor");
-    uint8_t *slot = slot_of(&q->tx, head);
-    memset(slot, 0, HDR_LEN);
-    memcpy(slot + HDR_LEN, frame, len);
-    struct seg seg = { 0, HDR_LEN + len };
-    ring_add(&q->tx, &id, 1, &seg, 1, false, false);
-    ring_flush(&q->tx, c->event_idx);
-    double end = now() + STALL_SECONDS * time_scale;
-    while (q->tx.outstanding > 0) {
-        if (tx_reap(c, q) < 0)
-            return false;
-        if (now() > end)
-            return fail(c, "TX descriptor not returned after %.0f s", STALL_SECONDS * time_scale);
-        sleep_ms(1);
-    }
-    return true;
-}
-
-/* The next frame on the guest's RX ring (MRG_RXBUF off: one chain per
- * frame); the buffer goes back.  Returns its length, or -1 (c->err). */
-static int recv_frame(struct conn *c, struct pair *q, uint8_t *out, uint32_t cap)
-{
-    struct ring *r = &q->rx;
-    double end = now() + STALL_SECONDS * time_scale;
-    while (__atomic_load_n(&r->used->idx, __ATOMIC_ACQUIRE) == r->last_used_idx) {
-        if (now() > end)
-            return fail_int(c, "no frame on RX after %.0f s", STALL_SECONDS * time_scale);
-        sleep_ms(1);
-    }
-    struct vring_used_elem e = r->used->ring[r->last_used_idx % r->num];
-    if (e.id >= r->num || !r->chains[e.id].outstanding || e.len < HDR_LEN || e.len > r->chains[e.id].cap ||
-        e.len - HDR_LEN > cap)
-        return fail_int(c, "RX used[%u]: id %u len %u is not a buffer we posted", r->last_used_idx, e.id, e.len);
-    uint8_t pkt[HDR_LEN + 4096];
-    struct chain *ch = &r->chains[e.id];
-    uint32_t done = 0;
-    for (int i = 0; i < ch->nseg && done < e.len; i++) {
-        uint32_t n = ch->seg[i].len < e.len - done ? ch->seg[i].len : e.len - done;
-        memcpy(pkt + done, slot_of(r, e.id) + ch->seg[i].off, n);
-        done += n;
-    }
-    memcpy(out, pkt + HDR_LEN, e.len - HDR_LEN);
-    ring_free(r, (uint16_t)e.id);
-    r->last_used_idx++;
-    r->consumed++;
-    if (c->event_idx)
-        __atomic_store_n(used_event(r), r->last_used_idx, __ATOMIC_RELEASE);
-    while (rx_post(c, q))
-        ;
-    ring_flush(r, c->event_idx);
-    return (int)(e.len - HDR_LEN);
-}
-
 /* Frame k of `len` bytes: to 02:00:00:00:00:01 from 02:aa:bb:cc:dd:k,
  * ethertype 0x88b6 (or an 802.1Q tag, then 0x88b6), then a pattern. */
 static void make_frame(uint8_t *p, int k, uint32_t len, bool vlan)
@@ -171,11 +112,11 @@ static bool echo(struct conn *c, struct pair *q, int k, uint32_t len, bool vlan,
 {
     uint8_t want[4096], got[4096];
     make_frame(want, k, len, vlan);
-    if (!send_frame(c, q, want, len))
+    if (!frame_send(c, q, want, len) || !tx_wait_done(c, q))
         return false;
     if (!arrives)
         return true;
-    int n = recv_frame(c, q, got, sizeof got);
+    int n = frame_recv(c, q, got, sizeof got);
     if (n < 0)
         return false;
     if ((uint32_t)n != len || memcmp(got, want, len) != 0)
@@ -240,7 +181,7 @@ static void rarp_part(struct conn *c, struct pair *q)
     acked(c, VHOST_USER_SEND_RARP, mac_payload(guest_mac), 0, "SEND_RARP 52:54:00:12:34:56");
     c->err[0] = 0;
     /* The PMD sends it at its next burst from the guest, even an empty one. */
-    int n = recv_frame(c, q, got, sizeof got);
+    int n = frame_recv(c, q, got, sizeof got);
     int diff = -1;
     for (int i = 0; n == 60 && i < 60 && diff < 0; i++)
         if (got[i] != want[i])

@@ -56,71 +56,6 @@ static void crafted_fill(uint8_t *p, int k, uint32_t len)
         p[i] = len >= 14 && i < 14 ? (i == 11 ? (uint8_t)k : eth[i]) : (uint8_t)(i * 7 + k * 31 + 1);
 }
 
-/* Publish one frame on the guest's TX ring: one descriptor, header + frame. */
-static bool send_frame(struct conn *c, struct pair *q, const uint8_t *frame, uint32_t len)
-{
-    uint16_t id;
-    int head = ring_take(&q->tx, 1, &id);
-    if (head < 0)
-        return fail(c, "no free TX descriptor");
-    uint8_t *slot = slot_of(&q->tx, head);
-    memset(slot, 0, HDR_LEN);
-    memcpy(slot + HDR_LEN, frame, len);
-    struct seg seg = { 0, HDR_LEN + len };
-    ring_add(&q->tx, &id, 1, &seg, 1, false, false);
-    ring_flush(&q->tx, c->event_idx);
-    return true;
-}
-
-/* Wait until the back-end has returned every TX descriptor. */
-static bool wait_tx_done(struct conn *c, struct pair *q)
-{
-    double end = now() + STALL_SECONDS * time_scale;
-    while (q->tx.outstanding > 0) {
-        if (tx_reap(c, q) < 0)
-            return false;
-        if (now() > end)
-            return fail(c, "TX descriptors not returned after %.0f s", STALL_SECONDS * time_scale);
-        sleep_ms(1);
-    }
-    return true;
-}
-
-/* Take the next frame from the guest's RX ring (MRG_RXBUF off: one chain per
- * frame), give the buffer back.  Returns its length, or -1 (c->err says why). */
-static int recv_frame(struct conn *c, struct pair *q, uint8_t *out, uint32_t cap)
-{
-    struct ring *r = &q->rx;
-    double end = now() + STALL_SECONDS * time_scale;
-    while (__atomic_load_n(&r->used->idx, __ATOMIC_ACQUIRE) == r->last_used_idx) {
-        if (now() > end)
-            return fail_int(c, "no frame on RX after %.0f s", STALL_SECONDS * time_scale);
-        sleep_ms(1);
-    }
-    struct vring_used_elem e = r->used->ring[r->last_used_idx % r->num];
-    if (e.id >= r->num || !r->chains[e.id].outstanding || e.len < HDR_LEN || e.len > r->chains[e.id].cap ||
-        e.len - HDR_LEN > cap)
-        return fail_int(c, "RX used[%u]: id %u len %u is not a buffer we posted", r->last_used_idx, e.id, e.len);
-    uint8_t pkt[HDR_LEN + MAX_FRAME];
-    struct chain *ch = &r->chains[e.id];
-    uint32_t done = 0;
-    for (int i = 0; i < ch->nseg && done < e.len; i++) {
-        uint32_t n = ch->seg[i].len < e.len - done ? ch->seg[i].len : e.len - done;
-        memcpy(pkt + done, slot_of(r, e.id) + ch->seg[i].off, n);
-        done += n;
-    }
-    memcpy(out, pkt + HDR_LEN, e.len - HDR_LEN);
-    ring_free(r, (uint16_t)e.id);
-    r->last_used_idx++;
-    r->consumed++;
-    if (c->event_idx)
-        __atomic_store_n(used_event(r), r->last_used_idx, __ATOMIC_RELEASE);
-    while (rx_post(c, q))
-        ;
-    ring_flush(r, c->event_idx);
-    return (int)(e.len - HDR_LEN);
-}
-
 /* Each crafted frame alone: sent, its TX descriptor back, and (but for the
  * one too big) received byte for byte. */
 static bool crafted_traffic(struct conn *c, struct pair *q)
@@ -128,11 +63,11 @@ static bool crafted_traffic(struct conn *c, struct pair *q)
     uint8_t want[4096], got[MAX_FRAME];
     for (int k = 0; k < NCRAFTED; k++) {
         crafted_fill(want, k, crafted_len[k]);
-        if (!send_frame(c, q, want, crafted_len[k]) || !wait_tx_done(c, q))
+        if (!frame_send(c, q, want, crafted_len[k]) || !tx_wait_done(c, q))
             return false;
         if (crafted_len[k] == TOO_BIG)
             continue;       /* dropped on RX: the next frame received must be k + 1 */
-        int n = recv_frame(c, q, got, sizeof got);
+        int n = frame_recv(c, q, got, sizeof got);
         if (n < 0)
             return false;
         if ((uint32_t)n != crafted_len[k] || memcmp(got, want, (size_t)n) != 0)
