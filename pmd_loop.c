@@ -56,8 +56,6 @@ struct pmd_thread {
     struct vx_pkt pkts[VX_BURST];       /* loopback: the burst, with its own buffers */
     struct vx_pkt nic_rx[VX_BURST];     /* AF_XDP: frames lent by nic_afxdp.c ... */
     struct vx_pkt nic_tx[VX_BURST];     /* ... in both directions */
-    struct vx_pkt fit[VX_BURST];        /* the burst's frames within the guest's MTU (copies
-                                           of the descriptors above, not of the frames) */
 };
 
 static struct pmd_thread pmd_threads[PMD_MAX_THREADS];
@@ -127,23 +125,29 @@ static int pmd_rarp_take(struct vx_dev *dev, const struct vx_vring *tx, struct v
 /*
  * NET_SET_MTU (vhost_user.c, vu_net_set_mtu): the device "MUST NOT pass
  * received packets that exceed mtu (plus low level ethernet header length)"
- * to the guest (virtio 1.2 §5.1.4.1).  Copies the descriptors of the frames
- * that fit into `fit` (the frames stay where they are: the caller still
- * releases every one of `pkts`) and counts the others as drops on the RX
- * ring.  The header is 14 bytes, 18 with an 802.1Q VLAN tag.  No NET_SET_MTU
- * (mtu 0): every frame fits.
+ * to the guest (virtio 1.2 §5.1.4.1).  Moves the frames that fit to the
+ * front of pkts[], in order, and returns how many; the others stay behind
+ * them (the caller still releases all n) and count as drops on the RX ring.
+ * The header is 14 bytes, 18 with an 802.1Q VLAN tag.  No NET_SET_MTU
+ * (mtu 0): every frame fits, and the burst is not even looked at.
  */
-static int pmd_mtu_filter(struct vx_dev *dev, struct vx_vring *rx, const struct vx_pkt *pkts, int n,
-                          struct vx_pkt *fit)
+static int pmd_mtu_filter(struct vx_dev *dev, struct vx_vring *rx, struct vx_pkt *pkts, int n)
 {
     uint32_t mtu = atomic_load_explicit(&dev->mtu, memory_order_relaxed);
+    if (!mtu)
+        return n;
     int kept = 0;
     for (int i = 0; i < n; i++) {
         const uint8_t *f = pkts[i].data;
         bool vlan = pkts[i].len >= 14 && f[12] == 0x81 && f[13] == 0x00;
-        if (mtu && pkts[i].len > mtu + 14 + (vlan ? 4 : 0))
+        if (pkts[i].len > mtu + 14 + (vlan ? 4 : 0))
             continue;
-        fit[kept++] = pkts[i];
+        if (i != kept) {        /* only after a drop */
+            struct vx_pkt keep = pkts[i];
+            pkts[i] = pkts[kept];
+            pkts[kept] = keep;
+        }
+        kept++;
     }
     if (kept < n)
         __atomic_store_n(&rx->stats.drops, rx->stats.drops + (n - kept), __ATOMIC_RELAXED);
@@ -166,7 +170,7 @@ static int pmd_mtu_filter(struct vx_dev *dev, struct vx_vring *rx, const struct 
  *
  * vq_enqueue_burst() leaves the packets it delivered at the front of the
  * array, in order (a packet too big for its buffers is moved behind them),
- * so the "In" side of the capture is exactly fit[0 .. sent-1].
+ * so the "In" side of the capture is exactly pkts[0 .. sent-1].
  */
 
 /*
@@ -191,14 +195,14 @@ static int pmd_guest_to_guest(struct pmd_thread *t, struct vx_dev *from, struct 
         return 0;
     if (t->pcap)
         pcap_burst(t->pcap, PCAP_FROM_GUEST, t->pkts, n);
-    int fit = pmd_mtu_filter(to, rx, t->pkts, n, t->fit);
+    int fit = pmd_mtu_filter(to, rx, t->pkts, n);
     int sent = 0;
     if (atomic_load(&rx->ready))
-        sent = vq_enqueue_burst(rx, t->fit, fit);
+        sent = vq_enqueue_burst(rx, t->pkts, fit);
     else
         __atomic_store_n(&rx->stats.drops, rx->stats.drops + fit, __ATOMIC_RELAXED);
     if (t->pcap)
-        pcap_burst(t->pcap, PCAP_TO_GUEST, t->fit, sent);
+        pcap_burst(t->pcap, PCAP_TO_GUEST, t->pkts, sent);
     return n;
 }
 
@@ -255,14 +259,14 @@ static int pmd_afxdp_pair(struct pmd_thread *t, struct vx_dev *dev, struct vx_vr
     int n = nic_rx_burst(nic, t->nic_rx, want < VX_BURST ? want : VX_BURST);
     if (n == 0)
         return moved;
-    int fit = pmd_mtu_filter(dev, rx, t->nic_rx, n, t->fit);
+    int fit = pmd_mtu_filter(dev, rx, t->nic_rx, n);
     int sent = 0;
     if (guest)
-        sent = vq_enqueue_burst(rx, t->fit, fit);
+        sent = vq_enqueue_burst(rx, t->nic_rx, fit);
     else
         __atomic_store_n(&rx->stats.drops, rx->stats.drops + fit, __ATOMIC_RELAXED);
     if (t->pcap)            /* before the frames go back to the kernel */
-        pcap_burst(t->pcap, PCAP_TO_GUEST, t->fit, sent);
+        pcap_burst(t->pcap, PCAP_TO_GUEST, t->nic_rx, sent);
     nic_rx_release(nic, t->nic_rx, n);
     return moved + n;
 }

@@ -1570,7 +1570,7 @@ bool traffic(struct conn *c, struct pair *q, uint32_t npackets)
 
 /* === One frame at a time (frontend.h) ===================================== */
 
-bool frame_send(struct conn *c, struct pair *q, const uint8_t *frame, uint32_t len)
+bool frame_add(struct conn *c, struct pair *q, const uint8_t *frame, uint32_t len)
 {
     uint16_t id;
     int head = ring_take(&q->tx, 1, &id);
@@ -1581,6 +1581,13 @@ bool frame_send(struct conn *c, struct pair *q, const uint8_t *frame, uint32_t l
     memcpy(slot + HDR_LEN, frame, len);
     struct seg seg = { 0, HDR_LEN + len };
     ring_add(&q->tx, &id, 1, &seg, 1, false, false);
+    return true;
+}
+
+bool frame_send(struct conn *c, struct pair *q, const uint8_t *frame, uint32_t len)
+{
+    if (!frame_add(c, q, frame, len))
+        return false;
     ring_flush(&q->tx, c->event_idx);
     return true;
 }

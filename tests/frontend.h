@@ -337,11 +337,14 @@ int rx_reap(struct conn *c, struct pair *q);
  * back; every frame must come back on q's RX in order, byte for byte. */
 bool traffic(struct conn *c, struct pair *q, uint32_t npackets);
 /* One frame at a time, for tests that craft their own (MRG_RXBUF off):
- * frame_send publishes it on q's TX ring (one descriptor: zero header, then
- * the frame); tx_wait_done waits until every TX descriptor is back;
+ * frame_add puts it on q's TX ring (one descriptor: zero header, then the
+ * frame) and frame_send also publishes it (avail->idx: several frame_add
+ * then one ring_flush make one burst); tx_wait_done waits until every TX
+ * descriptor is back;
  * frame_recv takes the next frame from q's RX ring into out (at most cap
  * bytes, header dropped), gives the buffer back and returns its length, or
  * -1 (c->err says why). */
+bool frame_add(struct conn *c, struct pair *q, const uint8_t *frame, uint32_t len);
 bool frame_send(struct conn *c, struct pair *q, const uint8_t *frame, uint32_t len);
 bool tx_wait_done(struct conn *c, struct pair *q);
 int frame_recv(struct conn *c, struct pair *q, uint8_t *out, uint32_t cap);
