@@ -99,6 +99,10 @@ int vq_attach(struct vx_vring *vr, const struct vx_mem *mem, uint64_t features)
      * legacy device without MRG_RXBUF has the 10-byte header. */
     vr->hdr_len = (features & ((1ull << VIRTIO_F_VERSION_1) | (1ull << VIRTIO_NET_F_MRG_RXBUF))) ? 12 : 10;
     vr->packed = features & (1ull << VIRTIO_F_RING_PACKED);
+    /* Forget the other layout's pointers (and any into an old memory
+     * table): only the areas checked just now may be used. */
+    vr->desc = NULL; vr->avail = NULL; vr->used = NULL;
+    vr->desc_packed = NULL; vr->driver_event = NULL; vr->device_event = NULL;
     if ((vr->packed ? vq_packed_attach(vr, mem) : vq_split_attach(vr, mem)) < 0)
         return -1;
     vr->mem = mem;

@@ -199,15 +199,30 @@ static void check_device(void)
             continue;
         CHECK(i < 2 * dev.queue_pairs);
         CHECK(vr->attached && vr->mem == &dev.mem);
-        CHECK(vr->num && vr->num <= VX_MAX_RING_SIZE && !(vr->num & (vr->num - 1)));
-        CHECK(inside_mem(vr->desc, 16ull * vr->num));
-        CHECK(inside_mem(vr->avail, 6 + 2ull * vr->num));
-        CHECK(inside_mem(vr->used, 6 + 8ull * vr->num));
-        /* ... and attached for the current settings, not stale ones: the
-         * addresses, the size and the features the messages set last. */
-        CHECK(vr->desc == vx_uva_to_va(&dev.mem, vr->desc_user_addr, 16ull * vr->num));
-        CHECK(vr->avail == vx_uva_to_va(&dev.mem, vr->avail_user_addr, 6 + 2ull * vr->num));
-        CHECK(vr->used == vx_uva_to_va(&dev.mem, vr->used_user_addr, 6 + 8ull * vr->num));
+        CHECK(vr->packed == !!(dev.features & (1ull << VIRTIO_F_RING_PACKED)));
+        if (vr->packed) {
+            /* Packed (§2.8): any size, one descriptor ring and two 4-byte
+             * event areas; the split pointers are cleared. */
+            CHECK(vr->num && vr->num <= VX_MAX_RING_SIZE);
+            CHECK(!vr->desc && !vr->avail && !vr->used);
+            CHECK(inside_mem(vr->desc_packed, 16ull * vr->num));
+            CHECK(inside_mem(vr->driver_event, 4) && inside_mem(vr->device_event, 4));
+            CHECK(vr->desc_packed == vx_uva_to_va(&dev.mem, vr->desc_user_addr, 16ull * vr->num));
+            CHECK(vr->driver_event == vx_uva_to_va(&dev.mem, vr->avail_user_addr, 4));
+            CHECK(vr->device_event == vx_uva_to_va(&dev.mem, vr->used_user_addr, 4));
+            CHECK(vr->last_avail_idx < vr->num && vr->last_used_idx < vr->num);
+        } else {
+            CHECK(vr->num && vr->num <= VX_MAX_RING_SIZE && !(vr->num & (vr->num - 1)));
+            CHECK(!vr->desc_packed && !vr->driver_event && !vr->device_event);
+            CHECK(inside_mem(vr->desc, 16ull * vr->num));
+            CHECK(inside_mem(vr->avail, 6 + 2ull * vr->num));
+            CHECK(inside_mem(vr->used, 6 + 8ull * vr->num));
+            /* ... and attached for the current settings, not stale ones: the
+             * addresses, the size and the features the messages set last. */
+            CHECK(vr->desc == vx_uva_to_va(&dev.mem, vr->desc_user_addr, 16ull * vr->num));
+            CHECK(vr->avail == vx_uva_to_va(&dev.mem, vr->avail_user_addr, 6 + 2ull * vr->num));
+            CHECK(vr->used == vx_uva_to_va(&dev.mem, vr->used_user_addr, 6 + 8ull * vr->num));
+        }
         CHECK(vr->mrg_rxbuf == !!(dev.features & (1ull << VIRTIO_NET_F_MRG_RXBUF)));
         CHECK(vr->event_idx == !!(dev.features & (1ull << VIRTIO_RING_F_EVENT_IDX)));
         CHECK(vr->indirect == !!(dev.features & (1ull << VIRTIO_RING_F_INDIRECT_DESC)));

@@ -386,6 +386,50 @@ static void seeds_vhost_user(void)
         msg(o, SET_FEATURES, V1, "\0\0\0\0", 4, NULL, 0);
         save(t, "malformed", o);
     }
+
+    /* 6. QEMU with packed=on (VIRTIO_F_RING_PACKED, §2.8): the same areas
+     *    hold the descriptor ring (+0), the driver event area (+0x400, sent as
+     *    "avail") and the device event area (+0x800, "used").  Four RX
+     *    buffers and two TX packets made available in lap 1 (AVAIL=1, USED=0),
+     *    traffic, GET_VRING_BASE (wrap bits), then a restart at slot 2. */
+    {
+        o->n = 0;
+        vu_header(o, 1, false);
+        static const struct layout l = { .gpa = 0, .uva = 0x7f1300000000ull };
+        static const uint8_t guest_fd[1] = { VUF_FD_GUEST };
+        msg_none(o, GET_FEATURES);
+        msg_none(o, GET_PROTOCOL_FEATURES);
+        msg_u64(o, SET_PROTOCOL_FEATURES, 0x9);
+        msg_none(o, SET_OWNER);
+        msg_u64(o, SET_FEATURES, our_features | F(VIRTIO_F_RING_PACKED));
+        struct region reg = { .gpa = l.gpa, .size = 1u << 20, .uaddr = l.uva, .mmap_offset = 0 };
+        msg_mem_table(o, V1 | NEED_REPLY, &reg, 1, guest_fd);
+        for (uint16_t i = 0; i < 4; i++) {
+            struct vring_packed_desc d = { .addr = l.gpa + BUF_AREA(0) + i * 0x800u, .len = 2048, .id = i,
+                                           .flags = (1u << VRING_PACKED_DESC_F_AVAIL) | VRING_DESC_F_WRITE };
+            mem_write(o, RING_AREA(0) + i * 16u, &d, sizeof d);
+        }
+        uint8_t frame[72] = { 0 };
+        for (size_t i = 12; i < sizeof frame; i++)
+            frame[i] = (uint8_t)i;
+        mem_write(o, BUF_AREA(1), frame, sizeof frame);
+        for (uint16_t i = 0; i < 2; i++) {
+            struct vring_packed_desc d = { .addr = l.gpa + BUF_AREA(1), .len = sizeof frame, .id = i,
+                                           .flags = 1u << VRING_PACKED_DESC_F_AVAIL };
+            mem_write(o, RING_AREA(1) + i * 16u, &d, sizeof d);
+        }
+        ring_setup(o, &l, 0, 1u << 15, false);     /* slot 0, wrap counter 1 (bit 15) */
+        ring_setup(o, &l, 1, 1u << 15, false);
+        msg_state(o, SET_VRING_ENABLE, 0, 1);
+        msg_state(o, SET_VRING_ENABLE, 1, 1);
+        burst(o, 2, 64);
+        msg_state(o, GET_VRING_BASE, 0, 0);
+        msg_state(o, GET_VRING_BASE, 1, 0);
+        ring_setup(o, &l, 1, 2 | 1u << 15, false);
+        burst(o, 1, 60);
+        put8(o, VUF_OP_CLOSE);
+        save(t, "qemu_packed", o);
+    }
     free(o);
 }
 
