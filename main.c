@@ -59,10 +59,11 @@ static void usage(FILE *out)
           "                         retried every second, and again after the frontend goes away\n"
           "  -l, --loopback         port: each queue pair's TX comes back on its own RX\n"
           "  -i, --iface IF         port: AF_XDP socket on interface IF (root or CAP_NET_ADMIN+CAP_BPF)\n"
-          "      --queue Q          NIC queue id for --iface (default 0)\n"
+          "      --queue Q[-R]      NIC queues for --iface (default 0): queue pair k <-> NIC queue Q+k,\n"
+          "                         one AF_XDP socket each; a range Q-R also sets --queues to its length\n"
           "      --xdp-mode MODE    auto (native, else skb; the default), native or skb\n"
           "      --zerocopy         AF_XDP zero-copy mode (needs driver support; default copy mode)\n"
-          "      --frames N         UMEM frames (power of two, default 4096)\n"
+          "      --frames N         UMEM frames per NIC queue (power of two, default 4096)\n"
           "      --frame-size N     UMEM frame size: 2048 or 4096 (default)\n"
           "  -q, --queues N         queue pairs offered to the frontend (1..8, default 1)\n"
           "      --mtu N            the largest MTU a frontend may set with NET_SET_MTU (QEMU's\n"
@@ -100,6 +101,7 @@ struct config {
     bool loopback;                  /* --loopback: the other port (one of the two) */
     int cpus[64], ncpus;            /* --pmd-cores; 64 = pmd_loop.c's PMD_MAX_THREADS */
     long queues;                    /* --queues: what GET_QUEUE_NUM answers */
+    bool queues_given, queue_range; /* --queues given; --queue given as a range Q-R */
     long pmd_sleep_us;              /* --pmd-sleep, 0 = never sleep */
     const char *pcap_path;          /* --pcap, NULL = no capture */
     int64_t pcap_limit;             /* --pcap-limit, in bytes */
@@ -254,11 +256,27 @@ static int parse_options(int argc, char **argv, struct config *cfg)
         /* The AF_XDP numbers.  1 << 20 is a bound, not a promise: nic_afxdp.c
          * checks again what the kernel accepts (a queue the interface has, at
          * least 4 bursts of frames, a frame no larger than a page). */
-        case 'Q':
-            if (!number_in(optarg, 0, 1 << 20, &v))
-                return usage_error("--queue %s: out of range (see --help)", optarg);
+        case 'Q': {     /* Q or Q-R: at most VX_MAX_QUEUE_PAIRS queues, one per pair */
+            char *dash = strchr(optarg, '-');
+            long last;
+            if (dash)
+                *dash = '\0';      /* optarg is ours to cut (argv) */
+            bool good = *optarg && number_in(optarg, 0, 1 << 20, &v) &&
+                        (!dash || (dash[1] && number_in(dash + 1, v, v + VX_MAX_QUEUE_PAIRS - 1, &last)));
+            if (dash)
+                *dash = '-';
+            if (!good)
+                return usage_error("--queue %s: want a queue id Q or a range Q-R of at most %d queues",
+                                   optarg, VX_MAX_QUEUE_PAIRS);
+            if (dash && cfg->queues_given && cfg->queues != last - v + 1)
+                return usage_error("--queues %ld and --queue %s: one NIC queue per queue pair, so give "
+                                   "as many of each", cfg->queues, optarg);
             cfg->nic.queue = (uint32_t)v;
+            cfg->queue_range = dash != NULL;
+            if (dash)
+                cfg->queues = last - v + 1;
             break;
+        }
         case 'F':   /* a power of two: the AF_XDP rings are 2^k entries, sized from it */
             if (!number_in(optarg, 4 * VX_BURST, 1 << 20, &v) || (v & (v - 1)))
                 return usage_error("--frames %s: out of range (see --help)", optarg);
@@ -295,8 +313,13 @@ static int parse_options(int argc, char **argv, struct config *cfg)
                 return usage_error("--mtu %s: want a number from %d to 65535", optarg, VX_MTU_MIN);
             break;
         case 'q':
-            if (!number_in(optarg, 1, VX_MAX_QUEUE_PAIRS, &cfg->queues))
+            if (!number_in(optarg, 1, VX_MAX_QUEUE_PAIRS, &v))
                 return usage_error("--queues %s: want a number from 1 to %d", optarg, VX_MAX_QUEUE_PAIRS);
+            if (cfg->queue_range && v != cfg->queues)
+                return usage_error("--queues %ld and --queue %u-%ld: one NIC queue per queue pair, so give "
+                                   "as many of each", v, cfg->nic.queue, (long)cfg->nic.queue + cfg->queues - 1);
+            cfg->queues = v;
+            cfg->queues_given = true;
             break;
         case 'p':
             cfg->ncpus = parse_cpu_list(optarg, cfg->cpus, 64);
@@ -331,6 +354,10 @@ static int parse_options(int argc, char **argv, struct config *cfg)
         return usage_error("--socket %s given twice: two devices need two sockets", cfg->sockets[0]);
     if (cfg->nsockets == 1 && cfg->loopback == (cfg->nic.ifname != NULL))
         return usage_error("choose one port: --loopback or --iface IF");
+    if (cfg->queue_range && !cfg->nic.ifname)
+        return usage_error("--queue is for --iface (the NIC's queues)");
+    /* Queue pair k is served by NIC queue Q+k: as many NIC queues as pairs. */
+    cfg->nic.nqueues = (uint32_t)cfg->queues;
     if (cfg->mtu > port_mtu(cfg))
         return usage_error("--mtu %ld: this port carries at most %ld (--frame-size %u)", cfg->mtu, port_mtu(cfg),
                            cfg->nic.frame_size);
@@ -348,14 +375,15 @@ struct totals {
     uint64_t broken;                    /* times a ring was found malformed and stopped */
 };
 
-/* Sum the per-ring counters.  Odd rings are the guest's TX (packets we took
- * from it), even rings its RX (packets we gave it): vring 2k / 2k+1 is pair k.
- * The PMD threads keep writing while we read; each counter is a relaxed
- * load, so the sum is a snapshot that is at most one burst stale. */
-static struct totals sum_rings(const struct vx_dev *dev)
+/* Sum the per-ring counters of queue pair `pair`, or of every ring (-1).
+ * Odd rings are the guest's TX (packets we took from it), even rings its RX
+ * (packets we gave it): vring 2k / 2k+1 is pair k.  The PMD threads keep
+ * writing while we read; each counter is a relaxed load, so the sum is a
+ * snapshot that is at most one burst stale. */
+static struct totals sum_rings(const struct vx_dev *dev, int pair)
 {
     struct totals t = { 0 };
-    for (int i = 0; i < VX_MAX_VRINGS; i++) {
+    for (int i = pair < 0 ? 0 : 2 * pair; i < (pair < 0 ? VX_MAX_VRINGS : 2 * pair + 2); i++) {
         const struct vx_ring_stats *s = &dev->vrings[i].stats;
         uint64_t p = __atomic_load_n(&s->packets, __ATOMIC_RELAXED);
         uint64_t b = __atomic_load_n(&s->bytes, __ATOMIC_RELAXED);
@@ -405,28 +433,56 @@ static void print_stats(const struct vx_dev *dev, const char *label, const struc
             (unsigned long long)now->broken, broken);
 }
 
-/* The NIC's counters, read field by field with relaxed atomic loads: a plain
- * struct copy of memory the PMD thread is writing would be a data race (the
- * compiler may tear or merge such reads); these loads are plain movs on x86. */
-static struct nic_stats nic_snapshot(const struct nic_port *nic)
+/* With more than one queue pair: one short line per pair after the
+ * device's line, so that a student sees which queues carry the traffic. */
+static void print_pair_stats(const char *label, int pair, const struct totals *now, const struct totals *before,
+                             double secs)
 {
-    const struct nic_stats *s = nic_stats(nic);
-    struct nic_stats c;
-#define LOAD(f) c.f = __atomic_load_n(&s->f, __ATOMIC_RELAXED)
-    LOAD(rx_packets); LOAD(rx_bytes); LOAD(tx_packets); LOAD(tx_bytes);
-    LOAD(rx_fill_empty); LOAD(tx_ring_full); LOAD(invalid_descs);
-#undef LOAD
+    char a[16], b[16];
+    fprintf(stderr, "vhost-xdp: stats: %squeue pair %d: from guest %spps | to guest %spps | drops %llu\n", label,
+            pair, rate(a, (now->tx_packets - before->tx_packets) / secs),
+            rate(b, (now->rx_packets - before->rx_packets) / secs), (unsigned long long)now->drops);
+}
+
+/* The AF_XDP ports: one per NIC queue (--queue Q-R), queue pair k's on
+ * nics[k].  Set up and closed by main(). */
+static struct nic_port *nics[VX_MAX_QUEUE_PAIRS];
+static int nnics;
+
+/* ports[0] first: it holds the interface's XDP program (nic_afxdp.c). */
+static void close_nics(void)
+{
+    for (int k = 0; k < nnics; k++)
+        nic_close(nics[k]);
+    nnics = 0;
+}
+
+/* The counters of NIC queue port k, or of all of them summed (k = -1), read
+ * field by field with relaxed atomic loads: a plain struct copy of memory
+ * the PMD thread is writing would be a data race (the compiler may tear or
+ * merge such reads); these loads are plain movs on x86. */
+static struct nic_stats nic_snapshot(int k)
+{
+    struct nic_stats c = { 0 };
+    for (int i = k < 0 ? 0 : k; i < (k < 0 ? nnics : k + 1); i++) {
+        const struct nic_stats *s = nic_stats(nics[i]);
+#define ADD(f) c.f += __atomic_load_n(&s->f, __ATOMIC_RELAXED)
+        ADD(rx_packets); ADD(rx_bytes); ADD(tx_packets); ADD(tx_bytes);
+        ADD(rx_fill_empty); ADD(tx_ring_full); ADD(invalid_descs);
+#undef ADD
+    }
     return c;
 }
 
 /* Rates since the last line; the three trouble counters are totals since
  * the start, where any non-zero value is worth a look (nic_afxdp.c says
  * when each one counts). */
-static void print_nic_stats(const struct nic_stats *now, const struct nic_stats *before, double secs)
+static void print_nic_stats(const char *label, const struct nic_stats *now, const struct nic_stats *before,
+                            double secs)
 {
     char a[16], b[16], c[16], d[16];
-    fprintf(stderr, "vhost-xdp: stats: nic rx %spps %sbit/s | nic tx %spps %sbit/s | "
-            "fill ring empty %llu | tx ring full %llu | invalid descriptors %llu\n",
+    fprintf(stderr, "vhost-xdp: stats: nic %srx %spps %sbit/s | nic tx %spps %sbit/s | "
+            "fill ring empty %llu | tx ring full %llu | invalid descriptors %llu\n", label,
             rate(a, (now->rx_packets - before->rx_packets) / secs), rate(b, (now->rx_bytes - before->rx_bytes) * 8 / secs),
             rate(c, (now->tx_packets - before->tx_packets) / secs), rate(d, (now->tx_bytes - before->tx_bytes) * 8 / secs),
             (unsigned long long)now->rx_fill_empty, (unsigned long long)now->tx_ring_full,
@@ -444,12 +500,13 @@ static void print_pcap_stats(void)
 }
 
 /* What the last --stats lines were computed from, so that the next ones can
- * print rates over the time between them. */
+ * print rates over the time between them.  Index 0: the whole device (all
+ * NIC queues); k + 1: queue pair k (NIC queue Q+k). */
 struct stats_state {
     double every;                   /* --stats SECONDS, 0 = off */
     double at;                      /* when the last lines were printed */
-    struct totals rings[2];         /* per device */
-    struct nic_stats nic;
+    struct totals rings[2][VX_MAX_QUEUE_PAIRS + 1];     /* per device */
+    struct nic_stats nic[VX_MAX_QUEUE_PAIRS + 1];
 };
 
 /* One device, or two (VM-to-VM).  With two, every line about a device
@@ -458,19 +515,34 @@ static struct vx_dev devs[2];
 static int ndevs;
 static char dev_labels[2][160];     /* "" or "device 0 (PATH): "; a PATH fits in 108 */
 
-/* --stats: the lines for the rings (one per device), the NIC (--iface) and
- * the capture (--pcap). */
-static void print_all_stats(struct stats_state *s, const struct nic_port *nic, double t)
+/* Remember the counters the next --stats lines are rates from. */
+static void stats_snapshot(struct stats_state *s)
 {
+    for (int d = 0; d < ndevs; d++)
+        for (int k = -1; k < VX_MAX_QUEUE_PAIRS; k++)
+            s->rings[d][k + 1] = sum_rings(&devs[d], k);
+    for (int k = -1; k < nnics; k++)
+        s->nic[k + 1] = nic_snapshot(k);
+}
+
+/* --stats: the lines for the rings (one per device, then one per queue
+ * pair if it offers several), the NIC (--iface, then one per NIC queue if
+ * there are several) and the capture (--pcap). */
+static void print_all_stats(struct stats_state *s, double t)
+{
+    struct stats_state before = *s;
+    stats_snapshot(s);
     for (int d = 0; d < ndevs; d++) {
-        struct totals cur = sum_rings(&devs[d]);
-        print_stats(&devs[d], dev_labels[d], &cur, &s->rings[d], t - s->at);
-        s->rings[d] = cur;
+        print_stats(&devs[d], dev_labels[d], &s->rings[d][0], &before.rings[d][0], t - s->at);
+        for (int k = 0; devs[d].queue_pairs > 1 && k < (int)devs[d].queue_pairs; k++)
+            print_pair_stats(dev_labels[d], k, &s->rings[d][k + 1], &before.rings[d][k + 1], t - s->at);
     }
-    if (nic) {
-        struct nic_stats ns = nic_snapshot(nic);
-        print_nic_stats(&ns, &s->nic, t - s->at);
-        s->nic = ns;
+    for (int k = -1; k < nnics; k++) {
+        char label[32] = "";
+        if (k >= 0)
+            snprintf(label, sizeof label, "queue %u: ", nic_queue(nics[k]));
+        if (k < 0 || nnics > 1)
+            print_nic_stats(label, &s->nic[k + 1], &before.nic[k + 1], t - s->at);
     }
     if (pcap_enabled())
         print_pcap_stats();
@@ -628,14 +700,18 @@ int main(int argc, char **argv)
      *
      * The NIC first: it is what most often fails (privileges, interface),
      * and then nothing else has been set up yet. */
-    struct nic_port *nic = NULL;
     if (cfg.nic.ifname) {
-        if (nic_open(&nic, &cfg.nic) < 0) {
+        if (nic_open(nics, &cfg.nic) < 0) {
             pcap_close();
             close(sfd);
             return 1;
         }
-        vx_log("port: AF_XDP on %s queue %u, %s", cfg.nic.ifname, cfg.nic.queue, nic_mode_name(nic));
+        nnics = (int)cfg.nic.nqueues;
+        if (nnics == 1)
+            vx_log("port: AF_XDP on %s queue %u, %s", cfg.nic.ifname, cfg.nic.queue, nic_mode_name(nics[0]));
+        else
+            vx_log("port: AF_XDP on %s queues %u-%u (queue pair k <-> queue %u+k), %s", cfg.nic.ifname,
+                   cfg.nic.queue, cfg.nic.queue + nnics - 1, cfg.nic.queue, nic_mode_name(nics[0]));
     }
     /* The sockets: listening now (server mode), or connecting from the
      * loop (client mode).  No message is read before the PMD threads run. */
@@ -646,7 +722,7 @@ int main(int argc, char **argv)
         if (vu_init(&devs[d], &vu) < 0) {
             while (d-- > 0)
                 vu_cleanup(&devs[d]);
-            nic_close(nic);
+            close_nics();
             pcap_close();
             close(sfd);
             return 1;
@@ -656,12 +732,13 @@ int main(int argc, char **argv)
      * to them the moment it is complete (vhost_user.c, vu_rings_resume), and
      * they are already spinning, waiting for its `ready` flag.  The PMDs make
      * their capture rings; the pcap writer starts once they all exist. */
-    if (pmd_start(devs, ndevs, nic, cfg.cpus, cfg.ncpus, (uint32_t)cfg.pmd_sleep_us) < 0 || pcap_start() < 0) {
+    if (pmd_start(devs, ndevs, nics, nnics, cfg.cpus, cfg.ncpus, (uint32_t)cfg.pmd_sleep_us) < 0 ||
+        pcap_start() < 0) {
         pmd_stop();
         for (int d = 0; d < ndevs; d++)
             vu_cleanup(&devs[d]);
         pcap_close();
-        nic_close(nic);
+        close_nics();
         close(sfd);
         return 1;
     }
@@ -688,8 +765,7 @@ int main(int argc, char **argv)
     /* The counters live as long as the process (a reconnect keeps them), so
      * the first --stats line gives the rates from this moment on. */
     struct stats_state stats = { .every = cfg.stats_every, .at = now_seconds() };
-    for (int d = 0; d < ndevs; d++)
-        stats.rings[d] = sum_rings(&devs[d]);
+    stats_snapshot(&stats);
     double t_retry = 0, t_view = stats.at;     /* t_retry 0: the first connect attempt is at once */
     for (;;) {
         int dev_fd[2];
@@ -743,7 +819,7 @@ int main(int argc, char **argv)
             t_retry = t + 1;
         }
         if (stats.every > 0 && t >= stats.at + stats.every)
-            print_all_stats(&stats, nic, t);
+            print_all_stats(&stats, t);
         if (cfg.view_every > 0 && t >= t_view + cfg.view_every) {
             for (int d = 0; d < ndevs; d++)
                 print_ring_view(&devs[d], dev_labels[d]);
@@ -759,21 +835,33 @@ int main(int argc, char **argv)
         vu_cleanup(&devs[d]);   /* rings taken away, guest memory unmapped, socket file removed */
     pmd_stop();
     pcap_close();       /* after the PMDs: nothing more can be captured */
-    if (nic) {
-        struct nic_stats ns = nic_snapshot(nic);
-        vx_log("exit: nic rx %llu packets, nic tx %llu packets, fill ring empty %llu, tx ring full %llu, "
-               "invalid descriptors %llu", (unsigned long long)ns.rx_packets, (unsigned long long)ns.tx_packets,
-               (unsigned long long)ns.rx_fill_empty, (unsigned long long)ns.tx_ring_full,
-               (unsigned long long)ns.invalid_descs);
-        nic_close(nic);  /* XDP program detached: the interface is as we found it */
-    }
     /* The totals for the whole run: what the tests and labs read after
-     * stopping vhost-xdp, and a student's first check that packets moved. */
+     * stopping vhost-xdp, and a student's first check that packets moved.
+     * The NIC's first (all queues, then each if there are several). */
+    for (int k = -1; nnics && k < nnics; k++) {
+        struct nic_stats ns = nic_snapshot(k);
+        if (k < 0)
+            vx_log("exit: nic rx %llu packets, nic tx %llu packets, fill ring empty %llu, tx ring full %llu, "
+                   "invalid descriptors %llu", (unsigned long long)ns.rx_packets, (unsigned long long)ns.tx_packets,
+                   (unsigned long long)ns.rx_fill_empty, (unsigned long long)ns.tx_ring_full,
+                   (unsigned long long)ns.invalid_descs);
+        else if (nnics > 1)
+            vx_log("exit: nic queue %u: rx %llu packets, tx %llu packets", nic_queue(nics[k]),
+                   (unsigned long long)ns.rx_packets, (unsigned long long)ns.tx_packets);
+    }
+    close_nics();       /* XDP program detached: the interface is as we found it */
     for (int d = 0; d < ndevs; d++) {
-        struct totals fin = sum_rings(&devs[d]);
-        vx_log("exit: %sfrom guest %llu packets, to guest %llu packets, %llu drops, %llu broken rings",
-               dev_labels[d], (unsigned long long)fin.tx_packets, (unsigned long long)fin.rx_packets,
-               (unsigned long long)fin.drops, (unsigned long long)fin.broken);
+        for (int k = -1; k < (devs[d].queue_pairs > 1 ? (int)devs[d].queue_pairs : 0); k++) {
+            struct totals fin = sum_rings(&devs[d], k);
+            if (k < 0)
+                vx_log("exit: %sfrom guest %llu packets, to guest %llu packets, %llu drops, %llu broken rings",
+                       dev_labels[d], (unsigned long long)fin.tx_packets, (unsigned long long)fin.rx_packets,
+                       (unsigned long long)fin.drops, (unsigned long long)fin.broken);
+            else
+                vx_log("exit: %squeue pair %d: from guest %llu packets, to guest %llu packets, %llu drops",
+                       dev_labels[d], k, (unsigned long long)fin.tx_packets, (unsigned long long)fin.rx_packets,
+                       (unsigned long long)fin.drops);
+        }
     }
     close(sfd);
     return 0;

@@ -1,7 +1,7 @@
 /*
- * nic_afxdp.c - the NIC side of the data path: an AF_XDP socket on one queue
- * of a network interface, set up with nothing but syscalls (no libbpf, no
- * libxdp, no compiler for the BPF program).
+ * nic_afxdp.c - the NIC side of the data path: an AF_XDP socket on each of
+ * one or more queues of a network interface, set up with nothing but
+ * syscalls (no libbpf, no libxdp, no compiler for the BPF program).
  *
  * Where it sits: pmd_loop.c moves packets between a guest's virtqueues
  * (virtqueue.c) and this port.  A packet from the wire is written by the
@@ -28,6 +28,12 @@
  * kernel by mmap.  One side only ever writes the producer, the other only
  * the consumer, so no lock is needed: only the ordering described at "Ring
  * arithmetic" below.
+ *
+ * Multiqueue (--queue Q-R): one program and one XSKMAP for the interface,
+ * and one socket with its own UMEM and four rings per queue, so that each
+ * queue pair's poll thread owns its port alone (SPSC rings, no lock).  The
+ * program sends each packet to the socket of the queue it arrived on; the
+ * NIC's RSS (or, on a veth, the peer's choice of TX queue) spreads flows.
  *
  * Read in this order: the port (the data structures), the XDP program, the
  * set-up steps one function each, nic_open() which runs them in the order the
@@ -93,6 +99,8 @@ struct nic_port {
     uint32_t  xdp_flags;        /* XDP_FLAGS_DRV_MODE (native) or XDP_FLAGS_SKB_MODE (generic) */
     bool      zerocopy;         /* as the kernel reports it after bind (XDP_OPTIONS) */
     char      mode_name[48];
+    /* The interface's program and map: held by the first queue's port
+     * only (-1 in the others, which borrow map_fd to join it). */
     int       map_fd;           /* the XSKMAP: rx queue index -> AF_XDP socket */
     int       prog_fd;          /* the XDP program */
     int       link_fd;          /* the BPF link that holds the program on the interface */
@@ -392,9 +400,10 @@ static int check_interface(struct nic_port *p, const struct nic_options *opt, st
         return -1;
     }
     int nqueues = count_rx_queues(p->ifname);
-    if (nqueues > 0 && opt->queue >= (uint32_t)nqueues) {
+    uint32_t last = opt->queue + (opt->nqueues ? opt->nqueues : 1) - 1;
+    if (nqueues > 0 && last >= (uint32_t)nqueues) {
         vx_log("%s: queue %u out of range: the interface has %d RX queue%s (0..%d; see `ethtool -l %s`)",
-               p->ifname, opt->queue, nqueues, nqueues == 1 ? "" : "s", nqueues - 1, p->ifname);
+               p->ifname, last, nqueues, nqueues == 1 ? "" : "s", nqueues - 1, p->ifname);
         return -1;
     }
     p->queue = opt->queue;
@@ -420,17 +429,17 @@ static void raise_memlock_limit(void)
     }
 }
 
-/* The map is indexed by queue id, so it must reach ours: queue + 1
+/* The map is indexed by queue id, so it must reach our last queue: last + 1
  * entries.  The others stay empty, and the program's fallback (XDP_PASS)
  * serves the packets of those queues. */
-static int create_xskmap(struct nic_port *p)
+static int create_xskmap(struct nic_port *p, uint32_t last)
 {
     union bpf_attr a;
     memset(&a, 0, sizeof a);
     a.map_type = BPF_MAP_TYPE_XSKMAP;
     a.key_size = sizeof(uint32_t);      /* queue id */
     a.value_size = sizeof(uint32_t);    /* socket fd (the map keeps the socket, not the fd) */
-    a.max_entries = p->queue + 1;
+    a.max_entries = last + 1;
     snprintf(a.map_name, sizeof a.map_name, "%s", NIC_MAP_NAME);
     p->map_fd = sys_bpf(BPF_MAP_CREATE, &a);
     if (p->map_fd < 0) {
@@ -886,13 +895,13 @@ static int bind_socket(struct nic_port *p, bool zerocopy)
 }
 
 /* Only now, with the socket bound, may the program find it: XSKMAP[queue] = socket. */
-static int join_xskmap(struct nic_port *p)
+static int join_xskmap(struct nic_port *p, int map_fd)
 {
     uint32_t key = p->queue;
     uint32_t value = (uint32_t)p->xsk_fd;
     union bpf_attr a;
     memset(&a, 0, sizeof a);
-    a.map_fd = (uint32_t)p->map_fd;
+    a.map_fd = (uint32_t)map_fd;
     a.key = ptr_to_u64(&key);
     a.value = ptr_to_u64(&value);
     a.flags = BPF_ANY;          /* insert, or replace what an earlier socket left */
@@ -934,69 +943,112 @@ static int check_options(struct nic_port *p, const struct nic_options *opt)
     return 0;
 }
 
-/* The set-up, one step per line, in the order the kernel needs them.  Any
- * failure has been logged in one line by its step; nic_close() then undoes
- * whatever was done (every field starts at "nothing": -1 or NULL). */
-int nic_open(struct nic_port **out, const struct nic_options *opt)
+/* A port with nothing set up yet (every field "nothing": -1 or NULL), so
+ * that nic_close() can undo any prefix of the set-up. */
+static struct nic_port *port_new(const struct nic_options *opt)
 {
-    struct link_info li;
     struct nic_port *p = calloc(1, sizeof *p);
-    *out = NULL;
     if (!p) {
         vx_log("AF_XDP port: out of memory");
-        return -1;
+        return NULL;
     }
     p->map_fd = p->prog_fd = p->link_fd = p->xsk_fd = -1;
-
-    if (check_options(p, opt) < 0)
-        goto fail;
+    if (check_options(p, opt) < 0) {
+        free(p);
+        return NULL;
+    }
     /* Room for every frame, though only the TX half ever lives here. */
     p->tx_free = calloc(p->frame_count, sizeof *p->tx_free);
     if (!p->tx_free) {
         vx_log("AF_XDP port: out of memory");
-        goto fail;
+        free(p);
+        return NULL;
     }
+    return p;
+}
+
+/* Steps 4 to 6 for one queue: its socket, UMEM and rings, joined to the
+ * interface's XSKMAP (map_fd, held by the first queue's port). */
+static int open_queue(struct nic_port *p, const struct nic_options *opt, int map_fd)
+{
+    /* 4. the AF_XDP socket and its UMEM */
+    if (create_socket_and_umem(p) < 0)
+        return -1;
+    /* 5. the four rings */
+    if (create_rings(p) < 0)
+        return -1;
+    /* 6. RX frames into the fill ring, bind to the queue, join the XSKMAP */
+    fill_ring_prime(p);
+    if (bind_socket(p, opt->zerocopy) < 0 || join_xskmap(p, map_fd) < 0)
+        return -1;
+    snprintf(p->mode_name, sizeof p->mode_name, "%s, %s",
+             p->xdp_flags == XDP_FLAGS_DRV_MODE ? "native (drv)" : "generic (skb)",
+             p->zerocopy ? "zerocopy" : "copy");
+    vx_log("%s queue %u: AF_XDP port ready: XDP %s; UMEM %u frames x %u B (%u RX, %u TX)", p->ifname,
+           p->queue, p->mode_name, p->frame_count, p->frame_size, p->frame_count / 2, p->tx_frames);
+    return 0;
+}
+
+/* The set-up, one step per line, in the order the kernel needs them: the
+ * interface's program and map once (in ports[0]), then a socket per queue.
+ * Any failure has been logged in one line by its step; everything made so
+ * far is closed again and ports[] is all NULL. */
+int nic_open(struct nic_port **ports, const struct nic_options *opt)
+{
+    struct link_info li;
+    uint32_t n = opt->nqueues ? opt->nqueues : 1;
+    memset(ports, 0, n * sizeof *ports);
+    struct nic_port *p = port_new(opt);
+    if (!p)
+        return -1;
+    ports[0] = p;
     raise_memlock_limit();
 
-    /* 1. the interface exists, is up, has that queue; what XDP it has now */
+    /* 1. the interface exists, is up, has those queues; what XDP it has now */
     if (check_interface(p, opt, &li) < 0)
         goto fail;
     /* 2. the XSKMAP, then the program that uses it */
-    if (create_xskmap(p) < 0 || load_program(p) < 0)
+    if (create_xskmap(p, opt->queue + n - 1) < 0 || load_program(p) < 0)
         goto fail;
     /* 3. clear the interface of stale programs, attach ours (native, else generic) */
     if (replace_stale_programs(p, &li) < 0 || attach_in_mode(p, opt) < 0)
         goto fail;
-    /* 4. the AF_XDP socket and its UMEM */
-    if (create_socket_and_umem(p) < 0)
-        goto fail;
-    /* 5. the four rings */
-    if (create_rings(p) < 0)
-        goto fail;
-    /* 6. RX frames into the fill ring, bind to the queue, join the XSKMAP */
-    fill_ring_prime(p);
-    if (bind_socket(p, opt->zerocopy) < 0 || join_xskmap(p) < 0)
-        goto fail;
-
-    snprintf(p->mode_name, sizeof p->mode_name, "%s, %s",
-             p->xdp_flags == XDP_FLAGS_DRV_MODE ? "native (drv)" : "generic (skb)",
-             p->zerocopy ? "zerocopy" : "copy");
-    vx_log("%s queue %u: AF_XDP port ready: XDP %s, %s; UMEM %u frames x %u B (%u RX, %u TX)", p->ifname,
-           p->queue, p->mode_name, p->netlink_attached ? "netlink attach" : "BPF link", p->frame_count,
-           p->frame_size, p->frame_count / 2, p->tx_frames);
-    *out = p;
+    vx_log("%s: XDP program attached (%s)", p->ifname, p->netlink_attached ? "through netlink" : "BPF link");
+    /* 4-6, once per queue.  The other queues' ports copy the interface's
+     * name, index and XDP mode from the first. */
+    for (uint32_t k = 0; k < n; k++) {
+        if (k > 0) {
+            if (!(p = ports[k] = port_new(opt)))
+                goto fail;
+            memcpy(p->ifname, ports[0]->ifname, sizeof p->ifname);
+            p->ifindex = ports[0]->ifindex;
+            p->xdp_flags = ports[0]->xdp_flags;
+            p->netlink_attached = false;    /* the first port detaches */
+            p->queue = opt->queue + k;
+        }
+        if (open_queue(p, opt, ports[0]->map_fd) < 0)
+            goto fail;
+    }
     return 0;
 
 fail:
-    nic_close(p);
+    for (uint32_t k = 0; k < n; k++) {
+        nic_close(ports[k]);
+        ports[k] = NULL;
+    }
     return -1;
 }
 
-/* struct nic_port is this file's own: main.c reads the counters and the
- * mode's name through these two. */
+/* struct nic_port is this file's own: main.c reads the counters, the
+ * mode's name and the queue id through these three. */
 const struct nic_stats *nic_stats(const struct nic_port *p)
 {
     return &p->stats;
+}
+
+uint32_t nic_queue(const struct nic_port *p)
+{
+    return p->queue;
 }
 
 const char *nic_mode_name(const struct nic_port *p)
@@ -1245,7 +1297,8 @@ void nic_close(struct nic_port *p)
     if (!p)
         return;
     /* Detach first: from here on the interface passes packets to the stack
-     * as before instead of redirecting them to a socket about to close. */
+     * as before instead of redirecting them to a socket about to close.
+     * (Only the first queue's port holds the program: close it first.) */
     if (p->link_fd >= 0)
         close(p->link_fd);
     if (p->netlink_attached) {

@@ -13,7 +13,8 @@
  * Ports: the guest side is always virtqueue.c.  The other side is either
  *   - the AF_XDP port (--iface, nic_afxdp.c): guest TX -> UMEM frame -> NIC,
  *     NIC -> UMEM frame -> guest RX, one copy each way, done by virtqueue.c
- *     straight between guest memory and the UMEM frame; or
+ *     straight between guest memory and the UMEM frame; queue pair k has
+ *     NIC queue Q+k (--queue Q-R) and its own socket; or
  *   - the loopback port (--loopback): each queue pair's TX comes straight
  *     back on its own RX, which is how tests and benchmarks exercise
  *     vhost-user without a NIC, and a lab mode; or
@@ -62,7 +63,8 @@ static struct pmd_thread pmd_threads[PMD_MAX_THREADS];
 static int pmd_nthreads;
 static struct vx_dev *pmd_devs;     /* one device, or two (VM-to-VM) */
 static int pmd_ndevs;
-static struct nic_port *pmd_nic;    /* NULL: loopback port, or the other device */
+static struct nic_port **pmd_nics; /* AF_XDP: NIC queue first+k serves queue pair k ... */
+static int pmd_nnics;               /* ... for k < pmd_nnics; 0: loopback, or the other device */
 static uint32_t pmd_sleep_max_ns;   /* --pmd-sleep, 0: poll without sleeping */
 static _Atomic bool pmd_exit;
 
@@ -322,11 +324,11 @@ static void *pmd_main(void *arg)
             struct vx_vring *rx = &dev->vrings[2 * k], *tx = &dev->vrings[2 * k + 1];
             if (pmd_ndevs == 2)
                 moved += pmd_vm2vm_pair(t, dev, &pmd_devs[1], k);
-            else if (!pmd_nic)
+            else if (!pmd_nnics)
                 moved += pmd_loopback_pair(t, dev, rx, tx);
-            else if (k == 0)        /* one NIC queue, for queue pair 0: only thread 0
-                                       touches the port, whose rings have one consumer */
-                moved += pmd_afxdp_pair(t, dev, rx, tx, pmd_nic);
+            else if (k < pmd_nnics) /* pair k's NIC queue: only this thread touches
+                                       that port, whose rings have one consumer */
+                moved += pmd_afxdp_pair(t, dev, rx, tx, pmd_nics[k]);
         }
         pmd_idle_backoff(t, moved);
         /* seq_cst, not release: this store must not pass the `ready` loads
@@ -340,12 +342,13 @@ static void *pmd_main(void *arg)
 
 /* === Start, quiesce, stop ================================================ */
 
-int pmd_start(struct vx_dev *devs, int ndevs, struct nic_port *nic, const int *cpus, int ncpus,
+int pmd_start(struct vx_dev *devs, int ndevs, struct nic_port **nics, int nnics, const int *cpus, int ncpus,
               uint32_t sleep_max_us)
 {
     pmd_devs = devs;
     pmd_ndevs = ndevs;
-    pmd_nic = nic;
+    pmd_nics = nics;
+    pmd_nnics = nnics;
     pmd_sleep_max_ns = sleep_max_us * 1000;
     pmd_nthreads = ncpus > 0 ? ncpus : 1;
     if (pmd_nthreads > PMD_MAX_THREADS) {

@@ -270,7 +270,8 @@ void vq_ring_view_legend(FILE *out);
 enum nic_xdp_mode { NIC_XDP_AUTO, NIC_XDP_NATIVE, NIC_XDP_SKB };
 struct nic_options {
     const char *ifname;
-    uint32_t queue;                 /* NIC RX/TX queue id */
+    uint32_t queue;                 /* first NIC queue id (--queue Q or Q-R) */
+    uint32_t nqueues;               /* NIC queues Q..Q+nqueues-1, one socket each (0 = 1) */
     enum nic_xdp_mode mode;         /* auto = native, else generic (skb) */
     bool zerocopy;
     uint32_t frame_size;            /* UMEM frame size, default 4096 */
@@ -281,14 +282,15 @@ struct nic_stats {                  /* relaxed stores by the PMD, read by main.c
     uint64_t rx_fill_empty, tx_ring_full, invalid_descs;
 };
 struct nic_port;
-int  nic_open(struct nic_port **out, const struct nic_options *opt);
+int  nic_open(struct nic_port **ports, const struct nic_options *opt);     /* ports[nqueues] */
 const struct nic_stats *nic_stats(const struct nic_port *p);
 const char *nic_mode_name(const struct nic_port *p);
+uint32_t nic_queue(const struct nic_port *p);
 int  nic_rx_burst(struct nic_port *p, struct vx_pkt *pkts, int n);          /* pkts point into UMEM */
 void nic_rx_release(struct nic_port *p, const struct vx_pkt *pkts, int n);  /* frames back to the fill ring */
 int  nic_tx_alloc(struct nic_port *p, struct vx_pkt *pkts, int n);          /* free frames to fill */
 void nic_tx_submit(struct nic_port *p, struct vx_pkt *pkts, int nfilled, int nalloc);
-void nic_close(struct nic_port *p);
+void nic_close(struct nic_port *p);         /* ports[0] first: it holds the XDP program */
 
 /* pcap.c: --pcap FILE, every forwarded packet in a pcap file (LINKTYPE_LINUX_SLL).
  * main.c opens it before anything starts and closes it after the PMDs stop;
@@ -311,7 +313,8 @@ void pcap_close(void);                                  /* drain, flush, close, 
 /* devs[0..ndevs-1]: one device, or two that are each other's port (VM-to-VM).
  * nic NULL with one device: loopback.  sleep_max_us (--pmd-sleep): idle
  * back-off, 0 = always poll. */
-int  pmd_start(struct vx_dev *devs, int ndevs, struct nic_port *nic, const int *cpus, int ncpus, uint32_t sleep_max_us);
+int  pmd_start(struct vx_dev *devs, int ndevs, struct nic_port **nics, int nnics, const int *cpus, int ncpus,
+               uint32_t sleep_max_us);
 void pmd_quiesce(void);     /* return once no PMD is inside a ring it read as ready */
 void pmd_stop(void);
 
