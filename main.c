@@ -537,7 +537,7 @@ static void print_all_stats(struct stats_state *s, double t)
         for (int k = 0; devs[d].queue_pairs > 1 && k < (int)devs[d].queue_pairs; k++)
             print_pair_stats(dev_labels[d], k, &s->rings[d][k + 1], &before.rings[d][k + 1], t - s->at);
     }
-    for (int k = -1; k < nnics; k++) {
+    for (int k = -1; nnics && k < nnics; k++) {
         char label[32] = "";
         if (k >= 0)
             snprintf(label, sizeof label, "queue %u: ", nic_queue(nics[k]));

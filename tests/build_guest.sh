@@ -21,12 +21,23 @@
 #                     "VXBLAST done size=A usec=T sent=N pps=P tx_packets=X tx_dropped=Y": pktgen's
 #                     own time, count and rate, then eth0's counters since boot.
 #                     Then "VXBLAST finished"; used by labs/lab5-speed.sh.
+#   vxtest=mqping     for a multiqueue device (mq=on, -smp 2): eth0 up, then forever: from each CPU
+#                     in turn, one ping to the peer pinned there with taskset (Linux's virtio_net
+#                     maps CPU i to TX queue i through XPS, so each CPU's pings leave on its own
+#                     queue), "VXMQPING cpu0 ok=N fail=M cpu1 ok=N fail=M" (replies so far), and
+#                     "VXQSTAT rx_queue_0_packets=N ... tx_queue_1_packets=N", the per-queue counters
+#                     virtio_net shows only through ethtool -S (printed by /bin/ethstats, below).
+#                     Once at the start: "VXQUEUES tx=N rx=M" (eth0's queues in sysfs) and "VXXPS
+#                     tx-0=MASK ..." (which CPUs use each TX queue).
 #   (no vxtest)       a shell on the console.
 # Every mode first prints "VXFEATURES <bits>" (the virtio feature bits the driver negotiated,
 # /sys/.../features: character i is bit i) and "VXREADY" once eth0 is up. Optional: vxip=A.B.C.D/N,
 # vxpeer=A.B.C.D override the addresses. The guest never powers off: it runs until QEMU is killed.
 #
-# Needs: busybox-static (/bin/busybox), and either apt (Debian 12, after `apt-get update`) or
+# /bin/ethstats is tests/guest_ethstats.c (ethtool -S through ioctl SIOCETHTOOL: busybox has no
+# ethtool), compiled here with `${CC:-gcc} -static -Os`: the initramfs has no C library.
+#
+# Needs: busybox-static (/bin/busybox), a C compiler with a static libc (libc6-dev), and either apt (Debian 12, after `apt-get update`) or
 # GUEST_KERNEL_DEB=path/to/linux-image-6.1*-amd64.deb. Skips the build when OUTDIR is up to date.
 set -eu
 
@@ -45,7 +56,7 @@ out=$(cd "$out" && pwd)
 # Tests may run in parallel: one build at a time per OUTDIR.
 if command -v flock >/dev/null 2>&1; then exec 9>"$out/.lock"; flock 9; fi
 
-stamp=$(cat "$0" "$busybox" 2>/dev/null | cksum | cut -d' ' -f1)
+stamp=$(cat "$0" "$here/guest_ethstats.c" "$busybox" 2>/dev/null | cksum | cut -d' ' -f1)
 if [ -f "$out/vmlinuz" ] && [ -f "$out/initramfs.cpio.gz" ] && [ "$(cat "$out/.stamp" 2>/dev/null)" = "$stamp" ]; then
     echo "build_guest.sh: $out is up to date" >&2
     exit 0
@@ -106,6 +117,9 @@ for app in $("$busybox" --list); do
     [ -e "$root/bin/$app" ] || ln -s busybox "$root/bin/$app"
 done
 for m in $modules $tool_modules; do cp "$out/kernel/$m.ko" "$root/lib/modules/"; done
+# ethtool -S for the guest: static, since the initramfs has busybox and nothing else.
+${CC:-gcc} -static -Os -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -o "$root/bin/ethstats" "$here/guest_ethstats.c" 2>"$tmp/cc.log" ||
+    die "cannot build a static tests/guest_ethstats.c with ${CC:-gcc} -static (install gcc and libc6-dev, glibc's libc.a): $(head -n 3 "$tmp/cc.log")"
 
 cat > "$root/init" <<'EOF'
 #!/bin/sh
@@ -174,6 +188,28 @@ mode_ping() {
     done
 }
 
+# Multiqueue ping: one ping at a time from each CPU (taskset pins it there).  The per-queue counters
+# come from ethtool's statistics (/bin/ethstats); only the *_queue_N_packets ones are printed.
+mode_mqping() {
+    net_up || return
+    ncpu=$(nproc)
+    echo "VXQUEUES tx=$(ls -d /sys/class/net/eth0/queues/tx-* | wc -l) rx=$(ls -d /sys/class/net/eth0/queues/rx-* | wc -l)"
+    xps=
+    for q in /sys/class/net/eth0/queues/tx-*; do xps="$xps ${q##*/}=$(cat "$q/xps_cpus" 2>/dev/null)"; done
+    echo "VXXPS$xps"
+    while :; do
+        line=VXMQPING
+        for cpu in $(seq 0 $((ncpu - 1))); do
+            # one word per ping in /tmp/ping.CPU: the replies so far are its "ok" lines
+            if taskset -c "$cpu" ping -q -c 1 -W 1 "$peer" >/dev/null 2>&1; then echo ok; else echo fail; fi >> /tmp/ping.$cpu
+            line="$line cpu$cpu ok=$(grep -c ok /tmp/ping.$cpu) fail=$(grep -c fail /tmp/ping.$cpu)"
+        done
+        echo "$line"
+        echo "VXQSTAT $(ethstats eth0 | sed -n 's/^ *\([rt]x_queue_[0-9]*_packets\): \([0-9]*\)$/\1=\2/p' | tr '\n' ' ')"
+        sleep 0.5
+    done
+}
+
 # Blast: the guest kernel's pktgen (Documentation/networking/pktgen.rst) builds UDP frames and hands
 # them straight to virtio_net's transmit function, with no socket and no system call per packet: the
 # most a guest can push.  One kernel thread (kpktgend_0) drives eth0; it is driven by writing
@@ -214,6 +250,7 @@ mode_blast() {
 case $mode in
 loopback) mode_loopback ;;
 ping)     mode_ping ;;
+mqping)   mode_mqping ;;
 blast)    mode_blast ;;
 '')       net_up; setsid cttyhack sh ;;
 *)        echo "VXERROR unknown vxtest=$mode" ;;

@@ -123,17 +123,19 @@ kvm_runs_a_kernel() {
 # sets QEMU_PID.  CHARDEV_OPTIONS default to reconnect=1 (QEMU connects, and reconnects after the
 # backend dies); server=on,wait=off makes QEMU listen instead.  KERNEL_ARGS are added to the guest's
 # command line (e.g. "vxip=10.0.0.3/24 vxpeer=10.0.0.2"); MAC defaults to 52:54:00:12:34:56 (a
-# second guest on the same link needs another).
+# second guest on the same link needs another).  Two variables, set for one call, make a multiqueue
+# guest: GUEST_SMP=N gives it N CPUs (default 1), GUEST_NETDEV_OPTS is added to -netdev, e.g.
+#   GUEST_SMP=2 GUEST_NETDEV_OPTS=,queues=2 start_guest "$dir" a "$sock" mqping ,mq=on
 start_guest() {
     local dir=$1 name=$2 sock=$3 mode=$4 devopts=${5:-} chardev=${6:-reconnect=1}
     local kargs=${7:-} mac=${8:-52:54:00:12:34:56}
     guest_accel
     # shellcheck disable=SC2086  # GUEST_ACCEL_ARGS is two or four words
-    qemu-system-x86_64 $GUEST_ACCEL_ARGS -machine q35 -smp 1 -m 256M -nodefaults -no-user-config \
+    qemu-system-x86_64 $GUEST_ACCEL_ARGS -machine q35 -smp "${GUEST_SMP:-1}" -m 256M -nodefaults -no-user-config \
         -display none -no-reboot -serial "file:$dir/$name.serial" \
         -object memory-backend-memfd,id=mem,size=256M,share=on -numa node,memdev=mem \
         -chardev "socket,id=chr0,path=$sock,$chardev" \
-        -netdev vhost-user,id=net0,chardev=chr0 \
+        -netdev "vhost-user,id=net0,chardev=chr0${GUEST_NETDEV_OPTS:-}" \
         -device "virtio-net-pci,netdev=net0,mac=$mac,romfile=$GUEST_VECTORS$devopts" \
         -kernel "$GUEST/vmlinuz" -initrd "$GUEST/initramfs.cpio.gz" \
         -append "console=ttyS0 quiet panic=-1 vxtest=$mode${kargs:+ $kargs}" \

@@ -11,6 +11,9 @@
 # later), no RX/TX errors, RX-bytes = RX-packets x packet size, and vhost-xdp survives the disconnect (the
 # next run shows it also accepts a new frontend).  With vhost-xdp as the backend (run with --trace), also:
 # the features testpmd sets (SET_FEATURES) include IN_ORDER exactly when the run asks for in_order=1.
+# Then two queue pairs (testpmd queues=2 --rxq=2 --txq=2, split and packed) against a vhost-xdp --queues 2 of
+# their own: both queues carry packets both ways, and testpmd's per-queue counters (show port xstats) equal
+# vhost-xdp's per-queue-pair exit lines exactly (see run_mq).
 #
 # Environment:
 #   VX_BACKEND_CMD   backend command line instead of vhost-xdp; {sock} = socket path, {id} = this test's pid.
@@ -56,6 +59,7 @@ cleanup() {
     exec 9>&- 8>&-
     stop_pid "$FE_PID"
     stop_pid "$BE_PID"
+    stop_pid "${MQ_PID:-}"
     rm -rf "$TMP" "$RUNDIR/vx-fe-$$" "$RUNDIR/vx-be-$$"
 }
 trap cleanup EXIT
@@ -180,6 +184,92 @@ go_on && run_one 1 0 0 64 64            # packed rings from here on
 go_on && run_one 1 0 1 1024 1024 96     # not a power of two (DPDK wants size/4 a multiple of 4)
 go_on && run_one 1 1 0 64,1400 1464     # chained TX descriptors in consecutive slots
 go_on && run_one 1 1 1 64 64
+
+# ---- two queue pairs (VIRTIO_NET_F_MQ, virtio 1.2 §5.1.6.5.5): run_mq PACKED_VQ PMD_CORES
+# A vhost-xdp of its own (--queues 2 --pmd-cores PMD_CORES), so that its exit lines count this run alone:
+# split rings with two poll threads (--pmd-cores 0,1: one per pair; the second shares CPU 1 with testpmd,
+# so pair 1 moves far fewer packets), packed rings with one thread on CPU 0 polling both pairs.
+# testpmd has two RX and two TX queues and forwards RX queue k to TX queue k (io mode, one stream per
+# queue); vhost-xdp's loopback returns what it takes from TX ring 2k+1 on RX ring 2k, so each queue's
+# packets stay on their own queue pair.  After "stop" testpmd switches to rxonly and runs a second more:
+# that drains what the loopback left in the RX rings, so the counts must agree exactly, per queue pair k:
+#   vhost-xdp "from guest" = testpmd tx_qK_good_packets (every packet testpmd put on TX queue K was taken);
+#   vhost-xdp "to guest" + its drops = its "from guest" (loopback: each packet is given back, or dropped
+#       and counted when RX ring k has no buffer: none in the runs here);
+#   vhost-xdp "to guest" = testpmd rx_qK_good_packets (everything given back was received).
+# (testpmd's io forwarding also drops packets itself when a TX ring is full: its "TX-dropped", never
+# handed to the ring and in neither count.)
+run_mq() {
+    local packed=$1 cpus=$2 rc vrc name="queues=2 packed_vq=$1 --pmd-cores $2" fails_before=$FAILS
+    local log=$TMP/testpmd-mq-p$packed.log vlog=$TMP/vhost-xdp-mq-p$packed.log sock=$TMP/mq.sock
+    "$VX" --socket "$sock" --loopback --queues 2 --pmd-cores "$cpus" </dev/null >"$vlog" 2>&1 &
+    MQ_PID=$!
+    if ! wait_for "vhost-xdp --queues 2 to listen" 10 listening "$sock"; then
+        not_ok "$name: vhost-xdp --queues 2 --pmd-cores $cpus listens"; FAILS=$((FAILS + 1))
+        diag "$vlog" 20; stop_pid "$MQ_PID"; MQ_PID=''
+        return
+    fi
+    rm -f "$TMP/fe.in"
+    mkfifo "$TMP/fe.in"
+    exec 9<>"$TMP/fe.in"
+    dpdk-testpmd --lcores "0@$FE_CPU,1@$FE_CPU" --no-huge -m 256 --no-pci --file-prefix="vx-fe-$$" \
+        --vdev "net_virtio_user0,path=$sock,queues=2,packed_vq=$packed" \
+        -- -i --nb-cores=1 --rxq=2 --txq=2 --total-num-mbufs=16384 --forward-mode=io <&9 >"$log" 2>&1 &
+    FE_PID=$!
+    printf '%s\n' "set txpkts 64" "start tx_first 32" >&9
+    sleep 3
+    printf '%s\n' stop "set fwd rxonly" start >&9
+    sleep 1
+    printf '%s\n' stop "show port xstats 0" quit >&9
+    if wait_for "testpmd ($name) to quit" 8 gone "$FE_PID"; then
+        wait "$FE_PID"; rc=$?
+    else
+        stop_pid "$FE_PID"; rc=timeout
+    fi
+    FE_PID=''
+    exec 9>&-
+    rm -rf "$RUNDIR/vx-fe-$$"
+    t "$name: testpmd with 2 RX and 2 TX queues ran and quit cleanly (exit status $rc)" [ "$rc" = 0 ]
+    kill -TERM "$MQ_PID" 2>/dev/null
+    if wait_for "vhost-xdp --queues 2 to exit" 5 gone "$MQ_PID"; then wait "$MQ_PID"; vrc=$?; else vrc=timeout; fi
+    stop_pid "$MQ_PID"; MQ_PID=''
+    t "$name: vhost-xdp exits 0 on SIGTERM (got $vrc)" [ "$vrc" = 0 ]
+
+    # testpmd's per-queue counters (DPDK 22.11 xstats names) and vhost-xdp's per-pair exit lines.
+    xstat() { sed -n "s/^$1: *\([0-9]*\)\$/\1/p" "$log" | tail -n 1; }
+    pair() {  # pair K FIELD: FIELD = from | to | drops of vhost-xdp's "exit: queue pair K:" line
+        sed -n "s/.*exit: queue pair $1: from guest \([0-9]*\) packets, to guest \([0-9]*\) packets, \([0-9]*\) drops.*/\1 \2 \3/p" \
+            "$vlog" | awk -v f="$2" '{ print f == "from" ? $1 : f == "to" ? $2 : $3 }'
+    }
+    local k tx rx from to drops
+    for k in 0 1; do
+        tx=$(xstat "tx_q${k}_good_packets") rx=$(xstat "rx_q${k}_good_packets")
+        from=$(pair $k from) to=$(pair $k to) drops=$(pair $k drops)
+        echo "# $name: queue $k: testpmd tx_q${k}_good_packets ${tx:-?} rx_q${k}_good_packets ${rx:-?};" \
+             "vhost-xdp pair $k: from guest ${from:-?}, to guest ${to:-?}, ${drops:-?} drops"
+        # 1024 = the 32 bursts of 32 that "start tx_first 32" injects per queue: more means they went round.
+        t "$name: queue $k carried traffic both ways: testpmd tx_q$k ${tx:-?} and rx_q$k ${rx:-?}, vhost-xdp pair $k from guest ${from:-?} and to guest ${to:-?}, all > 1024" \
+            eval 'isnum "$tx" && isnum "$rx" && isnum "$from" && isnum "$to" &&
+                  [ "$tx" -gt 1024 ] && [ "$rx" -gt 1024 ] && [ "$from" -gt 1024 ] && [ "$to" -gt 1024 ]'
+        t "$name: pair $k: vhost-xdp took from TX queue $k exactly what testpmd sent on it (${from:-?} = ${tx:-?})" \
+            eval 'isnum "$from" && [ "$from" = "$tx" ]'
+        t "$name: pair $k: vhost-xdp gave it back on RX queue $k: to guest ${to:-?} + ${drops:-?} drops = from guest ${from:-?}" \
+            eval 'isnum "$to" && isnum "$drops" && isnum "$from" && [ $((to + drops)) = "$from" ]'
+        t "$name: pair $k: testpmd received on RX queue $k exactly what vhost-xdp gave it (rx_q$k ${rx:-?} = ${to:-?})" \
+            eval 'isnum "$rx" && [ "$rx" = "$to" ]'
+    done
+    if [ "$FAILS" -ne "$fails_before" ]; then
+        diag "$log" 30
+        diag "$vlog" 15
+    fi
+}
+MQ_PID=''
+if [ -n "${VX_BACKEND_CMD:-}" ]; then
+    skip "queues=2 runs: they read vhost-xdp's per-queue-pair exit lines (VX_BACKEND_CMD is set)"
+else
+    run_mq 0 "$( [ "$(nproc)" -gt 1 ] && echo 0,1 || echo 0)"
+    run_mq 1 0
+fi
 
 # ---- clean shutdown
 if kill -0 "$BE_PID" 2>/dev/null; then
