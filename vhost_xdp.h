@@ -258,6 +258,10 @@ struct vx_pkt {
 /* virtqueue.c: the guest side of the data plane (virtio 1.2 §2.7 split, §2.8 packed). */
 int  vq_attach(struct vx_vring *vr, const struct vx_mem *mem, uint64_t features);
 int  vq_dequeue_burst(struct vx_vring *vr, struct vx_pkt *pkts, int n);
+/* The same, lending frames that lie in one guest buffer (data points into guest memory) to
+ * deliver(), called once with the burst before the chains go back to the guest. */
+typedef void vq_deliver_fn(void *ctx, struct vx_pkt *pkts, int n);
+int  vq_dequeue_burst_lend(struct vx_vring *vr, struct vx_pkt *pkts, int n, vq_deliver_fn *deliver, void *ctx);
 int  vq_enqueue_burst(struct vx_vring *vr, struct vx_pkt *pkts, int n);  /* delivered ones first */
 int  vq_avail_buffers(struct vx_vring *vr);   /* RX buffers the guest offers now */
 void vq_mark_broken(struct vx_vring *vr, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

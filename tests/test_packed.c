@@ -18,8 +18,10 @@
  * that straddle the end of the ring; indirect tables; mergeable RX buffers
  * over the wrap; packets too big; the driver event suppression modes
  * ENABLE / DISABLE / DESC (also across the wrap); VIRTIO_F_IN_ORDER (one
- * used descriptor per TX burst, RX unbatched); malformed rings, which
- * must be marked broken, never crash; the ring view.
+ * used descriptor per TX burst, RX unbatched); the lending TX dequeue
+ * (vq_dequeue_burst_lend: frames lent in place, used descriptors only after
+ * deliver); malformed rings, which must be marked broken, never crash; the
+ * ring view.
  *
  * Build: see the Makefile (tests/test_packed: tests/test_packed.c virtqueue.c).
  * Output: TAP, the plan last.  Exit status 0 iff every test passed.
@@ -197,23 +199,41 @@ static uint16_t drv_add(int n, const uint64_t *addr, const uint32_t *len, const 
     return id;
 }
 
+/* A chain of one descriptor. */
+static void add_one(uint64_t addr, uint32_t len, uint16_t flags)
+{
+    drv_add(1, &addr, &len, &flags);
+}
+
+/* TX: fill the read-only parts buf_gpa(id, 0..nseg-1) of lens[] bytes with
+ * a packet: a zero header, then the frame's bytes from `seed`. */
+static void tx_fill(uint16_t id, const uint32_t *lens, int nseg, uint32_t seed, uint64_t *addr)
+{
+    uint32_t k = 0;
+    for (int i = 0; i < nseg; i++) {
+        addr[i] = buf_gpa(id, (uint32_t)i);
+        for (uint32_t j = 0; j < lens[i]; j++, k++)
+            host[addr[i] - GPA + j] = k < HDR ? 0 : pat(seed, k - HDR);
+    }
+}
+
+/* TX: one packet in parts of lens[] bytes (header included), one chain. */
+static uint16_t tx_add_lens(const uint32_t *lens, int nseg, uint32_t seed)
+{
+    uint64_t addr[4];
+    uint16_t flags[4] = { 0 };
+    tx_fill(g.next_avail, lens, nseg, seed, addr);
+    return drv_add(nseg, addr, lens, flags);
+}
+
 /* TX: one packet of `len` bytes (header included) made of `nseg` read-only
  * parts in the id's buffer; contents from `seed`, header bytes too. */
 static uint16_t tx_add(uint32_t len, int nseg, uint32_t seed)
 {
-    uint64_t addr[4];
     uint32_t lens[4];
-    uint16_t flags[4] = { 0 };
-    uint16_t id = g.next_avail;
-    for (int i = 0; i < nseg; i++) {
-        addr[i] = buf_gpa(id, (uint32_t)i);
-        lens[i] = i < nseg - 1 ? len / (uint32_t)nseg : len - (uint32_t)(nseg - 1) * (len / (uint32_t)nseg);
-    }
-    uint32_t k = 0;
     for (int i = 0; i < nseg; i++)
-        for (uint32_t j = 0; j < lens[i]; j++, k++)
-            host[addr[i] - GPA + j] = k < HDR ? 0 : pat(seed, k - HDR);
-    return drv_add(nseg, addr, lens, flags);
+        lens[i] = i < nseg - 1 ? len / (uint32_t)nseg : len - (uint32_t)(nseg - 1) * (len / (uint32_t)nseg);
+    return tx_add_lens(lens, nseg, seed);
 }
 
 /* RX: a write-only chain of nseg parts of seglen bytes each. */
@@ -531,6 +551,349 @@ static void t_tx_indirect(void)
     end();
 }
 
+/* === TX lending: vq_dequeue_burst_lend() (guest to guest) ================ */
+
+/*
+ * The lending dequeue (pmd_loop.c's guest-to-guest path) on a packed ring:
+ * pkts[i].data points straight at the frame in guest memory when the frame
+ * lies whole in the chain's last buffer (else it is copied into the caller's
+ * buffer), deliver() is called once with the burst, and only then are the
+ * used descriptors written: in a packed ring writing the used descriptor is
+ * what gives the buffer back (§2.8.6), so none may be written before deliver()
+ * is done with the lent bytes.
+ *
+ * The test's deliver() checks each packet where it is called (the only time
+ * lent pointers are valid): the pointer, length and bytes; and whether any
+ * descriptor of the ring changed since the burst was offered.
+ */
+#define LEND_MAX (VX_BURST + 8)     /* room for a burst asked larger than VX_BURST */
+
+struct lend_want {
+    uint32_t len, seed;
+    const uint8_t *data;            /* where pkts[i].data must point */
+};
+
+static struct {
+    int calls, n;                   /* deliver() calls, and n of the last one */
+    bool ring_written;              /* a descriptor changed before deliver() ran */
+    int nwant;
+    struct lend_want want[LEND_MAX];
+} lend;
+
+static struct vring_packed_desc lend_before[1024];  /* the ring as offered */
+static uint8_t mem_before[MEM_SIZE];                /* all guest memory as offered */
+static struct vx_pkt lend_out[LEND_MAX];
+
+static void lend_deliver(void *ctx, struct vx_pkt *pkts, int n)
+{
+    CHECK(ctx == &lend, "deliver got ctx %p, want %p", ctx, (void *)&lend);
+    lend.calls++;
+    lend.n = n;
+    lend.ring_written = memcmp(lend_before, g.desc, sizeof lend_before[0] * g.num) != 0;
+    CHECK(n == lend.nwant, "deliver got %d packets, want %d", n, lend.nwant);
+    for (int i = 0; i < n && i < lend.nwant; i++) {
+        const struct lend_want *w = &lend.want[i];
+        CHECK(pkts[i].data == w->data, "deliver: packet %d at %p, want %p (%s)", i, (void *)pkts[i].data,
+              (const void *)w->data, w->data >= host && w->data < host + MEM_SIZE ? "lent, in guest memory"
+                                                                                 : "copied, the caller's buffer");
+        CHECK(pkts[i].len == w->len && same_as_pattern(pkts[i].data, w->len, w->seed, 0),
+              "deliver: packet %d len %u (want %u) or bytes differ", i, pkts[i].len, w->len);
+    }
+}
+
+static void lend_expect(uint32_t len, uint32_t seed, const uint8_t *data)
+{
+    lend.want[lend.nwant++] = (struct lend_want){ len, seed, data };
+}
+
+/* The k-th delivered packet's buffer, if it is copied. */
+static uint8_t *caller_buf(int k) { return k < NOUT ? out_buf[k] : pkt_buf[k - NOUT]; }
+
+/* Remember the ring and guest memory as offered (deliver() compares). */
+static void lend_snapshot(void)
+{
+    memcpy(lend_before, g.desc, sizeof lend_before[0] * g.num);
+    memcpy(mem_before, host, MEM_SIZE);
+}
+
+/* Guest memory outside the descriptor ring that changed since the
+ * snapshot (TX must only read buffers and tables): first offset, or -1. */
+static long lend_wrote_guest(void)
+{
+    for (size_t i = DESC_OFF + 16u * g.num; i < MEM_SIZE; i++)
+        if (host[i] != mem_before[i])
+            return (long)i;
+    return -1;
+}
+
+static int lend_deq(int n, uint32_t room)
+{
+    lend.calls = 0;
+    lend.n = -1;
+    lend.ring_written = false;
+    for (int i = 0; i < LEND_MAX; i++)
+        lend_out[i] = (struct vx_pkt){ .len = 0xdeadbeef, .room = room, .data = caller_buf(i) };
+    return vq_dequeue_burst_lend(&vr, lend_out, n, lend_deliver, &lend);
+}
+
+/* One TX chain of the layouts below: parts of lens[], direct in the ring or
+ * in an indirect table (one ring slot).  Lent iff the frame (after the
+ * HDR-byte header) starts in the last part. */
+struct lend_chain {
+    int nseg;
+    uint32_t lens[3];
+    bool indirect;
+};
+
+static const struct lend_chain lend_chains[] = {
+    { 1, { HDR + 100 }, false },        /* (a) header and frame in one descriptor: lent */
+    { 2, { HDR, 300 }, false },         /* (b) header descriptor, frame descriptor: lent */
+    { 3, { HDR, 150, 250 }, false },    /* (c) frame over two descriptors: copied */
+    { 2, { HDR, 400 }, true },          /* (d) indirect {header, frame}: lent */
+    { 2, { 4, 8 + 200 }, false },       /* (e) 4 bytes of header, then 8 + frame: lent at +8 */
+    { 3, { HDR, 100, 200 }, true },     /* (f) indirect {header, frame, frame}: copied */
+};
+
+/* Offer chain c and, if it is to be the k-th packet deliver() sees (k < 0:
+ * it is dropped), say what deliver() must see for it.  Returns its id. */
+static uint16_t lend_offer(const struct lend_chain *c, int k, uint32_t seed)
+{
+    uint16_t id = g.next_avail;
+    uint64_t addr[3];
+    uint32_t before_last = 0, total = 0;
+    for (int i = 0; i < c->nseg; i++)
+        total += c->lens[i], before_last += i < c->nseg - 1 ? c->lens[i] : 0;
+    if (c->indirect) {
+        struct vring_packed_desc *t = (struct vring_packed_desc *)(host + TABLE_OFF + id * 256u);
+        tx_fill(id, c->lens, c->nseg, seed, addr);
+        for (int i = 0; i < c->nseg; i++)
+            t[i] = (struct vring_packed_desc){ .addr = addr[i], .len = c->lens[i] };
+        uint64_t ta = GPA + TABLE_OFF + id * 256u;
+        uint32_t tl = 16u * (uint32_t)c->nseg;
+        uint16_t f = INDIR;
+        drv_add(1, &ta, &tl, &f);
+    } else {
+        tx_add_lens(c->lens, c->nseg, seed);
+    }
+    const uint8_t *lent = host + (buf_gpa(id, (uint32_t)c->nseg - 1) - GPA) + (HDR - before_last);
+    if (k >= 0)
+        lend_expect(total - HDR, seed, before_last <= HDR ? lent : caller_buf(k));
+    return id;
+}
+
+/*
+ * Bursts of the first `nch` layouts round a ring of `num` slots, from slot
+ * `start`, so that bursts cross the end of the ring in many places and both
+ * wrap counters flip.  Each burst: deliver() sees the right pointers and an
+ * untouched ring; afterwards the used descriptors are there in ring order
+ * (IN_ORDER: one for the burst), and no other guest memory was written.
+ */
+static void lend_rounds(uint16_t num, uint64_t features, uint16_t start, int nch, int bursts)
+{
+    ring_setup(num, features, false);
+    g.next_avail = g.next_used = start;
+    vr.last_avail_idx = vr.last_used_idx = start;
+    uint32_t seed = 300;
+    for (int b = 0; b < bursts && case_failures == 0; b++) {
+        uint16_t ids[8], first = g.next_avail;
+        lend.nwant = 0;
+        for (int k = 0; k < nch; k++)
+            ids[k] = lend_offer(&lend_chains[k], k, seed++);
+        lend_snapshot();
+        int r = lend_deq(NOUT, VX_PKT_MAX);
+        CHECK(r == nch && lend.calls == 1, "burst %d: returned %d, deliver called %d times; want %d, once", b, r,
+              lend.calls, nch);
+        CHECK(!lend.ring_written, "burst %d: descriptors were written before deliver: the guest had its buffers "
+              "back while the frames were lent", b);
+        long w = lend_wrote_guest();
+        CHECK(w < 0, "burst %d: guest memory written at offset 0x%lx", b, w);
+        /* One used descriptor per chain (IN_ORDER: per burst), none elsewhere. */
+        int changed = 0;
+        for (uint16_t i = 0; i < num; i++)
+            changed += memcmp(&lend_before[i], &g.desc[i], sizeof lend_before[i]) != 0;
+        CHECK(changed == (vr.in_order ? 1 : nch), "burst %d (first slot %u): %d descriptors written, want %d", b,
+              first, changed, vr.in_order ? 1 : nch);
+        uint16_t id, flags;
+        uint32_t len;
+        if (vr.in_order) {
+            int chains = drv_used_batch(&id, &len, &flags);
+            CHECK(chains == nch && id == ids[nch - 1] && len == 0 && !(flags & WRITE),
+                  "burst %d: used {id %u len %u flags 0x%x} stands for %d chains; want id %u, len 0, %d chains", b,
+                  id, len, flags, chains, ids[nch - 1], nch);
+        } else {
+            for (int k = 0; k < nch; k++) {
+                bool used = drv_used(&id, &len, &flags);
+                CHECK(used && id == ids[k] && len == 0 && !(flags & WRITE),
+                      "burst %d chain %d: used %d {id %u len %u flags 0x%x}, want {id %u, len 0}", b, k, used, id,
+                      len, flags, ids[k]);
+            }
+        }
+        check_in_step();
+    }
+    CHECK(!vr.broken && vr.stats.drops == 0 && vr.stats.packets == (uint64_t)nch * (uint64_t)bursts,
+          "broken %d, drops %llu, packets %llu", vr.broken, (unsigned long long)vr.stats.drops,
+          (unsigned long long)vr.stats.packets);
+}
+
+/* A malformed chain (outside guest memory) after `good` well-formed ones,
+ * then one more well-formed chain that must not be touched. */
+static void lend_malformed(uint64_t features, int good)
+{
+    ring_setup(64, features, false);
+    lend.nwant = 0;
+    uint16_t ids[2];
+    for (int k = 0; k < good; k++)
+        ids[k] = lend_offer(&lend_chains[2 * k], k, 400 + (uint32_t)k);   /* (a) lent, (c) copied */
+    uint16_t bad = g.next_avail;
+    add_one(GPA + MEM_SIZE - 10, 100, 0);
+    tx_add(HDR + 100, 1, 402);
+    lend_snapshot();
+    fflush(stderr);
+    FILE *saved = stderr, *cap = tmpfile();
+    stderr = cap;
+    int r = lend_deq(NOUT, VX_PKT_MAX);
+    fflush(cap);
+    stderr = saved;
+    char log[400] = "";
+    rewind(cap);
+    log[fread(log, 1, sizeof log - 1, cap)] = 0;
+    fclose(cap);
+    bool one_line = strstr(log, "ring broken") && strchr(log, '\n') == log + strlen(log) - 1;
+    CHECK(r == good && lend.calls == (good ? 1 : 0), "returned %d, deliver called %d times; want %d, %d", r,
+          lend.calls, good, good ? 1 : 0);
+    CHECK(!lend.ring_written, "descriptors written before deliver");
+    CHECK(vr.broken && vr.stats.broken == 1 && one_line, "broken %d, stats.broken %llu, log: %s", vr.broken,
+          (unsigned long long)vr.stats.broken, log);
+    uint16_t id, flags;
+    uint32_t len;
+    if (good && vr.in_order) {
+        int chains = drv_used_batch(&id, &len, &flags);
+        CHECK(chains == good && id == ids[good - 1], "used {id %u} stands for %d chains, want id %u, %d", id, chains,
+              ids[good - 1], good);
+    } else {
+        for (int k = 0; k < good; k++)
+            CHECK(drv_used(&id, &len, &flags) && id == ids[k], "chain %d: no used descriptor, or id %u (want %u)",
+                  k, id, ids[k]);
+    }
+    CHECK(memcmp(&lend_before[bad], &g.desc[bad], sizeof lend_before[0] * (size_t)(g.num - bad)) == 0,
+          "a descriptor from the malformed chain's slot %u on was written", bad);
+    CHECK(vr.last_avail_idx == bad, "backend at slot %u, want %u (the malformed chain's)", vr.last_avail_idx, bad);
+    long w = lend_wrote_guest();
+    CHECK(w < 0, "guest memory written at offset 0x%lx", w);
+}
+
+static void t_tx_lend(void)
+{
+    static const struct { const char *name; uint16_t num; uint64_t features; uint16_t start; int nch, bursts; } c[] = {
+        { "TX lend, size 8: 12 bursts of 4 layouts (7 slots) across the end: (a) one descriptor, (b) own frame "
+          "descriptor, (d) indirect lent at the frame's first byte, (c) two frame descriptors copied; no "
+          "descriptor written before deliver, then one used per chain in ring order", 8, PACKED | IND, 5, 4, 12 },
+        { "TX lend, size 8, IN_ORDER: the same, then ONE used descriptor per burst, written after deliver", 8,
+          PACKED | IND | INO, 5, 4, 12 },
+        { "TX lend, size 100: 25 bursts of 6 layouts (also 4|8+frame lent at +8, a 3-entry indirect table "
+          "copied) from slot 95", 100, PACKED | IND, 95, 6, 25 },
+        { "TX lend, size 100, IN_ORDER: the same, one used descriptor per burst", 100, PACKED | IND | INO, 95, 6, 25 },
+    };
+    for (size_t i = 0; i < sizeof c / sizeof c[0]; i++) {
+        begin(c[i].name);
+        lend_rounds(c[i].num, c[i].features, c[i].start, c[i].nch, c[i].bursts);
+        end();
+    }
+
+    static const uint64_t order[] = { PACKED, PACKED | INO };
+    for (int o = 0; o < 2; o++) {
+        begin(o ? "TX lend, IN_ORDER: a burst asked for more than VX_BURST takes VX_BURST, one used descriptor"
+                : "TX lend: a burst asked for more than VX_BURST (40 of 40 offered) takes VX_BURST, the rest next time");
+        ring_setup(100, order[o], false);
+        uint16_t ids[LEND_MAX];
+        lend.nwant = 0;
+        static const struct lend_chain one = { 1, { HDR + 60 }, false };
+        for (int k = 0; k < LEND_MAX; k++)
+            ids[k] = lend_offer(&one, k, 500 + (uint32_t)k);
+        lend.nwant = VX_BURST;          /* the first burst: the first VX_BURST expectations */
+        lend_snapshot();
+        int r = lend_deq(LEND_MAX, VX_PKT_MAX);
+        CHECK(r == VX_BURST && lend.calls == 1 && lend.n == VX_BURST, "returned %d, deliver called %d times with %d; "
+              "want %d, once", r, lend.calls, lend.n, VX_BURST);
+        CHECK(!lend.ring_written, "descriptors written before deliver");
+        CHECK(vr.last_avail_idx == VX_BURST, "backend at slot %u, want %d", vr.last_avail_idx, VX_BURST);
+        memmove(lend.want, lend.want + VX_BURST, sizeof lend.want[0] * (LEND_MAX - VX_BURST));
+        lend.nwant = LEND_MAX - VX_BURST;
+        lend_snapshot();
+        r = lend_deq(LEND_MAX, VX_PKT_MAX);
+        CHECK(r == LEND_MAX - VX_BURST && lend.calls == 1, "second burst returned %d, deliver called %d times", r,
+              lend.calls);
+        uint16_t id, flags;
+        uint32_t len;
+        if (o) {
+            CHECK(drv_used_batch(&id, &len, &flags) == VX_BURST && id == ids[VX_BURST - 1], "first burst: used id %u",
+                  id);
+            CHECK(drv_used_batch(&id, &len, &flags) == LEND_MAX - VX_BURST && id == ids[LEND_MAX - 1],
+                  "second burst: used id %u", id);
+        } else {
+            for (int k = 0; k < LEND_MAX; k++)
+                CHECK(drv_used(&id, &len, &flags) && id == ids[k], "chain %d: no used descriptor or id %u", k, id);
+        }
+        check_in_step();
+        end();
+    }
+
+    begin("TX lend: deliver is not called for an empty ring, nor when every chain was dropped");
+    ring_setup(100, PACKED, false);
+    lend.nwant = 0;
+    int r = lend_deq(NOUT, VX_PKT_MAX);
+    CHECK(r == 0 && lend.calls == 0, "empty ring: returned %d, deliver called %d times", r, lend.calls);
+    uint16_t big = tx_add(HDR + 1500, 1, 510), tiny = tx_add(8, 1, 511);
+    r = lend_deq(NOUT, 1024);
+    CHECK(r == 0 && lend.calls == 0, "two dropped chains: returned %d, deliver called %d times", r, lend.calls);
+    uint16_t id, flags;
+    uint32_t len;
+    CHECK(drv_used(&id, &len, &flags) && id == big, "dropped chain 1 not used, or id %u", id);
+    CHECK(drv_used(&id, &len, &flags) && id == tiny, "dropped chain 2 not used, or id %u", id);
+    CHECK(vr.stats.drops == 2 && vr.stats.packets == 0, "drops %llu packets %llu", (unsigned long long)vr.stats.drops,
+          (unsigned long long)vr.stats.packets);
+    end();
+
+    begin("TX lend: frames larger than room are dropped, counted, never delivered; the next packets land in the "
+          "caller's buffers or are lent; the guest's buffers are not written");
+    ring_setup(100, PACKED, false);
+    g.next_avail = g.next_used = 97;                /* across the end of the ring */
+    vr.last_avail_idx = vr.last_used_idx = 97;
+    static const struct lend_chain over1 = { 1, { HDR + 1500 }, false }, copied1 = { 3, { HDR, 60, 40 }, false },
+                                   small = { 1, { HDR + 64 }, false }, over2 = { 2, { HDR, 1500 }, false },
+                                   copied2 = { 3, { HDR, 30, 30 }, false };
+    uint16_t ids[5];
+    lend.nwant = 0;
+    ids[0] = lend_offer(&over1, -1, 520);           /* lies in one buffer, but too big */
+    ids[1] = lend_offer(&copied1, 0, 521);
+    ids[2] = lend_offer(&small, 1, 522);
+    ids[3] = lend_offer(&over2, -1, 523);           /* lies in one buffer, but too big */
+    ids[4] = lend_offer(&copied2, 2, 524);
+    lend_snapshot();
+    r = lend_deq(NOUT, 1024);
+    CHECK(r == 3 && lend.calls == 1, "returned %d, deliver called %d times; want 3, once", r, lend.calls);
+    CHECK(!lend.ring_written, "descriptors written before deliver");
+    for (int k = 0; k < 5; k++)
+        CHECK(drv_used(&id, &len, &flags) && id == ids[k], "chain %d: no used descriptor or id %u", k, id);
+    CHECK(vr.stats.drops == 2 && vr.stats.packets == 3, "drops %llu packets %llu", (unsigned long long)vr.stats.drops,
+          (unsigned long long)vr.stats.packets);
+    long w = lend_wrote_guest();
+    CHECK(w < 0, "guest memory written at offset 0x%lx (a TX buffer is read-only for us)", w);
+    check_in_step();
+    end();
+
+    begin("TX lend: a malformed chain after a lent and a copied one: ring broken, the two delivered, then used; "
+          "nothing from the malformed chain on is written");
+    lend_malformed(PACKED, 2);
+    end();
+    begin("TX lend, IN_ORDER: the same, the two given back in one used descriptor");
+    lend_malformed(PACKED | INO, 2);
+    end();
+    begin("TX lend: a malformed first chain: ring broken, deliver not called, nothing written");
+    lend_malformed(PACKED, 0);
+    end();
+}
+
 /* === RX ================================================================== */
 
 static void rx_rounds(uint16_t num, int rounds)
@@ -766,11 +1129,6 @@ struct bad_case {
     void (*offer)(void);
 };
 
-static void add_one(uint64_t addr, uint32_t len, uint16_t flags)
-{
-    drv_add(1, &addr, &len, &flags);
-}
-
 static void bad_outside(void) { add_one(GPA + MEM_SIZE - 10, 100, 0); }
 static void bad_wraps(void) { add_one(UINT64_MAX - 5, 100, 0); }
 static void bad_uva(void) { add_one(UVA + BUF_OFF, 100, 0); }
@@ -900,6 +1258,7 @@ int main(void)
     t_tx_wrap();
     t_tx_in_order();
     t_tx_indirect();
+    t_tx_lend();
     t_rx_wrap();
     t_rx_too_big();
     t_rx_mrg();

@@ -16,8 +16,8 @@
  * guest-physical ones (descriptors), so mixing the two spaces fails.
  *
  * Read in this order: TAP plumbing, guest memory, the driver's side of a
- * ring, bursts and checks, then the tests: translation, attach, TX, RX,
- * notification, malformed rings.
+ * ring, bursts and checks, then the tests: translation, attach, TX, TX
+ * lending (vq_dequeue_burst_lend), RX, notification, malformed rings.
  *
  * Build: gcc -std=gnu11 -O1 -g -Wall -Wextra -Werror -pthread -I. \
  *            tests/test_virtqueue.c virtqueue.c -o tests/test_virtqueue
@@ -1057,6 +1057,247 @@ static void t_tx_long_chain(void)
     end();
 }
 
+/* === TX lending: vq_dequeue_burst_lend() (guest to guest) ================ */
+
+/*
+ * The lending dequeue (pmd_loop.c's guest-to-guest path) must: point
+ * pkts[i].data straight at the frame's first byte in guest memory when the
+ * frame lies whole in the chain's last buffer, copy it into the caller's
+ * buffer otherwise; call deliver() once with the packets it carries; and give
+ * the chains back (move used->idx, §2.7.8) only AFTER deliver() returned: until
+ * then the lent bytes belong to us and the guest must not reuse them.
+ *
+ * The test's deliver() checks each packet where it is called (the only time
+ * the lent pointers are valid) against what the test expects: the pointer,
+ * the length and the bytes; and records the used->idx the guest sees then.
+ */
+struct lend_want {
+    uint32_t len, seed;
+    const uint8_t *data;            /* where pkts[i].data must point */
+};
+
+static struct {
+    int calls, n;                   /* deliver() calls, and n of the last one */
+    uint16_t used_idx_seen;         /* used->idx while deliver() ran */
+    int nwant;
+    struct lend_want want[NOUT];
+} lend;
+
+static void lend_deliver(void *ctx, struct vx_pkt *pkts, int n)
+{
+    CHECK(ctx == &lend, "deliver got ctx %p, want %p", ctx, (void *)&lend);
+    lend.calls++;
+    lend.n = n;
+    lend.used_idx_seen = __atomic_load_n(&g.used->idx, __ATOMIC_ACQUIRE);
+    CHECK(n == lend.nwant, "deliver got %d packets, want %d", n, lend.nwant);
+    for (int i = 0; i < n && i < lend.nwant; i++) {
+        const struct lend_want *w = &lend.want[i];
+        CHECK(pkts[i].data == w->data, "deliver: packet %d at %p, want %p (%s)", i, (void *)pkts[i].data,
+              (const void *)w->data, w->data >= host_a && w->data < host_a + A_SIZE ? "lent, in guest memory"
+                                                                                   : "copied, the caller's buffer");
+        CHECK(pkts[i].len == w->len, "deliver: packet %d len %u, want %u", i, pkts[i].len, w->len);
+        for (uint32_t k = 0; k < w->len && pkts[i].len == w->len; k++)
+            if (pkts[i].data[k] != pat(w->seed, k)) {
+                CHECK(0, "deliver: packet %d byte %u is 0x%02x, want 0x%02x", i, k, pkts[i].data[k], pat(w->seed, k));
+                break;
+            }
+    }
+}
+
+/* Expect the next delivered packet: `len` bytes of `seed`, at `data`. */
+static void lend_expect(uint32_t len, uint32_t seed, const uint8_t *data)
+{
+    lend.want[lend.nwant++] = (struct lend_want){ len, seed, data };
+}
+
+/* Where the k-th delivered packet lands when it is copied: lend_deq's buffers. */
+static const uint8_t *caller_buf(int k, uint32_t room) { return out_buf[k] + VX_PKT_MAX - room; }
+
+/* A lending burst of up to n with buffers of `room` bytes, as deq_room. */
+static int lend_deq(int n, uint32_t room)
+{
+    lend.calls = 0;
+    lend.n = -1;
+    for (int i = 0; i < NOUT; i++)
+        out[i] = (struct vx_pkt){ .len = 0xdeadbeef, .room = room, .data = out_buf[i] + VX_PKT_MAX - room };
+    return vq_dequeue_burst_lend(&vr, out, n, lend_deliver, &lend);
+}
+
+/* A TX chain in an indirect table: descriptor d of the ring points at it. */
+static struct vring_desc *tx_offer_indirect(uint16_t d, const uint32_t *lens, int nseg, uint32_t seed)
+{
+    struct vring_desc *t;
+    uint64_t ta = ind_table(nseg, &t);
+    build_chain(t, 0, lens, nseg, 0, seed);
+    set_desc(g.desc, d, ta, 16u * (uint32_t)nseg, VRING_DESC_F_INDIRECT, 0);
+    avail_push(d);
+    return t;
+}
+
+/* Region A but the used ring differs from the snapshot: TX wrote into guest
+ * memory it must only read.  First offset that differs, or -1. */
+static long tx_wrote_guest(void)
+{
+    size_t used_lo = USED_OFF, used_hi = USED_OFF + 4 + 8u * g.num + 2;
+    for (size_t i = 0; i < A_SIZE; i++)
+        if (host_a[i] != snapshot[i] && (i < used_lo || i >= used_hi))
+            return (long)i;
+    return -1;
+}
+
+/*
+ * One burst of every layout, from used index `start`:
+ *   (a) header and frame in one descriptor         lent at addr + 12
+ *   (b) header descriptor, frame descriptor        lent at the 2nd's addr
+ *   (c) header, frame over two descriptors         copied
+ *   (d) indirect table {header, frame}             lent at the table's 2nd entry
+ *   (e) 4 bytes of header, then 8 + frame          lent at the 2nd's addr + 8
+ *   (f) indirect table {header, frame, frame}      copied
+ */
+static void lend_layouts(uint64_t features, uint16_t start)
+{
+    ring_setup(256, features, start, false, false);
+    static const uint32_t a[] = { 12 + 100 }, b[] = { 12, 300 }, c[] = { 12, 150, 250 }, d[] = { 12, 400 },
+                          e[] = { 4, 8 + 200 }, f[] = { 12, 100, 200 };
+    static const uint16_t heads[] = { 0, 1, 3, 6, 7, 9 };
+    lend.nwant = 0;
+    tx_offer(0, a, 1, 200);
+    lend_expect(100, 200, hva(g.desc[0].addr) + 12);
+    tx_offer(1, b, 2, 201);
+    lend_expect(300, 201, hva(g.desc[2].addr));
+    tx_offer(3, c, 3, 202);
+    lend_expect(400, 202, caller_buf(2, VX_PKT_MAX));
+    struct vring_desc *t = tx_offer_indirect(6, d, 2, 203);
+    lend_expect(400, 203, hva(t[1].addr));
+    tx_offer(7, e, 2, 204);
+    lend_expect(200, 204, hva(g.desc[8].addr) + 8);
+    tx_offer_indirect(9, f, 3, 205);
+    lend_expect(300, 205, caller_buf(5, VX_PKT_MAX));
+    memcpy(snapshot, host_a, A_SIZE);
+
+    int r = lend_deq(VX_BURST, VX_PKT_MAX);
+    CHECK(r == 6, "returned %d, want 6", r);
+    CHECK(lend.calls == 1, "deliver called %d times, want once", lend.calls);
+    CHECK(lend.used_idx_seen == start, "used->idx was %u during deliver, want still %u: the guest had its buffers "
+          "back while the frames were lent", lend.used_idx_seen, start);
+    check_indexes((uint16_t)(start + 6), (uint16_t)(start + 6));
+    if (vr.in_order) {
+        check_used_tx(start, heads[5]);
+        CHECK(used_entries_written() == 1, "%d used entries written, want 1", used_entries_written());
+    } else {
+        for (int i = 0; i < 6; i++)
+            check_used_tx((uint16_t)(start + i), heads[i]);
+    }
+    check_stats(6, 100 + 300 + 400 + 400 + 200 + 300, 0, 0);
+    long w = tx_wrote_guest();
+    CHECK(w < 0, "guest memory written at region A offset 0x%lx", w);
+    CHECK(!vr.broken, "ring broken");
+}
+
+static void t_tx_lend(void)
+{
+    begin("TX lend: frames in the chain's last buffer are lent at their first byte (one descriptor, own "
+          "descriptor, 4|8+frame, indirect), others copied; deliver once, before used->idx moves; wraps 65535");
+    lend_layouts(V1 | IND, 65533);
+    end();
+
+    begin("TX lend, IN_ORDER: the same, then ONE used entry naming the last head, written after deliver");
+    lend_layouts(V1 | IND | INO, 65533);
+    end();
+
+    begin("TX lend: deliver is not called for an empty ring, nor when every chain was dropped");
+    ring_setup(256, V1, 0, false, false);
+    lend.nwant = 0;
+    int r = lend_deq(VX_BURST, VX_PKT_MAX);
+    CHECK(r == 0 && lend.calls == 0, "empty ring: returned %d, deliver called %d times", r, lend.calls);
+    static const uint32_t big[] = { 12 + 3000 }, tiny[] = { 8 };
+    tx_offer(0, big, 1, 210);
+    tx_offer(1, tiny, 1, 211);
+    r = lend_deq(VX_BURST, 2048);
+    CHECK(r == 0 && lend.calls == 0, "two dropped chains: returned %d, deliver called %d times", r, lend.calls);
+    check_indexes(2, 2);
+    check_used_tx(0, 0);
+    check_used_tx(1, 1);
+    check_stats(0, 0, 2, 0);
+    end();
+
+    begin("TX lend: frames larger than room are dropped, counted, never delivered; the next packets land in the "
+          "caller's buffers or are lent; the guest's buffers are not written");
+    ring_setup(256, V1, 0, false, false);
+    static const uint32_t over1[] = { 12 + 3000 }, copied1[] = { 12, 60, 40 }, small[] = { 12 + 64 },
+                          over2[] = { 12, 2100 }, copied2[] = { 12, 30, 30 };
+    lend.nwant = 0;
+    tx_offer(0, over1, 1, 220);                 /* lies in one buffer, but too big */
+    tx_offer(1, copied1, 3, 221);
+    lend_expect(100, 221, caller_buf(0, 2048));
+    tx_offer(4, small, 1, 222);
+    lend_expect(64, 222, hva(g.desc[4].addr) + 12);
+    tx_offer(5, over2, 2, 223);                 /* lies in one buffer, but too big */
+    tx_offer(7, copied2, 3, 224);
+    lend_expect(60, 224, caller_buf(2, 2048));
+    memcpy(snapshot, host_a, A_SIZE);
+    r = lend_deq(VX_BURST, 2048);
+    CHECK(r == 3 && lend.calls == 1, "returned %d, deliver called %d times; want 3, once", r, lend.calls);
+    CHECK(lend.used_idx_seen == 0, "used->idx %u during deliver, want 0", lend.used_idx_seen);
+    check_indexes(5, 5);
+    static const uint16_t heads[] = { 0, 1, 4, 5, 7 };
+    for (int i = 0; i < 5; i++)
+        check_used_tx((uint16_t)i, heads[i]);
+    check_stats(3, 100 + 64 + 60, 2, 0);
+    long w = tx_wrote_guest();
+    CHECK(w < 0, "guest memory written at region A offset 0x%lx (a TX buffer is read-only for us)", w);
+    end();
+
+    static const uint64_t order[] = { V1, V1 | INO };
+    for (int o = 0; o < 2; o++) {
+        begin(o ? "TX lend, IN_ORDER: a malformed chain after two good ones: they are delivered, then given back "
+                  "in one entry; nothing past the bad chain is used"
+                : "TX lend: a malformed chain after two good ones: ring broken, they are delivered, then given "
+                  "back; nothing past the bad chain is used");
+        ring_setup(256, order[o], 0, false, false);
+        static const uint32_t one[] = { 12 + 100 }, three[] = { 12, 50, 50 };
+        lend.nwant = 0;
+        tx_offer(0, one, 1, 230);
+        lend_expect(100, 230, hva(g.desc[0].addr) + 12);
+        tx_offer(1, three, 3, 231);
+        lend_expect(100, 231, caller_buf(1, VX_PKT_MAX));
+        avail_push(g.num);                      /* head out of range: the ring breaks here */
+        tx_offer(5, one, 1, 232);
+        cap_begin();
+        r = lend_deq(VX_BURST, VX_PKT_MAX);
+        int lines = cap_end();
+        CHECK(r == 2 && lend.calls == 1, "returned %d, deliver called %d times; want 2, once", r, lend.calls);
+        CHECK(vr.broken && lines == 1, "broken %d, %d log lines; want broken, 1 line", vr.broken, lines);
+        CHECK(lend.used_idx_seen == 0, "used->idx %u during deliver, want 0", lend.used_idx_seen);
+        check_indexes(2, 2);
+        if (o) {
+            check_used_tx(0, 1);                /* one entry, naming the last good head */
+        } else {
+            check_used_tx(0, 0);
+            check_used_tx(1, 1);
+        }
+        CHECK(used_entries_written() == (o ? 1 : 2), "%d used entries written, want %d", used_entries_written(),
+              o ? 1 : 2);
+        end();
+    }
+
+    begin("TX lend: a malformed first chain: ring broken, deliver not called, nothing used");
+    ring_setup(256, V1, 0, false, false);
+    static const uint32_t good[] = { 12 + 100 };
+    lend.nwant = 0;
+    set_desc(g.desc, 2, B_END - 10, 100, 0, 0);  /* partly past the end of guest memory */
+    avail_push(2);
+    tx_offer(3, good, 1, 240);
+    cap_begin();
+    r = lend_deq(VX_BURST, VX_PKT_MAX);
+    cap_end();
+    CHECK(r == 0 && lend.calls == 0 && vr.broken, "returned %d, deliver called %d times, broken %d", r, lend.calls,
+          vr.broken);
+    check_indexes(0, 0);
+    CHECK(used_entries_written() == 0, "%d used entries written, want 0", used_entries_written());
+    end();
+}
+
 /* === RX: backend -> guest (vq_enqueue_burst) ============================ */
 
 static void rx_one(const char *name, uint64_t features, const uint32_t *lens, int nseg, uint32_t len)
@@ -1848,6 +2089,7 @@ int main(void)
     t_tx_drops();
     t_tx_room();
     t_tx_long_chain();
+    t_tx_lend();
 
     t_rx_layouts();
     t_rx_edges();
