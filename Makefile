@@ -4,6 +4,7 @@
 #   make asan       ASan + UBSan build; runs the unit, protocol and hostile tests
 #   make valgrind   the protocol test with vhost-xdp under valgrind's memcheck
 #   sudo make demo  a QEMU guest pings a veth peer through vhost-xdp and AF_XDP (labs/demo.sh)
+#   sudo make bench vhost-xdp against DPDK's vhost backend, same frontend and CPUs (bench/bench.sh)
 #   make clean
 CC      ?= gcc
 CFLAGS  ?= -O2 -g
@@ -103,6 +104,15 @@ demo:
 	labs/demo.sh $(DEMO_ARGS)
 
 .PHONY: demo
+
+# The benchmark (bench/bench.sh, issue 7): testpmd virtio_user against vhost-xdp and against DPDK's
+# own vhost backend, loopback and (as root) forwarding to AF_XDP on a veth, back to back; prints a
+# table of Mpps, ratios and vhost-xdp's RSS.  A measurement, never a test.  A few minutes; knobs
+# (BENCH_SECS, BENCH_SAMPLES, BENCH_SIZES, ...) are listed at the top of bench/bench.sh.
+bench: vhost-xdp
+	bench/bench.sh
+
+.PHONY: bench
 
 # Fuzzing (issue 4): two libFuzzer targets, built with clang (a test tool only,
 # not a product dependency) and ASan + UBSan into build-fuzz/.

@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# bench/test_bench.sh - the benchmark harness itself (bench/bench.sh), not vhost-xdp's speed.
+#
+# A bench measures and never asserts a speed; this test asserts that the harness works: a short run
+# (one sample of one second, 64 B split ring) fills every cell of its tables with a number, and the
+# bench leaves nothing behind, whether it ends normally or by Ctrl-C in the middle of a run: no
+# process it started, no network namespace or veth, no temporary directory, no DPDK runtime files,
+# vm.nr_hugepages back where it was, no hugetlbfs mount.  Also: a bad knob is refused with one line
+# and exit status 2.
+#
+# Needs dpdk-testpmd (a failure under CI=true when missing, as every test with a peer); the forward
+# path and the hugepages only as root (otherwise the bench skips them, and so do these checks).
+set -u
+. "$(dirname "$0")/../tests/lib.sh"
+cd "$(dirname "$0")/.." || exit 1
+
+require "the bench's frontend and reference backend" dpdk-testpmd
+[ -x "$VX" ] || { not_ok "vhost-xdp is built ($VX)"; done_testing; }
+
+ROOT=0
+[ "$(id -u)" = 0 ] && ROOT=1
+OUT=$(mktemp "${TMPDIR:-/tmp}/vx-test-bench.XXXXXX")
+# The bench's own temporary directory (sockets, logs, hugetlbfs) goes in a directory of ours: it
+# must be empty after each run, and any process naming it on its command line is one the bench started.
+BENCH_TMP=$(mktemp -d "${TMPDIR:-/tmp}/vx-test-bench-tmp.XXXXXX")
+BENCH_PID=''
+trap 'stop_pid "$BENCH_PID"; rm -rf "$OUT" "$BENCH_TMP"' EXIT
+HUGE_BEFORE=$(sysctl -n vm.nr_hugepages 2>/dev/null)
+export BENCH_SECS=1 BENCH_SAMPLES=1 BENCH_WARMUP=0 BENCH_SIZES=64 BENCH_RINGS=split TMPDIR=$BENCH_TMP
+
+# leftovers PID: what a bench with pid PID could have left; prints one line per thing found.
+leftovers() {
+    local pid=$1 p
+    ps -eo pid=,args= | grep -F "$BENCH_TMP" | grep -v grep | sed 's/^ */process /'
+    [ -z "$(ls -A "$BENCH_TMP")" ] || echo "files in TMPDIR: $(ls -A "$BENCH_TMP" | tr '\n' ' ')"
+    ip netns list 2>/dev/null | grep -q "^vxbench-$pid\b" && echo "netns vxbench-$pid"
+    ip link show "vxbh$pid" >/dev/null 2>&1 && echo "veth vxbh$pid"
+    grep -q "vxbench" /proc/mounts && grep "vxbench" /proc/mounts | grep -q hugetlbfs && echo "a hugetlbfs mount of a bench"
+    for p in /var/run/dpdk/vxb-fe-"$pid" /var/run/dpdk/vxb-be-"$pid" "${XDG_RUNTIME_DIR:-/tmp}"/dpdk/vxb-fe-"$pid"; do
+        [ -e "$p" ] && echo "DPDK runtime directory $p"
+    done
+    [ "$(sysctl -n vm.nr_hugepages 2>/dev/null)" = "$HUGE_BEFORE" ] || echo "vm.nr_hugepages $(sysctl -n vm.nr_hugepages), was $HUGE_BEFORE"
+    return 0
+}
+
+# ---- 1. a bad knob
+BENCH_SECS=x bench/bench.sh >"$OUT" 2>&1
+rc=$?
+check "BENCH_SECS=x is refused with exit status 2 (got $rc)" [ "$rc" = 2 ]
+check "... and one line saying what is wrong: $(head -n 1 "$OUT")" grep -q "^bench: BENCH_SECS=x: " "$OUT"
+
+# ---- 2. a short run, to the end
+bench/bench.sh >"$OUT" 2>&1 &
+BENCH_PID=$!
+wait "$BENCH_PID"
+rc=$?
+pid=$BENCH_PID BENCH_PID=''
+sed 's/^/# /' "$OUT"
+check "a short bench run exits with status 0 (got $rc)" [ "$rc" = 0 ]
+paths="loopback"
+[ $ROOT = 1 ] && paths="loopback forward"
+for path in $paths; do
+    # "loopback split    64 B   3.87 (3.84-4.75)     4.17 (3.77-4.74)       0.93"
+    check "$path row: Mpps for vhost-xdp and DPDK and their ratio" \
+        grep -Eq "^$path +split +64 B +[0-9]+\.[0-9]{2} \([0-9.]+-[0-9.]+\) +[0-9]+\.[0-9]{2} \([0-9.]+-[0-9.]+\) +[0-9]+\.[0-9]{2}\*?$" "$OUT"
+    # "loopback split    64 B   1.9 (1.9)                    48% ( 0%)        52% ( 0%)"
+    check "$path row: vhost-xdp's RSS, with and without guest memory and UMEM, and both poll threads' CPU" \
+        grep -Eq "^$path +split +64 B +[0-9]+\.[0-9] \([0-9]+\.[0-9]\) +[0-9]+% \( *[0-9]+%\) +[0-9]+% \( *[0-9]+%\)" "$OUT"
+done
+if [ $ROOT = 1 ]; then
+    check "as root the testpmds ran on hugepages" grep -q "testpmd memory: 2 MiB hugepages" "$OUT"
+    # The UMEM is 16 MiB and fully resident: what is left without it must be much less than VmRSS.
+    check "forward: RSS without the UMEM is at least 16 MiB below VmRSS" \
+        awk '$1 == "forward" && /%/ { gsub(/[()]/, "", $6); f = ($5 - $6 >= 16) } END { exit !f }' "$OUT"
+else
+    skip "hugepages and the forward path need root"
+fi
+left=$(leftovers "$pid")
+check "nothing left after a normal end${left:+: $left}" [ -z "$left" ]
+
+# ---- 3. Ctrl-C in the middle of a run (SIGINT to the bench alone; job control so it is not ignored)
+set -m
+BENCH_SAMPLES=30 bench/bench.sh >"$OUT" 2>&1 &
+BENCH_PID=$!
+set +m
+wait_for "the bench to start its first run" 60 grep -q "^bench: loopback" "$OUT"
+sleep 2
+kids=$(ps -eo pid=,ppid= | awk -v b="$BENCH_PID" '$2 == b { print $1 }' | tr '\n' ' ')
+kill -INT "$BENCH_PID"
+wait_for "the bench to exit after SIGINT" 30 eval '! kill -0 "$BENCH_PID" 2>/dev/null'
+wait "$BENCH_PID" 2>/dev/null
+rc=$?
+pid=$BENCH_PID BENCH_PID=''
+check "interrupted, the bench exits with status 130 (got $rc)" [ "$rc" = 130 ]
+check "it says it was interrupted" grep -q "bench: interrupted, cleaning up" "$OUT"
+check "what it had started is stopped (children were: ${kids:-none})" \
+    eval 'for k in $kids; do kill -0 "$k" 2>/dev/null && exit 1; done; [ -n "$kids" ]'
+left=$(leftovers "$pid")
+check "nothing left after Ctrl-C${left:+: $left}" [ -z "$left" ]
+
+done_testing
