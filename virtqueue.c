@@ -753,6 +753,14 @@ static bool vq_packed_is_avail(const struct vx_vring *vr, uint16_t slot, bool wr
     return !!(flags & PACKED_AVAIL) == wrap && !!(flags & PACKED_USED) != wrap;
 }
 
+/* The next `count` slots' descriptors, four to a cache line (see
+ * vq_split_prefetch): the packed ring's descriptors are in ring order. */
+static void vq_packed_prefetch(const struct vx_vring *vr, int count)
+{
+    for (int k = 0; k < count; k += 4)
+        __builtin_prefetch(&vr->desc_packed[(vr->last_avail_idx + (uint32_t)k) % vr->num]);
+}
+
 /* Write one used descriptor: id and len first, then the flags with a
  * release store, so the guest that sees the flags also sees them and the
  * bytes we copied.  WRITE says we wrote data (§2.8.3). */
@@ -805,6 +813,7 @@ static int vq_packed_dequeue_burst(struct vx_vring *vr, struct vx_pkt *pkts, int
     bool hold = vr->in_order || deliver;
     if (deliver && n > VX_BURST)
         n = VX_BURST;
+    vq_packed_prefetch(vr, n);
     for (int k = 0; k < n && vq_packed_is_avail(vr, vr->last_avail_idx, vr->avail_wrap_counter); k++) {
         struct vx_pkt *p = &pkts[got];
         struct vq_copy cp = { .part = { { p->data, vr->hdr_len, p->room } }, .lend = deliver != NULL };
@@ -896,8 +905,51 @@ static int vq_packed_rx_measure(struct vx_vring *vr, const struct vx_pkt *pkt, u
  * reads used descriptors in ring order, so it sees the whole packet or
  * nothing (§2.8.9, multi-buffer requests).
  */
-static int vq_packed_enqueue_one(struct vx_vring *vr, const struct vx_pkt *pkt)
+/* Used descriptors of one-buffer packets, written together at the end of
+ * the burst (vq_packed_flush_used): the driver polls the flags of its next
+ * used slot, so each used descriptor we write while it looks costs a cache
+ * line passed back and forth; a whole burst's worth at once costs a few.
+ * (Later slots are not visible to the driver before earlier ones anyway: it
+ * reads used descriptors in ring order.) */
+struct vq_used_batch {
+    int n;
+    struct { uint16_t slot, id; bool wrap; uint32_t len; } e[VX_BURST];
+};
+
+static void vq_packed_flush_used(struct vx_vring *vr, struct vq_used_batch *b)
 {
+    for (int i = 0; i < b->n; i++)
+        vq_packed_put_used(vr, b->e[i].slot, b->e[i].wrap, b->e[i].id, b->e[i].len);
+    b->n = 0;
+}
+
+static int vq_packed_enqueue_one(struct vx_vring *vr, const struct vx_pkt *pkt, struct vq_used_batch *b)
+{
+    /* The common case first, in one walk: the packet fits the first buffer
+     * (a Linux or DPDK driver posts 1.5 KiB or larger ones), so copy while
+     * measuring.  If it does not fit, what we wrote sits in a buffer the
+     * guest still owns and we have not used: harmless; measure, then copy. */
+    if (!vq_packed_is_avail(vr, vr->last_avail_idx, vr->avail_wrap_counter))
+        return RX_NO_ROOM;
+    uint8_t one[12] = { [10] = 1 };     /* the header: num_buffers 1 (when hdr_len is 12) */
+    struct vq_copy cp1 = { .part = { { pkt->data, vr->hdr_len, pkt->len }, { one, 0, vr->hdr_len } },
+                           .to_chain = true };
+    struct vq_chain chain1;
+    int64_t total1 = vq_walk_chain(vr, vr->last_avail_idx, true, &cp1, &chain1);
+    if (total1 < 0)
+        return RX_BROKEN;
+    if ((uint64_t)total1 >= (uint64_t)vr->hdr_len + pkt->len) {
+        if (b->n == VX_BURST)
+            vq_packed_flush_used(vr, b);
+        b->e[b->n].slot = vr->last_used_idx;
+        b->e[b->n].wrap = vr->used_wrap_counter;
+        b->e[b->n].id = chain1.id;
+        b->e[b->n++].len = vr->hdr_len + pkt->len;
+        vq_packed_advance(vr, &vr->last_avail_idx, &vr->avail_wrap_counter, chain1.ring_descs);
+        vq_packed_advance(vr, &vr->last_used_idx, &vr->used_wrap_counter, chain1.ring_descs);
+        return RX_DONE;
+    }
+    vq_packed_flush_used(vr, b);      /* keep it simple: the batch first */
     uint32_t nbufs;
     int r = vq_packed_rx_measure(vr, pkt, &nbufs);
     if (r != RX_DONE)
@@ -951,8 +1003,11 @@ static int vq_packed_enqueue_burst(struct vx_vring *vr, struct vx_pkt *pkts, int
     bool old_wrap = vr->used_wrap_counter;
     uint64_t bytes = 0, drops = 0;
     int sent = 0, k;
+    struct vq_used_batch batch;
+    batch.n = 0;
+    vq_packed_prefetch(vr, n);
     for (k = 0; k < n; k++) {
-        int r = vq_packed_enqueue_one(vr, &pkts[k]);
+        int r = vq_packed_enqueue_one(vr, &pkts[k], &batch);
         if (r == RX_DONE) {
             bytes += pkts[k].len;
             keep_in_front(pkts, sent++, k);
@@ -963,6 +1018,7 @@ static int vq_packed_enqueue_burst(struct vx_vring *vr, struct vx_pkt *pkts, int
         }
     }
     drops += n - k;
+    vq_packed_flush_used(vr, &batch);
     vq_packed_notify(vr, old_slot, old_wrap);
     stat_add(&vr->stats.packets, sent);
     stat_add(&vr->stats.bytes, bytes);
