@@ -341,7 +341,8 @@ static void *pmd_main(void *arg)
         prctl(PR_SET_TIMERSLACK, 1000UL, 0, 0, 0);
     while (!atomic_load_explicit(&pmd_exit, memory_order_relaxed)) {
         int moved = 0;
-        for (int k = t->id; k < VX_MAX_QUEUE_PAIRS; k += pmd_nthreads) {
+        /* Only the pairs offered (--queues): no ring beyond them can start. */
+        for (int k = t->id; k < (int)dev->queue_pairs; k += pmd_nthreads) {
             struct vx_vring *rx = &dev->vrings[2 * k], *tx = &dev->vrings[2 * k + 1];
             if (pmd_ndevs == 2)
                 moved += pmd_vm2vm_pair(t, dev, &pmd_devs[1], k);
