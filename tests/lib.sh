@@ -34,6 +34,19 @@ require() { local what=$1 c; shift; for c; do need_cmd "$c" "$what" || done_test
 VX=${VX:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/vhost-xdp}
 TESTS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
+# need_afxdp_tool: tests/afxdp_tool (the AF_XDP tests' peer) in TOOL, built here if the Makefile has
+# not built it or it is older than its sources; a failed build is a failure and the test stops.
+need_afxdp_tool() {
+    local top
+    top=$(cd "$TESTS_DIR/.." && pwd)
+    TOOL=$TESTS_DIR/afxdp_tool
+    if [ ! -x "$TOOL" ] || [ "$TOOL" -ot "$TESTS_DIR/afxdp_tool.c" ] || [ "$TOOL" -ot "$top/nic_afxdp.c" ] ||
+       [ "$TOOL" -ot "$top/vhost_xdp.h" ]; then
+        ${CC:-gcc} -std=gnu11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Werror -pthread -I"$top" \
+            "$TESTS_DIR/afxdp_tool.c" "$top/nic_afxdp.c" -o "$TOOL" || { not_ok "build tests/afxdp_tool"; done_testing; }
+    fi
+}
+
 # wait_for "what" SECONDS command...: poll every 0.1 s until the command succeeds.
 wait_for() {
     local what=$1 secs=$2; shift 2

@@ -31,13 +31,7 @@ isnum() { [[ ${1:-} =~ ^[0-9]+$ ]]; }
 if [ "$(id -u)" != 0 ]; then missing "multiqueue AF_XDP test needs root (netns, veth, XDP)"; fi
 require "multiqueue AF_XDP test" ip taskset dpdk-testpmd
 if [ ! -x "$VX" ]; then not_ok "vhost-xdp is built ($VX): run make"; done_testing; fi
-TOP=$(cd "$TESTS_DIR/.." && pwd)
-TOOL=$TESTS_DIR/afxdp_tool
-if [ ! -x "$TOOL" ] || [ "$TOOL" -ot "$TESTS_DIR/afxdp_tool.c" ] || [ "$TOOL" -ot "$TOP/nic_afxdp.c" ] ||
-   [ "$TOOL" -ot "$TOP/vhost_xdp.h" ]; then
-    ${CC:-gcc} -std=gnu11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Werror -pthread -I"$TOP" \
-        "$TESTS_DIR/afxdp_tool.c" "$TOP/nic_afxdp.c" -o "$TOOL" || { not_ok "build tests/afxdp_tool"; done_testing; }
-fi
+need_afxdp_tool
 
 ID=$$
 NS=vx-mq-ns-$ID

@@ -46,14 +46,7 @@ if [ "$(id -u)" != 0 ]; then missing "end-to-end test needs root (netns, veth, X
 require "end-to-end test (netns + veth)" ip
 if [ ! -x "$VX" ]; then not_ok "vhost-xdp is built ($VX): run make"; done_testing; fi
 
-# The peer tool: built here if the Makefile has not built it (or it is older than its sources).
-TOP=$(cd "$TESTS_DIR/.." && pwd)
-TOOL=$TESTS_DIR/afxdp_tool
-if [ ! -x "$TOOL" ] || [ "$TOOL" -ot "$TESTS_DIR/afxdp_tool.c" ] || [ "$TOOL" -ot "$TOP/nic_afxdp.c" ] ||
-   [ "$TOOL" -ot "$TOP/vhost_xdp.h" ]; then
-    ${CC:-gcc} -std=gnu11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Werror -pthread -I"$TOP" \
-        "$TESTS_DIR/afxdp_tool.c" "$TOP/nic_afxdp.c" -o "$TOOL" || { not_ok "build tests/afxdp_tool"; done_testing; }
-fi
+need_afxdp_tool
 
 ID=$$
 NS=vx-e2e-ns-$ID
