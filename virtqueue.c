@@ -240,8 +240,10 @@ struct vq_desc {
 
 /* Copy a descriptor out of guest memory once: after this the guest can
  * change it all it likes, we check and use our copy (no time-of-check to
- * time-of-use gap).  volatile keeps the compiler from re-reading it. */
-static struct vq_desc read_desc(const struct vx_vring *vr, const void *table, uint32_t i)
+ * time-of-use gap).  volatile keeps the compiler from re-reading it.
+ * Always inlined: once per descriptor, and as a call it cost the packed
+ * ring 6% at 64 B (make bench). */
+static inline __attribute__((always_inline)) struct vq_desc read_desc(const struct vx_vring *vr, const void *table, uint32_t i)
 {
     if (vr->packed) {
         const volatile struct vring_packed_desc *d = (const struct vring_packed_desc *)table + i;
