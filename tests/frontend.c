@@ -143,8 +143,11 @@ static void at_exit_cleanup(void)
     remove_tmp_files();
 }
 
+static double t_setup;             /* when fe_setup() ran: fe_finish() says the run time */
+
 bool fe_setup(const char *test_name, double alarm_seconds)
 {
+    t_setup = now();
     setvbuf(stdout, NULL, _IOLBF, 0);
     const char *scale = getenv("VX_TIME_SCALE");
     if (scale && atof(scale) >= 1)
@@ -170,6 +173,30 @@ bool fe_setup(const char *test_name, double alarm_seconds)
     snprintf(log_path, sizeof(log_path), "%s/backend.log", tmp_dir);
     atexit(at_exit_cleanup);
     return true;
+}
+
+bool fe_start(const char *test_name, double alarm_seconds, const char *binary, const char *const *extra_args)
+{
+    if (!fe_setup(test_name, alarm_seconds) || !start_backend(binary, extra_args)) {
+        printf("1..%d\n", tap_n);
+        return false;
+    }
+    double t = now();
+    if (!check(wait_for_socket(20), "back-end creates its socket (%.2f s)", now() - t)) {
+        print_backend_log(30);
+        printf("1..%d\n", tap_n);
+        return false;
+    }
+    return true;
+}
+
+int fe_finish(void)
+{
+    if (tap_failed || getenv("VX_SHOW_LOG"))
+        print_backend_log(40);
+    diag("runtime %.1f s", now() - t_setup);
+    printf("1..%d\n", tap_n);
+    return tap_failed ? 1 : 0;
 }
 
 /* Has it died?  Reaps it and says so once. */

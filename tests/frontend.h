@@ -153,6 +153,13 @@ void kill_backend(void);
 void print_backend_log(int max_lines);
 /* SIGTERM (or stdin EOF for a stand-in); TAP: exit status 0 and socket gone. */
 void stop_backend(void);
+/* The opening the protocol tests share: fe_setup(), start_backend(), then a
+ * TAP check that the socket appears within 20 s.  On false it has printed the
+ * back-end's log and the TAP plan: main() returns 1. */
+bool fe_start(const char *test_name, double alarm_seconds, const char *binary, const char *const *extra_args);
+/* The closing: the back-end's log if a check failed (or VX_SHOW_LOG is set),
+ * the run time since fe_setup(), the TAP plan; returns main()'s exit status. */
+int fe_finish(void);
 
 int count_fds(pid_t pid, char *list, size_t list_len);  /* /proc/PID/fd; -1 if gone */
 long rss_kib(pid_t pid);                                 /* /proc/PID/status VmRSS */

@@ -810,18 +810,11 @@ static void run_cycles(void)
 int main(int argc, char **argv)
 {
     const char *binary = argc > 1 ? argv[1] : "./vhost-xdp";
-    double t_start = now(), t;
+    double t;
 
     unsetenv("VX_BACKEND_CMD");     /* every check reads vhost-xdp's own log */
-    if (!fe_setup("test_hostile", ALARM_SECONDS) || !start_backend(binary, backend_args)) {
-        printf("1..%d\n", tap_n);
+    if (!fe_start("test_hostile", ALARM_SECONDS, binary, backend_args))
         return 1;
-    }
-    if (!check(wait_for_socket(20), "back-end creates its socket")) {
-        print_backend_log(30);
-        printf("1..%d\n", tap_n);
-        return 1;
-    }
     int fds_start = count_fds(backend_pid, NULL, 0);
     prefix_memfd = memfd_of(1u << 20);
     char why[400];
@@ -847,9 +840,5 @@ int main(int argc, char **argv)
     if (!backend_alive())
         check(false, "back-end still running at the end");
     stop_backend();
-    if (tap_failed || getenv("VX_SHOW_LOG"))
-        print_backend_log(40);
-    diag("runtime %.1f s", now() - t_start);
-    printf("1..%d\n", tap_n);
-    return tap_failed ? 1 : 0;
+    return fe_finish();
 }

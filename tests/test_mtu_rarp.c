@@ -259,15 +259,8 @@ int main(int argc, char **argv)
     static const char *const args[] = { "--mtu", "1500", "--trace", NULL };
     char line[600];
 
-    if (!fe_setup("test_mtu_rarp", 120) || !start_backend(binary, args)) {
-        printf("1..%d\n", tap_n);
+    if (!fe_start("test_mtu_rarp", 120, binary, args))
         return 1;
-    }
-    if (!check(wait_for_socket(20), "back-end creates its socket")) {
-        print_backend_log(30);
-        printf("1..%d\n", tap_n);
-        return 1;
-    }
     check(log_find(0, "MTU: a frontend may set up to 1500", NULL, 5, line, sizeof line), "log: --mtu 1500 announced");
 
     struct conn *c = connect_and_handshake("mtu conn");
@@ -312,8 +305,5 @@ int main(int argc, char **argv)
     /* The two 1415-byte frames are the only drops of the whole run. */
     check(log_find(stopping, "exit: from guest", ", 2 drops,", 5, line, sizeof line),
           "exit line counts 2 drops, the two 1415-byte frames (%s)", line);
-    if (tap_failed || getenv("VX_SHOW_LOG"))
-        print_backend_log(40);
-    printf("1..%d\n", tap_n);
-    return tap_failed ? 1 : 0;
+    return fe_finish();
 }

@@ -632,19 +632,9 @@ done:
 int main(int argc, char **argv)
 {
     const char *binary = argc > 1 ? argv[1] : "./vhost-xdp";
-    double t_start = now();
 
-    if (!fe_setup("test_protocol", ALARM_SECONDS) || !start_backend(binary, NULL)) {
-        printf("1..%d\n", tap_n);
+    if (!fe_start("test_protocol", ALARM_SECONDS, binary, NULL))
         return 1;
-    }
-    double t_sock = now();
-    bool up = wait_for_socket(20);
-    if (!check(up, "back-end creates its socket (%.2f s)", now() - t_sock)) {
-        print_backend_log(30);
-        printf("1..%d\n", tap_n);
-        return 1;
-    }
     fd_baseline = count_fds(backend_pid, fd_baseline_list, sizeof(fd_baseline_list));
     diag("back-end pid %d has %d open fds before the first connection", (int)backend_pid, fd_baseline);
 
@@ -660,9 +650,5 @@ int main(int argc, char **argv)
         run_packed();
 
     stop_backend();
-    if (tap_failed || getenv("VX_SHOW_LOG"))
-        print_backend_log(40);
-    diag("runtime %.1f s", now() - t_start);
-    printf("1..%d\n", tap_n);
-    return tap_failed ? 1 : 0;
+    return fe_finish();
 }

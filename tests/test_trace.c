@@ -24,15 +24,8 @@ int main(int argc, char **argv)
     static const char *const args[] = { "--trace=rings", NULL };
     char line[600], want[200];
 
-    if (!fe_setup("test_trace", 60) || !start_backend(binary, args)) {
-        printf("1..%d\n", tap_n);
+    if (!fe_start("test_trace", 60, binary, args))
         return 1;
-    }
-    if (!check(wait_for_socket(20), "back-end creates its socket")) {
-        print_backend_log(30);
-        printf("1..%d\n", tap_n);
-        return 1;
-    }
 
     long start = log_size();
     struct conn *c = conn_new("trace conn", false);
@@ -76,8 +69,5 @@ int main(int argc, char **argv)
     }
     conn_free(c);
     stop_backend();
-    if (tap_failed)
-        print_backend_log(40);
-    printf("1..%d\n", tap_n);
-    return tap_failed ? 1 : 0;
+    return fe_finish();
 }
