@@ -30,6 +30,7 @@
 #define _GNU_SOURCE
 #endif
 #include "vhost_xdp.h"
+#include "unit.h"             /* TAP cases, fatal-signal report, guarded memory */
 
 #include <signal.h>
 #include <stdlib.h>
@@ -37,41 +38,6 @@
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <unistd.h>
-
-/* === TAP ================================================================= */
-
-static int tap_n, tap_failed, case_failures;
-static const char *case_name = "(startup)";
-
-static void begin(const char *name)
-{
-    case_name = name;
-    case_failures = 0;
-    alarm(10);      /* an endless ring walk ends the test instead of hanging it */
-}
-
-static void end(void)
-{
-    alarm(0);
-    tap_n++;
-    if (case_failures)
-        tap_failed++;
-    printf("%s %d - %s\n", case_failures ? "not ok" : "ok", tap_n, case_name);
-}
-
-#define CHECK(cond, ...) do { if (!(cond)) { case_failures++; printf("#   line %d: ", __LINE__); \
-                                  printf(__VA_ARGS__); printf("  [%s]\n", #cond); } } while (0)
-
-/* A fatal signal inside a test is a failure of that test: say so, stop. */
-static void on_fatal_signal(int sig)
-{
-    static const char msg[] = "not ok - fatal signal (SIGSEGV: access outside guest memory; SIGALRM: hang)\n"
-                              "Bail out! fatal signal in a test\n";
-    (void)sig;
-    if (write(STDOUT_FILENO, msg, sizeof msg - 1) < 0)
-        _exit(2);
-    _exit(1);
-}
 
 /* === Guest memory ======================================================== */
 
@@ -99,13 +65,7 @@ static int call_fd = -1;
 
 static void mem_init(void)
 {
-    long page = sysconf(_SC_PAGESIZE);
-    uint8_t *p = mmap(NULL, MEM_SIZE + 2 * page, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED || mprotect(p + page, MEM_SIZE, PROT_READ | PROT_WRITE)) {
-        perror("mmap");
-        exit(2);
-    }
-    host = p + page;
+    host = map_guarded(MEM_SIZE, (size_t)page_size);
     mem.nregions = 1;
     mem.regions[0] = (struct vx_mem_region){ .guest_phys_addr = GPA, .memory_size = MEM_SIZE,
                                              .userspace_addr = UVA, .host = host };
@@ -1241,10 +1201,7 @@ static void t_ring_view(void)
 
 int main(void)
 {
-    setvbuf(stdout, NULL, _IOLBF, 0);
-    signal(SIGSEGV, on_fatal_signal);
-    signal(SIGBUS, on_fatal_signal);
-    signal(SIGALRM, on_fatal_signal);
+    unit_init();
     mem_init();
     for (int i = 0; i < NOUT; i++)
         if (!(out_buf[i] = malloc(VX_PKT_MAX)) || !(pkt_buf[i] = malloc(VX_PKT_MAX)))

@@ -15,9 +15,10 @@
  * frontend's virtual addresses (SET_VRING_ADDR) differ from the
  * guest-physical ones (descriptors), so mixing the two spaces fails.
  *
- * Read in this order: TAP plumbing, guest memory, the driver's side of a
- * ring, bursts and checks, then the tests: translation, attach, TX, TX
- * lending (vq_dequeue_burst_lend), RX, notification, malformed rings.
+ * Read in this order (the TAP cases and the guard pages are in tests/unit.h):
+ * guest memory, the driver's side of a ring, bursts and checks, then the
+ * tests: translation, attach, TX, TX lending (vq_dequeue_burst_lend), RX,
+ * notification, malformed rings.
  *
  * Build: gcc -std=gnu11 -O1 -g -Wall -Wextra -Werror -pthread -I. \
  *            tests/test_virtqueue.c virtqueue.c -o tests/test_virtqueue
@@ -28,6 +29,7 @@
 #define _GNU_SOURCE
 #endif
 #include "vhost_xdp.h"
+#include "unit.h"             /* TAP cases, fatal-signal report, guarded memory */
 
 #include <signal.h>
 #include <stdlib.h>
@@ -35,85 +37,6 @@
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <unistd.h>
-
-/* === TAP ================================================================= */
-
-static int tap_n, tap_failed;
-static const char *case_name = "(startup)";
-static int case_failures;
-
-static void begin(const char *name)
-{
-    case_name = name;
-    case_failures = 0;
-    alarm(10);      /* an endless ring walk ends the test instead of hanging it */
-}
-
-static void end(void)
-{
-    alarm(0);
-    tap_n++;
-    if (case_failures)
-        tap_failed++;
-    printf("%s %d - %s\n", case_failures ? "not ok" : "ok", tap_n, case_name);
-}
-
-static void fail_at(int line, const char *cond, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void fail_at(int line, const char *cond, const char *fmt, ...)
-{
-    va_list ap;
-    case_failures++;
-    printf("#   line %d: ", line);
-    va_start(ap, fmt);
-    vprintf(fmt, ap);
-    va_end(ap);
-    printf("  [%s]\n", cond);
-}
-
-#define CHECK(cond, ...) do { if (!(cond)) fail_at(__LINE__, #cond, __VA_ARGS__); } while (0)
-
-/* A fatal signal inside a test is a test failure: say which one, then stop. */
-static size_t put_str(char *b, size_t n, const char *s)
-{
-    while (*s && n < 500)
-        b[n++] = *s++;
-    return n;
-}
-
-static size_t put_num(char *b, size_t n, uint64_t v, unsigned base)
-{
-    char tmp[24];
-    int i = 0;
-    do {
-        tmp[i++] = "0123456789abcdef"[v % base];
-        v /= base;
-    } while (v);
-    while (i > 0 && n < 500)
-        b[n++] = tmp[--i];
-    return n;
-}
-
-static void on_fatal_signal(int sig, siginfo_t *si, void *uc)
-{
-    char b[512];
-    size_t n = 0;
-    (void)uc;
-    n = put_str(b, n, "not ok ");
-    n = put_num(b, n, (uint64_t)tap_n + 1, 10);
-    n = put_str(b, n, " - ");
-    n = put_str(b, n, case_name);
-    if (sig == SIGALRM) {
-        n = put_str(b, n, ": timed out after 10 s (endless ring walk?)\n");
-    } else {
-        n = put_str(b, n, sig == SIGSEGV ? ": SIGSEGV at 0x" : ": SIGBUS at 0x");
-        n = put_num(b, n, (uint64_t)(uintptr_t)si->si_addr, 16);
-        n = put_str(b, n, " (access outside guest memory or a packet buffer)\n");
-    }
-    n = put_str(b, n, "Bail out! fatal signal in a test\n");
-    if (write(STDOUT_FILENO, b, n) < 0)
-        _exit(2);
-    _exit(1);
-}
 
 /*
  * What virtqueue.c says on stderr: glibc lets a program assign `stderr`, so a
@@ -182,18 +105,6 @@ static int cap_end(void)
 static struct vx_mem mem;
 static uint8_t *host_a, *host_b;
 static uint8_t *snapshot;        /* a copy of region A, to prove nothing was written */
-static long page_size;
-
-/* [guard][size bytes RW][guard]: returns the first RW byte. */
-static uint8_t *map_guarded(size_t size, size_t guard)
-{
-    uint8_t *p = mmap(NULL, size + 2 * guard, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED || mprotect(p + guard, size, PROT_READ | PROT_WRITE)) {
-        perror("mmap/mprotect");
-        exit(2);
-    }
-    return p + guard;
-}
 
 /* A buffer whose last byte sits right before a guard page. */
 static uint8_t *guarded_tail(size_t len)
@@ -2050,14 +1961,7 @@ static void t_mark_broken(void)
 
 int main(void)
 {
-    setvbuf(stdout, NULL, _IOLBF, 0);
-    page_size = sysconf(_SC_PAGESIZE);
-
-    struct sigaction sa = { .sa_sigaction = on_fatal_signal, .sa_flags = SA_SIGINFO };
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGSEGV, &sa, NULL);
-    sigaction(SIGBUS, &sa, NULL);
-    sigaction(SIGALRM, &sa, NULL);
+    unit_init();
 
     mem_init();
     for (int i = 0; i < NOUT; i++)
