@@ -111,8 +111,7 @@ command -v dpdk-testpmd >/dev/null || { echo "bench: dpdk-testpmd not found: apt
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/vxbench.XXXXXX") || { echo "bench: mktemp failed" >&2; exit 1; }
 SOCK=$TMP/vx.sock
 NS=vxbench-$$ HOST_IF=vxbh$$ PEER_IF=vxbp$$
-FE_PREFIX=vxb-fe-$$ BE_PREFIX=vxb-be-$$     # testpmd --file-prefix: its files in RUNDIR and hugetlbfs
-if [ "$(id -u)" = 0 ]; then RUNDIR=/var/run/dpdk; else RUNDIR=${XDG_RUNTIME_DIR:-/tmp}/dpdk; fi
+FE_PREFIX=vxb-fe-$$ BE_PREFIX=vxb-be-$$     # testpmd --file-prefix: its files in DPDK_RUNDIR and hugetlbfs
 FE_PID='' BE_PID='' PERF_PID='' NS_MADE='' HUGE_MOUNT='' HUGE_ADDED=0 FAILED=0
 
 cleanup() {
@@ -126,7 +125,7 @@ cleanup() {
     [ -n "$HUGE_MOUNT" ] && umount "$HUGE_MOUNT" 2>/dev/null
     # Give back the hugepages we added, and only those: another bench may have added some meanwhile.
     [ "$HUGE_ADDED" -gt 0 ] && sysctl -q -w vm.nr_hugepages=$(($(sysctl -n vm.nr_hugepages) - HUGE_ADDED)) >/dev/null 2>&1
-    rm -rf "${RUNDIR:?}/$FE_PREFIX" "${RUNDIR:?}/$BE_PREFIX"
+    rm -rf "${DPDK_RUNDIR:?}/$FE_PREFIX" "${DPDK_RUNDIR:?}/$BE_PREFIX"
     if [ -n "${BENCH_KEEP:-}" ]; then mkdir -p "$BENCH_KEEP" && cp "$TMP"/*.log "$BENCH_KEEP"/ 2>/dev/null; fi
     rm -rf "$TMP"
     exit "$rc"
@@ -230,7 +229,7 @@ stop_backend() {
     { exec 8>&-; } 2>/dev/null
     stop_pid "$BE_PID"
     BE_PID=''
-    rm -rf "${RUNDIR:?}/$BE_PREFIX"
+    rm -rf "${DPDK_RUNDIR:?}/$BE_PREFIX"
 }
 
 # === The frontend ============================================================
@@ -259,7 +258,7 @@ stop_frontend() {
     exec 9>&-
     stop_pid "$FE_PID"
     FE_PID=''
-    rm -rf "${RUNDIR:?}/$FE_PREFIX"
+    rm -rf "${DPDK_RUNDIR:?}/$FE_PREFIX"
 }
 
 more_stats() { [ "$(grep -c 'Rx-pps:' "$1" 2>/dev/null)" -gt "$2" ]; }

@@ -40,9 +40,8 @@ NCPU=$(nproc)
 PMD_CPU=$((NCPU > 1 ? NCPU - 2 : 0))
 FE_CPU=$((NCPU - 1))
 # testpmd's run directory (its --file-prefix), removed at the end.
-if [ "$(id -u)" = 0 ]; then RUNDIR=/var/run/dpdk; else RUNDIR=${XDG_RUNTIME_DIR:-/tmp}/dpdk; fi
 PREFIX=vx-lab3-$$
-lab_on_exit "exec 9>&-; rm -rf '$RUNDIR/$PREFIX'"
+lab_on_exit "exec 9>&-; rm -rf '$DPDK_RUNDIR/$PREFIX'"
 
 lab_title "Lab 3: poll mode vs interrupts"
 lab_explain <<'EOF'

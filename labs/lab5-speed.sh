@@ -235,7 +235,6 @@ guest_run_tap() {
 
 # === Part 2: DPDK testpmd =====================================================
 
-if [ "$(id -u)" = 0 ]; then DPDK_RUNDIR=/var/run/dpdk; else DPDK_RUNDIR=${XDG_RUNTIME_DIR:-/tmp}/dpdk; fi
 # testpmd's two lcores share one CPU, vhost-xdp's poll thread gets another (both busy-poll).
 TP_CPU=$(($(nproc) > 1 ? 1 : 0))
 

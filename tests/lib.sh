@@ -30,6 +30,18 @@ need_cmd() {
 # require "what for" CMD...: every CMD installed, else the test stops (need_cmd's skip or failure).
 require() { local what=$1 c; shift; for c; do need_cmd "$c" "$what" || done_testing; done; }
 
+# on_exit FUNC: FUNC runs however the test ends: its own exit (done_testing), Ctrl-C or SIGTERM.
+# bash runs an EXIT trap on exit, not when a signal kills it: the two other traps turn SIGINT and
+# SIGTERM into exits (with the shell's usual statuses, 130 and 143), so that what a test made (netns,
+# veth, processes it started) is removed even when it is stopped half-way.
+# shellcheck disable=SC2064  # "$1" is expanded now on purpose: the name of the function to run
+on_exit() { trap "$1" EXIT; trap 'exit 130' INT; trap 'exit 143' TERM; }
+
+# isnum VALUE: a non-negative decimal integer (a counter read from a peer's output).
+
+# Where DPDK's EAL keeps each instance's run-time files (a directory per --file-prefix): the tests
+# and the bench remove their own prefixes' directories when they end.
+
 # Where the binary under test is (run from the top of the tree).
 VX=${VX:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/vhost-xdp}
 TESTS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)

@@ -47,9 +47,7 @@ cleanup() {
     ip netns del "$NS" 2>/dev/null
     rm -rf "$TMP"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+on_exit cleanup
 
 # start_bg OUT ERR cmd...: start cmd (a program, not a function, so that the pid is the program's) in
 # the background; its pid in BG, remembered for cleanup.

@@ -26,7 +26,6 @@
 set -u
 . "$(dirname "$0")/lib.sh"
 
-isnum() { [[ ${1:-} =~ ^[0-9]+$ ]]; }
 
 if [ "$(id -u)" != 0 ]; then missing "multiqueue AF_XDP test needs root (netns, veth, XDP)"; fi
 require "multiqueue AF_XDP test" ip taskset dpdk-testpmd
@@ -40,7 +39,6 @@ PEER=vxmp$ID
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/vx-mq.XXXXXX")
 SOCK=$TMP/vx.sock
 FILE_PREFIX=vx-mq-$ID
-if [ "$(id -u)" = 0 ]; then RUNDIR=/var/run/dpdk; else RUNDIR=${XDG_RUNTIME_DIR:-/tmp}/dpdk; fi
 FE_CPU=$(($(nproc) > 1 ? 1 : 0))
 VX_PID='' TP_PID=''
 cleanup() {
@@ -49,11 +47,9 @@ cleanup() {
     stop_pid "$VX_PID"
     ip link del "$HOST" 2>/dev/null
     ip netns del "$NS" 2>/dev/null
-    rm -rf "$TMP" "$RUNDIR/$FILE_PREFIX"
+    rm -rf "$TMP" "$DPDK_RUNDIR/$FILE_PREFIX"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+on_exit cleanup
 
 in_ns() { ip netns exec "$NS" "$@"; }
 xdp_attached() { ip link show dev "$HOST" | grep -qE 'prog/xdp| xdp(generic|drv|offload)? '; }

@@ -43,9 +43,7 @@ cleanup() {
     done
     rm -rf "$TMP"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+on_exit cleanup
 
 # names OUT: what the demo said it made, from its lines
 #   "demo: pid D (...)", "veth pair: vxhN (...) <-> vxpN (in netns vxlab-N, ...)",

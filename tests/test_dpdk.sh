@@ -31,14 +31,12 @@ set -u
 FAILS=0
 t() { local d=$1; shift; if "$@"; then ok "$d"; else not_ok "$d"; FAILS=$((FAILS + 1)); fi; }
 gone() { ! kill -0 "$1" 2>/dev/null; }
-isnum() { [[ $1 =~ ^[0-9]+$ ]]; }
 # The socket is listening: /proc/net/unix flags 00010000 (__SO_ACCEPTCON) on that path.
 listening() { awk -v p="$1" '$NF == p && $4 == "00010000" { f = 1 } END { exit !f }' /proc/net/unix; }
 
 need_cmd dpdk-testpmd "DPDK virtio_user frontend" || { [ "${CI:-}" = true ] && exit 1; exit 0; }
 
 # Where DPDK keeps its --file-prefix directories (root: /var/run/dpdk).
-if [ "$(id -u)" = 0 ]; then RUNDIR=/var/run/dpdk; else RUNDIR=${XDG_RUNTIME_DIR:-/tmp}/dpdk; fi
 # testpmd's two lcores go on CPU 1 when there is one (the backend's poll thread gets the other CPU).
 FE_CPU=$(($(nproc) > 1 ? 1 : 0))
 
@@ -60,11 +58,9 @@ cleanup() {
     stop_pid "$FE_PID"
     stop_pid "$BE_PID"
     stop_pid "${MQ_PID:-}"
-    rm -rf "$TMP" "$RUNDIR/vx-fe-$$" "$RUNDIR/vx-be-$$"
+    rm -rf "$TMP" "$DPDK_RUNDIR/vx-fe-$$" "$DPDK_RUNDIR/vx-be-$$"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+on_exit cleanup
 
 diag() { # diag FILE N: FILE as TAP comments, at most its first and last N lines
     echo "# ---- ${1##*/}"
@@ -117,7 +113,7 @@ run_one() {
     fi
     FE_PID=''
     exec 9>&-
-    rm -rf "$RUNDIR/vx-fe-$$"
+    rm -rf "$DPDK_RUNDIR/vx-fe-$$"
     t "$name: testpmd ran and quit cleanly (exit status $rc)" [ "$rc" = 0 ]
 
     # One line per "NIC statistics" block: rx_packets rx_missed rx_bytes rx_errors rx_nombuf tx_packets
@@ -228,7 +224,7 @@ run_mq() {
     fi
     FE_PID=''
     exec 9>&-
-    rm -rf "$RUNDIR/vx-fe-$$"
+    rm -rf "$DPDK_RUNDIR/vx-fe-$$"
     t "$name: testpmd with 2 RX and 2 TX queues ran and quit cleanly (exit status $rc)" [ "$rc" = 0 ]
     kill -TERM "$MQ_PID" 2>/dev/null
     if wait_for "vhost-xdp --queues 2 to exit" 5 gone "$MQ_PID"; then wait "$MQ_PID"; vrc=$?; else vrc=timeout; fi

@@ -40,7 +40,6 @@
 set -u
 . "$(dirname "$0")/lib.sh"
 
-isnum() { [[ ${1:-} =~ ^[0-9]+$ ]]; }
 
 if [ "$(id -u)" != 0 ]; then missing "end-to-end test needs root (netns, veth, XDP)"; fi
 require "end-to-end test (netns + veth)" ip
@@ -56,7 +55,6 @@ TMP=$(mktemp -d "${TMPDIR:-/tmp}/vx-e2e.XXXXXX")
 SOCK=$TMP/vx.sock
 GUEST=${VX_GUEST_DIR:-$TESTS_DIR/guest}
 FILE_PREFIX=vx-e2e-$ID
-if [ "$(id -u)" = 0 ]; then RUNDIR=/var/run/dpdk; else RUNDIR=${XDG_RUNTIME_DIR:-/tmp}/dpdk; fi
 FE_CPU=$(($(nproc) > 1 ? 1 : 0))     # testpmd's lcores here, vhost-xdp's poll thread on CPU 0
 VX_PID='' TP_PID='' QEMU_PID=''
 cleanup() {
@@ -67,11 +65,9 @@ cleanup() {
     ip link del "$HOST" 2>/dev/null
     ip netns del "$NS" 2>/dev/null
     [ -n "${VX_E2E_KEEP:-}" ] && mkdir -p "$VX_E2E_KEEP" && cp "$TMP"/*.log "$TMP"/*.serial "$VX_E2E_KEEP"/ 2>/dev/null
-    rm -rf "$TMP" "$RUNDIR/$FILE_PREFIX"
+    rm -rf "$TMP" "$DPDK_RUNDIR/$FILE_PREFIX"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+on_exit cleanup
 
 # diag FILE...: the tail of each log as TAP comments (a guest console: its VX lines, then its tail; a
 # vhost-xdp log: its lines other than --stats, then its last stats).
@@ -278,7 +274,7 @@ dpdk_part() {
     if wait_for "testpmd to quit" 10 gone "$TP_PID"; then wait "$TP_PID"; TP_RC=$?; else stop_pid "$TP_PID"; TP_RC=timeout; fi
     TP_PID=''
     exec 9>&-
-    rm -rf "$RUNDIR/$FILE_PREFIX"
+    rm -rf "$DPDK_RUNDIR/$FILE_PREFIX"
     check "testpmd quit cleanly (exit status $TP_RC)" test "$TP_RC" = 0
     check "testpmd: no RX-missed/RX-errors/RX-nombuf/TX-errors ($TP_ERR)" test "$TP_ERR" = 0/0/0/0
 

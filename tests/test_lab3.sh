@@ -43,7 +43,6 @@ read -r pi_used pi_busy _ <<<"$(row polling idle)"
 read -r pl_used pl_busy pl_rate <<<"$(row polling load)"
 read -r bi_used bi_busy _ <<<"$(row back-off idle)"
 read -r bl_used bl_busy bl_rate <<<"$(row back-off load)"
-isnum() { [[ ${1:-} =~ ^[0-9]+$ ]]; }
 check "the table has its four rows: polling and back-off, idle and load, CPU used and busy" eval '
     isnum "${pi_used:-}" && isnum "${pi_busy:-}" && isnum "${pl_used:-}" && isnum "${pl_busy:-}" &&
     isnum "${bi_used:-}" && isnum "${bi_busy:-}" && isnum "${bl_used:-}" && isnum "${bl_busy:-}"'

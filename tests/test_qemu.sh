@@ -54,8 +54,7 @@ cleanup() {
     [ "${VX_BACKEND:-}" = dpdk ] && rm -rf "/var/run/dpdk/vx-qemu-$$" "${XDG_RUNTIME_DIR:-/nonexistent}/dpdk/vx-qemu-$$"
     return 0
 }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+on_exit cleanup
 
 # diag FILE...: the tail of each log as TAP comments; for a guest console, also its VX lines
 # other than the counters (features, VXREADY, VXERROR).

@@ -40,9 +40,7 @@ cleanup() {
     stop_pid "$VX_PID"
     rm -rf "$dir"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+on_exit cleanup
 
 diag() {
     local f
@@ -144,7 +142,6 @@ declare -A X
 while read -r d k from to drops; do
     X[$d,$k,from]=$from X[$d,$k,to]=$to X[$d,$k,drops]=$drops
 done < <(sed -n 's/.*exit: device \([01]\) (.*): queue pair \([01]\): from guest \([0-9]*\) packets, to guest \([0-9]*\) packets, \([0-9]*\) drops.*/\1 \2 \3 \4 \5/p' "$dir/vx.log")
-isnum() { [[ ${1:-} =~ ^[0-9]+$ ]]; }
 for d in 0 1; do
     g=$([ $d = 0 ] && echo a || echo b) o=$((1 - d))
     for k in 0 1; do

@@ -27,8 +27,7 @@ cleanup() {
     rm -rf "$dir"
     return 0
 }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+on_exit cleanup
 
 # show FILE...: the tail of each file as TAP comments.
 show() { local f; for f; do [ -s "$f" ] && { echo "# --- tail of ${f##*/}"; tail -n 12 "$f" | tr -d '\r' | sed 's/^/#   /'; }; done; return 0; }

@@ -27,17 +27,14 @@ GUEST=${VX_GUEST_DIR:-$TESTS_DIR/guest}
 dir=$(mktemp -d "${TMPDIR:-/tmp}/vx-vm2vm-$$.XXXXXX")
 SOCK_A=$dir/a.sock SOCK_B=$dir/b.sock
 VX_PID='' QEMU_A='' QEMU_B='' TX_PID='' RX_PID=''
-if [ "$(id -u)" = 0 ]; then RUNDIR=/var/run/dpdk; else RUNDIR=${XDG_RUNTIME_DIR:-/tmp}/dpdk; fi
 cleanup() {
     exec 7>&- 6>&-
     stop_pid "$QEMU_A"; stop_pid "$QEMU_B"
     stop_pid "$TX_PID"; stop_pid "$RX_PID"
     stop_pid "$VX_PID"
-    rm -rf "$dir" "$RUNDIR/vx-v2v-tx-$$" "$RUNDIR/vx-v2v-rx-$$"
+    rm -rf "$dir" "$DPDK_RUNDIR/vx-v2v-tx-$$" "$DPDK_RUNDIR/vx-v2v-rx-$$"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+on_exit cleanup
 
 diag() {
     local f
