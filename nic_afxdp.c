@@ -132,7 +132,10 @@ struct nic_port {
     __atomic_store_n(&(p)->stats.field, (p)->stats.field + (n), __ATOMIC_RELAXED)
 
 /* bpf(2) has no glibc wrapper: call it by number.  Every command takes the
- * same union, and the size tells the kernel which version of it we know. */
+ * same union, and the size tells the kernel which version of it we know.
+ * Each caller memsets the whole union first (`= { 0 }` need only zero its
+ * first member): the kernel refuses with EINVAL a command whose bytes past
+ * the fields it uses are not zero (CHECK_ATTR in kernel/bpf/syscall.c). */
 static int sys_bpf(enum bpf_cmd cmd, union bpf_attr *attr)
 {
     return (int)syscall(__NR_bpf, cmd, attr, sizeof *attr);
@@ -213,7 +216,9 @@ struct link_info {
 
 /* An RTM_GETLINK or RTM_SETLINK request: netlink header, the link's
  * ifinfomsg, then attributes.  64 bytes of attributes hold what we send at
- * most: IFLA_XDP nesting IFLA_XDP_FD and IFLA_XDP_FLAGS (3 x 8 bytes). */
+ * most: IFLA_XDP nesting IFLA_XDP_FD and IFLA_XDP_FLAGS (3 x 8 bytes).
+ * Every field the request does not name is zero; in an RTM_SETLINK,
+ * ifi_flags = ifi_change = 0 leaves the interface's flags (up, ...) alone. */
 struct link_req {
     struct nlmsghdr  nh;
     struct ifinfomsg ifi;
@@ -303,15 +308,14 @@ static int nl_transact(struct nlmsghdr *req, void *reply, size_t replylen, char 
  * and queue information, ...): 32 KiB is room for any ordinary interface. */
 static int link_query(unsigned ifindex, struct link_info *li)
 {
-    struct link_req req;
+    /* No NLM_F_ACK: the answer is the link itself (or an error). */
+    struct link_req req = {
+        .nh = { .nlmsg_len = NLMSG_LENGTH(sizeof req.ifi), .nlmsg_type = RTM_GETLINK,
+                .nlmsg_flags = NLM_F_REQUEST },
+        .ifi = { .ifi_family = AF_UNSPEC, .ifi_index = (int)ifindex },
+    };
     char reply[32768], msg[256];
-    memset(&req, 0, sizeof req);
     memset(li, 0, sizeof *li);
-    req.nh.nlmsg_len = NLMSG_LENGTH(sizeof req.ifi);
-    req.nh.nlmsg_type = RTM_GETLINK;
-    req.nh.nlmsg_flags = NLM_F_REQUEST;
-    req.ifi.ifi_family = AF_UNSPEC;
-    req.ifi.ifi_index = (int)ifindex;
     if (nl_transact(&req.nh, reply, sizeof reply, msg, sizeof msg) < 0)
         return -1;
 
@@ -340,14 +344,14 @@ static int link_query(unsigned ifindex, struct link_info *li)
 /* RTM_SETLINK IFLA_XDP { FD = prog_fd (-1: detach), FLAGS = mode }. */
 static int link_set_xdp(unsigned ifindex, int prog_fd, uint32_t flags, char *msg, size_t msglen)
 {
-    struct link_req req;
+    /* NLM_F_ACK: a successful RTM_SETLINK is otherwise answered with
+     * nothing at all, and nl_transact's recv() would wait for ever. */
+    struct link_req req = {
+        .nh = { .nlmsg_len = NLMSG_LENGTH(sizeof req.ifi), .nlmsg_type = RTM_SETLINK,
+                .nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK },
+        .ifi = { .ifi_family = AF_UNSPEC, .ifi_index = (int)ifindex },
+    };
     char reply[1024];           /* an ACK, or an error with the kernel's sentence */
-    memset(&req, 0, sizeof req);
-    req.nh.nlmsg_len = NLMSG_LENGTH(sizeof req.ifi);
-    req.nh.nlmsg_type = RTM_SETLINK;
-    req.nh.nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK;
-    req.ifi.ifi_family = AF_UNSPEC;
-    req.ifi.ifi_index = (int)ifindex;
     struct rtattr *xdp = nl_add_attr(&req.nh, IFLA_XDP | NLA_F_NESTED, NULL, 0);
     nl_add_attr(&req.nh, IFLA_XDP_FD, &prog_fd, sizeof prog_fd);
     nl_add_attr(&req.nh, IFLA_XDP_FLAGS, &flags, sizeof flags);
@@ -377,7 +381,8 @@ static int count_rx_queues(const char *ifname)
 /* Each check here turns what would otherwise be a puzzling failure later
  * (EINVAL from bind, or a socket that never receives) into one line that
  * says what to do.  The name goes into a sysfs path, hence no '/'. */
-static int check_interface(struct nic_port *p, const struct nic_options *opt, struct link_info *li)
+static int check_interface(struct nic_port *p, const struct nic_options *opt, uint32_t last,
+                           struct link_info *li)
 {
     if (!opt->ifname || !opt->ifname[0] || strlen(opt->ifname) >= IF_NAMESIZE || strchr(opt->ifname, '/')) {
         vx_log("interface name \"%s\" is not valid", opt->ifname ? opt->ifname : "");
@@ -400,13 +405,11 @@ static int check_interface(struct nic_port *p, const struct nic_options *opt, st
         return -1;
     }
     int nqueues = count_rx_queues(p->ifname);
-    uint32_t last = opt->queue + (opt->nqueues ? opt->nqueues : 1) - 1;
     if (nqueues > 0 && last >= (uint32_t)nqueues) {
         vx_log("%s: queue %u out of range: the interface has %d RX queue%s (0..%d; see `ethtool -l %s`)",
                p->ifname, last, nqueues, nqueues == 1 ? "" : "s", nqueues - 1, p->ifname);
         return -1;
     }
-    p->queue = opt->queue;
     return 0;
 }
 
@@ -468,6 +471,9 @@ static int load_program(struct nic_port *p)
     a.insn_cnt = XSK_PROG_LEN;
     a.license = ptr_to_u64(license);
     snprintf(a.prog_name, sizeof a.prog_name, "%s", NIC_PROG_NAME);
+    /* prog_flags stays 0, without BPF_F_XDP_HAS_FRAGS: the program only
+     * promises to handle packets in one buffer, so a driver whose MTU needs
+     * several refuses to attach it (ERANGE on veth: see native_xdp_hint). */
     p->prog_fd = sys_bpf(BPF_PROG_LOAD, &a);
     if (p->prog_fd >= 0)
         return 0;
@@ -514,6 +520,9 @@ static void prog_name_by_id(uint32_t id, char *name, size_t len)
     int fd = sys_bpf(BPF_PROG_GET_FD_BY_ID, &a);
     if (fd < 0)
         return;
+    /* Zeroed: the kernel reads some of info's fields as requests (buffer
+     * pointers and counts for the instructions, the map ids, ...), and
+     * info_len says how much of it we have: it fills in no more. */
     memset(&info, 0, sizeof info);
     memset(&a, 0, sizeof a);
     a.info.bpf_fd = (uint32_t)fd;
@@ -575,6 +584,8 @@ static int attach_program(struct nic_port *p, uint32_t mode_flag)
     if (p->link_fd >= 0 || errno != EINVAL)
         return p->link_fd >= 0 ? 0 : -1;
 
+    /* UPDATE_IF_NOEXIST: without it netlink silently replaces whatever
+     * program the interface has, even one attached since we looked. */
     char msg[256];
     if (link_set_xdp(p->ifindex, p->prog_fd, mode_flag | XDP_FLAGS_UPDATE_IF_NOEXIST, msg, sizeof msg) < 0) {
         if (msg[0])
@@ -668,6 +679,9 @@ static int create_socket_and_umem(struct nic_port *p)
      * none, since we copy packets out and never grow them in place.  (Copy
      * mode leaves its own XDP_PACKET_HEADROOM on top: see "Data path: RX".) */
     reg.headroom = 0;
+    /* reg.flags stays 0: aligned-chunk mode (no XDP_UMEM_UNALIGNED_CHUNK_FLAG),
+     * where frames start at multiples of chunk_size: what lets
+     * addr & ~(frame_size - 1) find the frame of any address. */
     if (setsockopt(p->xsk_fd, SOL_XDP, XDP_UMEM_REG, &reg, sizeof reg) < 0) {
         int err = errno;
         struct rlimit rl;
@@ -743,6 +757,8 @@ static int create_rings(struct nic_port *p)
             return -1;
         }
     }
+    /* Kernels before 5.4 know no `flags` word (no need_wakeup) and answer
+     * with a shorter struct: hence the length check. */
     struct xdp_mmap_offsets off;
     socklen_t optlen = sizeof off;
     if (getsockopt(p->xsk_fd, SOL_XDP, XDP_MMAP_OFFSETS, &off, &optlen) < 0 || optlen != sizeof off) {
@@ -852,6 +868,11 @@ static void fill_ring_prime(struct nic_port *p)
  *       flags when it needs a syscall to make progress, instead of us
  *       making one every time (Documentation/networking/af_xdp.rst,
  *       "XDP_USE_NEED_WAKEUP bind flag").
+ * We always force one of the two: with neither flag the kernel would pick
+ * zero-copy wherever the driver has it, and the mode would depend on the
+ * NIC rather than on --zerocopy.  sxdp_shared_umem_fd stays 0 (no
+ * XDP_SHARED_UMEM): every queue has a UMEM of its own, so no two poll
+ * threads share a ring.
  */
 static int bind_socket(struct nic_port *p, bool zerocopy)
 {
@@ -877,20 +898,18 @@ static int bind_socket(struct nic_port *p, bool zerocopy)
         else if (err == EBUSY)
             vx_log("%s: queue %u is taken by another AF_XDP socket (still EBUSY after %d ms)", p->ifname,
                    p->queue, BIND_EBUSY_RETRY_MS);
-        else if (err == EINVAL)
-            vx_log("%s: bind(AF_XDP, queue %u) failed: %s (queue id out of range?)", p->ifname, p->queue,
-                   strerror(err));
         else
-            vx_log("%s: bind(AF_XDP, queue %u) failed: %s", p->ifname, p->queue, strerror(err));
+            vx_log("%s: bind(AF_XDP, queue %u) failed: %s%s", p->ifname, p->queue, strerror(err),
+                   err == EINVAL ? " (queue id out of range?)" : "");
         return -1;
     }
-    /* Ask what we got rather than assume it. */
+    /* Ask what we got rather than assume it; should the kernel not say,
+     * the mode we forced with the bind flag is the mode we have. */
     struct xdp_options xo = { 0 };
     socklen_t optlen = sizeof xo;
+    p->zerocopy = zerocopy;
     if (getsockopt(p->xsk_fd, SOL_XDP, XDP_OPTIONS, &xo, &optlen) == 0)
         p->zerocopy = xo.flags & XDP_OPTIONS_ZEROCOPY;
-    else
-        p->zerocopy = zerocopy;
     return 0;
 }
 
@@ -948,10 +967,8 @@ static int check_options(struct nic_port *p, const struct nic_options *opt)
 static struct nic_port *port_new(const struct nic_options *opt)
 {
     struct nic_port *p = calloc(1, sizeof *p);
-    if (!p) {
-        vx_log("AF_XDP port: out of memory");
-        return NULL;
-    }
+    if (!p)
+        goto out_of_memory;
     p->map_fd = p->prog_fd = p->link_fd = p->xsk_fd = -1;
     if (check_options(p, opt) < 0) {
         free(p);
@@ -959,12 +976,12 @@ static struct nic_port *port_new(const struct nic_options *opt)
     }
     /* Room for every frame, though only the TX half ever lives here. */
     p->tx_free = calloc(p->frame_count, sizeof *p->tx_free);
-    if (!p->tx_free) {
-        vx_log("AF_XDP port: out of memory");
-        free(p);
-        return NULL;
-    }
-    return p;
+    if (p->tx_free)
+        return p;
+    free(p);
+out_of_memory:
+    vx_log("AF_XDP port: out of memory");
+    return NULL;
 }
 
 /* Steps 4 to 6 for one queue: its socket, UMEM and rings, joined to the
@@ -996,35 +1013,37 @@ static int open_queue(struct nic_port *p, const struct nic_options *opt, int map
 int nic_open(struct nic_port **ports, const struct nic_options *opt)
 {
     struct link_info li;
+    struct nic_port *p;
     uint32_t n = opt->nqueues ? opt->nqueues : 1;
+    uint32_t last = opt->queue + n - 1;     /* queues opt->queue .. last */
     memset(ports, 0, n * sizeof *ports);
-    struct nic_port *p = port_new(opt);
-    if (!p)
-        return -1;
-    ports[0] = p;
+    for (uint32_t k = 0; k < n; k++)
+        if (!(ports[k] = port_new(opt)))
+            goto fail;
+    p = ports[0];
     raise_memlock_limit();
 
     /* 1. the interface exists, is up, has those queues; what XDP it has now */
-    if (check_interface(p, opt, &li) < 0)
+    if (check_interface(p, opt, last, &li) < 0)
         goto fail;
     /* 2. the XSKMAP, then the program that uses it */
-    if (create_xskmap(p, opt->queue + n - 1) < 0 || load_program(p) < 0)
+    if (create_xskmap(p, last) < 0 || load_program(p) < 0)
         goto fail;
     /* 3. clear the interface of stale programs, attach ours (native, else generic) */
     if (replace_stale_programs(p, &li) < 0 || attach_in_mode(p, opt) < 0)
         goto fail;
     vx_log("%s: XDP program attached (%s)", p->ifname, p->netlink_attached ? "through netlink" : "BPF link");
     /* 4-6, once per queue.  The other queues' ports copy the interface's
-     * name, index and XDP mode from the first. */
+     * name, index and XDP mode from the first; they hold no program (their
+     * prog, map and link fds stay -1, netlink_attached false), so closing
+     * them detaches nothing. */
     for (uint32_t k = 0; k < n; k++) {
+        p = ports[k];
+        p->queue = opt->queue + k;
         if (k > 0) {
-            if (!(p = ports[k] = port_new(opt)))
-                goto fail;
             memcpy(p->ifname, ports[0]->ifname, sizeof p->ifname);
             p->ifindex = ports[0]->ifindex;
             p->xdp_flags = ports[0]->xdp_flags;
-            p->netlink_attached = false;    /* the first port detaches */
-            p->queue = opt->queue + k;
         }
         if (open_queue(p, opt, ports[0]->map_fd) < 0)
             goto fail;
@@ -1084,7 +1103,10 @@ int nic_rx_burst(struct nic_port *p, struct vx_pkt *pkts, int n)
 
     /* Check each descriptor before trusting it with a pointer into the
      * UMEM: the kernel is not hostile, but a wrong address here would make
-     * the poll thread copy from outside its own memory. */
+     * the poll thread copy from outside its own memory.  Bound without
+     * XDP_USE_SG, the socket never gets a packet split over several frames
+     * (the kernel drops it): one descriptor is one whole packet, and its
+     * `options` (XDP_PKT_CONTD) need no look. */
     const struct xdp_desc *descs = p->rx.entries;
     uint32_t bad = 0;
     uint64_t bytes = 0;
@@ -1104,6 +1126,8 @@ int nic_rx_burst(struct nic_port *p, struct vx_pkt *pkts, int n)
         bytes += d->len;
         got++;
     }
+    /* The RX slots go back at once: a slot only names a frame, and the
+     * frame stays ours until nic_rx_release() puts it in the fill ring. */
     ring_cons_release(&p->rx, avail);
     if (bad) {
         ring_prod_submit(&p->fill, bad);
@@ -1239,7 +1263,10 @@ void nic_tx_submit(struct nic_port *p, struct vx_pkt *pkts, int nfilled, int nal
         uint64_t in_frame = addr & (p->frame_size - 1);
         /* The packet must lie inside its frame: a length beyond the
          * frame's end would have the kernel send the next frame's bytes
-         * (or refuse the descriptor and count it invalid). */
+         * (or refuse the descriptor and count it invalid).  These are the
+         * kernel's own checks (net/xdp/xsk_queue.h, xp_aligned_validate_desc);
+         * it skips a descriptor that fails them without ever returning its
+         * frame on the completion ring, so the frame would be lost to us. */
         if (addr >= p->umem_size || pkts[i].len == 0 || pkts[i].len > p->frame_size - in_frame) {
             tx_free_frame(p, addr);     /* counts it as invalid if not ours */
             if (addr < p->umem_size)
@@ -1254,6 +1281,8 @@ void nic_tx_submit(struct nic_port *p, struct vx_pkt *pkts, int nfilled, int nal
         struct xdp_desc *d = &descs[(p->tx.cached_prod + sent) & p->tx.mask];
         d->addr = addr;
         d->len = pkts[i].len;
+        /* No option bits: one whole packet (no XDP_PKT_CONTD), no TX
+         * metadata; a bit the kernel does not know makes it invalid. */
         d->options = 0;
         bytes += pkts[i].len;
         sent++;
@@ -1279,9 +1308,9 @@ void nic_tx_submit(struct nic_port *p, struct vx_pkt *pkts, int nfilled, int nal
  * our code, so only XDP_STATISTICS can tell. */
 static void log_kernel_drops(const struct nic_port *p)
 {
-    struct xdp_statistics st;
+    /* Zeroed: a kernel before 5.9 fills in only the first three counters. */
+    struct xdp_statistics st = { 0 };
     socklen_t optlen = sizeof st;
-    memset(&st, 0, sizeof st);
     if (getsockopt(p->xsk_fd, SOL_XDP, XDP_STATISTICS, &st, &optlen) < 0)
         return;
     if (st.rx_dropped || st.rx_invalid_descs || st.tx_invalid_descs || st.rx_ring_full ||
@@ -1318,6 +1347,9 @@ void nic_close(struct nic_port *p)
         close(p->xsk_fd);       /* also takes it out of the XSKMAP, unpins the UMEM */
     if (p->umem)
         munmap(p->umem, p->umem_size);
+    /* Closing these two detaches nothing (the link or the netlink
+     * attachment holds the program, the program holds its map): hence the
+     * explicit detach above.  The kernel frees each with its last holder. */
     if (p->prog_fd >= 0)
         close(p->prog_fd);
     if (p->map_fd >= 0)
