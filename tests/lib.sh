@@ -38,9 +38,11 @@ require() { local what=$1 c; shift; for c; do need_cmd "$c" "$what" || done_test
 on_exit() { trap "$1" EXIT; trap 'exit 130' INT; trap 'exit 143' TERM; }
 
 # isnum VALUE: a non-negative decimal integer (a counter read from a peer's output).
+isnum() { [[ ${1:-} =~ ^[0-9]+$ ]]; }
 
 # Where DPDK's EAL keeps each instance's run-time files (a directory per --file-prefix): the tests
 # and the bench remove their own prefixes' directories when they end.
+if [ "$(id -u)" = 0 ]; then DPDK_RUNDIR=/var/run/dpdk; else DPDK_RUNDIR=${XDG_RUNTIME_DIR:-/tmp}/dpdk; fi
 
 # Where the binary under test is (run from the top of the tree).
 VX=${VX:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/vhost-xdp}
