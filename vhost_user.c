@@ -27,7 +27,6 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stdarg.h>
-#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -117,6 +116,9 @@ struct vu_msg {
     union vu_payload payload;
     int fds[VHOST_USER_MAX_FDS];
     int nfds;
+    /* The ring a SET_VRING_* or GET_VRING_BASE names, found and checked by
+     * the dispatcher (vu_ring) before its handler runs; NULL for the others. */
+    struct vx_vring *ring;
 };
 
 /* === 2. The message table ================================================ */
@@ -242,9 +244,10 @@ static const struct vu_request vu_requests[] = {
  * Linux guest's bulk TX fast; EVENT_IDX lets it tell us when to interrupt.
  * MRG_RXBUF lets one received packet span several RX buffers (virtio 1.2
  * §5.1.6.3.1); DPDK virtio_user and a Linux guest both take it by default
- * (the num_buffers field of the net header then counts the pieces).  MTU makes the device's `mtu`
- * config field valid, which QEMU fills from host_mtu=N and tells us in
- * NET_SET_MTU.  MQ only when --queues offers more than one pair.
+ * (the num_buffers field of the net header then counts the pieces).  MTU
+ * makes the device's `mtu` config field valid, which QEMU fills from
+ * host_mtu=N and tells us in NET_SET_MTU.  MQ only when --queues offers
+ * more than one pair.
  * IN_ORDER (§2.7.9, §2.8.8) promises what we do anyway, use buffers in the
  * order they came, and lets a TX burst go back in one used entry
  * (virtqueue.c); DPDK virtio_user takes it by default (in_order=1), QEMU 7.2
@@ -374,19 +377,52 @@ static int vu_rings_resume(struct vx_dev *dev)
 /* === 4. The handlers ===================================================== */
 
 /* The ring a message names, or NULL (logged) if there is no such ring.
+ * The index sits in the payload's first field: vu_vring_state and
+ * vu_vring_addr start with it, the eventfd messages carry it in bits 0-7.
  * vrings[] has room for VX_MAX_VRINGS, but a frontend may only name the
  * rings of the queue pairs we offered in GET_QUEUE_NUM (--queues): the PMD
- * threads poll no others, so a ring beyond them would never run. */
-static struct vx_vring *vu_ring(struct vx_dev *dev, uint32_t index, const char *what)
+ * threads poll no others, so a ring beyond them would never run.  The
+ * dispatcher calls this once for every message about one ring, so each
+ * handler gets a ring it may use (msg->ring) and no handler repeats the
+ * check. */
+static struct vx_vring *vu_ring(struct vx_dev *dev, const struct vu_request *req, const union vu_payload *p)
 {
+    uint32_t index = req->payload == P_RING_FD ? (uint32_t)(p->u64 & VHOST_USER_VRING_IDX_MASK)
+                   : req->payload == P_STATE ? p->state.index : p->addr.index;
     if (index >= 2 * dev->queue_pairs) {
-        vx_log("%s: ring index %u out of range (%u queue pairs = %u rings)", what, index,
+        vx_log("%s: ring index %u out of range (%u queue pairs = %u rings)", req->name, index,
                dev->queue_pairs, 2 * dev->queue_pairs);
         return NULL;
     }
     return &dev->vrings[index];
 }
 
+/* SET_FEATURES and SET_PROTOCOL_FEATURES: may `bits` be accepted?  Not if
+ * it has a bit we never offered: the frontend would then run the device in
+ * a way we cannot (logged; the caller refuses, and the connection resets). */
+static bool vu_only_offered(const char *what, uint64_t bits, uint64_t offered)
+{
+    uint64_t extra = bits & ~offered;
+    if (extra)
+        vx_log("%s: 0x%" PRIx64 " has bits we never offered (0x%" PRIx64 ")", what, bits, extra);
+    return extra == 0;
+}
+
+/* Some messages exist only under a protocol feature: vhost-user.rst says,
+ * in each one's description, that the frontend sends it only once that
+ * feature is negotiated.  One sent without it is a frontend that broke the
+ * protocol: logged here; the caller refuses it and the connection resets. */
+static bool vu_negotiated(const struct vx_dev *dev, int bit, const char *what, const char *feature)
+{
+    if (dev->protocol_features & (1ull << bit))
+        return true;
+    vx_log("%s: sent without %s negotiated", what, feature);
+    return false;
+}
+
+/* Every fd this file holds (the connection, the listening socket, a ring's
+ * kick, call and err eventfds) is -1 when there is none, never 0: fd 0 is
+ * stdin (vu_init).  So one helper closes any of them, once. */
 static void vu_close_fd(int *fd)
 {
     if (*fd >= 0)
@@ -454,11 +490,8 @@ static int vu_get_features(struct vx_dev *dev, struct vu_msg *msg)
  * would run the rings in a way we cannot: refused, connection reset. */
 static int vu_set_features(struct vx_dev *dev, struct vu_msg *msg)
 {
-    uint64_t extra = msg->payload.u64 & ~vu_offered_features(dev);
-    if (extra) {
-        vx_log("SET_FEATURES: 0x%" PRIx64 " has bits we never offered (0x%" PRIx64 ")", msg->payload.u64, extra);
+    if (!vu_only_offered("SET_FEATURES", msg->payload.u64, vu_offered_features(dev)))
         return VU_FAIL;
-    }
     dev->features = msg->payload.u64;
     for (int i = 0; i < VX_MAX_VRINGS; i++)
         dev->vrings[i].attached = false;    /* header length may change */
@@ -559,6 +592,7 @@ static int vu_set_mem_table(struct vx_dev *dev, struct vu_msg *msg)
             .userspace_addr = r->userspace_addr, .mmap_offset = r->mmap_offset,
             .mmap_addr = p, .mmap_size = len, .host = (uint8_t *)p + r->mmap_offset,
         };
+        /* Counted as each region maps: `fail` unmaps exactly these. */
         mem.nregions = i + 1;
     }
     vu_unmap_memory(&dev->mem);
@@ -580,10 +614,8 @@ fail:
  * default to 256 (virtio_user's queue_size devarg). */
 static int vu_set_vring_num(struct vx_dev *dev, struct vu_msg *msg)
 {
-    struct vx_vring *vr = vu_ring(dev, msg->payload.state.index, "SET_VRING_NUM");
+    struct vx_vring *vr = msg->ring;
     uint32_t num = msg->payload.state.num;
-    if (!vr)
-        return VU_FAIL;
     bool packed = dev->features & (1ull << VIRTIO_F_RING_PACKED);  /* SET_FEATURES came first */
     if (num == 0 || num > VX_MAX_RING_SIZE || (!packed && (num & (num - 1)))) {
         vx_log("SET_VRING_NUM: ring %u: size %u is not %s in 1..%u", vr->index, num,
@@ -605,9 +637,7 @@ static int vu_set_vring_num(struct vx_dev *dev, struct vu_msg *msg)
 static int vu_set_vring_addr(struct vx_dev *dev, struct vu_msg *msg)
 {
     const struct vu_vring_addr *a = &msg->payload.addr;
-    struct vx_vring *vr = vu_ring(dev, a->index, "SET_VRING_ADDR");
-    if (!vr)
-        return VU_FAIL;
+    struct vx_vring *vr = msg->ring;
     /* These are frontend virtual addresses: check them now against the
      * memory table's userspace_addr ranges (the whole ring is checked again
      * with its size when it starts). */
@@ -633,25 +663,21 @@ static int vu_set_vring_addr(struct vx_dev *dev, struct vu_msg *msg)
  * a descriptor chain twice or skip one. */
 static int vu_set_vring_base(struct vx_dev *dev, struct vu_msg *msg)
 {
-    struct vx_vring *vr = vu_ring(dev, msg->payload.state.index, "SET_VRING_BASE");
-    if (!vr)
-        return VU_FAIL;
+    struct vx_vring *vr = msg->ring;
+    uint32_t base = msg->payload.state.num;
     if (dev->features & (1ull << VIRTIO_F_RING_PACKED)) {
         /* Packed (vhost-user.rst): bits 0-14 the slot, bit 15 the avail wrap
          * counter; the used side resumes at the same place (vq_attach). */
-        vr->last_avail_idx = msg->payload.state.num & 0x7fff;
-        vr->avail_wrap_counter = msg->payload.state.num & 0x8000;
+        vr->last_avail_idx = base & 0x7fff;
+        vr->avail_wrap_counter = base & 0x8000;
         vr->last_used_idx = vr->last_avail_idx;
         vr->used_wrap_counter = vr->avail_wrap_counter;
-        vr->attached = false;
-        return VU_OK;
-    }
-    if (msg->payload.state.num > 0xffff) {
-        vx_log("SET_VRING_BASE: ring %u: base %u does not fit a split ring's u16 index", vr->index,
-               msg->payload.state.num);
+    } else if (base > 0xffff) {
+        vx_log("SET_VRING_BASE: ring %u: base %u does not fit a split ring's u16 index", vr->index, base);
         return VU_FAIL;
+    } else {
+        vr->last_avail_idx = (uint16_t)base;
     }
-    vr->last_avail_idx = (uint16_t)msg->payload.state.num;
     vr->attached = false;
     return VU_OK;
 }
@@ -665,9 +691,7 @@ static int vu_set_vring_base(struct vx_dev *dev, struct vu_msg *msg)
  * starts again only on a new SET_VRING_KICK. */
 static int vu_get_vring_base(struct vx_dev *dev, struct vu_msg *msg)
 {
-    struct vx_vring *vr = vu_ring(dev, msg->payload.state.index, "GET_VRING_BASE");
-    if (!vr)
-        return VU_FAIL;
+    struct vx_vring *vr = msg->ring;
     if (dev->opt.trace >= VX_TRACE_RINGS && vr->attached)
         vx_log("trace: ring %u stopped (GET_VRING_BASE): last_avail_idx %u, used idx %u%s", vr->index,
                vr->last_avail_idx, vr->last_used_idx, vr->broken ? ", was broken" : "");
@@ -688,19 +712,13 @@ static int vu_get_vring_base(struct vx_dev *dev, struct vu_msg *msg)
  * held on to would leak.  The new fd, if any, moves into the ring: the
  * dispatcher will not close it.  With NOFD (bit 8) no fd came and the ring
  * has none of that kind. */
-static struct vx_vring *vu_take_ring_fd(struct vx_dev *dev, struct vu_msg *msg, const char *what,
-                                        size_t fd_offset)
+static void vu_take_ring_fd(struct vu_msg *msg, int *slot)
 {
-    struct vx_vring *vr = vu_ring(dev, msg->payload.u64 & VHOST_USER_VRING_IDX_MASK, what);
-    if (!vr)
-        return NULL;
-    int *slot = (int *)((char *)vr + fd_offset);
     vu_close_fd(slot);
     if (msg->nfds == 1) {
         *slot = msg->fds[0];
         msg->nfds = 0;
     }
-    return vr;
 }
 
 /* SET_VRING_KICK: the eventfd the frontend signals when the guest has made
@@ -709,9 +727,9 @@ static struct vx_vring *vu_take_ring_fd(struct vx_dev *dev, struct vu_msg *msg, 
  * ring's set-up, after SET_VRING_ADDR. */
 static int vu_set_vring_kick(struct vx_dev *dev, struct vu_msg *msg)
 {
-    struct vx_vring *vr = vu_take_ring_fd(dev, msg, "SET_VRING_KICK", offsetof(struct vx_vring, kick_fd));
-    if (!vr)
-        return VU_FAIL;
+    struct vx_vring *vr = msg->ring;
+    (void)dev;
+    vu_take_ring_fd(msg, &vr->kick_fd);
     /* The kick starts the ring.  We poll, so we never wait on this fd (with
      * NOFD there is none): holding it is enough. */
     vr->kick_received = true;
@@ -722,14 +740,16 @@ static int vu_set_vring_kick(struct vx_dev *dev, struct vu_msg *msg)
 /* SET_VRING_CALL: the eventfd we signal when we have used buffers: the
  * guest's interrupt (QEMU routes it to the guest's MSI or INTx line through
  * KVM's irqfd, or its own handler); virtqueue.c writes it when the guest
- * asks (notification suppression, §2.7.7 and §2.7.10).  QEMU sends one per ring at connection time and another
- * at every device start; DPDK virtio_user sends them before SET_FEATURES
- * though it polls.  It is in the table's "rings" column because a PMD writes
+ * asks (notification suppression, §2.7.7 and §2.7.10).  QEMU sends one per
+ * ring at connection time and another at every device start; DPDK
+ * virtio_user sends them before SET_FEATURES though it polls.  It is in the table's "rings" column because a PMD writes
  * this fd: closing it under a running PMD would have the PMD write to a
  * closed fd number, or to whatever file reuses it. */
 static int vu_set_vring_call(struct vx_dev *dev, struct vu_msg *msg)
 {
-    return vu_take_ring_fd(dev, msg, "SET_VRING_CALL", offsetof(struct vx_vring, call_fd)) ? VU_OK : VU_FAIL;
+    (void)dev;
+    vu_take_ring_fd(msg, &msg->ring->call_fd);
+    return VU_OK;
 }
 
 /* SET_VRING_ERR: an eventfd for the backend to signal a ring error.  QEMU
@@ -738,7 +758,9 @@ static int vu_set_vring_call(struct vx_dev *dev, struct vu_msg *msg)
  * No PMD reads it, so the message does not take rings away. */
 static int vu_set_vring_err(struct vx_dev *dev, struct vu_msg *msg)
 {
-    return vu_take_ring_fd(dev, msg, "SET_VRING_ERR", offsetof(struct vx_vring, err_fd)) ? VU_OK : VU_FAIL;
+    (void)dev;
+    vu_take_ring_fd(msg, &msg->ring->err_fd);
+    return VU_OK;
 }
 
 /* GET/SET_PROTOCOL_FEATURES: the protocol's own extensions.  We offer five:
@@ -746,10 +768,10 @@ static int vu_set_vring_err(struct vx_dev *dev, struct vu_msg *msg)
  * (the frontend may set NEED_REPLY on any message and wait for our u64
  * status: how QEMU and virtio_user make SET_MEM_TABLE synchronous), NET_MTU
  * (NET_SET_MTU), RARP (SEND_RARP) and STATUS (SET/GET_STATUS, the device
- * status byte).  The spec allows these messages only
- * when GET_FEATURES offered bit 30, and wants them answered even before
- * SET_FEATURES: QEMU asks at connection time, before SET_OWNER, and sets
- * the intersection with what it knows.  DPDK virtio_user 22.11 wants only
+ * status byte).  The spec allows these messages only when GET_FEATURES
+ * offered bit 30, and wants them answered even before SET_FEATURES: QEMU
+ * asks at connection time, before SET_OWNER, and sets the intersection
+ * with what it knows.  DPDK virtio_user 22.11 wants only
  * MQ, REPLY_ACK and STATUS. */
 static int vu_get_protocol_features(struct vx_dev *dev, struct vu_msg *msg)
 {
@@ -760,12 +782,8 @@ static int vu_get_protocol_features(struct vx_dev *dev, struct vu_msg *msg)
 
 static int vu_set_protocol_features(struct vx_dev *dev, struct vu_msg *msg)
 {
-    uint64_t extra = msg->payload.u64 & ~vu_offered_protocol_features;
-    if (extra) {
-        vx_log("SET_PROTOCOL_FEATURES: 0x%" PRIx64 " has bits we never offered (0x%" PRIx64 ")",
-               msg->payload.u64, extra);
+    if (!vu_only_offered("SET_PROTOCOL_FEATURES", msg->payload.u64, vu_offered_protocol_features))
         return VU_FAIL;
-    }
     dev->protocol_features = msg->payload.u64;
     return VU_OK;
 }
@@ -802,10 +820,8 @@ static int vu_get_queue_num(struct vx_dev *dev, struct vu_msg *msg)
  */
 static int vu_set_status(struct vx_dev *dev, struct vu_msg *msg)
 {
-    if (!(dev->protocol_features & (1ull << VHOST_USER_PROTOCOL_F_STATUS))) {
-        vx_log("SET_STATUS: sent without PROTOCOL_F_STATUS negotiated");
+    if (!vu_negotiated(dev, VHOST_USER_PROTOCOL_F_STATUS, "SET_STATUS", "PROTOCOL_F_STATUS"))
         return VU_FAIL;
-    }
     if (msg->payload.u64 > 0xff) {
         vx_log("SET_STATUS 0x%" PRIx64 ": not a device status (one byte, virtio 1.2 §2.1)", msg->payload.u64);
         return VU_FAIL;
@@ -818,10 +834,8 @@ static int vu_set_status(struct vx_dev *dev, struct vu_msg *msg)
 
 static int vu_get_status(struct vx_dev *dev, struct vu_msg *msg)
 {
-    if (!(dev->protocol_features & (1ull << VHOST_USER_PROTOCOL_F_STATUS))) {
-        vx_log("GET_STATUS: sent without PROTOCOL_F_STATUS negotiated");
+    if (!vu_negotiated(dev, VHOST_USER_PROTOCOL_F_STATUS, "GET_STATUS", "PROTOCOL_F_STATUS"))
         return VU_FAIL;
-    }
     msg->payload.u64 = dev->status;
     return VU_REPLY;
 }
@@ -836,9 +850,7 @@ static int vu_get_status(struct vx_dev *dev, struct vu_msg *msg)
  * counted there. */
 static int vu_set_vring_enable(struct vx_dev *dev, struct vu_msg *msg)
 {
-    struct vx_vring *vr = vu_ring(dev, msg->payload.state.index, "SET_VRING_ENABLE");
-    if (!vr)
-        return VU_FAIL;
+    struct vx_vring *vr = msg->ring;
     if (msg->payload.state.num > 1) {
         vx_log("SET_VRING_ENABLE: ring %u: value %u is neither 0 nor 1", vr->index, msg->payload.state.num);
         return VU_FAIL;
@@ -869,10 +881,8 @@ static int vu_set_vring_enable(struct vx_dev *dev, struct vu_msg *msg)
 static int vu_net_set_mtu(struct vx_dev *dev, struct vu_msg *msg)
 {
     uint64_t mtu = msg->payload.u64;
-    if (!(dev->protocol_features & (1ull << VHOST_USER_PROTOCOL_F_NET_MTU))) {
-        vx_log("NET_SET_MTU: sent without PROTOCOL_F_NET_MTU negotiated");
+    if (!vu_negotiated(dev, VHOST_USER_PROTOCOL_F_NET_MTU, "NET_SET_MTU", "PROTOCOL_F_NET_MTU"))
         return VU_FAIL;
-    }
     if (mtu < VX_MTU_MIN || mtu > dev->mtu_max) {
         vx_log("NET_SET_MTU %" PRIu64 " refused: not in %d..%u (--mtu: the largest MTU this port carries)", mtu,
                VX_MTU_MIN, dev->mtu_max);
@@ -898,10 +908,8 @@ static int vu_send_rarp(struct vx_dev *dev, struct vu_msg *msg)
 {
     uint8_t mac[8];
     memcpy(mac, &msg->payload.u64, sizeof mac);     /* the first 6 bytes, as on the wire */
-    if (!(dev->protocol_features & (1ull << VHOST_USER_PROTOCOL_F_RARP))) {
-        vx_log("SEND_RARP: sent without PROTOCOL_F_RARP negotiated");
+    if (!vu_negotiated(dev, VHOST_USER_PROTOCOL_F_RARP, "SEND_RARP", "PROTOCOL_F_RARP"))
         return VU_FAIL;
-    }
     /* A frame's source address is one station's: never a group address
      * (bit 0 of the first byte) and never all zeros. */
     if ((mac[0] & 1) || !(mac[0] | mac[1] | mac[2] | mac[3] | mac[4] | mac[5])) {
@@ -1053,6 +1061,8 @@ static void vu_append_payload(struct vu_line *l, const union vu_payload *p, enum
     }
 }
 
+/* The frontend may send any u32 as a request: past the end of the table,
+ * or on a gap in it (such as 0), the name is UNKNOWN. */
 static const char *vu_request_name(uint32_t request)
 {
     return request < VU_NREQUESTS && vu_requests[request].name ? vu_requests[request].name : "UNKNOWN";
@@ -1251,38 +1261,48 @@ static void vu_close_fds(struct vu_msg *msg)
 static int vu_dispatch_one(struct vx_dev *dev)
 {
     struct vu_msg msg;
-    int ret = -1;
-    if (vu_read_msg(dev, &msg) < 0)
-        goto out;
+    if (vu_read_msg(dev, &msg) < 0) {
+        vu_close_fds(&msg);     /* peer gone, or no message we can read: nothing to reply to */
+        return -1;
+    }
 
     uint32_t rq = msg.hdr.request;
     const struct vu_request *req = rq < VU_NREQUESTS && vu_requests[rq].name ? &vu_requests[rq] : NULL;
     if (dev->opt.trace)
         vu_trace("<-", &msg, req ? req->payload : P_NONE);
+    /* A message we refuse before its handler runs (not understood,
+     * malformed, or naming no ring of ours) is answered below as a handler
+     * that failed: a nack if the frontend waits for one, so that it reports
+     * an error rather than hang, then the reset. */
+    int r = VU_FAIL;
     if (!req || !req->handler) {
         vx_log("request %u (%s) not supported: we did not offer the feature it belongs to", rq, vu_request_name(rq));
-        goto refuse;
+        goto reply;
     }
     char why[120];
     if (vu_check_msg(dev, &msg, req, why, sizeof why)) {
         vx_log("%s: malformed: %s", req->name, why);
-        goto refuse;
+        goto reply;
     }
+    bool names_ring = req->payload == P_STATE || req->payload == P_ADDR || req->payload == P_RING_FD;
+    msg.ring = names_ring ? vu_ring(dev, req, &msg.payload) : NULL;
+    if (names_ring && !msg.ring)
+        goto reply;
 
-    if (req->changes_rings) {
-        /* Which rings: the one named in the payload, else all of them. */
-        uint32_t index = req->payload == P_RING_FD ? (uint32_t)(msg.payload.u64 & VHOST_USER_VRING_IDX_MASK)
-                       : req->payload == P_STATE ? msg.payload.state.index
-                       : req->payload == P_ADDR ? msg.payload.addr.index : UINT32_MAX;
-        vu_rings_stop(dev, index < VX_MAX_VRINGS ? 1ull << index : VU_ALL_RINGS);
-    }
-    int r = req->handler(dev, &msg);
+    /* Which rings to take away: the one the message names, else all. */
+    if (req->changes_rings)
+        vu_rings_stop(dev, msg.ring ? 1ull << msg.ring->index : VU_ALL_RINGS);
+    r = req->handler(dev, &msg);
     if (req->changes_rings && vu_rings_resume(dev) < 0)
         r = VU_FAIL;        /* a ring it started cannot run: malformed, reset */
-    vu_close_fds(&msg);     /* what the handler did not take (SET_MEM_TABLE's, once mapped) */
 
+reply:
+    /* The fds the handler did not take (SET_MEM_TABLE's, once mapped; all
+     * of a refused message's): closed before the reply, which sets nfds = 0. */
+    vu_close_fds(&msg);
     bool need_reply = msg.hdr.flags & VHOST_USER_NEED_REPLY;
     bool reply_ack = dev->protocol_features & (1ull << VHOST_USER_PROTOCOL_F_REPLY_ACK);
+    int ret = 0;
     /* A message with a reply of its own (the GET_* ones) answers with it,
      * NEED_REPLY or not; any other message is acknowledged only when the
      * frontend asked (NEED_REPLY) and REPLY_ACK was negotiated. */
@@ -1292,25 +1312,8 @@ static int vu_dispatch_one(struct vx_dev *dev)
         /* REPLY_ACK: a u64, 0 for success (vhost-user.rst "REPLY_ACK"). */
         msg.payload.u64 = r == VU_FAIL || r == VU_NACK;
         ret = vu_send_reply(dev, &msg, P_ACK);
-    } else {
-        ret = 0;
     }
-    if (r == VU_FAIL)
-        ret = -1;
-    goto out;
-
-refuse:
-    /* Not understood or malformed: say so if the frontend waits for an ack
-     * (so that it reports an error rather than hang), then reset (ret -1). */
-    vu_close_fds(&msg);     /* before the reply: vu_send_reply() sets nfds = 0 */
-    if ((msg.hdr.flags & VHOST_USER_NEED_REPLY) &&
-        (dev->protocol_features & (1ull << VHOST_USER_PROTOCOL_F_REPLY_ACK))) {
-        msg.payload.u64 = 1;
-        vu_send_reply(dev, &msg, P_ACK);
-    }
-out:
-    vu_close_fds(&msg);
-    return ret;
+    return r == VU_FAIL ? -1 : ret;
 }
 
 /* === 6. The socket ======================================================= */
@@ -1340,8 +1343,7 @@ static void vu_disconnect(struct vx_dev *dev)
             vx_log("trace: ring %d stopped (frontend disconnected): last_avail_idx %u, used idx %u", i,
                    dev->vrings[i].last_avail_idx, dev->vrings[i].last_used_idx);
     vu_reset_device(dev);
-    close(dev->conn_fd);
-    dev->conn_fd = -1;
+    vu_close_fd(&dev->conn_fd);
     vx_log("frontend disconnected%s%s; %s", dev->opt.name_socket ? " from " : "",
            dev->opt.name_socket ? dev->opt.socket_path : "",
            dev->opt.client ? "reconnecting every second" : "waiting for the next one");
@@ -1436,8 +1438,7 @@ int vu_init(struct vx_dev *dev, const struct vu_options *opt)
     fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0 || listen(fd, 1) < 0) {
         vx_log("%s: cannot listen: %s", opt->socket_path, strerror(errno));
-        if (fd >= 0)
-            close(fd);
+        vu_close_fd(&fd);
         return -1;
     }
     dev->listen_fd = fd;
@@ -1476,12 +1477,8 @@ void vu_handle_event(struct vx_dev *dev)
 void vu_cleanup(struct vx_dev *dev)
 {
     vu_reset_device(dev);
-    if (dev->conn_fd >= 0)
-        close(dev->conn_fd);
-    dev->conn_fd = -1;
-    if (dev->listen_fd >= 0) {
-        close(dev->listen_fd);
+    vu_close_fd(&dev->conn_fd);
+    if (dev->listen_fd >= 0)
         unlink(dev->opt.socket_path);
-        dev->listen_fd = -1;
-    }
+    vu_close_fd(&dev->listen_fd);
 }

@@ -49,6 +49,9 @@
 #include <time.h>
 #include <unistd.h>
 
+/* --trace=rings: set by main.c before it starts any PMD thread and never
+ * changed after, so the fast path reads it as a plain bool, expected false
+ * (vq_trace_call is kept out of line). */
 bool vx_trace_rings;
 
 /* Counters are read by the control thread: a relaxed store is a plain mov on
@@ -58,6 +61,11 @@ static inline void stat_add(uint64_t *counter, uint64_t n)
     __atomic_store_n(counter, *counter + n, __ATOMIC_RELAXED);
 }
 
+/* A ring the guest has written nonsense into: one line names the ring and
+ * what was wrong, then the ring is left alone.  The entry points at the end
+ * of this file test `broken` first and go no further; only the frontend
+ * restarting the ring (GET_VRING_BASE, vhost_user.c) clears it.  Repairing
+ * the ring would mean guessing what a hostile guest meant. */
 void vq_mark_broken(struct vx_vring *vr, const char *fmt, ...)
 {
     char msg[200];
@@ -113,6 +121,9 @@ int vq_attach(struct vx_vring *vr, const struct vx_mem *mem, uint64_t features)
 static int vq_split_attach(struct vx_vring *vr, const struct vx_mem *mem)
 {
     uint32_t num = vr->num;
+    /* Checked again, not only at SET_VRING_NUM: a size accepted there for a
+     * packed ring becomes a split ring's if a later SET_FEATURES drops
+     * VIRTIO_F_RING_PACKED. */
     if (num == 0 || num > VX_MAX_RING_SIZE || (num & (num - 1))) {
         vx_log("ring %u: size %u is not a power of two in 1..%u", vr->index, num, VX_MAX_RING_SIZE);
         return -1;
@@ -157,6 +168,8 @@ static int vq_packed_attach(struct vx_vring *vr, const struct vx_mem *mem)
         vx_log("ring %u: packed ring size %u is not in 1..%u", vr->index, num, VX_MAX_RING_SIZE);
         return -1;
     }
+    /* SET_VRING_BASE and SET_VRING_NUM may come in either order: the base
+     * slot can only be checked against the size here. */
     if (vr->last_avail_idx >= num) {
         vx_log("ring %u: SET_VRING_BASE slot %u is beyond the packed ring's %u slots", vr->index,
                vr->last_avail_idx, num);
@@ -261,21 +274,6 @@ struct vq_chain {
     uint16_t id;
 };
 
-/*
- * The only loop over descriptors, for both layouts.  Follows the chain
- * starting at `head`, into an indirect table if there is one (§2.7.5.3,
- * §2.8.7), copying what `cp` asks for as it goes.  `device_writes` says which
- * kind this ring's buffers must be: RX buffers are write-only for us, TX
- * buffers read-only.  Where the chain goes on is the one difference: split
- * follows `next`; packed takes the next ring slot (going round at num) while
- * NEXT is set, and inside an indirect table every entry in order.
- *
- * Bounds: at most `table_size` descriptors per table (the ring size, or the
- * indirect table's length), so a chain that loops ends here.  Returns the
- * chain's total length in bytes, or -1 after marking the ring broken.  If it
- * fails half way, some bytes may already be copied: into our own buffer, or
- * into guest buffers the guest has not got back yet; both are harmless.
- */
 /* Copy the overlap of one buffer of the chain, bytes [pos, pos + len) at p,
  * with each window of cp; or lend it (see struct vq_copy).  `last`: no
  * buffer follows it in the chain.  Always inlined: as a call, per buffer,
@@ -283,6 +281,7 @@ struct vq_chain {
 static inline __attribute__((always_inline)) void vq_copy_buffer(struct vq_copy *cp, uint8_t *p, uint64_t pos, uint32_t len, bool last)
 {
     for (int w = 0; w < 2; w++) {
+        /* [lo, hi): where this buffer, [pos, pos + len), meets window w. */
         uint64_t lo = cp->part[w].off > pos ? cp->part[w].off : pos;
         uint64_t hi_buf = pos + len, hi_win = cp->part[w].off + cp->part[w].len;
         uint64_t hi = hi_buf < hi_win ? hi_buf : hi_win;
@@ -300,6 +299,21 @@ static inline __attribute__((always_inline)) void vq_copy_buffer(struct vq_copy 
     }
 }
 
+/*
+ * The only loop over descriptors, for both layouts.  Follows the chain
+ * starting at `head`, into an indirect table if there is one (§2.7.5.3,
+ * §2.8.7), copying what `cp` asks for as it goes.  `device_writes` says which
+ * kind this ring's buffers must be: RX buffers are write-only for us, TX
+ * buffers read-only.  Where the chain goes on is the one difference: split
+ * follows `next`; packed takes the next ring slot (going round at num) while
+ * NEXT is set, and inside an indirect table every entry in order.
+ *
+ * Bounds: at most `table_size` descriptors per table (the ring size, or the
+ * indirect table's length), so a chain that loops ends here.  Returns the
+ * chain's total length in bytes, or -1 after marking the ring broken.  If it
+ * fails half way, some bytes may already be copied: into our own buffer, or
+ * into guest buffers the guest has not got back yet; both are harmless.
+ */
 static int64_t vq_walk_chain(struct vx_vring *vr, uint16_t head, bool device_writes, struct vq_copy *cp,
                              struct vq_chain *chain)
 {
@@ -384,6 +398,9 @@ static int64_t vq_walk_chain(struct vx_vring *vr, uint16_t head, bool device_wri
                                (unsigned long long)d.addr, d.len);
                 return -1;
             }
+            /* The chain's last buffer: only there can a frame lie whole, to
+             * be lent (struct vq_copy).  A packed indirect table has no NEXT
+             * flags (§2.8.7): its last entry is the table's end. */
             bool last = vr->packed && in_indirect ? walked == table_size : !(d.flags & VRING_DESC_F_NEXT);
             if (cp)
                 vq_copy_buffer(cp, p, pos, d.len, last);
@@ -397,6 +414,8 @@ static int64_t vq_walk_chain(struct vx_vring *vr, uint16_t head, bool device_wri
         }
         if (!(d.flags & VRING_DESC_F_NEXT))
             return (int64_t)pos;
+        /* Split: `next`, which the guest wrote and may point anywhere;
+         * packed: the next slot, wrapping at the end, never outside. */
         i = !vr->packed ? d.next : i + 1 == table_size ? 0 : i + 1;
         if (i >= table_size) {
             vq_mark_broken(vr, "descriptor next %u beyond table of %u", i, table_size);
@@ -438,6 +457,9 @@ static void vq_split_prefetch(const struct vx_vring *vr, uint16_t from, int coun
         __builtin_prefetch(&vr->desc[vr->avail->ring[(uint16_t)(from + k) & (vr->num - 1)] & (vr->num - 1)]);
 }
 
+/* One used ring element (§2.7.8): the chain's head and the bytes we wrote
+ * into it.  The guest does not see it until vq_publish_used() moves
+ * used->idx past it. */
 static void vq_put_used(struct vx_vring *vr, uint16_t used_idx, uint16_t head, uint32_t len)
 {
     struct vring_used_elem *e = &vr->used->ring[used_idx & (vr->num - 1)];
@@ -491,6 +513,8 @@ static int vq_split_dequeue_burst(struct vx_vring *vr, struct vx_pkt *pkts, int 
         pending = n;
     vq_split_prefetch(vr, vr->last_avail_idx, pending);
 
+    /* used_idx runs ahead of used->idx during the burst: the entries written
+     * at it stay invisible to the guest until vq_publish_used(). */
     uint16_t used_idx = vr->last_used_idx, last_head = 0;
     uint64_t bytes = 0, drops = 0;
     int got = 0;
@@ -499,8 +523,12 @@ static int vq_split_dequeue_burst(struct vx_vring *vr, struct vx_pkt *pkts, int 
         struct vx_pkt *p = &pkts[got];
         struct vq_copy cp = { .part = { { p->data, vr->hdr_len, p->room } }, .lend = deliver != NULL };
         int64_t total = vq_walk_chain(vr, head, false, &cp, NULL);
+        /* A broken ring (logged) stops the burst here; the chains taken
+         * before it still go back to the guest below. */
         if (total < 0)
             break;
+        /* Taken, whether we keep its packet or drop it: either way the chain
+         * goes back to the guest, used with 0 bytes written. */
         vr->last_avail_idx++;
         if (total < vr->hdr_len || total - vr->hdr_len > p->room) {
             drops++;        /* not a packet we can carry, but the ring is sound */
@@ -531,6 +559,10 @@ static int vq_split_dequeue_burst(struct vx_vring *vr, struct vx_pkt *pkts, int 
 
 /* === Split ring: guest RX, enqueue ======================================== */
 
+/* What putting one packet into the guest's RX buffers came to: done; no
+ * buffers left (the burst stops, the rest are dropped); too big for the
+ * buffers offered (this packet is dropped, the next may fit); or the ring
+ * is broken (the burst stops). */
 enum { RX_DONE, RX_NO_ROOM, RX_TOO_BIG, RX_BROKEN };
 
 /* Delivered packets stay at the front of the burst, in order: after a drop,
@@ -560,7 +592,9 @@ static int vq_split_enqueue_one(struct vx_vring *vr, const struct vx_pkt *pkt, u
     uint16_t ai = *a, ui = *u, nbufs = 0, first_head = 0;
     uint32_t done = 0;  /* bytes of the frame written so far */
     /* The header: no offloads, so all zero but num_buffers (§5.1.6.4), which
-     * is 1 unless the frame turns out to need more buffers. */
+     * is 1 unless the frame turns out to need more buffers.  Its layout
+     * (struct virtio_net_hdr_v1): flags, gso_type, then the u16s hdr_len,
+     * gso_size, csum_start, csum_offset, and num_buffers in bytes 10-11. */
     uint8_t hdr[12] = { 0 };
     if (vr->hdr_len == 12)
         hdr[10] = 1;
@@ -599,6 +633,8 @@ static int vq_split_enqueue_one(struct vx_vring *vr, const struct vx_pkt *pkt, u
         }
         uint64_t room = (uint64_t)total - start;
         uint32_t n = room < pkt->len - done ? (uint32_t)room : pkt->len - done;
+        /* len: the bytes we wrote into this chain, header included; the
+         * guest's driver takes the frame's length from it (§2.7.8). */
         vq_put_used(vr, ui++, head, start + n);
         done += n;
         nbufs++;
@@ -645,6 +681,8 @@ static int vq_split_enqueue_burst(struct vx_vring *vr, struct vx_pkt *pkts, int 
     uint16_t a = vr->last_avail_idx, u = vr->last_used_idx;
     uint64_t bytes = 0, drops = 0;
     int sent = 0, k;
+    /* One chain per packet is the usual case (a packet spills into more
+     * only with mergeable buffers): prefetch as many heads as packets. */
     vq_split_prefetch(vr, a, pending < n ? pending : n);
     for (k = 0; k < n; k++) {
         int r = vq_split_enqueue_one(vr, &pkts[k], avail_idx, &a, &u);
@@ -658,6 +696,8 @@ static int vq_split_enqueue_burst(struct vx_vring *vr, struct vx_pkt *pkts, int 
         }
     }
     drops += n - k;
+    /* Only the chains of complete packets are committed: a packet that ran
+     * out of buffers half way took none (vq_split_enqueue_one). */
     vr->last_avail_idx = a;
     vq_publish_used(vr, u);
     stat_add(&vr->stats.packets, sent);
@@ -668,16 +708,6 @@ static int vq_split_enqueue_burst(struct vx_vring *vr, struct vx_pkt *pkts, int 
 
 /* === Split ring: publishing used entries, notifying the guest ============ */
 
-/*
- * Make the used entries written since last time visible, then interrupt the
- * guest if it asked for it.
- *
- * With VIRTIO_RING_F_EVENT_IDX (§2.7.10) the guest writes used_event (the
- * slot after avail->ring[num]): "interrupt me when used->idx passes this".
- * vring_need_event() from <linux/virtio_ring.h> answers whether it lies in
- * [old, new), with u16 wrap-around.  Without event idx the guest can only
- * say "never" (VRING_AVAIL_F_NO_INTERRUPT), so we interrupt otherwise.
- */
 /* --trace=rings: "call sent", at most VQ_TRACE_CALLS_PER_SECOND lines per
  * ring and second, then one line counting the calls not shown.  Kept out of
  * line: with tracing off the fast path pays one branch on a flag. */
@@ -704,9 +734,20 @@ static void __attribute__((cold, noinline)) vq_trace_call(struct vx_vring *vr, u
     }
 }
 
+/*
+ * Make the used entries written since last time visible, then interrupt the
+ * guest if it asked for it.
+ *
+ * With VIRTIO_RING_F_EVENT_IDX (§2.7.10) the guest writes used_event (the
+ * slot after avail->ring[num]): "interrupt me when used->idx passes this".
+ * vring_need_event() from <linux/virtio_ring.h> answers whether it lies in
+ * [old, new), with u16 wrap-around.  Without event idx the guest can only
+ * say "never" (VRING_AVAIL_F_NO_INTERRUPT), so we interrupt otherwise.
+ */
 static void vq_publish_used(struct vx_vring *vr, uint16_t new_used_idx)
 {
     uint16_t old = vr->last_used_idx;
+    /* Nothing used: nothing to publish, and no reason to interrupt. */
     if (new_used_idx == old)
         return;
     /* release: the used ring entries and the bytes copied into RX buffers
@@ -845,6 +886,7 @@ static int vq_packed_dequeue_burst(struct vx_vring *vr, struct vx_pkt *pkts, int
     struct vq_chain held[VX_BURST];     /* deliver without IN_ORDER: the chains to give back */
     int nheld = 0, got = 0;
     bool hold = vr->in_order || deliver;
+    /* held[] has room for one burst. */
     if (deliver && n > VX_BURST)
         n = VX_BURST;
     vq_packed_prefetch(vr, n);
@@ -931,14 +973,6 @@ static int vq_packed_rx_measure(struct vx_vring *vr, const struct vx_pkt *pkt, u
     return RX_DONE;
 }
 
-/*
- * Guest RX, second pass: copy the header and the frame into the nbufs
- * buffers measured, as vq_split_enqueue_one does.  num_buffers is known
- * before we start, so the header is written once.  The used descriptors of
- * buffers 2..n are written as we go and the first buffer's last: the guest
- * reads used descriptors in ring order, so it sees the whole packet or
- * nothing (§2.8.9, multi-buffer requests).
- */
 /* Used descriptors of one-buffer packets, written together at the end of
  * the burst (vq_packed_flush_used): the driver polls the flags of its next
  * used slot, so each used descriptor we write while it looks costs a cache
@@ -957,6 +991,14 @@ static void vq_packed_flush_used(struct vx_vring *vr, struct vq_used_batch *b)
     b->n = 0;
 }
 
+/*
+ * Guest RX, second pass: copy the header and the frame into the nbufs
+ * buffers measured, as vq_split_enqueue_one does.  num_buffers is known
+ * before we start, so the header is written once.  The used descriptors of
+ * buffers 2..n are written as we go and the first buffer's last: the guest
+ * reads used descriptors in ring order, so it sees the whole packet or
+ * nothing (§2.8.9, multi-buffer requests).
+ */
 static int vq_packed_enqueue_one(struct vx_vring *vr, const struct vx_pkt *pkt, struct vq_used_batch *b)
 {
     /* The common case first, in one walk: the packet fits the first buffer
@@ -973,6 +1015,7 @@ static int vq_packed_enqueue_one(struct vx_vring *vr, const struct vx_pkt *pkt, 
     if (total1 < 0)
         return RX_BROKEN;
     if ((uint64_t)total1 >= (uint64_t)vr->hdr_len + pkt->len) {
+        /* The batch holds one burst; a caller's larger one flushes it. */
         if (b->n == VX_BURST)
             vq_packed_flush_used(vr, b);
         b->e[b->n].slot = vr->last_used_idx;
@@ -1070,6 +1113,8 @@ static int vq_packed_avail_buffers(struct vx_vring *vr)
     bool wrap = vr->avail_wrap_counter;
     uint32_t slots = 0;
     int count = 0;
+    /* Never more than one lap: the slots after that are our own, as in
+     * vq_packed_rx_measure. */
     while (count < VX_BURST && slots < vr->num && vq_packed_is_avail(vr, slot, wrap)) {
         struct vq_chain chain;
         if (vq_walk_chain(vr, slot, true, NULL, &chain) < 0)
@@ -1108,6 +1153,7 @@ static bool vq_packed_need_event(uint32_t num, uint16_t off_wrap, uint16_t old_s
  */
 static void vq_packed_notify(struct vx_vring *vr, uint16_t old_slot, bool old_wrap)
 {
+    /* Nothing used in this burst: nothing to interrupt the guest for. */
     if (vr->last_used_idx == old_slot && vr->used_wrap_counter == old_wrap)
         return;
     /* Full barrier: the guest enables interrupts, then re-reads our next
@@ -1133,6 +1179,10 @@ static void vq_packed_notify(struct vx_vring *vr, uint16_t old_slot, bool old_wr
 }
 
 /* === The public entry points: one branch on the layout =================== */
+
+/* Each tests `broken` first: a broken ring is left alone until the frontend
+ * restarts it (vq_mark_broken).  Packets for a broken RX ring are dropped
+ * and counted on it, as when the guest has no buffers for them. */
 
 /* Guest TX: take up to n packets (see vq_split_dequeue_burst). */
 int vq_dequeue_burst(struct vx_vring *vr, struct vx_pkt *pkts, int n)
@@ -1176,11 +1226,12 @@ int vq_avail_buffers(struct vx_vring *vr)
 
 /*
  * What --ring-view and SIGUSR1 print: the indices of one split ring and a
- * strip of its avail ring's slots (a packed ring: vq_ring_view_packed).  Called by the control thread while a PMD
- * may be using the ring: it only reads, each index once (relaxed loads; the
- * guest and the PMD move them meanwhile, so the numbers are a snapshot, at
- * most one burst apart from each other).  The memory stays mapped: only the
- * control thread unmaps it, and it is here.
+ * strip of its avail ring's slots (a packed ring: vq_ring_view_packed).
+ * Called by the control thread while a PMD may be using the ring: it only
+ * reads, each index once (relaxed loads; the guest and the PMD move them
+ * meanwhile, so the numbers are a snapshot, at most one burst apart from
+ * each other).  The memory stays mapped: only the control thread unmaps
+ * it, and it is here.
  */
 #define VQ_VIEW_WIDTH 64
 
@@ -1205,17 +1256,12 @@ static void vq_ring_view_packed(const struct vx_vring *vr, FILE *out)
     uint16_t last_used = __atomic_load_n(&vr->last_used_idx, __ATOMIC_RELAXED);
     bool avail_wrap = __atomic_load_n(&vr->avail_wrap_counter, __ATOMIC_RELAXED);
     bool used_wrap = __atomic_load_n(&vr->used_wrap_counter, __ATOMIC_RELAXED);
-    bool ready = atomic_load_explicit(&vr->ready, memory_order_relaxed);
-    bool broken = __atomic_load_n(&vr->broken, __ATOMIC_RELAXED);
     uint16_t drv_flags = __atomic_load_n(&vr->driver_event->flags, __ATOMIC_RELAXED);
     uint16_t drv_off = __atomic_load_n(&vr->driver_event->off_wrap, __ATOMIC_RELAXED);
     uint16_t dev_flags = __atomic_load_n(&vr->device_event->flags, __ATOMIC_RELAXED);
     uint16_t next_flags = last_avail < vr->num ? __atomic_load_n(&vr->desc_packed[last_avail].flags, __ATOMIC_RELAXED) : 0;
     bool next_avail = !!(next_flags & PACKED_AVAIL) == avail_wrap && !!(next_flags & PACKED_USED) != avail_wrap;
 
-    fprintf(out, "  ring %u (%s of pair %u): size %u, packed, %s%s\n", vr->index, vr->index & 1 ? "TX" : "RX",
-            vr->index / 2, vr->num, broken ? "broken" : ready ? "running" : "stopped",
-            vr->event_idx ? ", event idx" : "");
     fprintf(out, "    last_avail_idx %u (wrap %u)  last_used_idx %u (wrap %u)  next slot: flags 0x%04x, %s\n",
             last_avail, avail_wrap, last_used, used_wrap, next_flags,
             next_avail ? "available (buffers waiting)" : "not available (nothing waiting)");
@@ -1225,15 +1271,23 @@ static void vq_ring_view_packed(const struct vx_vring *vr, FILE *out)
     fprintf(out, "  device event: %s\n", event_names[dev_flags & 3]);
 }
 
+/* The first line, the same for both layouts: which ring, its size and
+ * state.  Then the layout's own lines. */
 void vq_ring_view(const struct vx_vring *vr, FILE *out)
 {
+    bool attached = vr->packed ? vr->desc_packed && vr->driver_event && vr->device_event
+                               : vr->avail && vr->used;
+    if (!attached || !vr->num)
+        return;     /* never attached */
+    bool ready = atomic_load_explicit(&vr->ready, memory_order_relaxed);
+    bool broken = __atomic_load_n(&vr->broken, __ATOMIC_RELAXED);
+    fprintf(out, "  ring %u (%s of pair %u): size %u, %s%s%s\n", vr->index, vr->index & 1 ? "TX" : "RX",
+            vr->index / 2, vr->num, vr->packed ? "packed, " : "", broken ? "broken" : ready ? "running" : "stopped",
+            vr->event_idx ? ", event idx" : "");
     if (vr->packed) {
-        if (vr->desc_packed && vr->driver_event && vr->device_event && vr->num)
-            vq_ring_view_packed(vr, out);
+        vq_ring_view_packed(vr, out);
         return;
     }
-    if (!vr->avail || !vr->used || !vr->num)
-        return;     /* never attached */
     uint16_t num = vr->num, mask = num - 1;
     uint16_t avail_idx = __atomic_load_n(&vr->avail->idx, __ATOMIC_RELAXED);
     uint16_t avail_flags = __atomic_load_n(&vr->avail->flags, __ATOMIC_RELAXED);
@@ -1242,14 +1296,12 @@ void vq_ring_view(const struct vx_vring *vr, FILE *out)
     uint16_t last_avail = __atomic_load_n(&vr->last_avail_idx, __ATOMIC_RELAXED);
     uint16_t last_used = __atomic_load_n(&vr->last_used_idx, __ATOMIC_RELAXED);
     uint16_t in_flight = (uint16_t)(avail_idx - last_avail);
-    bool ready = atomic_load_explicit(&vr->ready, memory_order_relaxed);
-    bool broken = __atomic_load_n(&vr->broken, __ATOMIC_RELAXED);
 
-    fprintf(out, "  ring %u (%s of pair %u): size %u, %s%s\n", vr->index, vr->index & 1 ? "TX" : "RX", vr->index / 2,
-            num, broken ? "broken" : ready ? "running" : "stopped", vr->event_idx ? ", event idx" : "");
     fprintf(out, "    avail->idx %5u  avail->flags 0x%04x%-14s", avail_idx, avail_flags,
             avail_flags & VRING_AVAIL_F_NO_INTERRUPT ? " NO_INTERRUPT" : "");
-    if (vr->event_idx)  /* used_event is the slot after avail->ring[num], avail_event after used->ring[num] */
+    /* With event idx: used_event is the slot after avail->ring[num],
+     * avail_event the one after used->ring[num] (§2.7.10). */
+    if (vr->event_idx)
         fprintf(out, "  used_event %u", __atomic_load_n(&vr->avail->ring[num], __ATOMIC_RELAXED));
     fprintf(out, "\n    used->idx  %5u  used->flags  0x%04x%-14s", used_idx, used_flags,
             used_flags & VRING_USED_F_NO_NOTIFY ? " NO_NOTIFY" : "");
@@ -1276,6 +1328,7 @@ void vq_ring_view(const struct vx_vring *vr, FILE *out)
     marks[fill] = take == fill ? '#' : 'g';
     uint32_t end = take > fill ? take : fill;
     strip[width] = '\0';
+    /* The marks line ends at its last mark. */
     marks[end + 1] = '\0';
     fprintf(out, "    slots |%s|  %u slot%s per character\n", strip, per, per > 1 ? "s" : "");
     fprintf(out, "           %s\n", marks);
