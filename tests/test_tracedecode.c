@@ -85,7 +85,7 @@ static const struct named_bit spec_requests[] = {
 /* vhost-user.rst, "Protocol features": VHOST_USER_PROTOCOL_F_<name>. */
 static const struct named_bit spec_protocol_features[] = {
     { 0, "MQ" },                     { 1, "LOG_SHMFD" },             { 2, "RARP" },
-    { 3, "REPLY_ACK" },              { 4, "MTU" },                   { 5, "BACKEND_REQ" },
+    { 3, "REPLY_ACK" },              { 4, "NET_MTU" },               { 5, "BACKEND_REQ" },
     { 6, "CROSS_ENDIAN" },           { 7, "CRYPTO_SESSION" },        { 8, "PAGEFAULT" },
     { 9, "CONFIG" },                 { 10, "BACKEND_SEND_FD" },      { 11, "HOST_NOTIFIER" },
     { 12, "INFLIGHT_SHMFD" },        { 13, "RESET_DEVICE" },         { 14, "INBAND_NOTIFICATIONS" },
@@ -408,8 +408,8 @@ static void check_handshake_and_replies(void)
           "the request's line comes before our reply's");
 
     log = exchange(REQ_GET_PROTOCOL_FEATURES, F_V1, NULL, 0, NULL, 0);
-    check_has(log, "trace: -> GET_PROTOCOL_FEATURES (15) flags=0x5[v1,REPLY] size=8 0x1001d (MQ|RARP|REPLY_ACK|MTU|STATUS)",
-              "reply to GET_PROTOCOL_FEATURES: MQ|RARP|REPLY_ACK|MTU|STATUS");
+    check_has(log, "trace: -> GET_PROTOCOL_FEATURES (15) flags=0x5[v1,REPLY] size=8 0x1001d (MQ|RARP|REPLY_ACK|NET_MTU|STATUS)",
+              "reply to GET_PROTOCOL_FEATURES: MQ|RARP|REPLY_ACK|NET_MTU|STATUS");
     log = exchange_u64(REQ_SET_PROTOCOL_FEATURES, F_V1, PROTO_MQ | PROTO_REPLY_ACK);
     check_has(log, "trace: <- SET_PROTOCOL_FEATURES (16) flags=0x1[v1] size=8 0x9 (MQ|REPLY_ACK)",
               "SET_PROTOCOL_FEATURES decoded");
