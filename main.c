@@ -16,7 +16,7 @@
  *   2. what --stats, --ring-view and SIGUSR1 print;
  *   3. main(): set-up in an order that makes the likely failures cheap, the
  *      control loop, then shutdown in the reverse order of the data path's
- *      dependencies.
+ *      dependencies; `fail`, at its very end, undoes a set-up that failed.
  *
  * Shutdown order matters: first the rings are taken from the PMD threads,
  * guest memory is unmapped and the socket file removed (vu_cleanup), then
@@ -158,13 +158,14 @@ static int keyword_value(const struct keyword *k, const char *word)
     return -1;
 }
 
-/* All of s is a decimal number in min..max.  (strtol reads an empty s as 0:
- * an option that must not take "" says so itself.) */
+/* All of s is a decimal number in min..max.  An empty s is not one: strtol
+ * would read it as 0 (leaving `end` at s), and "--pmd-sleep ''" would then
+ * mean "never sleep" instead of the mistake it is. */
 static bool number_in(const char *s, long min, long max, long *v)
 {
     char *end;
     *v = strtol(s, &end, 10);
-    return !*end && *v >= min && *v <= max;
+    return end != s && !*end && *v >= min && *v <= max;
 }
 
 /*
@@ -261,13 +262,18 @@ static int parse_options(int argc, char **argv, struct config *cfg)
             long last;
             if (dash)
                 *dash = '\0';      /* optarg is ours to cut (argv) */
-            bool good = *optarg && number_in(optarg, 0, 1 << 20, &v) &&
-                        (!dash || (dash[1] && number_in(dash + 1, v, v + VX_MAX_QUEUE_PAIRS - 1, &last)));
+            bool good = number_in(optarg, 0, 1 << 20, &v) &&
+                        (!dash || number_in(dash + 1, v, v + VX_MAX_QUEUE_PAIRS - 1, &last));
             if (dash)
                 *dash = '-';
             if (!good)
                 return usage_error("--queue %s: want a queue id Q or a range Q-R of at most %d queues",
                                    optarg, VX_MAX_QUEUE_PAIRS);
+            /* Queue pair k is served by NIC queue Q+k: its own AF_XDP socket,
+             * which the XDP program picks by the packet's RX queue (the
+             * XSKMAP's key), polled by the PMD thread of that pair alone.  So
+             * a range and --queues must agree, whichever comes first: this
+             * check, and the one under --queues. */
             if (dash && cfg->queues_given && cfg->queues != last - v + 1)
                 return usage_error("--queues %ld and --queue %s: one NIC queue per queue pair, so give "
                                    "as many of each", cfg->queues, optarg);
@@ -299,7 +305,7 @@ static int parse_options(int argc, char **argv, struct config *cfg)
             break;
         case 'D':   /* 10 ms at most: the first packet after a pause, and every
                        ring hand-over (pmd_quiesce), may wait one whole sleep */
-            if (!*optarg || !number_in(optarg, 0, 10000, &cfg->pmd_sleep_us))
+            if (!number_in(optarg, 0, 10000, &cfg->pmd_sleep_us))
                 return usage_error("--pmd-sleep %s: want microseconds from 0 to 10000", optarg);
             break;
         case 'L':   /* at least the 24-byte file header, or there is nothing to stop */
@@ -312,7 +318,7 @@ static int parse_options(int argc, char **argv, struct config *cfg)
             if (!number_in(optarg, VX_MTU_MIN, 65535, &cfg->mtu))
                 return usage_error("--mtu %s: want a number from %d to 65535", optarg, VX_MTU_MIN);
             break;
-        case 'q':
+        case 'q':   /* VHOST_USER_GET_QUEUE_NUM's answer: 2 vrings a pair (virtio 1.2 §5.1.2) */
             if (!number_in(optarg, 1, VX_MAX_QUEUE_PAIRS, &v))
                 return usage_error("--queues %s: want a number from 1 to %d", optarg, VX_MAX_QUEUE_PAIRS);
             if (cfg->queue_range && v != cfg->queues)
@@ -366,6 +372,14 @@ static int parse_options(int argc, char **argv, struct config *cfg)
 
 /* === 2. Stats and the ring view ========================================== */
 
+/*
+ * Each counter read here has one writer, the PMD thread that polls its ring
+ * (virtqueue.c, pmd_loop.c) or its NIC queue (nic_afxdp.c), which adds to
+ * it with a relaxed atomic store: with no second writer a locked add would
+ * protect nothing and cost the packet path.  This thread only reads them
+ * (sum_rings, nic_snapshot), so --stats never slows a packet down.
+ */
+
 /* The counters of every ring, summed.  The names are the guest's point of
  * view, as in its own `ip -s link`: TX is what it sent. */
 struct totals {
@@ -377,23 +391,19 @@ struct totals {
 
 /* Sum the per-ring counters of queue pair `pair`, or of every ring (-1).
  * Odd rings are the guest's TX (packets we took from it), even rings its RX
- * (packets we gave it): vring 2k / 2k+1 is pair k.  The PMD threads keep
- * writing while we read; each counter is a relaxed load, so the sum is a
- * snapshot that is at most one burst stale. */
+ * (packets we gave it): vring 2k / 2k+1 is pair k, receiveq k+1 and
+ * transmitq k+1 in virtio 1.2 §5.1.2.  The PMD threads keep writing while
+ * we read; each counter is a relaxed load, so the sum is a snapshot that is
+ * at most one burst stale. */
 static struct totals sum_rings(const struct vx_dev *dev, int pair)
 {
     struct totals t = { 0 };
     for (int i = pair < 0 ? 0 : 2 * pair; i < (pair < 0 ? VX_MAX_VRINGS : 2 * pair + 2); i++) {
         const struct vx_ring_stats *s = &dev->vrings[i].stats;
-        uint64_t p = __atomic_load_n(&s->packets, __ATOMIC_RELAXED);
-        uint64_t b = __atomic_load_n(&s->bytes, __ATOMIC_RELAXED);
-        if (i & 1) {
-            t.tx_packets += p;
-            t.tx_bytes += b;
-        } else {
-            t.rx_packets += p;
-            t.rx_bytes += b;
-        }
+        uint64_t *packets = i & 1 ? &t.tx_packets : &t.rx_packets;
+        uint64_t *bytes = i & 1 ? &t.tx_bytes : &t.rx_bytes;
+        *packets += __atomic_load_n(&s->packets, __ATOMIC_RELAXED);
+        *bytes += __atomic_load_n(&s->bytes, __ATOMIC_RELAXED);
         t.drops += __atomic_load_n(&s->drops, __ATOMIC_RELAXED);
         t.broken += __atomic_load_n(&s->broken, __ATOMIC_RELAXED);
     }
@@ -476,7 +486,10 @@ static struct nic_stats nic_snapshot(int k)
 
 /* Rates since the last line; the three trouble counters are totals since
  * the start, where any non-zero value is worth a look (nic_afxdp.c says
- * when each one counts). */
+ * when each one counts).  In short: fill ring empty, the kernel had no
+ * frame left to receive into (we are slower than the wire); tx ring full,
+ * a packet for the NIC found no free TX frame or no room in the TX ring;
+ * invalid descriptors, an address or length outside our UMEM frames. */
 static void print_nic_stats(const char *label, const struct nic_stats *now, const struct nic_stats *before,
                             double secs)
 {
@@ -489,7 +502,10 @@ static void print_nic_stats(const char *label, const struct nic_stats *now, cons
             (unsigned long long)now->invalid_descs);
 }
 
-/* --pcap: totals since the start (the writer's and the PMDs' counters). */
+/* --pcap: totals since the start (the writer's and the PMDs' counters).
+ * Packets forwarded but not in the file are one of two: "not captured",
+ * a PMD found its capture ring full (the disk is slower than the link);
+ * "after --pcap-limit", the capture had already stopped. */
 static void print_pcap_stats(void)
 {
     uint64_t captured, not_captured, after_limit;
@@ -557,25 +573,29 @@ static double now_seconds(void)
     return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
-/* --ring-view, SIGUSR1: every attached ring, formatted whole in memory and
- * written once, because the PMD threads may log at the same time and a
- * picture cut by their lines would be unreadable. */
-static void print_ring_view(const struct vx_dev *dev, const char *label)
+/* --ring-view, SIGUSR1: every attached ring of every device, formatted
+ * whole in memory and written once, because the PMD threads may log at the
+ * same time and a picture cut by their lines would be unreadable.  What
+ * each field means is in virtqueue.c (vq_ring_view: virtio 1.2 §2.7 for a
+ * split ring, §2.8 for a packed one) and in the legend under each device. */
+static void print_ring_views(void)
 {
     char *text = NULL;
     size_t len = 0;
     FILE *out = open_memstream(&text, &len);
     if (!out)
         return;
-    int n = 0;
-    for (int i = 0; i < VX_MAX_VRINGS; i++)
-        n += dev->vrings[i].attached;
-    fprintf(out, "vhost-xdp: ring view: %s%d ring%s started\n", label, n, n == 1 ? "" : "s");
-    for (int i = 0; i < VX_MAX_VRINGS; i++)
-        if (dev->vrings[i].attached)
-            vq_ring_view(&dev->vrings[i], out);
-    if (n)
-        vq_ring_view_legend(out);
+    for (int d = 0; d < ndevs; d++) {
+        int n = 0;
+        for (int i = 0; i < VX_MAX_VRINGS; i++)
+            n += devs[d].vrings[i].attached;
+        fprintf(out, "vhost-xdp: ring view: %s%d ring%s started\n", dev_labels[d], n, n == 1 ? "" : "s");
+        for (int i = 0; i < VX_MAX_VRINGS; i++)
+            if (devs[d].vrings[i].attached)
+                vq_ring_view(&devs[d].vrings[i], out);
+        if (n)
+            vq_ring_view_legend(out);
+    }
     fclose(out);
     fwrite(text, 1, len, stderr);
     free(text);
@@ -591,35 +611,38 @@ static void print_ring_view(const struct vx_dev *dev, const char *label)
  * Checking that the fd is still the ring's costs nothing and keeps this
  * read safe should the order in the loop (kicks before messages) change:
  * a read from a recycled fd number would eat another file's data. */
-static void read_kick(const struct vx_dev *dev, const char *label, int ring, int fd)
+static void read_kick(int d, int ring, int fd)
 {
     uint64_t count;
-    if (dev->vrings[ring].kick_fd == fd && read(fd, &count, sizeof count) == sizeof count)
-        vx_log("trace: %sring %d: kick (count %llu)", label, ring, (unsigned long long)count);
+    if (devs[d].vrings[ring].kick_fd == fd && read(fd, &count, sizeof count) == sizeof count)
+        vx_log("trace: %sring %d: kick (count %llu)", dev_labels[d], ring, (unsigned long long)count);
 }
 
-/* The fds the control loop sleeps on (see the loop in main for why each). */
+/* The fds the control loop sleeps on (see the loop in main for why each):
+ * the signalfd, a socket per device, then with --trace=rings a kick fd per
+ * ring.  The kick fd in fds[k] is ring kick_ring[k] of device kick_dev[k]. */
 struct poll_set {
-    struct pollfd fds[3 + 2 * VX_MAX_VRINGS];   /* signalfd, a socket per device, a kick fd per ring */
-    int kick_dev[2 * VX_MAX_VRINGS];            /* fds[first_kick + i] is the kick fd of */
-    int kick_ring[2 * VX_MAX_VRINGS];           /* ring kick_ring[i] of device kick_dev[i] */
-    int first_kick, n;
+    struct pollfd fds[3 + 2 * VX_MAX_VRINGS];
+    int kick_dev[3 + 2 * VX_MAX_VRINGS];
+    int kick_ring[3 + 2 * VX_MAX_VRINGS];
+    int n;
 };
 
 /* Built afresh before every poll(): a message may have connected,
  * disconnected, or replaced a ring's kick fd since the last one.  fds[1 + d]
- * is what vu_poll_fd() names for device d (-1: poll() ignores it). */
-static void poll_set_build(struct poll_set *ps, int sfd, const int *dev_fd)
+ * is what vu_poll_fd() names for device d (-1: poll() ignores it, and the
+ * loop takes it for "client mode, not connected"). */
+static void poll_set_build(struct poll_set *ps, int sfd)
 {
     ps->fds[0] = (struct pollfd){ sfd, POLLIN, 0 };
     for (int d = 0; d < ndevs; d++)
-        ps->fds[1 + d] = (struct pollfd){ dev_fd[d], POLLIN, 0 };
-    ps->n = ps->first_kick = 1 + ndevs;
+        ps->fds[1 + d] = (struct pollfd){ vu_poll_fd(&devs[d]), POLLIN, 0 };
+    ps->n = 1 + ndevs;
     for (int d = 0; vx_trace_rings && d < ndevs; d++) {
         for (int i = 0; i < VX_MAX_VRINGS; i++) {
             if (devs[d].vrings[i].kick_fd >= 0) {
-                ps->kick_dev[ps->n - ps->first_kick] = d;
-                ps->kick_ring[ps->n - ps->first_kick] = i;
+                ps->kick_dev[ps->n] = d;
+                ps->kick_ring[ps->n] = i;
                 ps->fds[ps->n++] = (struct pollfd){ devs[d].vrings[i].kick_fd, POLLIN, 0 };
             }
         }
@@ -636,6 +659,19 @@ static int ms_until(double deadline)
 }
 
 
+/*
+ * main() is the lab sheet of a run, in this order:
+ *   1. the command line: a mistake costs nothing, nothing is set up yet;
+ *   2. what cannot fail later or needs no undoing: the --pcap file, each
+ *      device's fixed numbers, the signals (blocked before any thread
+ *      exists, so that every thread inherits the mask);
+ *   3. the parts the packets will use, the likeliest failure first: the
+ *      NIC, the vhost-user sockets, then the threads that move packets (the
+ *      PMDs) and the pcap writer; a failure jumps to `fail`;
+ *   4. the control loop, until SIGINT or SIGTERM;
+ *   5. shutdown, from the guest's end of the data path to the NIC's, and
+ *      the exit lines with the totals of the run.
+ */
 int main(int argc, char **argv)
 {
     struct config cfg;
@@ -662,6 +698,8 @@ int main(int argc, char **argv)
          * MTU the port would truncate). */
         devs[d].mtu_max = (uint32_t)(cfg.mtu ? cfg.mtu : port_mtu(&cfg));
     }
+    /* Said at the start: a QEMU given a larger host_mtu refuses the device,
+     * and this line is where its user finds the number to give. */
     vx_log("MTU: a frontend may set up to %u (NET_SET_MTU)%s", devs[0].mtu_max,
            cfg.mtu ? ", --mtu" : ", what the port carries");
     if (ndevs == 2)
@@ -687,25 +725,22 @@ int main(int argc, char **argv)
      * the vhost-user socket (we also send with MSG_NOSIGNAL) and a --pcap
      * FILE that is a pipe to a tcpdump which has exited. */
     signal(SIGPIPE, SIG_IGN);
+    int ninit = 0;      /* devices vu_init() has set up: the ones `fail` cleans up */
     int sfd = signalfd(-1, &sigs, SFD_CLOEXEC);
     if (sfd < 0) {
         vx_log("signalfd: %s", strerror(errno));
-        pcap_close();
-        return 1;
+        goto fail;
     }
 
     /* From here on, a failure undoes what was set up before it, in reverse
-     * order, and exits 1: the command line was fine, the machine said no
-     * (the step that failed has logged why).
+     * order, and exits 1 (see `fail` at the end): the command line was
+     * fine, the machine said no (the step that failed has logged why).
      *
      * The NIC first: it is what most often fails (privileges, interface),
      * and then nothing else has been set up yet. */
     if (cfg.nic.ifname) {
-        if (nic_open(nics, &cfg.nic) < 0) {
-            pcap_close();
-            close(sfd);
-            return 1;
-        }
+        if (nic_open(nics, &cfg.nic) < 0)
+            goto fail;
         nnics = (int)cfg.nic.nqueues;
         if (nnics == 1)
             vx_log("port: AF_XDP on %s queue %u, %s", cfg.nic.ifname, cfg.nic.queue, nic_mode_name(nics[0]));
@@ -715,47 +750,34 @@ int main(int argc, char **argv)
     }
     /* The sockets: listening now (server mode), or connecting from the
      * loop (client mode).  No message is read before the PMD threads run. */
-    for (int d = 0; d < ndevs; d++) {
+    for (; ninit < ndevs; ninit++) {
         struct vu_options vu = cfg.vu;
-        vu.socket_path = cfg.sockets[d];
+        vu.socket_path = cfg.sockets[ninit];
         vu.name_socket = ndevs == 2;
-        if (vu_init(&devs[d], &vu) < 0) {
-            while (d-- > 0)
-                vu_cleanup(&devs[d]);
-            close_nics();
-            pcap_close();
-            close(sfd);
-            return 1;
-        }
+        if (vu_init(&devs[ninit], &vu) < 0)
+            goto fail;
     }
     /* The poll threads start before any message is read: a ring is handed
      * to them the moment it is complete (vhost_user.c, vu_rings_resume), and
      * they are already spinning, waiting for its `ready` flag.  The PMDs make
      * their capture rings; the pcap writer starts once they all exist. */
     if (pmd_start(devs, ndevs, nics, nnics, cfg.cpus, cfg.ncpus, (uint32_t)cfg.pmd_sleep_us) < 0 ||
-        pcap_start() < 0) {
-        pmd_stop();
-        for (int d = 0; d < ndevs; d++)
-            vu_cleanup(&devs[d]);
-        pcap_close();
-        close_nics();
-        close(sfd);
-        return 1;
-    }
+        pcap_start() < 0)
+        goto fail;
 
     /*
      * The control loop.  It sleeps in poll() on:
      *   fds[0]  the signalfd: SIGINT and SIGTERM end the loop (then the clean
      *           shutdown below), SIGUSR1 prints the ring view;
      *   fds[1]  (and fds[2] for a second device) what vu_poll_fd() names
- *           for the device: the listening socket while no
+     *           for the device: the listening socket while no
      *           frontend is connected (readable = one is connecting), or the
      *           connection (readable = a message, or the frontend has gone).
      *           One connection at a time: while there is one the listening
      *           socket is not polled, so a second frontend waits in the
      *           backlog.  In client mode, not connected, there is no fd (-1)
      *           and the one-second timeout drives the connect attempts;
-     *   fds[2..] with --trace=rings only, each ring's kick eventfd, read only
+     *   then    with --trace=rings only, each ring's kick eventfd, read only
      *           to log the kicks (the PMD threads poll the rings instead).
      * One message is handled per wake-up, so a signal is never more than one
      * message away.  The timeout (at most a second) drives --stats,
@@ -768,11 +790,8 @@ int main(int argc, char **argv)
     stats_snapshot(&stats);
     double t_retry = 0, t_view = stats.at;     /* t_retry 0: the first connect attempt is at once */
     for (;;) {
-        int dev_fd[2];
-        for (int d = 0; d < ndevs; d++)
-            dev_fd[d] = vu_poll_fd(&devs[d]);
         struct poll_set ps;
-        poll_set_build(&ps, sfd, dev_fd);
+        poll_set_build(&ps, sfd);
         /* Sleep until the earliest of: a second from now, the next --stats
          * line, the next --ring-view. */
         double next = now_seconds() + 1;
@@ -791,38 +810,35 @@ int main(int argc, char **argv)
             if (read(sfd, &si, sizeof si) == sizeof si && si.ssi_signo == SIGUSR1) {
                 /* A message that came with the signal is still readable:
                  * the next poll() returns at once for it. */
-                for (int d = 0; d < ndevs; d++)
-                    print_ring_view(&devs[d], dev_labels[d]);
+                print_ring_views();
                 continue;
             }
             vx_log("signal %u: shutting down", si.ssi_signo);
             break;
         }
-        /* Kicks first: the message below may close a kick fd. */
-        for (int k = ps.first_kick; k < ps.n; k++) {
-            int d = ps.kick_dev[k - ps.first_kick];
+        /* Kicks first: the message below may close a kick fd.  They come
+         * after the signalfd and the devices' fds (poll_set_build). */
+        for (int k = 1 + ndevs; k < ps.n; k++)
             if (ps.fds[k].revents & POLLIN)
-                read_kick(&devs[d], dev_labels[d], ps.kick_ring[k - ps.first_kick], ps.fds[k].fd);
-        }
+                read_kick(ps.kick_dev[k], ps.kick_ring[k], ps.fds[k].fd);
         /* Any revents, not just POLLIN: POLLHUP/POLLERR mean the frontend
          * has gone, which vu_handle_event finds when its read returns 0.
          * The devices are independent: one's message or disconnect takes
          * only its own rings away (vhost_user.c), the other's keep moving. */
         for (int d = 0; d < ndevs; d++)
-            if (dev_fd[d] >= 0 && ps.fds[1 + d].revents)
+            if (ps.fds[1 + d].fd >= 0 && ps.fds[1 + d].revents)
                 vu_handle_event(&devs[d]);
         double t = now_seconds();
         if (t >= t_retry) {             /* client mode, not connected: retry every second */
             for (int d = 0; d < ndevs; d++)
-                if (dev_fd[d] < 0)
+                if (ps.fds[1 + d].fd < 0)
                     vu_handle_event(&devs[d]);
             t_retry = t + 1;
         }
         if (stats.every > 0 && t >= stats.at + stats.every)
             print_all_stats(&stats, t);
         if (cfg.view_every > 0 && t >= t_view + cfg.view_every) {
-            for (int d = 0; d < ndevs; d++)
-                print_ring_view(&devs[d], dev_labels[d]);
+            print_ring_views();
             t_view = t;
         }
     }
@@ -830,14 +846,19 @@ int main(int argc, char **argv)
     /* Shutdown, in the reverse order of the data path's dependencies: first
      * take the rings from the PMDs and unmap guest memory (the PMDs are still
      * running, so the usual quiesce works), then stop and join the PMDs, and
-     * only then close the NIC whose rings they were polling. */
+     * only then close the NIC whose rings they were polling.  vu_cleanup
+     * runs what a frontend's disconnect runs (vhost_user.c, vu_reset_device):
+     * every ring stopped and its fds closed, guest memory unmapped.  The
+     * rings' counters survive it, for the exit lines below. */
     for (int d = 0; d < ndevs; d++)
         vu_cleanup(&devs[d]);   /* rings taken away, guest memory unmapped, socket file removed */
     pmd_stop();
     pcap_close();       /* after the PMDs: nothing more can be captured */
     /* The totals for the whole run: what the tests and labs read after
      * stopping vhost-xdp, and a student's first check that packets moved.
-     * The NIC's first (all queues, then each if there are several). */
+     * No thread writes a counter any more, so these are exact.  The NIC's
+     * first (all queues, then each if there are several): close_nics()
+     * frees the ports, and their counters with them. */
     for (int k = -1; nnics && k < nnics; k++) {
         struct nic_stats ns = nic_snapshot(k);
         if (k < 0)
@@ -850,6 +871,9 @@ int main(int argc, char **argv)
                    (unsigned long long)ns.rx_packets, (unsigned long long)ns.tx_packets);
     }
     close_nics();       /* XDP program detached: the interface is as we found it */
+    /* Then each device's: with several queue pairs, a line per pair too,
+     * which tests/test_dpdk.sh and test_qemu_mq.sh read to see that every
+     * pair carried its share (the frontend chose the TX queues). */
     for (int d = 0; d < ndevs; d++) {
         for (int k = -1; k < (devs[d].queue_pairs > 1 ? (int)devs[d].queue_pairs : 0); k++) {
             struct totals fin = sum_rings(&devs[d], k);
@@ -865,4 +889,21 @@ int main(int argc, char **argv)
     }
     close(sfd);
     return 0;
+
+    /* A set-up step failed and has said why.  Undo what the steps before it
+     * did, in the reverse order.  Each undo is harmless for a step that
+     * never ran (pmd_stop with no thread, close_nics with no port,
+     * pcap_close with no file), except vu_cleanup: on a device vu_init never
+     * set up, the zeroed fds would close fd 0, hence ninit.  pcap_close
+     * comes after pmd_stop, as in the shutdown: it frees the capture rings
+     * the PMDs write into. */
+fail:
+    pmd_stop();
+    while (ninit-- > 0)
+        vu_cleanup(&devs[ninit]);
+    close_nics();
+    if (sfd >= 0)
+        close(sfd);
+    pcap_close();
+    return 1;
 }

@@ -117,6 +117,15 @@ static struct {
                                            capture stopped (the writer's) */
 } pcap;
 
+/* Add n to a counter that has one writer, the calling thread, and is read
+ * by --stats: a relaxed load and store is enough (no other thread's add can
+ * be lost), costs a PMD thread no locked instruction, and --stats reads the
+ * value whole. */
+static void counter_add(_Atomic uint64_t *c, uint64_t n)
+{
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n, memory_order_relaxed);
+}
+
 /* Copy len bytes in at byte counter `at`, wrapping round the ring's end:
  * a record is stored in at most two pieces, so the writer can fwrite it in
  * at most two, and no byte of the ring is wasted on padding. */
@@ -159,12 +168,15 @@ void pcap_burst(struct pcap_ring *r, enum pcap_dir dir, const struct vx_pkt *pkt
      * after the writer stopped costs nothing but the copy (the writer counts
      * and discards them). */
     if (atomic_load_explicit(&pcap.full, memory_order_relaxed)) {
-        atomic_store_explicit(&r->after_limit, atomic_load_explicit(&r->after_limit, memory_order_relaxed) + n,
-                              memory_order_relaxed);
+        counter_add(&r->after_limit, (uint64_t)n);
         return;
     }
+    /* pcap timestamps are wall-clock time, in seconds and microseconds; a
+     * 32-bit ts_sec lasts until 2106. */
     struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);     /* pcap timestamps are wall-clock time */
+    clock_gettime(CLOCK_REALTIME, &ts);
+    struct pcap_record_header rh = { .ts_sec = (uint32_t)ts.tv_sec, .ts_usec = (uint32_t)(ts.tv_nsec / 1000) };
+    /* relaxed: only this thread writes `head`. */
     uint64_t head = atomic_load_explicit(&r->head, memory_order_relaxed);
     /* acquire: the writer has finished reading the bytes before `tail`. */
     uint64_t tail = atomic_load_explicit(&r->tail, memory_order_acquire);
@@ -173,15 +185,15 @@ void pcap_burst(struct pcap_ring *r, enum pcap_dir dir, const struct vx_pkt *pkt
         struct sll_header sll;
         uint32_t skip = sll_for(&sll, dir, &pkts[i]);
         uint32_t data_len = pkts[i].len - skip;
-        uint32_t total = (uint32_t)(sizeof(struct pcap_record_header) + sizeof sll + data_len);
+        rh.incl_len = rh.orig_len = (uint32_t)sizeof sll + data_len;    /* PCAP_SNAPLEN: nothing cut */
+        uint32_t total = (uint32_t)sizeof rh + rh.incl_len;     /* as drain_ring reads it back */
+        /* head - tail is the bytes the writer has yet to take, right even
+         * when the counters wrap round 2^64: unsigned arithmetic, and
+         * PCAP_RING_BYTES divides 2^64. */
         if (PCAP_RING_BYTES - (head - tail) < total) {
             lost++;                         /* the writer is behind: skip, never wait */
             continue;
         }
-        struct pcap_record_header rh = {
-            .ts_sec = (uint32_t)ts.tv_sec, .ts_usec = (uint32_t)(ts.tv_nsec / 1000),
-            .incl_len = (uint32_t)sizeof sll + data_len, .orig_len = (uint32_t)sizeof sll + data_len,
-        };
         ring_put(r, head, &rh, sizeof rh);
         ring_put(r, head + sizeof rh, &sll, sizeof sll);
         ring_put(r, head + sizeof rh + sizeof sll, pkts[i].data + skip, data_len);
@@ -190,8 +202,7 @@ void pcap_burst(struct pcap_ring *r, enum pcap_dir dir, const struct vx_pkt *pkt
     /* release: the writer sees the bytes before it sees the new head. */
     atomic_store_explicit(&r->head, head, memory_order_release);
     if (lost)
-        atomic_store_explicit(&r->not_captured, atomic_load_explicit(&r->not_captured, memory_order_relaxed) + lost,
-                              memory_order_relaxed);
+        counter_add(&r->not_captured, lost);
 }
 
 /* === The writer thread ==================================================== */
@@ -208,40 +219,32 @@ static bool ring_write(struct pcap_ring *r, uint64_t at, uint32_t len)
            fwrite(r->bytes, 1, len - first, pcap.file) == len - first;
 }
 
-/* Stop capturing, once, with the reason.  From then on the PMDs copy
- * nothing (pcap.full) and the writer discards what is still in the rings,
- * so the file ends on a whole record. */
-static void pcap_stop_capture(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void pcap_stop_capture(const char *fmt, ...)
-{
-    char why[300];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(why, sizeof why, fmt, ap);
-    va_end(ap);
-    vx_log("pcap: %s: %s after %llu packets: capture stopped", pcap.path, why,
-           (unsigned long long)atomic_load(&pcap.captured));
-    atomic_store(&pcap.full, true);
-}
-
 /* One record of `total` bytes at byte counter `at` of ring r: into the
- * file, or (capture stopped) nowhere.  Returns true if it was written. */
+ * file, or (capture stopped) nowhere.  Returns true if it was written.
+ * The first record that would take the file past --pcap-limit, or that
+ * cannot be written, stops the capture, once, with the reason: from then
+ * on the PMDs copy nothing (pcap.full) and the writer discards what is
+ * still in the rings, so the file ends on a whole record. */
 static bool write_record(struct pcap_ring *r, uint64_t at, uint32_t total)
 {
-    if (!atomic_load(&pcap.full) && pcap.file_bytes + total > pcap.limit)
-        pcap_stop_capture("reached --pcap-limit (%llu bytes)", (unsigned long long)pcap.limit);
-    else if (!atomic_load(&pcap.full) && !ring_write(r, at, total))
-        pcap_stop_capture("write error: %s", strerror(errno));
+    bool over_limit = pcap.file_bytes + total > pcap.limit;
+    if (!atomic_load(&pcap.full) && (over_limit || !ring_write(r, at, total))) {
+        char why[300];
+        if (over_limit)
+            snprintf(why, sizeof why, "reached --pcap-limit (%llu bytes)", (unsigned long long)pcap.limit);
+        else
+            snprintf(why, sizeof why, "write error: %s", strerror(errno));
+        vx_log("pcap: %s: %s after %llu packets: capture stopped", pcap.path, why,
+               (unsigned long long)atomic_load(&pcap.captured));
+        atomic_store(&pcap.full, true);
+    }
+    /* Only this thread writes `discarded` and `captured`. */
     if (atomic_load(&pcap.full)) {
-        /* Only this thread writes `discarded` and `captured`: a relaxed
-         * load and store is enough, and --stats reads them whole. */
-        atomic_store_explicit(&pcap.discarded, atomic_load_explicit(&pcap.discarded, memory_order_relaxed) + 1,
-                              memory_order_relaxed);
+        counter_add(&pcap.discarded, 1);
         return false;
     }
     pcap.file_bytes += total;
-    atomic_store_explicit(&pcap.captured, atomic_load_explicit(&pcap.captured, memory_order_relaxed) + 1,
-                          memory_order_relaxed);
+    counter_add(&pcap.captured, 1);
     return true;
 }
 
@@ -250,6 +253,7 @@ static bool write_record(struct pcap_ring *r, uint64_t at, uint32_t total)
  * ends on a whole record, at or below the limit. */
 static int drain_ring(struct pcap_ring *r)
 {
+    /* relaxed: only this thread writes `tail`. */
     uint64_t tail = atomic_load_explicit(&r->tail, memory_order_relaxed);
     /* acquire: the PMD's bytes before `head` are all there. */
     uint64_t head = atomic_load_explicit(&r->head, memory_order_acquire);
@@ -273,7 +277,11 @@ static int drain_ring(struct pcap_ring *r)
 
 /* Drain every ring; when there was nothing to do, flush what stdio holds
  * (so `tcpdump -r` sees the packets of a quiet moment) and sleep a
- * millisecond.  The last pass runs after the PMDs have stopped. */
+ * millisecond.  The last pass runs after the PMDs have stopped.  The PMDs
+ * never wake the writer: waking a thread (a condition variable, a futex)
+ * is a system call, and pcap_burst() must cost a PMD no more than its
+ * copies.  So the writer looks for work itself, and naps when there is
+ * none. */
 static void *pcap_writer(void *arg)
 {
     (void)arg;
@@ -348,7 +356,9 @@ int pcap_open(const char *path, uint64_t limit)
 }
 
 /* One ring for PMD thread `id`, or NULL when there is no capture (the PMD
- * then tests one NULL pointer per burst) or no memory (logged). */
+ * then tests one NULL pointer per burst) or no memory (logged).  A ring per
+ * thread, not one for all: with one producer, pcap_burst() needs neither a
+ * lock nor an atomic add to claim its bytes. */
 struct pcap_ring *pcap_ring_new(int id)
 {
     /* 64 rings: one per PMD thread, and pmd_loop.c starts at most 64. */
@@ -400,7 +410,9 @@ bool pcap_enabled(void)
 }
 
 /* After the PMDs have stopped: the writer's last pass takes every record
- * they made, then the file is flushed and closed, and the totals logged. */
+ * they made, then the file is flushed and closed, and the totals logged.
+ * Only then may the rings be freed: a PMD still running would copy its
+ * next burst into freed memory. */
 void pcap_close(void)
 {
     if (!pcap.file)
