@@ -78,7 +78,7 @@ asan: $(SRCS) $(HDRS) tests/unit.h tests/test_virtqueue.c tests/test_packed.c te
 	build-asan/test_virtqueue && build-asan/test_packed && build-asan/test_ringview && build-asan/test_protocol build-asan/vhost-xdp && \
 	build-asan/test_hostile build-asan/vhost-xdp && build-asan/test_trace build-asan/vhost-xdp && \
 	build-asan/test_tracedecode && build-asan/test_pcap build-asan/vhost-xdp && \
-	build-asan/test_mtu_rarp build-asan/vhost-xdp
+	build-asan/test_mtu_rarp build-asan/vhost-xdp && VX=build-asan/vhost-xdp tests/test_cli.sh
 
 # valgrind's memcheck on the protocol test's back-end: vhost-xdp runs under
 # valgrind (VX_BACKEND_WRAPPER, see tests/frontend.h) with every timeout

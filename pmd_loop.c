@@ -61,7 +61,8 @@ struct pmd_thread {
 };
 
 static struct pmd_thread pmd_threads[PMD_MAX_THREADS];
-static int pmd_nthreads;
+static int pmd_nthreads;            /* --pmd-cores: queue pair k is thread k % pmd_nthreads's */
+static int pmd_started;             /* threads pthread_create() started: the ones pmd_stop() joins */
 static struct vx_dev *pmd_devs;     /* one device, or two (VM-to-VM) */
 static int pmd_ndevs;
 static struct nic_port **pmd_nics; /* AF_XDP: NIC queue first+k serves queue pair k ... */
@@ -373,11 +374,16 @@ int pmd_start(struct vx_dev *devs, int ndevs, struct nic_port **nics, int nnics,
     pmd_nics = nics;
     pmd_nnics = nnics;
     pmd_sleep_max_ns = sleep_max_us * 1000;
-    pmd_nthreads = ncpus > 0 ? ncpus : 1;
-    if (pmd_nthreads > PMD_MAX_THREADS) {
+    int n = ncpus > 0 ? ncpus : 1;
+    if (n > PMD_MAX_THREADS) {
         vx_log("--pmd-cores: at most %d threads", PMD_MAX_THREADS);
         return -1;
     }
+    /* Set once, before any thread starts (each reads it to find its pairs),
+     * and never changed while one runs.  If a later thread cannot start, the
+     * caller's pmd_stop() joins the pmd_started that did and frees every
+     * buffer allocated here. */
+    pmd_nthreads = n;
     for (int i = 0; i < pmd_nthreads; i++) {
         struct pmd_thread *t = &pmd_threads[i];
         t->id = i;
@@ -406,9 +412,9 @@ int pmd_start(struct vx_dev *devs, int ndevs, struct nic_port **nics, int nnics,
             atomic_store(&t->running, false);
             vx_log("pmd %d: cannot start thread%s%d: %s", i, t->cpu >= 0 ? " on CPU " : "",
                    t->cpu >= 0 ? t->cpu : 0, strerror(err));
-            pmd_nthreads = i;
             return -1;
         }
+        pmd_started = i + 1;
         /* "vx-pmd0", "vx-pmd1", ...: what top -H and /proc/PID/task/TID/comm show. */
         char name[16];
         snprintf(name, sizeof name, "vx-pmd%d", i % PMD_MAX_THREADS);  /* i < 64: tells gcc it fits */
@@ -440,10 +446,12 @@ void pmd_quiesce(void)
 void pmd_stop(void)
 {
     atomic_store(&pmd_exit, true);
-    for (int i = 0; i < pmd_nthreads; i++) {
+    for (int i = 0; i < pmd_started; i++)
         pthread_join(pmd_threads[i].tid, NULL);
-        for (int b = 0; b < VX_BURST; b++)
+    for (int i = 0; i < pmd_nthreads; i++)
+        for (int b = 0; b < VX_BURST; b++) {
             free(pmd_threads[i].bufs[b]);
-    }
-    pmd_nthreads = 0;
+            pmd_threads[i].bufs[b] = NULL;
+        }
+    pmd_nthreads = pmd_started = 0;
 }
