@@ -155,6 +155,9 @@ net_up() {
         i=$((i + 1)); [ $i -gt 50 ] && { echo "VXERROR no eth0"; return 1; }
         sleep 0.1
     done
+    # Blast counts every frame eth0 sends (labs/lab5-speed.sh): without IPv6 the guest's own stack sends
+    # none of its own (router solicitations, MLD reports, DAD), before pktgen or after its counters are read.
+    [ "$mode" = blast ] && echo 1 > /proc/sys/net/ipv6/conf/eth0/disable_ipv6
     ip link set lo up
     ip link set eth0 up
     ip addr add "$ip" dev eth0
