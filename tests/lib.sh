@@ -174,3 +174,106 @@ start_guest() {
 guest_features() {
     tr -d '\r' 2>/dev/null < "$1" | sed -n 's/.*VXFEATURES \([01]*\).*/\1/p' | head -n 1
 }
+
+# === The virtio-pmd guest (tests/build_guest.sh --pmd; tests/test_pmd_guest.sh, labs/lab6-table.sh) ===
+# One image, two drivers: vxdrv=pmd (DPDK's virtio PMD in the guest's user space, dpdk-testpmd) or
+# vxdrv=kernel (the guest kernel's virtio_net).  Its virtio-net devices are "ports" 0, 1, ... in the
+# order pmd_nic adds them; runs are started and stopped by commands the host writes to the guest's
+# second serial port (a pipe), and the guest answers with lines on its console (VXRUN, VXCOUNT, ...:
+# see the virtio-pmd part of tests/build_guest.sh).
+#
+#   pmd_nic KIND ARG [DEVOPTS]  add a port to the next guest:  vhost-user SOCK (QEMU connects to SOCK,
+#                          reconnect=1), tap IFNAME (QEMU's own virtio-net device on a tap: the kernel's
+#                          path), vhost-net IFNAME (the tap with vhost=on: the kernel moves the rings);
+#                          DEVOPTS are added to -device (",packed=on").  Port k gets PCI slot 3+k and
+#                          MAC 52:54:00:12:34:5(6+k) (pmd_mac k).
+#   start_pmd_guest DIR NAME KARGS   boot it (KARGS: vxdrv=, vxpmd=, ...; see build_guest.sh) under
+#                          KVM or TCG as guest_accel decides (TCG: -cpu max, vectors=0), in the network
+#                          namespace PMD_NETNS if set (to open its taps).  Console in DIR/NAME.serial;
+#                          sets QEMU_PID, PMD_SERIAL and PMD_CTL (our fd on its command pipe) and
+#                          empties the port list.  Needs vhost-user sockets listening when it starts:
+#                          QEMU 7.2 waits for its first connection before it runs the guest.
+#   pmd_send LINE          one command ("run MODE PORT SIZE [SECS [DSTMAC]]", "stop", "quit")
+#   pmd_mark               the console's line count now: pmd_wait and pmd_line look only after it
+#   pmd_wait MARK REGEX SECS  wait until a console line after MARK matches REGEX (grep -E); status 1,
+#                          with a line saying why, on timeout, a VXERROR line, or QEMU's exit
+#   pmd_line MARK REGEX    the last console line after MARK matching REGEX
+#   pmd_field NAME LINE    the value of NAME=value in LINE (empty if missing)
+#   pmd_pin PID            QEMU's vCPU thread on CPU 0, its other threads on CPU 1 (2+ CPUs)
+PMD_GUEST=${PMD_GUEST:-$TESTS_DIR/guest-pmd}
+PMD_NICS=() PMD_NPORTS=0
+pmd_mac() { printf '52:54:00:12:34:%02x' $((0x56 + $1)); }
+pmd_nic() {
+    local kind=$1 arg=$2 devopts=${3:-} k=$PMD_NPORTS netdev
+    case $kind in
+    vhost-user) PMD_NICS+=(-chardev "socket,id=chr$k,path=$arg,reconnect=1"); netdev="vhost-user,id=net$k,chardev=chr$k" ;;
+    tap)        netdev="tap,id=net$k,ifname=$arg,script=no,downscript=no,vhost=off" ;;
+    vhost-net)  netdev="tap,id=net$k,ifname=$arg,script=no,downscript=no,vhost=on" ;;
+    *)          echo "pmd_nic: unknown kind '$kind'" >&2; return 1 ;;
+    esac
+    PMD_NICS+=(-netdev "$netdev" -device "virtio-net-pci,netdev=net$k,mac=$(pmd_mac "$k"),romfile=,addr=$((3 + k))$devopts")
+    PMD_NPORTS=$((k + 1))
+}
+
+start_pmd_guest() {
+    local dir=$1 name=$2 kargs=${3:-} accel i nics=()
+    GUEST=${GUEST:-$PMD_GUEST} guest_accel
+    # Debian's DPDK is built for the corei7 instruction set: QEMU's default TCG CPU lacks some of it.
+    accel=$GUEST_ACCEL_ARGS
+    [ "$GUEST_ACCEL" = tcg ] && accel+=" -cpu max"
+    # vectors=0 (TCG: no MSI-X, see guest_accel) on every port
+    for ((i = 0; i < ${#PMD_NICS[@]}; i++)); do
+        case ${PMD_NICS[i]} in virtio-net-pci,*) nics+=("${PMD_NICS[i]}$GUEST_VECTORS") ;; *) nics+=("${PMD_NICS[i]}") ;; esac
+    done
+    rm -f "$dir/$name.ctl.in" "$dir/$name.ctl.out"
+    mkfifo "$dir/$name.ctl.in" "$dir/$name.ctl.out" || return 1
+    # Opened read-write: neither we nor QEMU ever wait for the other end to open it.
+    exec {PMD_CTL}<>"$dir/$name.ctl.in"
+    PMD_SERIAL=$dir/$name.serial
+    # shellcheck disable=SC2086  # accel is several words
+    ${PMD_NETNS:+ip netns exec "$PMD_NETNS"} qemu-system-x86_64 $accel -machine q35 -smp 1 -m 512M \
+        -name "$name,debug-threads=on" -nodefaults -no-user-config -display none -no-reboot \
+        -serial "file:$PMD_SERIAL" -chardev "pipe,id=ctl,path=$dir/$name.ctl" -serial chardev:ctl \
+        -object memory-backend-memfd,id=mem,size=512M,share=on -numa node,memdev=mem "${nics[@]}" \
+        -kernel "$PMD_GUEST/vmlinuz" -initrd "$PMD_GUEST/initramfs.cpio.gz" \
+        -append "console=ttyS0 quiet panic=-1 vxctl=ttyS1${kargs:+ $kargs}" \
+        </dev/null >"$dir/$name.qemu.log" 2>&1 &
+    QEMU_PID=$!    # `ip netns exec` execs QEMU: this is QEMU's own pid
+    PMD_NICS=() PMD_NPORTS=0
+}
+
+pmd_send() { echo "$*" >&"$PMD_CTL"; }
+pmd_console() { tr -d '\r' 2>/dev/null <"$PMD_SERIAL"; }
+pmd_mark() { pmd_console | wc -l; }
+pmd_line() { pmd_console | tail -n +$(($1 + 1)) | grep -aE -- "$2" | tail -n 1; }
+pmd_field() { echo "$2" | tr ' ' '\n' | sed -n "s/^$1=//p" | head -n 1; }
+pmd_wait() {
+    local mark=$1 re=$2 deadline=$((SECONDS + $3)) err
+    while [ "$SECONDS" -lt "$deadline" ]; do
+        [ -n "$(pmd_line "$mark" "$re")" ] && return 0
+        err=$(pmd_line "$mark" 'VXERROR')
+        [ -n "$err" ] && { echo "# the guest says: $err" >&2; pmd_console | grep -a '^VXLOG' | tail -n 15 | sed 's/^/#   /' >&2; return 1; }
+        kill -0 "$QEMU_PID" 2>/dev/null || { echo "# QEMU (pid $QEMU_PID) exited while waiting for '$re'" >&2; return 1; }
+        sleep 0.1
+    done
+    echo "# timed out after $3 s waiting for '$re' on the guest's console" >&2
+    return 1
+}
+
+# pmd_pin PID: TCG runs the guest in QEMU's thread "CPU 0/TCG" (KVM: "CPU 0/KVM"), and QEMU's own
+# virtio-net device (the tap path) in its main thread: one CPU each, so that neither waits for the
+# other and the host side (the main thread, or vhost-xdp's poll thread on CPU 1) gets a CPU of its own.
+pmd_pin() {
+    local pid=$1 t i
+    [ "$(nproc)" -ge 2 ] || return 0
+    for ((i = 0; i < 50; i++)); do
+        grep -qs '^CPU 0/' /proc/"$pid"/task/*/comm && break
+        sleep 0.1
+    done
+    for t in /proc/"$pid"/task/*; do
+        case $(cat "$t/comm" 2>/dev/null) in
+        "CPU 0/"*) taskset -p -c 0 "${t##*/}" >/dev/null ;;
+        *)         taskset -p -c 1 "${t##*/}" >/dev/null ;;
+        esac
+    done
+}
