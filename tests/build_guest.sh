@@ -81,11 +81,12 @@ die() { echo "build_guest.sh: $*" >&2; exit 1; }
 #   stop                                   stop the run
 #   quit                                   stop the run, power off
 # The console (ttyS0) carries lines with a stable prefix for the host to parse:
-#   VXPORTS drv=D n=N BDF...        the ports found;   VXREADY   set up, ready for runs
+#   VXPORTS drv=D n=N BDF...        the ports found;   VXREADY up=SECONDS   set up, ready for runs
 #   VXCMD LINE                      a command as read
-#   VXRUN started drv=D mode=M port=P size=S
-#   VXCOUNT up=SECONDS port=P rx=N tx=M      once a second during a run: the driver's counters since the
-#                                            run started (testpmd's port statistics, or eth's)
+#   VXRUN started drv=D mode=M port=P size=S up=SECONDS
+#   VXCOUNT up=SECONDS port=P rx=N tx=M rx_pps=R tx_pps=S    about once a second during a run: the
+#                                  driver's counters since the run started (testpmd's port statistics,
+#                                  or eth's) and its rates
 #   VXRUN end drv=D mode=M port=P size=S rx=N tx=M ...   the run's totals (testpmd: its forward
 #                                            statistics, with rx_dropped=, tx_dropped=; kernel: pktgen's
 #                                            sent=, eth's tx_dropped=)
@@ -240,14 +241,31 @@ setup_kernel() {
 run_pid= rep_pid= run_desc=
 counter() { cat /sys/class/net/$1/statistics/$2; }
 # counts: "rx=N tx=M" of the current run so far
-counts() {
-    if [ $drv = pmd ]; then
-        # the last port statistics testpmd printed (--stats-period 1), or its final forward statistics
-        awk '/RX-packets:/ { rx = $2 } /TX-packets:/ { tx = $2 } END { printf "rx=%d tx=%d", rx, tx }' /tmp/testpmd.log
-    else
-        echo "rx=$(($(counter $ifc rx_packets) - rx0)) tx=$(($(counter $ifc tx_packets) - tx0))"
-    fi
+# report: once a second while a run lasts, "VXCOUNT up=T port=P rx=N tx=M rx_pps=R tx_pps=S": the
+# driver's counters since the run started and its rates.  testpmd counts in its own memory: its rates
+# are those of the statistics it prints (--stats-period 1; under TCG a block comes every 1-2 s: a line
+# only when a new one came); the kernel's counters are read from sysfs, the rates computed here.
+report() {
+    local seen= line now prx=0 ptx=0 pup
+    pup=$(up)
+    while kill -0 $run_pid 2>/dev/null; do
+        sleep 1
+        if [ $drv = pmd ]; then
+            line=$(awk '/RX-packets:/ { rx = $2 } /TX-packets:/ { tx = $2 } /Rx-pps:/ { rp = $2; n++ } /Tx-pps:/ { tp = $2 }
+                        END { printf "%d rx=%d tx=%d rx_pps=%d tx_pps=%d", n, rx, tx, rp, tp }' /tmp/testpmd.log)
+            [ "${line%% *}" = "$seen" ] && continue
+            seen=${line%% *}
+            echo "VXCOUNT up=$(up) port=$cur_port ${line#* }"
+        else
+            now=$(up) rx=$(($(counter $ifc rx_packets) - rx0)) tx=$(($(counter $ifc tx_packets) - tx0))
+            echo "VXCOUNT up=$now port=$cur_port rx=$rx tx=$tx $(awk -v t=$now -v t0=$pup -v r=$rx -v r0=$prx -v x=$tx -v x0=$ptx \
+                'BEGIN { d = t - t0; if (d <= 0) d = 1; printf "rx_pps=%d tx_pps=%d", (r - r0) / d, (x - x0) / d }')"
+            pup=$now prx=$rx ptx=$tx
+        fi
+    done
 }
+# counts: "rx=N tx=M" of the kernel driver's run so far
+counts() { echo "rx=$(($(counter $ifc rx_packets) - rx0)) tx=$(($(counter $ifc tx_packets) - tx0))"; }
 
 pmd_start() {   # MODE PORT SIZE DSTMAC
     local bdf extra=
@@ -283,6 +301,10 @@ pg() { echo "$2" > /proc/net/pktgen/$1 || echo "VXERROR pktgen $1: '$2' refused"
 kernel_start() {   # MODE PORT SIZE DSTMAC
     ifc=$(port_if $2)
     [ -n "$ifc" ] || { echo "VXERROR no port $2"; return 1; }
+    # The link is down while a vhost-user backend is away (QEMU reconnects every second), and pktgen
+    # stops at once on a device without carrier: wait for it.
+    i=0
+    while [ "$(cat /sys/class/net/$ifc/carrier)" != 1 ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
     rx0=$(counter $ifc rx_packets) tx0=$(counter $ifc tx_packets) txd0=$(counter $ifc tx_dropped)
     case $1 in
     rxonly) sleep 2147483647 & run_pid=$! ;;
@@ -304,8 +326,8 @@ run_start() {   # MODE PORT SIZE DSTMAC
     run_desc="drv=$drv mode=$1 port=$2 size=$3"
     cur_port=$2 cur_mode=$1
     ${drv}_start "$@" || return 1
-    echo "VXRUN started $run_desc"
-    ( while kill -0 $run_pid 2>/dev/null; do sleep 1; echo "VXCOUNT up=$(up) port=$cur_port $(counts)"; done ) &
+    echo "VXRUN started $run_desc up=$(up)"
+    report &
     rep_pid=$!
 }
 run_stop() {
@@ -313,7 +335,7 @@ run_stop() {
     kill $rep_pid 2>/dev/null; wait $rep_pid 2>/dev/null
     if [ $drv = pmd ]; then
         pmd_stop
-        echo "VXRUN end $run_desc $totals"
+        echo "VXRUN end $run_desc $totals up=$(up)"
     else
         if [ $cur_mode = txonly ]; then
             echo stop > /proc/net/pktgen/pgctrl; wait $run_pid
@@ -321,14 +343,14 @@ run_stop() {
         else
             kill $run_pid; wait $run_pid 2>/dev/null; sent=0
         fi
-        echo "VXRUN end $run_desc $(counts) sent=${sent:-0} tx_dropped=$(($(counter $ifc tx_dropped) - txd0))"
+        echo "VXRUN end $run_desc $(counts) sent=${sent:-0} tx_dropped=$(($(counter $ifc tx_dropped) - txd0)) up=$(up)"
     fi
     run_pid= rep_pid=
 }
 
 echo "VXPORTS drv=$drv n=$(echo $ports | wc -w)$ports"
 setup_$drv
-echo "VXREADY"
+echo "VXREADY up=$(up)"
 if [ -n "$mode" ]; then
     run_start $mode $port $size "$dstmac" && [ "$secs" -gt 0 ] && { sleep $secs; run_stop; }
 fi

@@ -186,7 +186,7 @@ guest_features() {
 #                          reconnect=1), tap IFNAME (QEMU's own virtio-net device on a tap: the kernel's
 #                          path), vhost-net IFNAME (the tap with vhost=on: the kernel moves the rings);
 #                          DEVOPTS are added to -device (",packed=on").  Port k gets PCI slot 3+k and
-#                          MAC 52:54:00:12:34:5(6+k) (pmd_mac k).
+#                          MAC 52:54:00:12:34:(56+k) in hex (pmd_mac k; PMD_MAC_BASE=0x66 for :66+k).
 #   start_pmd_guest DIR NAME KARGS   boot it (KARGS: vxdrv=, vxpmd=, ...; see build_guest.sh) under
 #                          KVM or TCG as guest_accel decides (TCG: -cpu max, vectors=0), in the network
 #                          namespace PMD_NETNS if set (to open its taps).  Console in DIR/NAME.serial;
@@ -202,7 +202,7 @@ guest_features() {
 #   pmd_pin PID            QEMU's vCPU thread on CPU 0, its other threads on CPU 1 (2+ CPUs)
 PMD_GUEST=${PMD_GUEST:-$TESTS_DIR/guest-pmd}
 PMD_NICS=() PMD_NPORTS=0
-pmd_mac() { printf '52:54:00:12:34:%02x' $((0x56 + $1)); }
+pmd_mac() { printf '52:54:00:12:34:%02x' $((${PMD_MAC_BASE:-0x56} + $1)); }
 pmd_nic() {
     local kind=$1 arg=$2 devopts=${3:-} k=$PMD_NPORTS netdev
     case $kind in

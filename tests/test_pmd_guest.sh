@@ -113,7 +113,7 @@ features() { grep -a '<- SET_FEATURES' "$1" | tail -n 1 | sed 's/.*(\(.*\)).*/\1
 has_feature() { case "|$(features "$1")|" in *"|$2|"*) return 0 ;; esac; return 1; }
 
 # === 0. The image and the three backends ===
-if PMD_GUEST=$PMD_GUEST "$TESTS_DIR/build_guest.sh" --pmd "$PMD_GUEST" 2>"$dir/build.log"; then
+if "$TESTS_DIR/build_guest.sh" --pmd "$PMD_GUEST" 2>"$dir/build.log"; then
     ok "virtio-pmd guest image built ($(tail -n 1 "$dir/build.log" | sed 's/^build_guest.sh: //'))"
 else
     not_ok "build the virtio-pmd guest (tests/build_guest.sh --pmd)"; sed 's/^/#   /' "$dir/build.log"; done_testing
