@@ -11,7 +11,8 @@
 #   - every cell moved packets, and its counts agree: guest -> peer through vhost-xdp, the peer
 #     received exactly what vhost-xdp sent on the veth, and vhost-xdp took from the guest exactly
 #     what the guest's driver sent; peer -> guest, the guest's driver received exactly what vhost-xdp
-#     gave it; through the tap, the same against the tap's counters;
+#     gave it; through the tap, the same against the tap's counters (guest -> peer, the guest may
+#     count up to a ring more: testpmd's last burst is still in the TX ring when it resets the device);
 #   - the chart's bars and the RATIO lines (with a number), the SVG file (a bar per cell);
 #   - the reading: the verdict against the articles' 2-4x, the vhost-net sentence, and what other
 #     programs took from the CPUs.
@@ -89,9 +90,11 @@ rx_vx_ok() {
 }
 # the tap: guest -> peer "the guest sent G, the tap took T from QEMU, the peer received P";
 # peer -> guest "the tap gave T to QEMU (dropped D: ...), the guest received R"
+# (testpmd's last burst may still be in the TX ring when it stops and resets QEMU's device: the
+# guest's count may exceed the tap's by at most a ring, 256.)
 tx_tap_ok() {
-    sed -En "s/^  COUNT tx $1 $2 64B: the guest sent ([0-9]+), the tap took ([0-9]+) from QEMU, the peer received ([0-9]+): .*/\1 \2 \3/p" "$out" |
-        awk '{ n++; if (!($3 > 0 && $1 == $2 && $2 == $3)) bad++ } END { exit !(n > 0 && !bad) }'
+    sed -En "s/^  COUNT tx $1 $2 64B: the guest sent ([0-9]+), the tap took ([0-9]+) from QEMU, the peer received ([0-9]+)[ :(].*/\1 \2 \3/p" "$out" |
+        awk '{ n++; if (!($3 > 0 && $2 == $3 && $1 >= $2 && $1 <= $2 + 256)) bad++ } END { exit !(n > 0 && !bad) }'
 }
 rx_tap_ok() {
     sed -En "s/^  COUNT rx $1 $2 64B: .* the tap gave ([0-9]+) to QEMU \(dropped [0-9]+: its queue was full\), the guest received ([0-9]+): .*/\1 \2/p" "$out" |
