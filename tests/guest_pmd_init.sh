@@ -154,8 +154,12 @@ pmd_start() {   # MODE PORT SIZE DSTMAC
 }
 pmd_stop() {    # sets totals: testpmd's forward statistics on exit ("RX-packets: N RX-dropped: D ...")
     kill -INT $run_pid; wait $run_pid; rc=$?
-    totals=$(awk -v rc=$rc '/RX-packets:/ { rx = $2; rxd = $4 } /TX-packets:/ { tx = $2; txd = $4 }
-        END { printf "rx=%d tx=%d rx_dropped=%d tx_dropped=%d rc=%d", rx, tx, rxd, txd, rc }' /tmp/testpmd.log)
+    # (RX-error and RX-nombufs lines appear only when not 0; port_rx: the PMD's own count in the last
+    # periodic statistics, before the stop.)
+    totals=$(awk -v rc=$rc '/RX-packets:/ { rx = $2; rxd = $4 } /RX-missed:/ { prx = $2 } /TX-packets:/ { tx = $2; txd = $4 }
+        /RX-error:/ { rxe = $2 } /RX-nombufs:/ { rxn = $2 }
+        END { printf "rx=%d tx=%d rx_dropped=%d tx_dropped=%d rx_errors=%d rx_nombuf=%d port_rx=%d rc=%d",
+              rx, tx, rxd, txd, rxe, rxn, prx, rc }' /tmp/testpmd.log)
     [ $rc = 0 ] || { echo "VXERROR testpmd exited with status $rc"; tail -n 15 /tmp/testpmd.log | sed 's/^/VXLOG /'; }
 }
 
