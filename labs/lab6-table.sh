@@ -150,9 +150,10 @@ peer_tx() { counter "$LAB_NS" "$LAB_PEER" tx_packets; }
 
 # === CPU: what other programs took ===============================================
 
-# cpu_busy: jiffies the machine's CPUs spent on anything (user, nice, system, steal: the hypervisor
-# running someone else); proc_cpu PID...: what those processes (all threads) used.
-cpu_busy() { awk '/^cpu / { print $2 + $3 + $4 + $9 }' /proc/stat; }
+# cpu_busy: jiffies the machine's CPUs spent on anything but idle and niced programs (user, system,
+# steal: the hypervisor running someone else).  Programs at a high nice level (a fuzzer at nice 19)
+# yield their CPU to ours and are left out.  proc_cpu PID...: what those processes (all threads) used.
+cpu_busy() { awk '/^cpu / { print $2 + $4 + $9 }' /proc/stat; }
 proc_cpu() { local p t=0 v; for p; do v=$(awk '{ print $14 + $15 }' "/proc/$p/stat" 2>/dev/null); t=$((t + ${v:-0})); done; echo $t; }
 # The lab's own: its QEMUs, vhost-xdp, the sender, and the kernel threads that run network softirqs
 # when the CPU they were raised on is busy (ksoftirqd/N: the veth and the bridge are run there for
