@@ -230,7 +230,9 @@ vx_exit() { sed -n "s/.*exit: .*$2 \([0-9]*\) packets.*/\1/p" "$1" | tail -n 1; 
 vx_drops() { sed -n 's/.*exit: from guest .*, \([0-9]*\) drops.*/\1/p' "$1" | tail -n 1; }
 
 # peer_samples DIR KIND HOST SIZE WHAT: SAMPLES 1-s rates of the peer's WHAT (rx_packets: what it
-# received; tx_packets: what it sent) into RESULTS (rx) or OFFERED (tx).
+# received; tx_packets: what it sent) into RESULTS (rx) or OFFERED (tx).  Each rate is divided by the
+# time measured around the two reads, not by 1: on a busy host `sleep 1` and `ip netns exec` may take
+# noticeably longer.
 peer_samples() {
     local i b a t0 t1 out=$RESULTS f=rx_packets
     [ "$5" = tx ] && out=$OFFERED f=tx_packets
@@ -244,7 +246,9 @@ peer_samples() {
     done
 }
 
-# guest_run MARK LINE: send LINE ("run ..."), wait for the guest's "VXRUN started"
+# guest_run MARK LINE: send LINE ("run ..."), wait for the guest's "VXRUN started" (testpmd prints it
+# once it forwards: EAL, the PCI probe and the port's start take seconds under TCG, more on a busy
+# host, hence the generous 120 s)
 guest_run() { pmd_send "$2"; pmd_wait "$1" '^VXRUN started ' 120; }
 # guest_stop: "stop", wait for "VXRUN end"; sets END
 guest_stop() {
@@ -263,6 +267,7 @@ cell_tx() {
     mark=$(pmd_mark)
     PEER0=$(peer_rx)
     guest_run "$mark" "run txonly $port $size 0 $PEER_MAC" || return 1
+    # Sampling starts once frames arrive: a kernel guest waits for its link after vhost-xdp's restart.
     wait_for "the peer to receive" 60 peer_rx_moved || { guest_stop; return 1; }
     sleep 1    # warm-up
     other_start
@@ -273,7 +278,9 @@ cell_tx() {
 }
 
 # The peer's sender: testpmd txonly on an AF_PACKET socket (its TX ring: no system call per frame)
-# on the peer end, to the guest port's MAC.  Started and stopped around each peer -> guest cell.
+# on the peer end, to the guest port's MAC.  Started and stopped around each peer -> guest cell.  It
+# is the fastest sender the lab can count on (the host's own pktgen is a kernel module a laptop may
+# not have); when a cell receives nearly all it offers, the reading says the sender set the pace.
 SENDER_PID=
 sender_start() {
     local mac=$1 size=$2 prefix=vxlab6-$$-sender
