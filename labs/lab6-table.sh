@@ -25,9 +25,9 @@
 # second serial port which run to start and when to stop, so the cells of one round follow each other
 # in the same minutes (A B C D A B C D: this machine's speed swings from one minute to the next).
 # vhost-xdp runs only during its own cells, so that its spinning poll thread takes nothing from the
-# others.  CPUs: the guest's vCPU on CPU 0; on CPU 1 the host side (vhost-xdp's poll thread, or
-# QEMU's main thread, which runs its virtio-net device and writes the tap) and, peer -> guest, the
-# peer's sender.
+# others.  CPUs: the guest's vCPU on CPU 0, vhost-xdp's poll thread and (peer -> guest) the peer's
+# sender on CPU 1: the threads that spin never share a CPU.  QEMU's main thread (its own virtio-net
+# device, the tap's writes, and under TCG every interrupt) goes where the scheduler puts it.
 #
 # Two directions:
 #   guest -> peer   the guest sends UDP as fast as it can (pktgen, or testpmd txonly); counted at the
@@ -96,7 +96,7 @@ OTHER=$LAB_TMP/other        # one line per cell: dir kind host size percent-of-a
 COUNTS=$LAB_TMP/counts      # one line per cell: dir kind host size match|differs
 : >"$RESULTS"; : >"$OFFERED"; : >"$OTHER"; : >"$COUNTS"
 FAILED=0
-HCPU=$(($(nproc) > 1 ? 1 : 0))    # the host side's CPU (the guest's vCPU gets CPU 0)
+HCPU=$(($(nproc) > 1 ? 1 : 0))    # vhost-xdp's poll thread and the sender (the guest's vCPU gets CPU 0)
 
 # === The network: peer, veth, bridge, taps =====================================
 
@@ -198,7 +198,7 @@ boot_guest() {
     lab_say "guest $kind (vxdrv=$kind): QEMU pid $QEMU_PID, console $PMD_SERIAL"
 }
 # boot_done KIND: wait for the guest's VXREADY (and, with the kernel driver, its rings), stop the
-# boot-time vhost-xdp, pin QEMU's threads (pmd_pin: its vCPU on CPU 0, the rest on CPU 1).
+# boot-time vhost-xdp, pin QEMU's vCPU thread to CPU 0 (pmd_pin).
 boot_done() {
     local kind=$1 log=$LAB_TMP/vx-boot-$1.log
     use_guest "$kind"
@@ -565,7 +565,7 @@ EOF
     sb=$(sender_bound)
     [ -n "$sb" ] && lab_explain <<EOF
 Peer -> guest, these cells received 90% or more of what the peer's sender offered: $sb there the
-sender (testpmd on an AF_PACKET socket, sharing CPU $HCPU with the host side) set the rate, not the
+sender (testpmd on an AF_PACKET socket, on CPU $HCPU beside vhost-xdp's poll thread) set the rate, not the
 path, and the cell says only "at least this fast".
 EOF
     if [ -n "$VHOST_NET_WHY" ]; then
@@ -603,7 +603,7 @@ the guest's driver), $ROUNDS round(s), ${SIZES// / and } B frames, $SECS s per c
 EOF
 
 NCPU=$(nproc) LOAD0=$(cut -d' ' -f1 /proc/loadavg)
-lab_say "host: $NCPU CPUs, load average $LOAD0; guest vCPUs on CPU 0, the host side on CPU $HCPU"
+lab_say "host: $NCPU CPUs, load average $LOAD0; guest vCPUs on CPU 0, vhost-xdp's poll thread and the peer's sender on CPU $HCPU"
 PEER_MAC=$(ip netns exec "$LAB_NS" cat "/sys/class/net/$LAB_PEER/address")
 # The peer only counts.  Left alone, its kernel answers each UDP frame to its closed port 9 with an
 # ICMP "port unreachable" (up to 1000 a second) and, to send those, asks by ARP broadcast who
