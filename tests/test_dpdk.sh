@@ -138,8 +138,10 @@ run_one() {
         read -r p2 _ _ _ _ _ _ pps <<<"${s[1]}"
         read -r p3 _ b3 _ _ _ _ _ <<<"${s[2]}"
         echo "# $name: RX-packets $p1 after 2 s, $p2 a second later ($pps pps), $p3 at stop"
-        t "$name: packets circulate (RX-packets $p1 > 10000 after 2 s; 1024 injected)" \
-            eval 'isnum "$p1" && [ "$p1" -gt 10000 ]'
+        # More than were injected: each came back and went round again (a count, not a rate: on a
+        # loaded machine 2 s may hold few rounds).
+        t "$name: packets circulate (RX-packets $p1 after 2 s > the 1024 injected)" \
+            eval 'isnum "$p1" && [ "$p1" -gt 1024 ]'
         t "$name: still circulating a second later (RX-packets $p1 -> $p2)" \
             eval 'isnum "$p1" && isnum "$p2" && [ "$p2" -gt "$p1" ]'
         # RX-missed, RX-errors, RX-nombuf, TX-errors in every sample
