@@ -11,7 +11,7 @@ CFLAGS  ?= -O2 -g
 CFLAGS  += -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror -pthread
 LDFLAGS += -pthread
 
-SRCS    = main.c vhost_user.c virtqueue.c pmd_loop.c nic_afxdp.c pcap.c
+SRCS    = main.c vhost_user.c virtqueue.c pmd_loop.c nic_afxdp.c pcap.c fault.c
 HDRS    = vhost_xdp.h
 TESTS   = tests/test_virtqueue tests/test_packed tests/test_ringview tests/test_protocol tests/test_hostile tests/test_trace \
 	  tests/afxdp_tool tests/test_tracedecode tests/test_pcap tests/test_mtu_rarp
@@ -128,7 +128,7 @@ FUZZ_CC      ?= clang
 FUZZ_SECONDS ?= 60
 FUZZ_FLAGS    = -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror -pthread -O1 -g -I. \
 	-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
-FUZZ_VU_SRCS  = tests/fuzz/fuzz_vhost_user.c vhost_user.c virtqueue.c pmd_loop.c nic_afxdp.c pcap.c
+FUZZ_VU_SRCS  = tests/fuzz/fuzz_vhost_user.c vhost_user.c virtqueue.c pmd_loop.c nic_afxdp.c pcap.c fault.c
 FUZZ_VQ_SRCS  = tests/fuzz/fuzz_virtqueue.c virtqueue.c
 
 build-fuzz/fuzz_vhost_user: $(FUZZ_VU_SRCS) $(HDRS) tests/fuzz/fuzz_format.h

@@ -45,6 +45,7 @@
  */
 #include "vhost_xdp.h"
 
+#include <errno.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -468,6 +469,7 @@ static void vq_put_used(struct vx_vring *vr, uint16_t used_idx, uint16_t head, u
 }
 
 static void vq_publish_used(struct vx_vring *vr, uint16_t new_used_idx);
+static inline void vq_call(struct vx_vring *vr, uint16_t at);
 
 /*
  * In-order use of descriptors (VIRTIO_F_IN_ORDER, §2.7.9 split, §2.8.8
@@ -768,15 +770,23 @@ static void vq_publish_used(struct vx_vring *vr, uint16_t new_used_idx)
     } else {
         notify = !(*(volatile uint16_t *)&vr->avail->flags & VRING_AVAIL_F_NO_INTERRUPT);
     }
-    if (notify && vr->call_fd >= 0) {
-        uint64_t one = 1;
-        /* The only syscall on the fast path, and only when asked for.  A
-         * failure (counter saturated) loses nothing: the guest is already
-         * due an interrupt. */
-        if (write(vr->call_fd, &one, sizeof one) < 0) { /* nothing to do */ }
-        if (__builtin_expect(vx_trace_rings, 0))
-            vq_trace_call(vr, new_used_idx);
-    }
+    if (notify && vr->call_fd >= 0)
+        vq_call(vr, new_used_idx);
+}
+
+static void vq_call_failed(struct vx_vring *vr);
+
+/* Interrupt the guest: one write to its call eventfd, the only system call
+ * on the fast path, and only when the guest asked for it.  The write never
+ * waits (the fd is non-blocking: vhost_user.c, vu_take_eventfd); when it
+ * fails, vq_call_failed says why, out of the way.  `at` is for --trace. */
+static inline void vq_call(struct vx_vring *vr, uint16_t at)
+{
+    uint64_t one = 1;
+    if (__builtin_expect(write(vr->call_fd, &one, sizeof one) != sizeof one, 0))
+        vq_call_failed(vr);
+    if (__builtin_expect(vx_trace_rings, 0))
+        vq_trace_call(vr, at);
 }
 
 /* === Packed ring (§2.8) ================================================== */
@@ -1170,12 +1180,8 @@ static void vq_packed_notify(struct vx_vring *vr, uint16_t old_slot, bool old_wr
                                       vr->used_wrap_counter);
     else
         notify = flags != VRING_PACKED_EVENT_FLAG_DISABLE;
-    if (notify && vr->call_fd >= 0) {
-        uint64_t one = 1;
-        if (write(vr->call_fd, &one, sizeof one) < 0) { /* as in vq_publish_used */ }
-        if (__builtin_expect(vx_trace_rings, 0))
-            vq_trace_call(vr, vr->last_used_idx);
-    }
+    if (notify && vr->call_fd >= 0)
+        vq_call(vr, vr->last_used_idx);
 }
 
 /* === The public entry points: one branch on the layout =================== */
@@ -1332,4 +1338,35 @@ void vq_ring_view(const struct vx_vring *vr, FILE *out)
     marks[end + 1] = '\0';
     fprintf(out, "    slots |%s|  %u slot%s per character\n", strip, per, per > 1 ? "s" : "");
     fprintf(out, "           %s\n", marks);
+}
+
+/* === Second reading: when a call cannot be made ========================== */
+
+/*
+ * A write to the call eventfd can fail in three ways, none of which may stop
+ * the poll thread (vhost_user.c, "What no frontend may do to us", rule 3):
+ *   EAGAIN  the counter is at its maximum, 2^64 - 2: the frontend wrote it
+ *           there, or nobody has read it for a very long time.  The guest is
+ *           due an interrupt already, so nothing is lost but the count: the
+ *           call is counted as dropped (--stats' exit line), logged once;
+ *   EINTR   the write blocked, and pmd_loop.c's watchdog interrupted it: the
+ *           frontend cleared the O_NONBLOCK we set on the fd (it shares the
+ *           flag).  That frontend means harm: the ring is broken, so that
+ *           we never write that fd again;
+ *   other   (EBADF, EINVAL...): counted and logged once; nothing else to do.
+ */
+static void __attribute__((cold, noinline)) vq_call_failed(struct vx_vring *vr)
+{
+    int err = errno;
+    stat_add(&vr->stats.calls_dropped, 1);
+    if (err == EINTR) {
+        vq_mark_broken(vr, "writing its call eventfd blocked until the poll thread was interrupted: the frontend "
+                           "cleared the fd's O_NONBLOCK");
+        return;
+    }
+    if (!vr->call_failed_logged) {
+        vr->call_failed_logged = true;
+        vx_log("ring %u: call eventfd write failed: %s%s: interrupts not sent are counted (calls dropped), logged once",
+               vr->index, strerror(err), err == EAGAIN ? " (its counter is at its maximum)" : "");
+    }
 }
