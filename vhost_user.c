@@ -481,6 +481,7 @@ static void vu_reset_device(struct vx_dev *dev)
          * §2.8.1); SET_VRING_BASE normally says so, but a frontend that
          * skips it must not find a ring that can never start. */
         vr->avail_wrap_counter = vr->used_wrap_counter = 1;
+        vr->base_from_frontend = true;      /* slot 0, wrap 1: checked against the ring (packed) */
         vr->stats = stats;
     }
     vu_unmap_memory(&dev->mem);
@@ -702,6 +703,7 @@ static int vu_set_vring_base(struct vx_dev *dev, struct vu_msg *msg)
     } else {
         vr->last_avail_idx = (uint16_t)base;
     }
+    vr->base_from_frontend = true;
     vr->attached = false;
     return VU_OK;
 }
@@ -1353,6 +1355,7 @@ int vu_init(struct vx_dev *dev, const struct vu_options *opt)
         dev->vrings[i].index = i;
         dev->vrings[i].kick_fd = dev->vrings[i].call_fd = dev->vrings[i].err_fd = -1;
         dev->vrings[i].avail_wrap_counter = dev->vrings[i].used_wrap_counter = 1;  /* §2.8.1 */
+        dev->vrings[i].base_from_frontend = true;
     }
     /* The path first, in both modes: one that cannot fit a sockaddr_un is a
      * clear error now, not a client retrying every second for ever. */

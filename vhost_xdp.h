@@ -204,6 +204,9 @@ struct vx_vring {
     bool     used_wrap_counter;     /* packed only */
     bool     broken;                /* malformed: not touched until the frontend
                                        stops the ring (GET_VRING_BASE) or reconnects */
+    bool     base_from_frontend;    /* packed: the position came from SET_VRING_BASE (or is the
+                                       default), not from our own use: vq_attach checks it
+                                       against the ring (virtqueue.c, "Packed ring recovery") */
     bool     call_failed_logged;    /* a failed call write was logged for this start (vq_call) */
     struct vx_ring_stats stats;
 
