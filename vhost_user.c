@@ -1610,15 +1610,16 @@ static ssize_t vu_io_read_some(struct vx_dev *dev, uint32_t want)
     return r;
 }
 
-/* The header read so far says how large the whole message is; 0 while the
- * header itself is incomplete. */
-static uint32_t vu_io_message_size(const struct vx_dev *dev)
+/* The header read so far says how large the payload is; -1 while the
+ * header itself is incomplete.  64 bits: the frontend's u32 plus the header
+ * must not wrap round (a size of 0xffffffff would, in 32). */
+static int64_t vu_io_payload_size(const struct vx_dev *dev)
 {
     struct vu_header h;
     if (dev->io.in_len < sizeof h)
-        return 0;
+        return -1;
     memcpy(&h, dev->io.in, sizeof h);
-    return (uint32_t)sizeof h + h.size;
+    return h.size;
 }
 
 /*
@@ -1640,18 +1641,18 @@ static int vu_io_receive(struct vx_dev *dev, struct vu_msg *msg)
     if (out != 0)
         return out < 0 || vu_io_overdue(dev) ? -1 : 0;
     for (;;) {
-        uint32_t size = vu_io_message_size(dev);
-        uint32_t want = size ? size - io->in_len : (uint32_t)sizeof(struct vu_header) - io->in_len;
-        if (size && want == 0)
-            break;
+        int64_t payload = vu_io_payload_size(dev);
         /* A message that says it is larger than any we accept is refused
          * before its payload is read. */
-        if (size > sizeof(struct vu_header) + sizeof(union vu_payload)) {
-            vx_log("%s: payload size %u larger than any message we accept (%zu)", vu_io_name(dev),
-                   size - (uint32_t)sizeof(struct vu_header), sizeof(union vu_payload));
+        if (payload > (int64_t)sizeof(union vu_payload)) {
+            vx_log("%s: payload size %lld larger than any message we accept (%zu)", vu_io_name(dev),
+                   (long long)payload, sizeof(union vu_payload));
             return -1;
         }
-        ssize_t r = vu_io_read_some(dev, want);
+        uint32_t total = (uint32_t)sizeof(struct vu_header) + (payload < 0 ? 0 : (uint32_t)payload);
+        if (payload >= 0 && io->in_len == total)
+            break;
+        ssize_t r = vu_io_read_some(dev, total - io->in_len);
         if (r < 0)
             return -1;
         if (r == 0)
@@ -1713,13 +1714,13 @@ static int vu_io_overdue(struct vx_dev *dev)
         return 1;
     }
     if (io->in_len && t >= io->in_since + VU_IO_DEADLINE) {
-        uint32_t size = vu_io_message_size(dev);
-        if (!size)
+        int64_t payload = vu_io_payload_size(dev);
+        if (payload < 0)
             vx_log("message: truncated header (%u of %zu bytes): the rest did not come within %.1f s (deadline per "
                    "message): connection reset", io->in_len, sizeof(struct vu_header), VU_IO_DEADLINE);
         else
-            vx_log("%s: truncated payload (wanted %u bytes): got %zu, the rest did not come within %.1f s (deadline "
-                   "per message): connection reset", vu_io_name(dev), size - (uint32_t)sizeof(struct vu_header),
+            vx_log("%s: truncated payload (wanted %lld bytes): got %zu, the rest did not come within %.1f s (deadline "
+                   "per message): connection reset", vu_io_name(dev), (long long)payload,
                    io->in_len - sizeof(struct vu_header), VU_IO_DEADLINE);
         return 1;
     }

@@ -183,6 +183,8 @@ static const struct bad_message bad_messages[] = {
       { 0 }, FD_NONE, 0, W_HALF_PAYLOAD_CLOSE, "SET_FEATURES: truncated payload (wanted 8 bytes)" },
     { "payload size 0x10000, larger than any message", PRE_FEATURES, VHOST_USER_SET_MEM_TABLE, V, 0x10000,
       { .mem = { 1, 0, { GOOD_REGION } } }, FD_MEMFD, 1, W_MSG, "SET_MEM_TABLE: payload size 65536 larger than any" },
+    { "payload size 0xffffffff (12 + size wraps a u32), then 264 bytes", PRE_NONE, VHOST_USER_GET_FEATURES, V,
+      0xffffffff, { 0 }, FD_NONE, 0, W_MSG, "GET_FEATURES: payload size 4294967295 larger than any" },
     { "flags with version 0", PRE_NONE, VHOST_USER_GET_FEATURES, 0, 0, { 0 }, FD_NONE, 0, W_MSG,
       "GET_FEATURES: malformed: version 0, expected 1" },
     /* Wrong payload size for the request. */
