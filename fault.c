@@ -36,14 +36,18 @@
  * and returns, the instruction faults again, and the process dies with a
  * core dump, as it would have without us.
  *
- * Cost.  sigsetjmp(env, 1) saves the signal mask, a system call: a poll
- * thread arms its guard once, when it starts (and again after a fault), so
- * the data path pays nothing per burst.  The control thread arms one around
- * each call that touches guest memory (vx_guarded), a few per ring start.
+ * Cost.  A poll thread arms its guard once, when it starts, so the data
+ * path pays nothing per burst; the control thread arms one around each call
+ * that touches guest memory (vx_guarded), a few per ring start.  The guards
+ * are set with sigsetjmp(env, 0), which saves no signal mask (that would be
+ * a system call each time): the kernel blocks SIGBUS while its handler
+ * runs, and since we leave the handler by a jump, the code that catches the
+ * fault unblocks it again (vx_fault_caught), once per fault.
  */
 #include "vhost_xdp.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stddef.h>
 
@@ -63,7 +67,7 @@ static void vx_sigbus(int sig, siginfo_t *si, void *uctx)
     struct vx_guard *g = vx_current_guard;
     if (g) {
         g->addr = si->si_addr;
-        siglongjmp(g->env, 1);      /* restores the mask sigsetjmp saved: SIGBUS unblocked again */
+        siglongjmp(g->env, 1);      /* SIGBUS stays blocked: vx_fault_caught() unblocks it */
     }
     /* Not a guest memory access we expected: the default action, when the
      * instruction runs again (sigaction is async-signal-safe). */
@@ -86,6 +90,17 @@ int vx_fault_init(void)
     return 0;
 }
 
+/* After a jump from the handler: SIGBUS is still blocked in this thread
+ * (the kernel blocked it for the handler we left by a jump), and a blocked
+ * SIGBUS at the next fault would kill the process: unblock it. */
+void vx_fault_caught(void)
+{
+    sigset_t bus;
+    sigemptyset(&bus);
+    sigaddset(&bus, SIGBUS);
+    pthread_sigmask(SIG_UNBLOCK, &bus, NULL);
+}
+
 /*
  * The control thread's guard: fn(arg) with a guard armed for its duration.
  * Returns what fn returned, or VX_FAULTED after a SIGBUS inside it, the
@@ -97,8 +112,9 @@ int vx_fault_init(void)
 int vx_guarded(int (*fn)(void *), void *arg, void **addr)
 {
     struct vx_guard g, *outer = vx_current_guard;
-    if (sigsetjmp(g.env, 1)) {
+    if (sigsetjmp(g.env, 0)) {
         vx_current_guard = outer;
+        vx_fault_caught();
         *addr = g.addr;
         return VX_FAULTED;
     }

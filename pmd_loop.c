@@ -369,7 +369,7 @@ static void *pmd_main(void *arg)
      * here, once, for the whole life of the thread: the loop below costs
      * nothing for it ("Guest memory faults"). */
     vx_guard_set(&t->guard);
-    if (sigsetjmp(t->guard.env, 1))
+    if (sigsetjmp(t->guard.env, 0))
         pmd_fault_recover(t);
     while (!atomic_load_explicit(&pmd_exit, memory_order_relaxed)) {
         int moved = 0;
@@ -551,6 +551,7 @@ int pmd_stop(void)
 static void pmd_fault_recover(struct pmd_thread *t)
 {
     void *addr = t->guard.addr;
+    vx_fault_caught();
     /* AF_XDP frames held across the guest access go back to the port. */
     if (t->held_tx)
         nic_tx_submit(t->held_nic, t->nic_tx, 0, t->held_tx);

@@ -369,14 +369,15 @@ void vu_cleanup(struct vx_dev *dev);
 
 /* fault.c: a SIGBUS in guest memory (the frontend truncated the file behind
  * a region) caught in the thread that touched it, never a crash.  A thread
- * arms a guard (sigsetjmp in a frame that stays live) and publishes it; the
- * handler jumps back there with the faulting address. */
+ * arms a guard (sigsetjmp(env, 0) in a frame that stays live) and publishes
+ * it; the handler jumps back there with the faulting address. */
 struct vx_guard {
     sigjmp_buf env;
     void *volatile addr;            /* the address that faulted */
 };
 int  vx_fault_init(void);                                   /* the SIGBUS handler, once, before any thread */
 void vx_guard_set(struct vx_guard *g);                      /* this thread's guard; NULL: none */
+void vx_fault_caught(void);                                 /* after the jump: SIGBUS unblocked again */
 #define VX_FAULTED (-2)                                     /* what vx_guarded() returns after a fault */
 int  vx_guarded(int (*fn)(void *), void *arg, void **addr); /* fn(arg) with faults caught */
 int  vx_mem_region_of(const struct vx_mem *mem, const void *addr);  /* region mapping addr, or -1 */

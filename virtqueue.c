@@ -46,7 +46,6 @@
 #include "vhost_xdp.h"
 
 #include <errno.h>
-#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -1543,11 +1542,9 @@ static uint32_t vq_packed_distance(const struct vx_vring *vr, uint16_t from_slot
  * its wrap counter when the ring says otherwise, in one line. */
 static void vq_packed_find_position(struct vx_vring *vr)
 {
-    uint16_t *flags = malloc(vr->num * sizeof *flags);
-    if (!flags) {
-        vx_log("ring %u: no memory to check the packed ring's position: SET_VRING_BASE trusted", vr->index);
-        return;
-    }
+    /* The snapshot of the flags: static, because only the control thread
+     * attaches rings (64 KiB, not on its stack, and no allocation to fail). */
+    static uint16_t flags[VX_MAX_RING_SIZE];
     uint16_t d_slot = 0;
     bool d_wrap = true, consistent = false;
     for (int tries = 0; tries < 3 && !consistent; tries++)      /* a driver writing meanwhile: look again */
@@ -1556,7 +1553,6 @@ static void vq_packed_find_position(struct vx_vring *vr)
         vx_log("ring %u: packed ring: the descriptors' AVAIL bits change more than once along the ring (no driver "
                "writes that): SET_VRING_BASE slot %u wrap %u trusted", vr->index, vr->last_avail_idx,
                vr->avail_wrap_counter);
-        free(flags);
         return;
     }
     /* Step 2: back from D over available slots to the last used one. */
@@ -1597,5 +1593,4 @@ static void vq_packed_find_position(struct vx_vring *vr)
         vr->last_avail_idx = p_slot;
         vr->avail_wrap_counter = p_wrap;
     }
-    free(flags);
 }
