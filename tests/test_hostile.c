@@ -1046,8 +1046,10 @@ static void d1_memory(void)
     from = log_size();
     why[0] = line[0] = 0;
     a = d_good("A (control thread)", sock_path, why, sizeof why);
-    uint16_t base;
-    bool stopped = a && ring_stop(a, &a->qp[0].rx, &base) && ftruncate(a->mem[0].fd, 0) == 0;
+    uint16_t base;      /* every ring stopped first: no poll thread may meet the cut before vq_attach does */
+    bool stopped = a && ring_stop(a, &a->qp[0].rx, &base) && ring_stop(a, &a->qp[0].tx, &base) &&
+                   ring_stop(a, &a->qp[1].rx, &base) && ring_stop(a, &a->qp[1].tx, &base) &&
+                   ftruncate(a->mem[0].fd, 0) == 0;
     int kick = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     bool sent = stopped && vu_set_fd(a, VHOST_USER_SET_VRING_KICK, 0, kick);
     logged = d_logged(from, "starting ring 0: guest memory fault (SIGBUS)", 5, line, sizeof line);
