@@ -670,8 +670,10 @@ static bool kick_watched(int d, int ring)
 {
     struct kick_watch *w = &kick_watch[d][ring];
     int fd = devs[d].vrings[ring].kick_fd;
-    if (fd < 0)
+    if (fd < 0) {           /* none now: whatever fd comes next starts afresh, even with this number */
+        w->fd = -1;
         return false;
+    }
     if (w->fd != fd)
         *w = (struct kick_watch){ .fd = fd };
     int64_t second = (int64_t)vx_now();

@@ -474,6 +474,8 @@ bool pmd_quiesce(void)
         seen[i] = atomic_load(&pmd_threads[i].epoch);
     double start = vx_now(), woken = start;
     for (int i = 0; i < pmd_nthreads; i++) {
+        if (pmd_threads[i].stuck && atomic_load(&pmd_threads[i].running))
+            return false;   /* pmd_stop() has waited for it already */
         while (atomic_load(&pmd_threads[i].running) && atomic_load(&pmd_threads[i].epoch) == seen[i]) {
             struct timespec ts = { 0, 1000 };
             nanosleep(&ts, NULL);
@@ -525,7 +527,10 @@ int pmd_stop(void)
             free(pmd_threads[i].bufs[b]);
             pmd_threads[i].bufs[b] = NULL;
         }
-    pmd_nthreads = pmd_started = 0;
+    /* A thread left behind stays counted: pmd_quiesce() must keep saying
+     * that it may be inside a ring, so that no memory it reads is unmapped. */
+    if (!left)
+        pmd_nthreads = pmd_started = 0;
     return left;
 }
 
