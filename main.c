@@ -712,14 +712,13 @@ static void read_kick(int d, int ring, int fd, short revents)
 }
 
 /* The fds the control loop sleeps on (see the loop in main for why each):
- * the signalfd, a socket per device, the poll threads' eventfd, then with
- * --trace=rings a kick fd per ring.  The kick fd in fds[k] is ring
- * kick_ring[k] of device kick_dev[k]. */
+ * the signalfd, a socket per device, then with --trace=rings a kick fd per
+ * ring.  The kick fd in fds[k] is ring kick_ring[k] of device kick_dev[k]. */
 struct poll_set {
-    struct pollfd fds[4 + 2 * VX_MAX_VRINGS];
-    int kick_dev[4 + 2 * VX_MAX_VRINGS];
-    int kick_ring[4 + 2 * VX_MAX_VRINGS];
-    int first_kick, n;
+    struct pollfd fds[3 + 2 * VX_MAX_VRINGS];
+    int kick_dev[3 + 2 * VX_MAX_VRINGS];
+    int kick_ring[3 + 2 * VX_MAX_VRINGS];
+    int n;
 };
 
 /* Built afresh before every poll(): a message may have connected,
@@ -732,8 +731,7 @@ static void poll_set_build(struct poll_set *ps, int sfd)
     ps->fds[0] = (struct pollfd){ sfd, POLLIN, 0 };
     for (int d = 0; d < ndevs; d++)
         ps->fds[1 + d] = (struct pollfd){ vu_poll_fd(&devs[d]), vu_poll_events(&devs[d]), 0 };
-    ps->fds[1 + ndevs] = (struct pollfd){ pmd_event_fd(), POLLIN, 0 };
-    ps->n = ps->first_kick = 2 + ndevs;
+    ps->n = 1 + ndevs;
     for (int d = 0; vx_trace_rings && d < ndevs; d++) {
         for (int i = 0; i < VX_MAX_VRINGS; i++) {
             if (kick_watched(d, i)) {
@@ -877,17 +875,16 @@ int main(int argc, char **argv)
      *           socket is not polled, so a second frontend waits in the
      *           backlog.  In client mode, not connected, there is no fd (-1)
      *           and the one-second timeout drives the connect attempts;
-     *   next    the poll threads' eventfd: one found a device's guest memory
-     *           gone (pmd_loop.c), and vhost_user.c must reset it;
      *   then    with --trace=rings only, each ring's kick eventfd, read only
      *           to log the kicks (the PMD threads poll the rings instead).
      * One message is handled per wake-up, and none is ever waited for
      * (vhost_user.c reads and writes without blocking), so a signal is
      * never more than one message away.  The timeout (at most a second)
      * drives --stats, --ring-view, the client-mode reconnects, the
-     * deadline of a message or reply a frontend leaves half done
-     * (vu_deadline), and the poll threads' watchdog.  The packets are all on
-     * the PMD threads: nothing here is on their path.
+     * deadline of a message or reply a frontend leaves half done and the
+     * reset of a device whose memory faulted in a poll thread (vu_deadline),
+     * and the poll threads' watchdog.  The packets are all on the PMD
+     * threads: nothing here is on their path.
      */
     /* The counters live as long as the process (a reconnect keeps them), so
      * the first --stats line gives the rates from this moment on. */
@@ -925,15 +922,10 @@ int main(int argc, char **argv)
             break;
         }
         /* Kicks first: the message below may close a kick fd.  They come
-         * after the signalfd, the devices' fds and the poll threads' eventfd
-         * (poll_set_build). */
-        for (int k = ps.first_kick; k < ps.n; k++)
+         * after the signalfd and the devices' fds (poll_set_build). */
+        for (int k = 1 + ndevs; k < ps.n; k++)
             if (ps.fds[k].revents)
                 read_kick(ps.kick_dev[k], ps.kick_ring[k], ps.fds[k].fd, ps.fds[k].revents);
-        uint64_t events;        /* the poll threads' news: read below, through vu_deadline */
-        if ((ps.fds[1 + ndevs].revents & POLLIN) && read(ps.fds[1 + ndevs].fd, &events, sizeof events) < 0) {
-            /* nothing: a wake-up that was already taken */
-        }
         /* Any revents, not just POLLIN: POLLHUP/POLLERR mean the frontend
          * has gone, which vu_handle_event finds when its read returns 0.
          * A device whose deadline has come is called too.  The devices are

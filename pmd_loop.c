@@ -42,7 +42,6 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <sys/prctl.h>
 #include <time.h>
 
@@ -82,7 +81,6 @@ static struct nic_port **pmd_nics; /* AF_XDP: NIC queue first+k serves queue pai
 static int pmd_nnics;               /* ... for k < pmd_nnics; 0: loopback, or the other device */
 static uint32_t pmd_sleep_max_ns;   /* --pmd-sleep, 0: poll without sleeping */
 static _Atomic bool pmd_exit;
-static int pmd_events = -1;         /* eventfd: a poll thread wakes the control loop (pmd_event_fd) */
 
 static void pmd_fault_recover(struct pmd_thread *t);   /* "Guest memory faults" */
 static void pmd_wake_prepare(void);                    /* "Stuck threads" */
@@ -580,26 +578,19 @@ static void pmd_fault_recover(struct pmd_thread *t)
             }
         }
         /* The first fault on the device is logged and handed to the control
-         * thread (vhost_user.c resets the connection and clears mem_fault). */
+         * thread, which resets the connection at its next wake-up (within a
+         * second: vhost_user.c, vu_deadline) and clears mem_fault. */
         uintptr_t none = 0;
         if (atomic_compare_exchange_strong(&dev->mem_fault, &none, (uintptr_t)addr)) {
             char who[32];
             snprintf(who, sizeof who, "poll thread %d", t->id);
             vx_fault_log(dev->opt.socket_path, who, &dev->mem, addr);
-            if (eventfd_write(pmd_events, 1) < 0) { /* a wake-up is already pending */ }
         }
         return;
     }
     /* Not in any guest memory: a bug of ours, not a frontend's doing. */
     vx_log("pmd %d: SIGBUS at %p, outside guest memory: aborting", t->id, addr);
     abort();
-}
-
-/* The eventfd a poll thread writes to wake the control loop (main.c polls
- * it): a device's memory faulted. */
-int pmd_event_fd(void)
-{
-    return pmd_events;
 }
 
 /* === Second reading: stuck threads ======================================== */
@@ -632,9 +623,8 @@ static void pmd_wake_handler(int sig)
     (void)sig;      /* nothing: being interrupted is the point */
 }
 
-/* Before any thread starts (pmd_start): the handler, the signal blocked in
- * the calling thread (and so in every thread it creates from now on), and
- * the eventfd the poll threads wake the control loop with. */
+/* Before any thread starts (pmd_start): the handler, and the signal blocked
+ * in the calling thread (and so in every thread it creates from now on). */
 static void pmd_wake_prepare(void)
 {
     struct sigaction sa = { .sa_handler = pmd_wake_handler };   /* no SA_RESTART */
@@ -644,8 +634,6 @@ static void pmd_wake_prepare(void)
     sigemptyset(&set);
     sigaddset(&set, PMD_WAKE_SIGNAL);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
-    if (pmd_events < 0)
-        pmd_events = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 }
 
 /* A poll thread, when it starts: the signal may interrupt it. */

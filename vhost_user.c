@@ -1473,7 +1473,8 @@ void vu_cleanup(struct vx_dev *dev)
  *      region: SIGBUS) is caught, and resets this device's connection only
  *      (fault.c explains the mechanism): in the control thread around
  *      vq_attach (vu_attach_guarded), in the poll threads by pmd_loop.c,
- *      which leaves the faulting address in dev->mem_fault for us.
+ *      which leaves the faulting address in dev->mem_fault for us to find
+ *      at the control loop's next wake-up (vu_deadline).
  */
 #define VU_IO_DEADLINE 2.0      /* seconds; see rule 2 */
 
@@ -1683,8 +1684,8 @@ short vu_poll_events(const struct vx_dev *dev)
 
 /* When main.c must call vu_handle_event() even if the socket says nothing:
  * the deadline of a message read in part or of a reply not yet taken, or
- * at once (a time long past) when a poll thread reported a fault.  0: no
- * need. */
+ * at once (a time long past) when a poll thread reported a fault (main.c's
+ * loop wakes at least once a second to see it).  0: no need. */
 double vu_deadline(const struct vx_dev *dev)
 {
     if (dev->conn_fd < 0)

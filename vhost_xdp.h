@@ -357,7 +357,6 @@ bool pmd_quiesce(void);     /* return once no PMD is inside a ring it read as re
                                when shutting down with a PMD that did not finish in time */
 int  pmd_stop(void);        /* the threads that did not stop in time (left to the exit) */
 void pmd_watchdog(void);    /* the control loop, every wake-up: a PMD stuck in a system call is interrupted */
-int  pmd_event_fd(void);    /* readable when a PMD has something for the control loop (a memory fault) */
 
 /* vhost_user.c: the control plane, run by main.c's thread. */
 int  vu_init(struct vx_dev *dev, const struct vu_options *opt);
