@@ -1730,30 +1730,43 @@ static int vu_io_overdue(struct vx_dev *dev)
 
 /* --- Rule 3: the fds a frontend gives us ------------------------------------ */
 
-/* What kind of file fd is, in a few words, for the refusal line.  An eventfd
- * is an anonymous inode: only its /proc/self/fd link names it. */
-static const char *vu_fd_kind(int fd, char *buf, size_t len)
+/* Is fd an eventfd?  1: yes; 0: no, and *kind says what it is, for the
+ * refusal line; -1: cannot tell.  fstat() names the plain kinds (a pipe, a
+ * socket, a device); an eventfd is an anonymous inode, which only its
+ * /proc/self/fd link names ("anon_inode:[eventfd]", beside timerfds,
+ * epoll fds...), and which some kernels report as a regular file. */
+static int vu_is_eventfd(int fd, char *kind, size_t len)
 {
-    char path[40];
-    snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
-    ssize_t n = readlink(path, buf, len - 1);
-    buf[n > 0 ? n : 0] = '\0';
-    if (!strcmp(buf, "anon_inode:[eventfd]"))
-        return "an eventfd";
     struct stat st;
-    if (fstat(fd, &st) < 0)
-        return "unknown";
-    return S_ISFIFO(st.st_mode) ? "a pipe" : S_ISSOCK(st.st_mode) ? "a socket"
-         : S_ISCHR(st.st_mode) ? "a character device" : S_ISREG(st.st_mode) ? "a regular file"
-         : S_ISDIR(st.st_mode) ? "a directory" : n > 0 ? buf : "unknown";
+    if (fstat(fd, &st) < 0) {
+        snprintf(kind, len, "unusable (%s)", strerror(errno));
+        return 0;
+    }
+    const char *plain = S_ISFIFO(st.st_mode) ? "a pipe" : S_ISSOCK(st.st_mode) ? "a socket"
+                      : S_ISCHR(st.st_mode) ? "a character device" : S_ISBLK(st.st_mode) ? "a block device"
+                      : S_ISDIR(st.st_mode) ? "a directory" : NULL;
+    if (plain) {
+        snprintf(kind, len, "%s", plain);
+        return 0;
+    }
+    char path[40], link[64];
+    snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+    ssize_t n = readlink(path, link, sizeof link - 1);
+    if (n < 0)
+        return -1;      /* no /proc */
+    link[n] = '\0';
+    if (!strcmp(link, "anon_inode:[eventfd]"))
+        return 1;
+    snprintf(kind, len, "%s", strncmp(link, "anon_inode:", 11) ? "a regular file" : link);
+    return 0;
 }
 
 /*
  * SET_VRING_KICK/CALL/ERR: the fd that came, if any, replaces the ring's.
  * It must be an eventfd: a pipe, a socket or /dev/zero in its place would
  * let the frontend block our call writes (a pipe nobody reads is full after
- * 64 KiB) or make the kick always readable.  Where /proc is not mounted we
- * cannot tell, and tolerate it: the O_NONBLOCK below keeps it harmless.
+ * 64 KiB) or make the kick always readable.  An anonymous inode we cannot
+ * name (no /proc) is tolerated: the O_NONBLOCK below keeps it harmless.
  *
  * O_NONBLOCK: a write to an eventfd blocks while its counter is at
  * 2^64 - 2, which a frontend can arrange with one write of its own; with
@@ -1773,9 +1786,8 @@ static int vu_take_eventfd(struct vu_msg *msg, const char *what, int *slot)
     if (msg->nfds != 1)
         return VU_OK;   /* NOFD */
     int fd = msg->fds[0];
-    char link[64];
-    const char *kind = vu_fd_kind(fd, link, sizeof link);
-    if (strcmp(kind, "an eventfd") && link[0]) {
+    char kind[64];
+    if (vu_is_eventfd(fd, kind, sizeof kind) == 0) {
         vx_log("%s: ring %u: fd is %s, not an eventfd (vhost-user.rst: kick, call and err fds are eventfds)", what,
                msg->ring->index, kind);
         return VU_FAIL;     /* the dispatcher closes it */

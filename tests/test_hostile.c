@@ -218,6 +218,10 @@ static const struct bad_message bad_messages[] = {
     { "SET_MEM_TABLE of 2 regions with 1 fd", PRE_FEATURES, VHOST_USER_SET_MEM_TABLE, V, MEMSZ(2),
       { .mem = { 2, 0, { REGION_AT(0x40000000), REGION_AT(0x80000000) } } }, FD_MEMFD, 1, W_MSG,
       "SET_MEM_TABLE: malformed: 1 fds attached, expected 2" },
+    { "SET_VRING_CALL with a memfd (a regular file, not an eventfd)", PRE_FEATURES, VHOST_USER_SET_VRING_CALL, V, 8,
+      { .u64 = 0 }, FD_MEMFD, 1, W_MSG, "SET_VRING_CALL: ring 0: fd is a regular file, not an eventfd" },
+    { "SET_VRING_ERR with a pipe", PRE_FEATURES, VHOST_USER_SET_VRING_ERR, V, 8, { .u64 = 1 }, FD_PIPE, 1, W_MSG,
+      "SET_VRING_ERR: ring 1: fd is a pipe, not an eventfd" },
     /* Rings. */
     { "ring index 255 on SET_VRING_NUM", PRE_FEATURES, VHOST_USER_SET_VRING_NUM, V, 8, { .state = { 255, 256 } },
       FD_NONE, 0, W_MSG, "SET_VRING_NUM: ring index 255 out of range" },
