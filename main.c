@@ -621,7 +621,7 @@ static void print_ring_views(void)
         for (int i = 0; i < VX_MAX_VRINGS; i++)
             n += devs[d].vrings[i].attached;
         fprintf(out, "vhost-xdp: ring view: %s%d ring%s started\n", dev_labels[d], n, n == 1 ? "" : "s");
-        for (int i = 0; i < VX_MAX_VRINGS; i++)
+        for (int i = 0; i < VX_MAX_VRINGS && !atomic_load(&devs[d].mem_fault); i++)  /* a fault: no more */
             if (devs[d].vrings[i].attached)
                 view_guarded(&devs[d], i, out);
         if (n)

@@ -48,6 +48,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
@@ -1063,6 +1064,27 @@ static void d1_memory(void)
           "the control thread's SIGBUS in vq_attach is caught: \"%s\"; A reset, B served%s%s", what, d_text(line),
           why[0] ? "; " : "", why);
     close(kick);
+    conn_free(a);
+
+    /* The ring view reads guest memory too: rings disabled (SET_VRING_ENABLE
+     * 0: still attached, so the view shows them, but no poll thread reads
+     * them), the memory cut, then SIGUSR1. */
+    from = log_size();
+    why[0] = line[0] = 0;
+    a = d_good("A (ring view)", sock_path, why, sizeof why);
+    uint64_t f;
+    bool disabled = a && vu_set_state(a, VHOST_USER_SET_VRING_ENABLE, 0, 0) &&
+                    vu_set_state(a, VHOST_USER_SET_VRING_ENABLE, 1, 0) &&
+                    vu_set_state(a, VHOST_USER_SET_VRING_ENABLE, 2, 0) &&
+                    vu_set_state(a, VHOST_USER_SET_VRING_ENABLE, 3, 0) &&
+                    vu_get_u64(a, VHOST_USER_GET_FEATURES, &f) && ftruncate(a->mem[0].fd, 0) == 0;
+    sent = disabled && kill(backend_pid, SIGUSR1) == 0;
+    logged = d_logged(from, "ring view: guest memory fault (SIGBUS)", 5, line, sizeof line);
+    reset = a && d_closed(a->sock, 5);
+    served = d_b_served(b, NULL, why, sizeof why);
+    d_check(from, sent && logged && reset && served && backend_alive(), "%s: rings disabled, memory cut, then "
+            "SIGUSR1: the ring view's SIGBUS is caught: \"%s\"; A reset, B served%s%s", what, d_text(line),
+            why[0] ? "; " : "", why);
     conn_free(a);
     d_after(what, b, d1_arm);
 }
