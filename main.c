@@ -407,7 +407,7 @@ static struct totals sum_rings(const struct vx_dev *dev, int pair)
         *bytes += __atomic_load_n(&s->bytes, __ATOMIC_RELAXED);
         t.drops += __atomic_load_n(&s->drops, __ATOMIC_RELAXED);
         t.broken += __atomic_load_n(&s->broken, __ATOMIC_RELAXED);
-        t.calls_dropped += __atomic_load_n(&s->calls_dropped, __ATOMIC_RELAXED);
+        t.calls_dropped += __atomic_load_n(&dev->vrings[i].calls_dropped, __ATOMIC_RELAXED);
     }
     return t;
 }

@@ -471,6 +471,7 @@ static void vu_reset_device(struct vx_dev *dev)
     for (int i = 0; i < VX_MAX_VRINGS; i++) {
         struct vx_vring *vr = &dev->vrings[i];
         struct vx_ring_stats stats = vr->stats;
+        uint32_t calls_dropped = vr->calls_dropped;     /* a counter too, kept like stats */
         vu_close_fd(&vr->kick_fd);
         vu_close_fd(&vr->call_fd);
         vu_close_fd(&vr->err_fd);
@@ -483,6 +484,7 @@ static void vu_reset_device(struct vx_dev *dev)
         vr->avail_wrap_counter = vr->used_wrap_counter = 1;
         vr->base_from_frontend = true;      /* slot 0, wrap 1: checked against the ring (packed) */
         vr->stats = stats;
+        vr->calls_dropped = calls_dropped;
     }
     vu_unmap_memory(&dev->mem);
     dev->features = 0;

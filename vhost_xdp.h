@@ -156,7 +156,6 @@ struct vx_ring_stats {
     uint64_t bytes;     /* their bytes, without the virtio-net header */
     uint64_t drops;     /* packets lost here: no RX buffer, too big, peer not ready */
     uint64_t broken;    /* times the ring was found malformed and stopped */
-    uint64_t calls_dropped; /* interrupts not sent: the call eventfd refused the write (virtqueue.c, vq_call) */
 };
 
 /*
@@ -170,6 +169,12 @@ struct vx_vring {
 
     /* Set by messages, while the ring is stopped. */
     uint16_t num;                   /* SET_VRING_NUM: ring size */
+    /* Second reading, in what would be padding (the data path's fields keep
+     * their offsets): */
+    bool     base_from_frontend;    /* packed: the position came from SET_VRING_BASE (or is the
+                                       default), not from our own use: vq_attach checks it
+                                       against the ring (virtqueue.c, "Packed ring recovery") */
+    bool     call_failed_logged;    /* a failed call write was logged for this start (vq_call) */
     uint64_t desc_user_addr;        /* SET_VRING_ADDR: frontend virtual addresses */
     uint64_t avail_user_addr;
     uint64_t used_user_addr;
@@ -204,10 +209,6 @@ struct vx_vring {
     bool     used_wrap_counter;     /* packed only */
     bool     broken;                /* malformed: not touched until the frontend
                                        stops the ring (GET_VRING_BASE) or reconnects */
-    bool     base_from_frontend;    /* packed: the position came from SET_VRING_BASE (or is the
-                                       default), not from our own use: vq_attach checks it
-                                       against the ring (virtqueue.c, "Packed ring recovery") */
-    bool     call_failed_logged;    /* a failed call write was logged for this start (vq_call) */
     struct vx_ring_stats stats;
 
     /* --trace=rings only, the PMD's: calls logged in the current second
@@ -217,6 +218,11 @@ struct vx_vring {
 
     /* The handover flag (see vhost_user.c, "Taking rings away"). */
     _Atomic bool ready;
+    /* Interrupts not sent: the call eventfd refused the write (virtqueue.c,
+     * vq_call), written by the PMD like `stats`.  32 bits, in the struct's
+     * tail padding: a counter in `stats` made each ring 16 bytes longer,
+     * and moved the fields the data path reads across cache lines. */
+    uint32_t calls_dropped;
 };
 
 /* === 3. The device ====================================================== */
