@@ -18,11 +18,11 @@
  *      control loop, then shutdown in the reverse order of the data path's
  *      dependencies; `fail`, at its very end, undoes a set-up that failed.
  *
- * Shutdown order matters: first the rings are taken from the PMD threads,
- * guest memory is unmapped and the socket file removed (vu_cleanup), then
- * the threads are joined (pmd_stop), then the --pcap writer takes what they
- * captured last and closes the file (pcap_close), then the XDP program is
- * detached (nic_close) and we exit 0.
+ * Shutdown order matters: first the poll threads are stopped and joined
+ * (pmd_stop, which waits for them a bounded time), then every ring is
+ * stopped, guest memory unmapped and the socket file removed (vu_cleanup),
+ * then the --pcap writer takes what they captured last and closes the file
+ * (pcap_close), then the XDP program is detached (nic_close) and we exit 0.
  */
 #include "vhost_xdp.h"
 
@@ -387,6 +387,7 @@ struct totals {
     uint64_t rx_packets, rx_bytes;      /* given to the guest (its RX rings) */
     uint64_t drops;                     /* lost here: no RX buffer, too big, ring not ready */
     uint64_t broken;                    /* times a ring was found malformed and stopped */
+    uint64_t calls_dropped;             /* interrupts the call eventfd refused (virtqueue.c, vq_call) */
 };
 
 /* Sum the per-ring counters of queue pair `pair`, or of every ring (-1).
@@ -406,6 +407,7 @@ static struct totals sum_rings(const struct vx_dev *dev, int pair)
         *bytes += __atomic_load_n(&s->bytes, __ATOMIC_RELAXED);
         t.drops += __atomic_load_n(&s->drops, __ATOMIC_RELAXED);
         t.broken += __atomic_load_n(&s->broken, __ATOMIC_RELAXED);
+        t.calls_dropped += __atomic_load_n(&dev->vrings[i].calls_dropped, __ATOMIC_RELAXED);
     }
     return t;
 }
@@ -429,18 +431,30 @@ static void print_stats(const struct vx_dev *dev, const char *label, const struc
                         const struct totals *before, double secs)
 {
     /* " now: " and up to three characters per ring (",15") fit in 8 a ring. */
-    char a[16], b[16], c[16], d[16], broken[8 * VX_MAX_VRINGS] = "";
+    char a[16], b[16], c[16], d[16], broken[8 * VX_MAX_VRINGS] = "", calls[48] = "";
     /* Which rings are broken now (each stops alone; the others go on). */
     for (int i = 0, n = 0; i < VX_MAX_VRINGS; i++)
         if (__atomic_load_n(&dev->vrings[i].broken, __ATOMIC_RELAXED))
             n += snprintf(broken + n, sizeof broken - n, "%s%d", n ? "," : " now: ", i);
+    /* Interrupts the guest's call eventfds refused: shown once there are any. */
+    if (now->calls_dropped)
+        snprintf(calls, sizeof calls, "calls dropped %llu | ", (unsigned long long)now->calls_dropped);
     fprintf(stderr,
             "vhost-xdp: stats: %sfrom guest %spps %sbit/s | to guest %spps %sbit/s | "
-            "drops %llu (+%llu) | broken rings %llu%s\n", label,
+            "drops %llu (+%llu) | %sbroken rings %llu%s\n", label,
             rate(a, (now->tx_packets - before->tx_packets) / secs), rate(b, (now->tx_bytes - before->tx_bytes) * 8 / secs),
             rate(c, (now->rx_packets - before->rx_packets) / secs), rate(d, (now->rx_bytes - before->rx_bytes) * 8 / secs),
-            (unsigned long long)now->drops, (unsigned long long)(now->drops - before->drops),
+            (unsigned long long)now->drops, (unsigned long long)(now->drops - before->drops), calls,
             (unsigned long long)now->broken, broken);
+}
+
+/* ", N calls dropped": the exit line's tail, when the guest's call eventfds
+ * refused some interrupts (a static buffer). */
+static const char *calls_text(uint64_t n)
+{
+    static char text[48];
+    snprintf(text, sizeof text, ", %llu calls dropped", (unsigned long long)n);
+    return text;
 }
 
 /* With more than one queue pair: one short line per pair after the
@@ -565,12 +579,29 @@ static void print_all_stats(struct stats_state *s, double t)
     s->at = t;
 }
 
-/* CLOCK_MONOTONIC: stats intervals must not jump when the wall clock does. */
-static double now_seconds(void)
+/* The ring view reads guest memory, which the frontend may have cut short
+ * (fault.c): one ring's view with a guard.  After a fault the device is
+ * handed to vhost_user.c as if a poll thread had found it (mem_fault):
+ * its connection is reset. */
+struct view_args {
+    const struct vx_vring *vr;
+    FILE *out;
+};
+
+static int view_one(void *arg)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec / 1e9;
+    struct view_args *a = arg;
+    vq_ring_view(a->vr, a->out);
+    return 0;
+}
+
+static void view_guarded(struct vx_dev *dev, int ring, FILE *out)
+{
+    struct view_args a = { &dev->vrings[ring], out };
+    void *addr = NULL;
+    uintptr_t none = 0;
+    if (vx_guarded(view_one, &a, &addr) == VX_FAULTED && vx_fault_log(dev->opt.socket_path, "ring view", &dev->mem, addr))
+        atomic_compare_exchange_strong(&dev->mem_fault, &none, (uintptr_t)addr);
 }
 
 /* --ring-view, SIGUSR1: every attached ring of every device, formatted
@@ -590,9 +621,9 @@ static void print_ring_views(void)
         for (int i = 0; i < VX_MAX_VRINGS; i++)
             n += devs[d].vrings[i].attached;
         fprintf(out, "vhost-xdp: ring view: %s%d ring%s started\n", dev_labels[d], n, n == 1 ? "" : "s");
-        for (int i = 0; i < VX_MAX_VRINGS; i++)
+        for (int i = 0; i < VX_MAX_VRINGS && !atomic_load(&devs[d].mem_fault); i++)  /* a fault: no more */
             if (devs[d].vrings[i].attached)
-                vq_ring_view(&devs[d].vrings[i], out);
+                view_guarded(&devs[d], i, out);
         if (n)
             vq_ring_view_legend(out);
     }
@@ -603,19 +634,81 @@ static void print_ring_views(void)
 
 /* === 3. main: set up, the control loop, shut down ======================== */
 
-/* --trace=rings: the guest's kicks.  A kick eventfd counts notifications
+/*
+ * --trace=rings: the guest's kicks.  A kick eventfd counts notifications
  * (a guest's write to its queue notify register becomes a write of 1
  * through KVM's or QEMU's ioeventfd; DPDK virtio_user writes the eventfd
  * itself); read() returns the count since the last read and resets it.  We
- * poll the rings, so nothing else reads these fds and nothing is stolen.
- * Checking that the fd is still the ring's costs nothing and keeps this
- * read safe should the order in the loop (kicks before messages) change:
- * a read from a recycled fd number would eat another file's data. */
-static void read_kick(int d, int ring, int fd)
+ * poll the rings, so nothing else of ours reads these fds.
+ *
+ * The frontend decides how often the fd is readable: a guest may kick
+ * millions of times a second, and an fd that is always readable would have
+ * the control loop spin and the log grow by megabytes a second.  So per
+ * ring and second: at most KICK_LINES lines, then one line counting the
+ * kicks not shown; at most KICK_READS reads, after which the fd is not
+ * polled for the rest of the second (its counter keeps the kicks: the next
+ * read returns them all).  An fd at its end, in error or hung up (no eventfd
+ * ever is; vhost_user.c refuses other kinds where it can tell) is dropped
+ * from the poll set with one line.  Checking that the fd is still the ring's
+ * keeps a read from a recycled fd number from eating another file's data.
+ */
+#define KICK_LINES 5
+#define KICK_READS 100
+
+struct kick_watch {
+    int fd;                         /* the kick fd these counts are for; a new fd starts afresh */
+    int64_t second;                 /* CLOCK_MONOTONIC second of the counts */
+    uint32_t reads, lines;          /* this second */
+    uint64_t hidden;                /* kicks read this second and not shown */
+    bool gone;                      /* end of file, error or hang-up: no longer polled */
+};
+static struct kick_watch kick_watch[2][VX_MAX_VRINGS];
+
+/* Should ring `ring` of device d have its kick fd polled now?  Also starts
+ * a new second's counts, saying first what the last one did not show. */
+static bool kick_watched(int d, int ring)
 {
+    struct kick_watch *w = &kick_watch[d][ring];
+    int fd = devs[d].vrings[ring].kick_fd;
+    if (fd < 0) {           /* none now: whatever fd comes next starts afresh, even with this number */
+        w->fd = -1;
+        return false;
+    }
+    if (w->fd != fd)
+        *w = (struct kick_watch){ .fd = fd };
+    int64_t second = (int64_t)vx_now();
+    if (second != w->second) {
+        if (w->hidden)
+            vx_log("trace: %sring %d: %llu more kicks in %u reads in the last second, not shown", dev_labels[d],
+                   ring, (unsigned long long)w->hidden, w->reads);
+        w->second = second;
+        w->reads = w->lines = 0;
+        w->hidden = 0;
+    }
+    return !w->gone && w->reads < KICK_READS;
+}
+
+static void read_kick(int d, int ring, int fd, short revents)
+{
+    struct kick_watch *w = &kick_watch[d][ring];
     uint64_t count;
-    if (devs[d].vrings[ring].kick_fd == fd && read(fd, &count, sizeof count) == sizeof count)
-        vx_log("trace: %sring %d: kick (count %llu)", dev_labels[d], ring, (unsigned long long)count);
+    ssize_t r = -1;
+    if (devs[d].vrings[ring].kick_fd != fd || w->fd != fd)
+        return;
+    errno = 0;
+    if (revents & POLLIN)
+        r = read(fd, &count, sizeof count);
+    if (r == sizeof count) {
+        w->reads++;
+        if (w->lines++ < KICK_LINES)
+            vx_log("trace: %sring %d: kick (count %llu)", dev_labels[d], ring, (unsigned long long)count);
+        else
+            w->hidden += count;
+    } else if (!(r < 0 && (errno == EAGAIN || errno == EINTR))) {   /* EAGAIN: the frontend read it first */
+        w->gone = true;
+        vx_log("trace: %sring %d: kick fd %s: no longer watched", dev_labels[d], ring,
+               r == 0 ? "at end of file" : r > 0 ? "gave a short read" : errno ? strerror(errno) : "hung up");
+    }
 }
 
 /* The fds the control loop sleeps on (see the loop in main for why each):
@@ -631,16 +724,17 @@ struct poll_set {
 /* Built afresh before every poll(): a message may have connected,
  * disconnected, or replaced a ring's kick fd since the last one.  fds[1 + d]
  * is what vu_poll_fd() names for device d (-1: poll() ignores it, and the
- * loop takes it for "client mode, not connected"). */
+ * loop takes it for "client mode, not connected"), waiting for a message or,
+ * while a reply is stuck in it, for room (vu_poll_events). */
 static void poll_set_build(struct poll_set *ps, int sfd)
 {
     ps->fds[0] = (struct pollfd){ sfd, POLLIN, 0 };
     for (int d = 0; d < ndevs; d++)
-        ps->fds[1 + d] = (struct pollfd){ vu_poll_fd(&devs[d]), POLLIN, 0 };
+        ps->fds[1 + d] = (struct pollfd){ vu_poll_fd(&devs[d]), vu_poll_events(&devs[d]), 0 };
     ps->n = 1 + ndevs;
     for (int d = 0; vx_trace_rings && d < ndevs; d++) {
         for (int i = 0; i < VX_MAX_VRINGS; i++) {
-            if (devs[d].vrings[i].kick_fd >= 0) {
+            if (kick_watched(d, i)) {
                 ps->kick_dev[ps->n] = d;
                 ps->kick_ring[ps->n] = i;
                 ps->fds[ps->n++] = (struct pollfd){ devs[d].vrings[i].kick_fd, POLLIN, 0 };
@@ -654,7 +748,7 @@ static void poll_set_build(struct poll_set *ps, int sfd)
  * with timeout 0 until it comes. */
 static int ms_until(double deadline)
 {
-    double left = deadline - now_seconds();
+    double left = deadline - vx_now();
     return left <= 0 ? 0 : (int)(left * 1000) + 1;
 }
 
@@ -725,6 +819,10 @@ int main(int argc, char **argv)
      * the vhost-user socket (we also send with MSG_NOSIGNAL) and a --pcap
      * FILE that is a pipe to a tcpdump which has exited. */
     signal(SIGPIPE, SIG_IGN);
+    /* A frontend may shrink guest memory under us: the SIGBUS that follows
+     * is caught where it happens and resets that device (fault.c). */
+    if (vx_fault_init() < 0)
+        return 1;
     int ninit = 0;      /* devices vu_init() has set up: the ones `fail` cleans up */
     int sfd = signalfd(-1, &sigs, SFD_CLOEXEC);
     if (sfd < 0) {
@@ -779,26 +877,33 @@ int main(int argc, char **argv)
      *           and the one-second timeout drives the connect attempts;
      *   then    with --trace=rings only, each ring's kick eventfd, read only
      *           to log the kicks (the PMD threads poll the rings instead).
-     * One message is handled per wake-up, so a signal is never more than one
-     * message away.  The timeout (at most a second) drives --stats,
-     * --ring-view and the client-mode reconnects.  The packets are all on
-     * the PMD threads: nothing here is on their path.
+     * One message is handled per wake-up, and none is ever waited for
+     * (vhost_user.c reads and writes without blocking), so a signal is
+     * never more than one message away.  The timeout (at most a second)
+     * drives --stats, --ring-view, the client-mode reconnects, the
+     * deadline of a message or reply a frontend leaves half done and the
+     * reset of a device whose memory faulted in a poll thread (vu_deadline),
+     * and the poll threads' watchdog.  The packets are all on the PMD
+     * threads: nothing here is on their path.
      */
     /* The counters live as long as the process (a reconnect keeps them), so
      * the first --stats line gives the rates from this moment on. */
-    struct stats_state stats = { .every = cfg.stats_every, .at = now_seconds() };
+    struct stats_state stats = { .every = cfg.stats_every, .at = vx_now() };
     stats_snapshot(&stats);
     double t_retry = 0, t_view = stats.at;     /* t_retry 0: the first connect attempt is at once */
     for (;;) {
         struct poll_set ps;
         poll_set_build(&ps, sfd);
         /* Sleep until the earliest of: a second from now, the next --stats
-         * line, the next --ring-view. */
-        double next = now_seconds() + 1;
+         * line, the next --ring-view, a device's deadline. */
+        double next = vx_now() + 1;
         if (stats.every > 0 && stats.at + stats.every < next)
             next = stats.at + stats.every;
         if (cfg.view_every > 0 && t_view + cfg.view_every < next)
             next = t_view + cfg.view_every;
+        for (int d = 0; d < ndevs; d++)
+            if (vu_deadline(&devs[d]) > 0 && vu_deadline(&devs[d]) < next)
+                next = vu_deadline(&devs[d]);
         if (poll(ps.fds, ps.n, ms_until(next)) < 0 && errno != EINTR) {
             vx_log("poll: %s", strerror(errno));
             break;
@@ -819,16 +924,19 @@ int main(int argc, char **argv)
         /* Kicks first: the message below may close a kick fd.  They come
          * after the signalfd and the devices' fds (poll_set_build). */
         for (int k = 1 + ndevs; k < ps.n; k++)
-            if (ps.fds[k].revents & POLLIN)
-                read_kick(ps.kick_dev[k], ps.kick_ring[k], ps.fds[k].fd);
+            if (ps.fds[k].revents)
+                read_kick(ps.kick_dev[k], ps.kick_ring[k], ps.fds[k].fd, ps.fds[k].revents);
         /* Any revents, not just POLLIN: POLLHUP/POLLERR mean the frontend
          * has gone, which vu_handle_event finds when its read returns 0.
-         * The devices are independent: one's message or disconnect takes
-         * only its own rings away (vhost_user.c), the other's keep moving. */
+         * A device whose deadline has come is called too.  The devices are
+         * independent: one's message or disconnect takes only its own rings
+         * away (vhost_user.c), the other's keep moving. */
+        double t = vx_now();
         for (int d = 0; d < ndevs; d++)
-            if (ps.fds[1 + d].fd >= 0 && ps.fds[1 + d].revents)
+            if ((ps.fds[1 + d].fd >= 0 && ps.fds[1 + d].revents) ||
+                (vu_deadline(&devs[d]) > 0 && t >= vu_deadline(&devs[d])))
                 vu_handle_event(&devs[d]);
-        double t = now_seconds();
+        pmd_watchdog();     /* a poll thread stuck in a system call is interrupted */
         if (t >= t_retry) {             /* client mode, not connected: retry every second */
             for (int d = 0; d < ndevs; d++)
                 if (ps.fds[1 + d].fd < 0)
@@ -844,16 +952,20 @@ int main(int argc, char **argv)
     }
 
     /* Shutdown, in the reverse order of the data path's dependencies: first
-     * take the rings from the PMDs and unmap guest memory (the PMDs are still
-     * running, so the usual quiesce works), then stop and join the PMDs, and
-     * only then close the NIC whose rings they were polling.  vu_cleanup
-     * runs what a frontend's disconnect runs (vhost_user.c, vu_reset_device):
-     * every ring stopped and its fds closed, guest memory unmapped.  The
-     * rings' counters survive it, for the exit lines below. */
+     * stop and join the PMDs, then unmap guest memory and remove the socket
+     * files, and only then close the NIC whose rings they were polling.
+     * vu_cleanup runs what a frontend's disconnect runs (vhost_user.c,
+     * vu_reset_device): every ring stopped and its fds closed, guest memory
+     * unmapped.  The rings' counters survive it, for the exit lines below.
+     * The signal path does not depend on the PMDs: pmd_stop() waits for them
+     * a bounded time, and one it had to leave behind (stuck in a system call
+     * on a frontend's fd, or never scheduled) keeps what it may still touch
+     * (guest memory, the capture rings, the NIC) until the exit takes it. */
+    int stuck = pmd_stop();
     for (int d = 0; d < ndevs; d++)
         vu_cleanup(&devs[d]);   /* rings taken away, guest memory unmapped, socket file removed */
-    pmd_stop();
-    pcap_close();       /* after the PMDs: nothing more can be captured */
+    if (!stuck)
+        pcap_close();   /* after the PMDs: nothing more can be captured */
     /* The totals for the whole run: what the tests and labs read after
      * stopping vhost-xdp, and a student's first check that packets moved.
      * No thread writes a counter any more, so these are exact.  The NIC's
@@ -870,7 +982,8 @@ int main(int argc, char **argv)
             vx_log("exit: nic queue %u: rx %llu packets, tx %llu packets", nic_queue(nics[k]),
                    (unsigned long long)ns.rx_packets, (unsigned long long)ns.tx_packets);
     }
-    close_nics();       /* XDP program detached: the interface is as we found it */
+    if (!stuck)
+        close_nics();   /* XDP program detached (the exit detaches it too): the interface is as we found it */
     /* Then each device's: with several queue pairs, a line per pair too,
      * which tests/test_dpdk.sh and test_qemu_mq.sh read to see that every
      * pair carried its share (the frontend chose the TX queues). */
@@ -878,9 +991,10 @@ int main(int argc, char **argv)
         for (int k = -1; k < (devs[d].queue_pairs > 1 ? (int)devs[d].queue_pairs : 0); k++) {
             struct totals fin = sum_rings(&devs[d], k);
             if (k < 0)
-                vx_log("exit: %sfrom guest %llu packets, to guest %llu packets, %llu drops, %llu broken rings",
+                vx_log("exit: %sfrom guest %llu packets, to guest %llu packets, %llu drops, %llu broken rings%s",
                        dev_labels[d], (unsigned long long)fin.tx_packets, (unsigned long long)fin.rx_packets,
-                       (unsigned long long)fin.drops, (unsigned long long)fin.broken);
+                       (unsigned long long)fin.drops, (unsigned long long)fin.broken,
+                       fin.calls_dropped ? calls_text(fin.calls_dropped) : "");
             else
                 vx_log("exit: %squeue pair %d: from guest %llu packets, to guest %llu packets, %llu drops",
                        dev_labels[d], k, (unsigned long long)fin.tx_packets, (unsigned long long)fin.rx_packets,

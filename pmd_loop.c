@@ -30,13 +30,16 @@
  * (SEND_RARP, NET_SET_MTU), the per-packet loops (pmd_guest_to_guest and
  * the two ports made of it, pmd_loopback_pair and pmd_vm2vm_pair; then
  * pmd_afxdp_pair), the idle back-off, the thread's main loop,
- * start/quiesce/stop.
+ * start/quiesce/stop.  Second reading, at the end: what a thread does when
+ * guest memory faults under it, and how a thread stuck in a system call is
+ * freed.
  */
 #include "vhost_xdp.h"
 
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
@@ -44,6 +47,8 @@
 
 #define PMD_MAX_THREADS     64
 #define PMD_IDLE_ITERATIONS 1000    /* empty polls in a row before --pmd-sleep backs off */
+#define PMD_WAKE_AFTER      0.05    /* s without finishing an iteration: interrupt the thread ("Stuck threads") */
+#define PMD_STUCK_SECONDS   0.4     /* s: shutting down, a thread that took this long is left behind */
 
 struct pmd_thread {
     pthread_t tid;
@@ -58,6 +63,13 @@ struct pmd_thread {
     uint8_t *bufs[VX_BURST];            /* ... and its own buffers, for frames not lent */
     struct vx_pkt nic_rx[VX_BURST];     /* AF_XDP: frames lent by nic_afxdp.c ... */
     struct vx_pkt nic_tx[VX_BURST];     /* ... in both directions */
+    /* Second reading ("Guest memory faults", "Stuck threads"): */
+    struct vx_guard guard;              /* where a SIGBUS in guest memory lands */
+    struct nic_port *held_nic;          /* AF_XDP frames held across a guest access, */
+    int held_tx, held_rx;               /* given back if guest memory faults meanwhile */
+    uint64_t watch_epoch;               /* pmd_watchdog: the epoch it saw last, */
+    double watch_since;                 /* and since when */
+    bool stuck;                         /* pmd_stop: did not stop in time */
 };
 
 static struct pmd_thread pmd_threads[PMD_MAX_THREADS];
@@ -69,6 +81,12 @@ static struct nic_port **pmd_nics; /* AF_XDP: NIC queue first+k serves queue pai
 static int pmd_nnics;               /* ... for k < pmd_nnics; 0: loopback, or the other device */
 static uint32_t pmd_sleep_max_ns;   /* --pmd-sleep, 0: poll without sleeping */
 static _Atomic bool pmd_exit;
+
+static void pmd_fault_recover(struct pmd_thread *t);   /* "Guest memory faults" */
+static void pmd_wake_prepare(void);                    /* "Stuck threads" */
+static void pmd_wake_accept(void);
+static void pmd_wake(struct pmd_thread *t);
+static bool pmd_shutting_down(void);
 
 /* === What the guest did not send, and may not receive ===================== */
 
@@ -267,13 +285,15 @@ static int pmd_afxdp_pair(struct pmd_thread *t, struct vx_dev *dev, struct vx_vr
                           struct nic_port *nic)
 {
     int moved = 0;
+    t->held_nic = nic;      /* held_tx, held_rx: the frames a guest memory fault must give back */
     if (atomic_load(&tx->ready)) {
-        int frames = nic_tx_alloc(nic, t->nic_tx, VX_BURST);
+        int frames = t->held_tx = nic_tx_alloc(nic, t->nic_tx, VX_BURST);
         int injected = frames ? pmd_rarp_take(dev, tx, &t->nic_tx[0]) : 0;
         moved = injected + (frames > injected ? vq_dequeue_burst(tx, t->nic_tx + injected, frames - injected) : 0);
         if (t->pcap)        /* before the kernel owns the frames */
             pcap_burst(t->pcap, PCAP_FROM_GUEST, t->nic_tx, moved);
         nic_tx_submit(nic, t->nic_tx, moved, frames);
+        t->held_tx = 0;
     }
     /* Take from the NIC only what the guest has buffers for: the rest waits
      * in the AF_XDP RX ring (thousands deep), so a guest that falls behind
@@ -281,7 +301,7 @@ static int pmd_afxdp_pair(struct pmd_thread *t, struct vx_dev *dev, struct vx_vr
      * count the drops rather than let the kernel drop silently. */
     bool guest = atomic_load(&rx->ready);
     int want = guest ? vq_avail_buffers(rx) : VX_BURST;
-    int n = nic_rx_burst(nic, t->nic_rx, want < VX_BURST ? want : VX_BURST);
+    int n = t->held_rx = nic_rx_burst(nic, t->nic_rx, want < VX_BURST ? want : VX_BURST);
     if (n == 0)
         return moved;
     int fit = pmd_mtu_filter(dev, rx, t->nic_rx, n);
@@ -293,6 +313,7 @@ static int pmd_afxdp_pair(struct pmd_thread *t, struct vx_dev *dev, struct vx_vr
     if (t->pcap)            /* before the frames go back to the kernel */
         pcap_burst(t->pcap, PCAP_TO_GUEST, t->nic_rx, sent);
     nic_rx_release(nic, t->nic_rx, n);
+    t->held_rx = 0;
     return moved + n;
 }
 
@@ -341,6 +362,13 @@ static void *pmd_main(void *arg)
      * default) to batch wake-ups; --pmd-sleep wants the sleep it asked for. */
     if (pmd_sleep_max_ns)
         prctl(PR_SET_TIMERSLACK, 1000UL, 0, 0, 0);
+    pmd_wake_accept();      /* the watchdog's signal may interrupt us ("Stuck threads") */
+    /* A SIGBUS in guest memory (the frontend shrank a region's file) lands
+     * here, once, for the whole life of the thread: the loop below costs
+     * nothing for it ("Guest memory faults"). */
+    vx_guard_set(&t->guard);
+    if (sigsetjmp(t->guard.env, 0))
+        pmd_fault_recover(t);
     while (!atomic_load_explicit(&pmd_exit, memory_order_relaxed)) {
         int moved = 0;
         /* Only the pairs offered (--queues): no ring beyond them can start. */
@@ -374,6 +402,7 @@ int pmd_start(struct vx_dev *devs, int ndevs, struct nic_port **nics, int nnics,
     pmd_nics = nics;
     pmd_nnics = nnics;
     pmd_sleep_max_ns = sleep_max_us * 1000;
+    pmd_wake_prepare();
     int n = ncpus > 0 ? ncpus : 1;
     if (n > PMD_MAX_THREADS) {
         vx_log("--pmd-cores: at most %d threads", PMD_MAX_THREADS);
@@ -429,29 +458,223 @@ int pmd_start(struct vx_dev *devs, int ndevs, struct nic_port **nics, int nnics,
 
 /* Wait until every PMD thread has finished the iteration it is in.  The
  * caller has cleared `ready` on the rings it wants back; an iteration that
- * starts after that cannot see them as ready. */
-void pmd_quiesce(void)
+ * starts after that cannot see them as ready.  An iteration takes
+ * microseconds (one --pmd-sleep at most); a thread that takes longer may be
+ * blocked in a system call on a frontend's fd, and is interrupted
+ * (pmd_wake, "Stuck threads").  The wait is not bounded otherwise: a thread
+ * the machine does not schedule must be waited for, since it may be inside
+ * the ring.  Except when shutting down: then, after PMD_STUCK_SECONDS,
+ * returns false and the caller leaves the rings alone. */
+bool pmd_quiesce(void)
 {
     uint64_t seen[PMD_MAX_THREADS];
     for (int i = 0; i < pmd_nthreads; i++)
         seen[i] = atomic_load(&pmd_threads[i].epoch);
+    double start = vx_now(), woken = start;
     for (int i = 0; i < pmd_nthreads; i++) {
+        if (pmd_threads[i].stuck && atomic_load(&pmd_threads[i].running))
+            return false;   /* pmd_stop() has waited for it already */
         while (atomic_load(&pmd_threads[i].running) && atomic_load(&pmd_threads[i].epoch) == seen[i]) {
             struct timespec ts = { 0, 1000 };
             nanosleep(&ts, NULL);
+            double t = vx_now();
+            if (t - woken >= PMD_WAKE_AFTER) {
+                pmd_wake(&pmd_threads[i]);
+                woken = t;
+            }
+            if (t - start >= PMD_STUCK_SECONDS && pmd_shutting_down())
+                return false;
         }
     }
+    return true;
 }
 
-void pmd_stop(void)
+/* Stop every thread and wait for it, at most PMD_STUCK_SECONDS in all: a
+ * thread still blocked after that (interrupted every PMD_WAKE_AFTER) is left
+ * to the process's exit, so SIGTERM never waits on one.  Returns how many
+ * were left; their buffers are not freed (they may still use them). */
+int pmd_stop(void)
 {
     atomic_store(&pmd_exit, true);
-    for (int i = 0; i < pmd_started; i++)
-        pthread_join(pmd_threads[i].tid, NULL);
+    double end = vx_now() + PMD_STUCK_SECONDS;
+    int left = 0;
+    for (int i = 0; i < pmd_started; i++) {
+        struct pmd_thread *t = &pmd_threads[i];
+        for (;;) {
+            pmd_wake(t);
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);     /* pthread_timedjoin_np's clock */
+            ts.tv_nsec += (long)(PMD_WAKE_AFTER * 1e9);
+            if (ts.tv_nsec >= 1000000000L) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000L;
+            }
+            if (pthread_timedjoin_np(t->tid, NULL, &ts) == 0)
+                break;
+            if (vx_now() >= end) {
+                t->stuck = true;
+                left++;
+                vx_log("pmd %d: did not stop within %.1f s (stuck in a system call, or not scheduled): left to the "
+                       "exit", i, PMD_STUCK_SECONDS);
+                break;
+            }
+        }
+    }
     for (int i = 0; i < pmd_nthreads; i++)
-        for (int b = 0; b < VX_BURST; b++) {
+        for (int b = 0; b < VX_BURST && !pmd_threads[i].stuck; b++) {
             free(pmd_threads[i].bufs[b]);
             pmd_threads[i].bufs[b] = NULL;
         }
-    pmd_nthreads = pmd_started = 0;
+    /* A thread left behind stays counted: pmd_quiesce() must keep saying
+     * that it may be inside a ring, so that no memory it reads is unmapped. */
+    if (!left)
+        pmd_nthreads = pmd_started = 0;
+    return left;
+}
+
+/* === Second reading: guest memory faults ================================== */
+
+/*
+ * A poll thread's every access to guest memory may fault (SIGBUS): the
+ * frontend can shrink the file behind a region at any moment (fault.c says
+ * why, and how the handler brings us here).  pmd_main() armed its guard once,
+ * so a fault anywhere in the iteration (a ring index, a descriptor, a buffer
+ * being copied, in either device of a VM-to-VM pair) jumps back to the top
+ * of its loop, here, with the faulting address.  What was half done is
+ * dropped with the stack: the burst's packets, and nothing else, since no
+ * lock is held and every ring of the faulting device is now stopped for
+ * good (its connection is reset; a new one starts them afresh).
+ *
+ * The memory tables read here hold still: the control thread changes a
+ * device's table only after every poll thread has finished an iteration in
+ * which that device's rings were stopped, and this thread is still in the
+ * iteration that faulted.  (A table being replaced meanwhile belongs to a
+ * device this iteration never touched, and never names our address.)
+ */
+static void pmd_fault_recover(struct pmd_thread *t)
+{
+    void *addr = t->guard.addr;
+    vx_fault_caught();
+    /* AF_XDP frames held across the guest access go back to the port. */
+    if (t->held_tx)
+        nic_tx_submit(t->held_nic, t->nic_tx, 0, t->held_tx);
+    if (t->held_rx)
+        nic_rx_release(t->held_nic, t->nic_rx, t->held_rx);
+    t->held_tx = t->held_rx = 0;
+    for (int d = 0; d < pmd_ndevs; d++) {
+        struct vx_dev *dev = &pmd_devs[d];
+        if (vx_mem_region_of(&dev->mem, addr) < 0)
+            continue;
+        /* Every ring of that device this thread polls stops: the next
+         * access would fault again.  (Other threads' rings stop when they
+         * fault, or when the control thread resets the connection.) */
+        for (int k = t->id; k < (int)dev->queue_pairs; k += pmd_nthreads) {
+            for (int r = 2 * k; r <= 2 * k + 1; r++) {
+                struct vx_vring *vr = &dev->vrings[r];
+                if (atomic_load(&vr->ready) && !vr->broken) {
+                    __atomic_store_n(&vr->broken, true, __ATOMIC_RELAXED);
+                    __atomic_store_n(&vr->stats.broken, vr->stats.broken + 1, __ATOMIC_RELAXED);
+                }
+            }
+        }
+        /* The first fault on the device is logged and handed to the control
+         * thread, which resets the connection at its next wake-up (within a
+         * second: vhost_user.c, vu_deadline) and clears mem_fault. */
+        uintptr_t none = 0;
+        if (atomic_compare_exchange_strong(&dev->mem_fault, &none, (uintptr_t)addr)) {
+            char who[32];
+            snprintf(who, sizeof who, "poll thread %d", t->id);
+            vx_fault_log(dev->opt.socket_path, who, &dev->mem, addr);
+        }
+        return;
+    }
+    /* Not in any guest memory: a bug of ours, not a frontend's doing. */
+    vx_log("pmd %d: SIGBUS at %p, outside guest memory: aborting", t->id, addr);
+    abort();
+}
+
+/* === Second reading: stuck threads ======================================== */
+
+/*
+ * A poll thread never blocks by design: its only system calls are the call
+ * eventfd writes, made non-blocking (vhost_user.c, vu_take_eventfd), the
+ * AF_XDP kicks (MSG_DONTWAIT) and the --pmd-sleep naps.  But the O_NONBLOCK
+ * of a call eventfd lives in an open file description the frontend shares,
+ * and a hostile frontend can clear it again and fill the counter: our next
+ * write then blocks.  So "stuck" can still mean one thing: blocked in that
+ * write (or not scheduled at all, on a loaded machine, which no code fixes).
+ *
+ * The cure is a signal: PMD_WAKE_SIGNAL, whose handler does nothing and is
+ * installed without SA_RESTART, so a blocked system call returns EINTR;
+ * virtqueue.c (vq_call) then knows its write blocked, breaks the ring and
+ * writes that fd no more.  Who sends it: pmd_quiesce(), to a thread that has
+ * not finished its iteration after PMD_WAKE_AFTER; pmd_watchdog(), called by
+ * the control loop at every wake-up, to one whose epoch has not moved for as
+ * long (so the other rings on that thread move again without waiting for a
+ * message); and pmd_stop(), which also gives up on a thread after
+ * PMD_STUCK_SECONDS, so that SIGTERM ends the process whatever the threads
+ * do.  Only the poll threads accept the signal: pmd_start() blocks it in
+ * the control thread, and every thread created later inherits that.
+ */
+#define PMD_WAKE_SIGNAL SIGUSR2
+
+static void pmd_wake_handler(int sig)
+{
+    (void)sig;      /* nothing: being interrupted is the point */
+}
+
+/* Before any thread starts (pmd_start): the handler, and the signal blocked
+ * in the calling thread (and so in every thread it creates from now on). */
+static void pmd_wake_prepare(void)
+{
+    struct sigaction sa = { .sa_handler = pmd_wake_handler };   /* no SA_RESTART */
+    sigemptyset(&sa.sa_mask);
+    sigaction(PMD_WAKE_SIGNAL, &sa, NULL);
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, PMD_WAKE_SIGNAL);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+}
+
+/* A poll thread, when it starts: the signal may interrupt it. */
+static void pmd_wake_accept(void)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, PMD_WAKE_SIGNAL);
+    pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+}
+
+static void pmd_wake(struct pmd_thread *t)
+{
+    if (atomic_load(&t->running))
+        pthread_kill(t->tid, PMD_WAKE_SIGNAL);
+}
+
+/* Shutting down: pmd_stop() has begun, or SIGINT/SIGTERM waits for the
+ * control loop (main.c blocks them and reads them from a signalfd, so they
+ * stay pending until then). */
+static bool pmd_shutting_down(void)
+{
+    sigset_t pending;
+    return atomic_load(&pmd_exit) ||
+           (sigpending(&pending) == 0 && (sigismember(&pending, SIGTERM) || sigismember(&pending, SIGINT)));
+}
+
+/* Called by the control loop at every wake-up (at least once a second): a
+ * thread whose epoch has not moved since the last call, PMD_WAKE_AFTER ago
+ * or more, is interrupted. */
+void pmd_watchdog(void)
+{
+    double now = vx_now();
+    for (int i = 0; i < pmd_started; i++) {
+        struct pmd_thread *t = &pmd_threads[i];
+        uint64_t epoch = atomic_load(&t->epoch);
+        if (epoch != t->watch_epoch) {
+            t->watch_epoch = epoch;
+            t->watch_since = now;
+        } else if (now - t->watch_since >= PMD_WAKE_AFTER) {
+            pmd_wake(t);
+        }
+    }
 }

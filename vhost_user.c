@@ -19,13 +19,18 @@
  *   3. taking rings away from the PMD threads and handing them back;
  *   4. one handler per message, named after it;
  *   5. reading, checking and dispatching one message; replies; --trace;
- *   6. the socket: server and client mode, disconnect.
+ *   6. the socket: server and client mode, disconnect;
+ *   7. second reading: what no frontend may do to us (hang the control
+ *      thread on a message it sends slowly or a reply it never reads, give
+ *      us an fd that blocks, shrink guest memory under us), and how each is
+ *      refused.
  */
 #include "vhost_xdp.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -101,7 +106,7 @@ struct vu_memory {              /* SET_MEM_TABLE */
 
 /* Every payload we accept, in one buffer as large as the largest of them
  * (SET_MEM_TABLE with 8 regions: 8 + 8 * 32 = 264 bytes).  A message that
- * says it is larger is refused before its payload is read (vu_read_msg). */
+ * says it is larger is refused before its payload is read (vu_io_receive). */
 union vu_payload {
     uint64_t u64;
     struct vu_vring_state state;
@@ -309,13 +314,15 @@ static const uint64_t vu_offered_protocol_features =
  */
 #define VU_ALL_RINGS UINT64_MAX     /* a bit per ring: every ring */
 
+static int vu_attach_guarded(struct vx_dev *dev, struct vx_vring *vr);     /* section 7 */
+
 /* Steps 1 and 2.  The stores are seq_cst, not merely release: each must be
  * visible before pmd_quiesce() reads the PMDs' epochs.  A store followed by
  * a load is the one reordering x86 performs; let the epoch read pass the
  * store and a PMD could begin one more iteration that still sees
  * ready == true after we have already taken its epoch, and then be inside
  * the ring while we change it. */
-static void vu_rings_stop(struct vx_dev *dev, uint64_t rings)
+static bool vu_rings_stop(struct vx_dev *dev, uint64_t rings)
 {
     bool any = false;
     for (int i = 0; i < VX_MAX_VRINGS; i++) {
@@ -324,8 +331,10 @@ static void vu_rings_stop(struct vx_dev *dev, uint64_t rings)
             any = true;
         }
     }
-    if (any)
-        pmd_quiesce();
+    /* pmd_quiesce() fails only while shutting down, with a PMD that did not
+     * finish its iteration in time (pmd_loop.c, "Stuck threads"): it may
+     * still be inside the rings, so the caller must leave them alone. */
+    return !any || pmd_quiesce();
 }
 
 /* Ring states (vhost-user.rst "Ring states"): a ring is *started* once it
@@ -358,7 +367,9 @@ static int vu_rings_resume(struct vx_dev *dev)
         if (!vu_ring_can_run(dev, vr))
             continue;
         if (!vr->attached) {
-            if (vq_attach(vr, &dev->mem, dev->features) < 0) {
+            /* vq_attach reads and writes the ring: guarded against a guest
+             * memory fault (section 7). */
+            if (vu_attach_guarded(dev, vr) < 0) {
                 ret = -1;   /* logged; the ring stays stopped */
                 continue;
             }
@@ -375,6 +386,10 @@ static int vu_rings_resume(struct vx_dev *dev)
 }
 
 /* === 4. The handlers ===================================================== */
+
+/* Section 7's helpers that the handlers below call. */
+static int vu_take_eventfd(struct vu_msg *msg, const char *what, int *slot);
+static bool vu_mem_fault_pending(struct vx_dev *dev);
 
 /* The ring a message names, or NULL (logged) if there is no such ring.
  * The index sits in the payload's first field: vu_vring_state and
@@ -443,10 +458,20 @@ static void vu_unmap_memory(struct vx_mem *mem)
  * kept: --stats is for the life of the process), memory unmapped. */
 static void vu_reset_device(struct vx_dev *dev)
 {
-    vu_rings_stop(dev, VU_ALL_RINGS);
+    if (!vu_rings_stop(dev, VU_ALL_RINGS)) {
+        /* Shutting down, and a poll thread did not finish its iteration
+         * (never scheduled, or stuck in a system call): it may still be in
+         * a ring, so the memory and the eventfds stay; the exit takes them. */
+        vx_log("%s: rings not taken back from the poll threads in time: guest memory left mapped until exit",
+               dev->opt.socket_path);
+        return;
+    }
+    /* The rings are ours now: a fault a poll thread reported is dealt with. */
+    atomic_store(&dev->mem_fault, 0);
     for (int i = 0; i < VX_MAX_VRINGS; i++) {
         struct vx_vring *vr = &dev->vrings[i];
         struct vx_ring_stats stats = vr->stats;
+        uint32_t calls_dropped = vr->calls_dropped;     /* a counter too, kept like stats */
         vu_close_fd(&vr->kick_fd);
         vu_close_fd(&vr->call_fd);
         vu_close_fd(&vr->err_fd);
@@ -457,7 +482,9 @@ static void vu_reset_device(struct vx_dev *dev)
          * §2.8.1); SET_VRING_BASE normally says so, but a frontend that
          * skips it must not find a ring that can never start. */
         vr->avail_wrap_counter = vr->used_wrap_counter = 1;
+        vr->base_from_frontend = true;      /* slot 0, wrap 1: checked against the ring (packed) */
         vr->stats = stats;
+        vr->calls_dropped = calls_dropped;
     }
     vu_unmap_memory(&dev->mem);
     dev->features = 0;
@@ -678,6 +705,7 @@ static int vu_set_vring_base(struct vx_dev *dev, struct vu_msg *msg)
     } else {
         vr->last_avail_idx = (uint16_t)base;
     }
+    vr->base_from_frontend = true;
     vr->attached = false;
     return VU_OK;
 }
@@ -709,17 +737,10 @@ static int vu_get_vring_base(struct vx_dev *dev, struct vu_msg *msg)
 /* The three eventfd messages share a payload (ring index | NOFD flag) and
  * differ only in which of the ring's fds they replace.  The old fd is closed
  * first: QEMU sends a new call fd at every device start, and each one we
- * held on to would leak.  The new fd, if any, moves into the ring: the
- * dispatcher will not close it.  With NOFD (bit 8) no fd came and the ring
- * has none of that kind. */
-static void vu_take_ring_fd(struct vu_msg *msg, int *slot)
-{
-    vu_close_fd(slot);
-    if (msg->nfds == 1) {
-        *slot = msg->fds[0];
-        msg->nfds = 0;
-    }
-}
+ * held on to would leak.  The new fd, if any, moves into the ring (the
+ * dispatcher will not close it) once vu_take_eventfd (section 7) has checked
+ * that it is an eventfd and made it non-blocking; anything else is refused.
+ * With NOFD (bit 8) no fd came and the ring has none of that kind. */
 
 /* SET_VRING_KICK: the eventfd the frontend signals when the guest has made
  * buffers available ("kicks"; with NOFD: none, poll instead).  By "Ring
@@ -729,7 +750,8 @@ static int vu_set_vring_kick(struct vx_dev *dev, struct vu_msg *msg)
 {
     struct vx_vring *vr = msg->ring;
     (void)dev;
-    vu_take_ring_fd(msg, &vr->kick_fd);
+    if (vu_take_eventfd(msg, "SET_VRING_KICK", &vr->kick_fd) != VU_OK)
+        return VU_FAIL;
     /* The kick starts the ring.  We poll, so we never wait on this fd (with
      * NOFD there is none): holding it is enough. */
     vr->kick_received = true;
@@ -748,8 +770,8 @@ static int vu_set_vring_kick(struct vx_dev *dev, struct vu_msg *msg)
 static int vu_set_vring_call(struct vx_dev *dev, struct vu_msg *msg)
 {
     (void)dev;
-    vu_take_ring_fd(msg, &msg->ring->call_fd);
-    return VU_OK;
+    msg->ring->call_failed_logged = false;
+    return vu_take_eventfd(msg, "SET_VRING_CALL", &msg->ring->call_fd);
 }
 
 /* SET_VRING_ERR: an eventfd for the backend to signal a ring error.  QEMU
@@ -759,8 +781,7 @@ static int vu_set_vring_call(struct vx_dev *dev, struct vu_msg *msg)
 static int vu_set_vring_err(struct vx_dev *dev, struct vu_msg *msg)
 {
     (void)dev;
-    vu_take_ring_fd(msg, &msg->ring->err_fd);
-    return VU_OK;
+    return vu_take_eventfd(msg, "SET_VRING_ERR", &msg->ring->err_fd);
 }
 
 /* GET/SET_PROTOCOL_FEATURES: the protocol's own extensions.  We offer five:
@@ -1089,101 +1110,27 @@ static void vu_trace(const char *dir, const struct vu_msg *msg, enum vu_payload_
     vx_log("trace: %s", l.text);
 }
 
+/* Section 7: the connection's I/O, which never waits on the frontend. */
+static int vu_io_receive(struct vx_dev *dev, struct vu_msg *msg);
+static int vu_io_send(struct vx_dev *dev, const void *bytes, size_t len);
+
 /* Send a reply: same request, flags = VERSION|REPLY exactly, payload of the
- * size its kind has. */
-/* Every reply we send is 8 bytes of payload (a u64, or a vu_vring_state for
- * GET_VRING_BASE) and carries no fd.  MSG_NOSIGNAL: a frontend that has
- * gone makes sendmsg fail with EPIPE instead of raising SIGPIPE. */
+ * size its kind has.  Every reply we send is 8 bytes of payload (a u64, or a
+ * vu_vring_state for GET_VRING_BASE) and carries no fd.  It is handed to
+ * vu_io_send(), which sends what the socket takes now and keeps the rest for
+ * later: a frontend that does not read its replies cannot stop us. */
 static int vu_send_reply(struct vx_dev *dev, struct vu_msg *msg, enum vu_payload_kind kind)
 {
+    _Static_assert(sizeof(struct vu_vring_state) == sizeof(uint64_t), "every reply payload is 8 bytes");
     msg->hdr.flags = VHOST_USER_VERSION | VHOST_USER_REPLY_MASK;
-    msg->hdr.size = kind == P_STATE ? sizeof(struct vu_vring_state) : sizeof(uint64_t);
+    msg->hdr.size = sizeof(uint64_t);
     msg->nfds = 0;
     if (dev->opt.trace)
         vu_trace("->", msg, kind);
-    struct iovec iov[2] = { { &msg->hdr, sizeof msg->hdr }, { &msg->payload, msg->hdr.size } };
-    struct msghdr mh = { .msg_iov = iov, .msg_iovlen = 2 };
-    ssize_t want = sizeof msg->hdr + msg->hdr.size;
-    if (sendmsg(dev->conn_fd, &mh, MSG_NOSIGNAL) != want) {
-        vx_log("reply to %s: send failed: %s", vu_request_name(msg->hdr.request), strerror(errno));
-        return -1;
-    }
-    return 0;
-}
-
-/* Read exactly len bytes (the socket has a receive timeout: a peer that
- * stops half way through a message cannot hang the control thread). */
-static int vu_read_full(int fd, void *buf, size_t len)
-{
-    size_t got = 0;
-    while (got < len) {
-        ssize_t r = recv(fd, (char *)buf + got, len - got, 0);
-        if (r <= 0) {
-            if (r < 0 && errno == EINTR)
-                continue;
-            return -1;
-        }
-        got += r;
-    }
-    return 0;
-}
-
-/*
- * Read one message.  Returns 0, or -1 if the peer closed or sent something
- * that does not parse (the caller then resets the connection).  On return
- * every fd received is in msg->fds, owned by the caller.
- */
-static int vu_read_msg(struct vx_dev *dev, struct vu_msg *msg)
-{
-    /* The first read takes the 12-byte header only, with its fds: SCM_RIGHTS
-     * data is delivered with the first byte of what the sender's sendmsg()
-     * wrote, so the fds come with the header or not at all.  The payload is
-     * read once the header has told us its size. */
-    char control[CMSG_SPACE(VHOST_USER_MAX_FDS * sizeof(int))];
-    struct iovec iov = { &msg->hdr, sizeof msg->hdr };
-    struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = control,
-                         .msg_controllen = sizeof control };
-    msg->nfds = 0;
-    /* MSG_CMSG_CLOEXEC: the guest's memory fds are not inherited by anything
-     * this process might ever start. */
-    ssize_t r = recvmsg(dev->conn_fd, &mh, MSG_CMSG_CLOEXEC);
-    if (r == 0)
-        return -1;      /* orderly close */
-    if (r < 0) {
-        vx_log("connection: recvmsg: %s", strerror(errno));
-        return -1;
-    }
-    for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
-        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
-            continue;
-        int n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-        for (int i = 0; i < n && msg->nfds < VHOST_USER_MAX_FDS; i++)
-            memcpy(&msg->fds[msg->nfds++], CMSG_DATA(c) + i * sizeof(int), sizeof(int));
-    }
-    /* More fds than our control buffer holds: the kernel has dropped the
-     * ones that did not fit (they never became ours), and no valid message
-     * carries that many. */
-    if (mh.msg_flags & MSG_CTRUNC) {
-        vx_log("message: more than %d fds attached", VHOST_USER_MAX_FDS);
-        return -1;
-    }
-    if ((size_t)r < sizeof msg->hdr && vu_read_full(dev->conn_fd, (char *)&msg->hdr + r, sizeof msg->hdr - r) < 0) {
-        vx_log("message: truncated header (%zd of %zu bytes)", r, sizeof msg->hdr);
-        return -1;
-    }
-    if (msg->hdr.size > sizeof msg->payload) {
-        vx_log("%s: payload size %u larger than any message we accept (%zu)", vu_request_name(msg->hdr.request),
-               msg->hdr.size, sizeof msg->payload);
-        return -1;
-    }
-    /* Zeroed first: --trace prints the payload before vu_check_msg() has
-     * refused a short one, and must print zeros, not old stack bytes. */
-    memset(&msg->payload, 0, sizeof msg->payload);
-    if (msg->hdr.size && vu_read_full(dev->conn_fd, &msg->payload, msg->hdr.size) < 0) {
-        vx_log("%s: truncated payload (wanted %u bytes)", vu_request_name(msg->hdr.request), msg->hdr.size);
-        return -1;
-    }
-    return 0;
+    uint8_t bytes[sizeof msg->hdr + sizeof(uint64_t)];
+    memcpy(bytes, &msg->hdr, sizeof msg->hdr);
+    memcpy(bytes + sizeof msg->hdr, &msg->payload, sizeof(uint64_t));
+    return vu_io_send(dev, bytes, sizeof bytes);
 }
 
 /* Is this message well formed for its request: version, payload size, fd
@@ -1254,22 +1201,17 @@ static void vu_close_fds(struct vu_msg *msg)
 }
 
 /*
- * Read and act on one message.  Returns -1 when the connection must be
- * reset: the peer closed it, or sent something malformed or refused.  We
- * never try to resynchronise with a peer that got the protocol wrong.
+ * Act on one message, read whole (vu_io_receive), its fds in msg.fds.
+ * Returns -1 when the connection must be reset: the frontend sent something
+ * malformed or refused.  We never try to resynchronise with a peer that got
+ * the protocol wrong.
  */
-static int vu_dispatch_one(struct vx_dev *dev)
+static int vu_dispatch_one(struct vx_dev *dev, struct vu_msg *msg)
 {
-    struct vu_msg msg;
-    if (vu_read_msg(dev, &msg) < 0) {
-        vu_close_fds(&msg);     /* peer gone, or no message we can read: nothing to reply to */
-        return -1;
-    }
-
-    uint32_t rq = msg.hdr.request;
+    uint32_t rq = msg->hdr.request;
     const struct vu_request *req = rq < VU_NREQUESTS && vu_requests[rq].name ? &vu_requests[rq] : NULL;
     if (dev->opt.trace)
-        vu_trace("<-", &msg, req ? req->payload : P_NONE);
+        vu_trace("<-", msg, req ? req->payload : P_NONE);
     /* A message we refuse before its handler runs (not understood,
      * malformed, or naming no ring of ours) is answered below as a handler
      * that failed: a nack if the frontend waits for one, so that it reports
@@ -1280,38 +1222,40 @@ static int vu_dispatch_one(struct vx_dev *dev)
         goto reply;
     }
     char why[120];
-    if (vu_check_msg(dev, &msg, req, why, sizeof why)) {
+    if (vu_check_msg(dev, msg, req, why, sizeof why)) {
         vx_log("%s: malformed: %s", req->name, why);
         goto reply;
     }
     bool names_ring = req->payload == P_STATE || req->payload == P_ADDR || req->payload == P_RING_FD;
-    msg.ring = names_ring ? vu_ring(dev, req, &msg.payload) : NULL;
-    if (names_ring && !msg.ring)
+    msg->ring = names_ring ? vu_ring(dev, req, &msg->payload) : NULL;
+    if (names_ring && !msg->ring)
         goto reply;
 
     /* Which rings to take away: the one the message names, else all. */
-    if (req->changes_rings)
-        vu_rings_stop(dev, msg.ring ? 1ull << msg.ring->index : VU_ALL_RINGS);
-    r = req->handler(dev, &msg);
+    if (req->changes_rings && !vu_rings_stop(dev, msg->ring ? 1ull << msg->ring->index : VU_ALL_RINGS)) {
+        vx_log("%s: not done: the poll threads did not give the rings back (shutting down)", req->name);
+        goto reply;
+    }
+    r = req->handler(dev, msg);
     if (req->changes_rings && vu_rings_resume(dev) < 0)
         r = VU_FAIL;        /* a ring it started cannot run: malformed, reset */
 
 reply:
     /* The fds the handler did not take (SET_MEM_TABLE's, once mapped; all
      * of a refused message's): closed before the reply, which sets nfds = 0. */
-    vu_close_fds(&msg);
-    bool need_reply = msg.hdr.flags & VHOST_USER_NEED_REPLY;
+    vu_close_fds(msg);
+    bool need_reply = msg->hdr.flags & VHOST_USER_NEED_REPLY;
     bool reply_ack = dev->protocol_features & (1ull << VHOST_USER_PROTOCOL_F_REPLY_ACK);
     int ret = 0;
     /* A message with a reply of its own (the GET_* ones) answers with it,
      * NEED_REPLY or not; any other message is acknowledged only when the
      * frontend asked (NEED_REPLY) and REPLY_ACK was negotiated. */
     if (r == VU_REPLY) {
-        ret = vu_send_reply(dev, &msg, req->reply);
+        ret = vu_send_reply(dev, msg, req->reply);
     } else if (need_reply && reply_ack) {
         /* REPLY_ACK: a u64, 0 for success (vhost-user.rst "REPLY_ACK"). */
-        msg.payload.u64 = r == VU_FAIL || r == VU_NACK;
-        ret = vu_send_reply(dev, &msg, P_ACK);
+        msg->payload.u64 = r == VU_FAIL || r == VU_NACK;
+        ret = vu_send_reply(dev, msg, P_ACK);
     }
     return r == VU_FAIL ? -1 : ret;
 }
@@ -1335,6 +1279,8 @@ reply:
  * gave us is dropped, as for a fresh connection; the counters stay.  A
  * frontend that comes back starts again from the beginning and tells each
  * ring where to resume (SET_VRING_BASE). */
+static void vu_io_forget(struct vx_dev *dev);   /* section 7 */
+
 static void vu_disconnect(struct vx_dev *dev)
 {
     vu_rings_stop(dev, VU_ALL_RINGS);     /* first, so the indices below hold still */
@@ -1343,6 +1289,7 @@ static void vu_disconnect(struct vx_dev *dev)
             vx_log("trace: ring %d stopped (frontend disconnected): last_avail_idx %u, used idx %u", i,
                    dev->vrings[i].last_avail_idx, dev->vrings[i].last_used_idx);
     vu_reset_device(dev);
+    vu_io_forget(dev);
     vu_close_fd(&dev->conn_fd);
     vx_log("frontend disconnected%s%s; %s", dev->opt.name_socket ? " from " : "",
            dev->opt.name_socket ? dev->opt.socket_path : "",
@@ -1350,13 +1297,11 @@ static void vu_disconnect(struct vx_dev *dev)
     dev->waiting_logged = dev->opt.client;
 }
 
+/* The connection is non-blocking (SOCK_NONBLOCK), and every read and write
+ * on it says MSG_DONTWAIT as well: the control thread serves every device,
+ * the signals and --stats, so it never waits for one frontend (section 7). */
 static void vu_connected(struct vx_dev *dev, int fd)
 {
-    /* A peer that stalls half way through a message must not hang us: the
-     * rest of a message never takes long (a frontend writes it with one
-     * sendmsg), and while we wait, signals and --stats wait too. */
-    struct timeval tv = { .tv_sec = 2 };
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     dev->conn_fd = fd;
     dev->waiting_logged = false;
     vx_log("frontend connected on %s", dev->opt.socket_path);
@@ -1384,7 +1329,10 @@ static void vu_try_connect(struct vx_dev *dev)
     struct sockaddr_un sa;
     if (vu_make_addr(&sa, dev->opt.socket_path) < 0)
         return;
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    /* Non-blocking: a frontend whose listen backlog is full makes connect()
+     * fail with EAGAIN (a unix socket never connects half way), where a
+     * blocking one would wait until it accepts. */
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0)
         return;
     if (connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0) {
@@ -1409,6 +1357,7 @@ int vu_init(struct vx_dev *dev, const struct vu_options *opt)
         dev->vrings[i].index = i;
         dev->vrings[i].kick_fd = dev->vrings[i].call_fd = dev->vrings[i].err_fd = -1;
         dev->vrings[i].avail_wrap_counter = dev->vrings[i].used_wrap_counter = 1;  /* §2.8.1 */
+        dev->vrings[i].base_from_frontend = true;
     }
     /* The path first, in both modes: one that cannot fit a sockaddr_un is a
      * clear error now, not a client retrying every second for ever. */
@@ -1454,16 +1403,24 @@ int vu_poll_fd(struct vx_dev *dev)
     return dev->conn_fd >= 0 ? dev->conn_fd : dev->listen_fd;
 }
 
-/* One step: a message read and acted on, a connection accepted, or one
- * connect attempt.  One message per call, so that main.c's loop sees a
- * signal between any two. */
+/* One step: what has come of the next message read, and the message acted
+ * on once it is whole; a connection accepted; or one connect attempt.  At
+ * most one message per call, so that main.c's loop sees a signal between
+ * any two.  vu_io_receive() also finishes a reply the socket could not take
+ * at once, enforces the deadlines and acts on a fault a poll thread found
+ * in this device's memory (section 7): any of them may reset the
+ * connection. */
 void vu_handle_event(struct vx_dev *dev)
 {
     if (dev->conn_fd >= 0) {
-        if (vu_dispatch_one(dev) < 0)
+        struct vu_msg msg;
+        int r = vu_io_receive(dev, &msg);
+        if (r > 0)
+            r = vu_dispatch_one(dev, &msg);
+        if (r < 0)
             vu_disconnect(dev);
     } else if (!dev->opt.client) {
-        int fd = accept4(dev->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+        int fd = accept4(dev->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
         if (fd >= 0)
             vu_connected(dev, fd);
     } else {
@@ -1477,8 +1434,417 @@ void vu_handle_event(struct vx_dev *dev)
 void vu_cleanup(struct vx_dev *dev)
 {
     vu_reset_device(dev);
+    vu_io_forget(dev);
     vu_close_fd(&dev->conn_fd);
     if (dev->listen_fd >= 0)
         unlink(dev->opt.socket_path);
     vu_close_fd(&dev->listen_fd);
+}
+
+/* === 7. Second reading: what no frontend may do to us ==================== */
+
+/*
+ * The frontend is hostile until proven otherwise (it may be a compromised
+ * QEMU, or a program written to hurt us), and it holds several levers on this
+ * process that the first reading above does not show.  The rules, and where
+ * each is enforced:
+ *
+ *   1. No frontend holds the control thread.  That thread serves every
+ *      device, the signals and --stats.  So it never waits on a frontend:
+ *      the connection is read and written without blocking (MSG_DONTWAIT),
+ *      a message that arrives in pieces is kept here between wake-ups until
+ *      it is whole, and a reply the socket cannot take now is kept and sent
+ *      when main.c's poll() says the socket is writable.  A frontend that
+ *      sends one byte a second, or never reads its replies, costs us a
+ *      buffer, not a thread: vu_io_receive, vu_io_send.
+ *   2. Deadlines, per message and per reply (VU_IO_DEADLINE): a message must
+ *      be whole, and a reply taken, within that time from its first byte,
+ *      or the connection is reset with a line saying which.  A real frontend
+ *      writes a message with one sendmsg() and reads each reply at once;
+ *      only a broken or hostile one comes near: vu_io_overdue.
+ *   3. No fd a frontend gives us can block one of our threads.  The kick,
+ *      call and err fds must be eventfds (vhost-user.rst: "the file
+ *      descriptor ... is an eventfd"), and anything else is refused; they are
+ *      made non-blocking, so that a call write can never wait (a full pipe
+ *      would block it, and so does an eventfd whose counter the frontend
+ *      has pushed near 2^64 - 1): vu_take_eventfd.  What a poll thread does
+ *      when a call cannot be written is in virtqueue.c (vq_call), and how
+ *      a thread that blocks all the same is freed, in pmd_loop.c ("Stuck
+ *      threads").
+ *   4. A fault in guest memory (the frontend shrank the file behind a
+ *      region: SIGBUS) is caught, and resets this device's connection only
+ *      (fault.c explains the mechanism): in the control thread around
+ *      vq_attach (vu_attach_guarded), in the poll threads by pmd_loop.c,
+ *      which leaves the faulting address in dev->mem_fault for us to find
+ *      at the control loop's next wake-up (vu_deadline).
+ */
+#define VU_IO_DEADLINE 2.0      /* seconds; see rule 2 */
+
+static int vu_io_overdue(struct vx_dev *dev);
+
+/* --- Rule 1: I/O that never waits ----------------------------------------- */
+
+/* Drop the connection's unfinished business: the fds of a message read in
+ * part are ours to close; a reply not yet sent is given up. */
+static void vu_io_forget(struct vx_dev *dev)
+{
+    for (int i = 0; i < dev->io.in_nfds; i++)
+        close(dev->io.in_fds[i]);
+    dev->io.in_nfds = 0;
+    dev->io.in_len = 0;
+    dev->io.out_len = dev->io.out_sent = 0;
+}
+
+/* The name of the message being read, once its header is in. */
+static const char *vu_io_name(const struct vx_dev *dev)
+{
+    uint32_t request;
+    memcpy(&request, dev->io.in, sizeof request);
+    return vu_request_name(request);
+}
+
+/* Send what the socket takes of the queued reply.  Returns 0 when it has
+ * all gone, 1 when some is left (the socket is full: main.c polls for
+ * POLLOUT), -1 when the connection failed (logged). */
+static int vu_io_flush(struct vx_dev *dev)
+{
+    struct vu_io *io = &dev->io;
+    while (io->out_sent < io->out_len) {
+        /* MSG_NOSIGNAL: a frontend that has gone makes this fail with EPIPE
+         * instead of raising SIGPIPE. */
+        ssize_t n = send(dev->conn_fd, io->out + io->out_sent, io->out_len - io->out_sent,
+                         MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return 1;
+        if (n < 0) {
+            uint32_t request;
+            memcpy(&request, io->out, sizeof request);
+            vx_log("reply to %s: send failed: %s", vu_request_name(request), strerror(errno));
+            return -1;
+        }
+        io->out_sent += (uint32_t)n;
+    }
+    io->out_len = io->out_sent = 0;
+    return 0;
+}
+
+/* Queue one reply and send what the socket takes now.  Only one is ever
+ * queued: no message is read while a reply waits (vu_io_receive), so a
+ * frontend that does not read its replies is not answered again, and the
+ * buffer never grows.  Returns 0, or -1 when the connection failed. */
+static int vu_io_send(struct vx_dev *dev, const void *bytes, size_t len)
+{
+    struct vu_io *io = &dev->io;
+    if (io->out_len || len > sizeof io->out)
+        return -1;      /* cannot happen: see above */
+    memcpy(io->out, bytes, len);
+    io->out_len = (uint32_t)len;
+    io->out_sent = 0;
+    io->out_since = vx_now();
+    return vu_io_flush(dev) < 0 ? -1 : 0;
+}
+
+/* Take the fds that came with one recvmsg.  SCM_RIGHTS data rides with the
+ * first byte of what the frontend's sendmsg() wrote, so a message's fds come
+ * with its header: those are kept for the message.  Fds that come with
+ * payload bytes belong to no header: closed, and the message, missing them,
+ * is refused by vu_check_msg. */
+static void vu_io_take_fds(struct vx_dev *dev, struct msghdr *mh, bool header)
+{
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(mh); c; c = CMSG_NXTHDR(mh, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+            continue;
+        int n = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+        for (int i = 0; i < n; i++) {
+            int fd;
+            memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+            if (header && dev->io.in_nfds < VHOST_USER_MAX_FDS)
+                dev->io.in_fds[dev->io.in_nfds++] = fd;
+            else
+                close(fd);
+        }
+    }
+}
+
+/* One recvmsg of at most `want` bytes of the current message.  Returns the
+ * bytes read, 0 when the socket has none now, -1 when the connection must
+ * be reset (logged): closed, failed, or more fds than any message carries. */
+static ssize_t vu_io_read_some(struct vx_dev *dev, uint32_t want)
+{
+    struct vu_io *io = &dev->io;
+    char control[CMSG_SPACE(VHOST_USER_MAX_FDS * sizeof(int))];
+    struct iovec iov = { io->in + io->in_len, want };
+    struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = control,
+                         .msg_controllen = sizeof control };
+    /* MSG_CMSG_CLOEXEC: the guest's memory fds are not inherited by anything
+     * this process might ever start. */
+    ssize_t r;
+    do
+        r = recvmsg(dev->conn_fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+    while (r < 0 && errno == EINTR);
+    if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        return 0;
+    if (r < 0) {
+        vx_log("connection: recvmsg: %s", strerror(errno));
+        return -1;
+    }
+    vu_io_take_fds(dev, &mh, io->in_len < sizeof(struct vu_header));
+    /* More fds than our control buffer holds: the kernel has dropped the
+     * ones that did not fit (they never became ours), and no valid message
+     * carries that many. */
+    if (mh.msg_flags & MSG_CTRUNC) {
+        vx_log("message: more than %d fds attached", VHOST_USER_MAX_FDS);
+        return -1;
+    }
+    if (r == 0) {       /* the frontend closed the connection */
+        if (io->in_len > 0 && io->in_len < sizeof(struct vu_header))
+            vx_log("message: truncated header (%u of %zu bytes): the frontend closed the connection", io->in_len,
+                   sizeof(struct vu_header));
+        else if (io->in_len > 0)
+            vx_log("%s: truncated payload (wanted %u bytes): got %zu, then the frontend closed the connection",
+                   vu_io_name(dev), ((const struct vu_header *)io->in)->size, io->in_len - sizeof(struct vu_header));
+        return -1;
+    }
+    if (io->in_len == 0)
+        io->in_since = vx_now();
+    io->in_len += (uint32_t)r;
+    return r;
+}
+
+/* The header read so far says how large the payload is; -1 while the
+ * header itself is incomplete.  64 bits: the frontend's u32 plus the header
+ * must not wrap round (a size of 0xffffffff would, in 32). */
+static int64_t vu_io_payload_size(const struct vx_dev *dev)
+{
+    struct vu_header h;
+    if (dev->io.in_len < sizeof h)
+        return -1;
+    memcpy(&h, dev->io.in, sizeof h);
+    return h.size;
+}
+
+/*
+ * Called from vu_handle_event(), whenever the connection is ready or a
+ * deadline has come.  In this order: a fault a poll thread found in this
+ * device's guest memory resets the connection; a reply still queued is sent
+ * first (until it has gone, nothing more is read); then the socket is read,
+ * never past the end of the current message (its fds are the ones that came
+ * with its header).  Returns 1 with a whole message in *msg, its fds now
+ * owned by the caller; 0 when there is none yet; -1 to reset the connection
+ * (logged).
+ */
+static int vu_io_receive(struct vx_dev *dev, struct vu_msg *msg)
+{
+    struct vu_io *io = &dev->io;
+    if (vu_mem_fault_pending(dev))
+        return -1;
+    int out = vu_io_flush(dev);
+    if (out != 0)
+        return out < 0 || vu_io_overdue(dev) ? -1 : 0;
+    for (;;) {
+        int64_t payload = vu_io_payload_size(dev);
+        /* A message that says it is larger than any we accept is refused
+         * before its payload is read. */
+        if (payload > (int64_t)sizeof(union vu_payload)) {
+            vx_log("%s: payload size %lld larger than any message we accept (%zu)", vu_io_name(dev),
+                   (long long)payload, sizeof(union vu_payload));
+            return -1;
+        }
+        uint32_t total = (uint32_t)sizeof(struct vu_header) + (payload < 0 ? 0 : (uint32_t)payload);
+        if (payload >= 0 && io->in_len == total)
+            break;
+        ssize_t r = vu_io_read_some(dev, total - io->in_len);
+        if (r < 0)
+            return -1;
+        if (r == 0)
+            return vu_io_overdue(dev) ? -1 : 0;
+    }
+    _Static_assert(sizeof io->in >= sizeof(struct vu_header) + sizeof(union vu_payload), "vu_io.in holds any message");
+    /* Whole: into the message, the payload zeroed first (--trace prints it
+     * before vu_check_msg() has refused a short one, and must print zeros,
+     * not old bytes). */
+    memcpy(&msg->hdr, io->in, sizeof msg->hdr);
+    memset(&msg->payload, 0, sizeof msg->payload);
+    memcpy(&msg->payload, io->in + sizeof msg->hdr, msg->hdr.size);
+    memcpy(msg->fds, io->in_fds, sizeof msg->fds);
+    msg->nfds = io->in_nfds;
+    io->in_nfds = 0;
+    io->in_len = 0;
+    return 1;
+}
+
+/* POLLIN, or POLLOUT while a reply waits for room: we read nothing more
+ * until it has gone (a hang-up is reported either way). */
+short vu_poll_events(const struct vx_dev *dev)
+{
+    return dev->io.out_len ? POLLOUT : POLLIN;
+}
+
+/* --- Rule 2: deadlines ----------------------------------------------------- */
+
+/* When main.c must call vu_handle_event() even if the socket says nothing:
+ * the deadline of a message read in part or of a reply not yet taken, or
+ * at once (a time long past) when a poll thread reported a fault (main.c's
+ * loop wakes at least once a second to see it).  0: no need. */
+double vu_deadline(const struct vx_dev *dev)
+{
+    if (dev->conn_fd < 0)
+        return 0;
+    if (atomic_load_explicit(&dev->mem_fault, memory_order_relaxed))
+        return 1e-9;
+    double t = 0;
+    if (dev->io.in_len)
+        t = dev->io.in_since + VU_IO_DEADLINE;
+    if (dev->io.out_len && (t == 0 || dev->io.out_since + VU_IO_DEADLINE < t))
+        t = dev->io.out_since + VU_IO_DEADLINE;
+    return t;
+}
+
+/* Has the message being read, or the reply being sent, run past its
+ * deadline?  Then say which, and the caller resets the connection. */
+static int vu_io_overdue(struct vx_dev *dev)
+{
+    const struct vu_io *io = &dev->io;
+    double t = vx_now();
+    if (io->out_len && t >= io->out_since + VU_IO_DEADLINE) {
+        uint32_t request;
+        memcpy(&request, io->out, sizeof request);
+        vx_log("reply to %s: %u of %u bytes still unsent after %.1f s: the frontend does not read its replies "
+               "(deadline per reply): connection reset", vu_request_name(request), io->out_len - io->out_sent,
+               io->out_len, VU_IO_DEADLINE);
+        return 1;
+    }
+    if (io->in_len && t >= io->in_since + VU_IO_DEADLINE) {
+        int64_t payload = vu_io_payload_size(dev);
+        if (payload < 0)
+            vx_log("message: truncated header (%u of %zu bytes): the rest did not come within %.1f s (deadline per "
+                   "message): connection reset", io->in_len, sizeof(struct vu_header), VU_IO_DEADLINE);
+        else
+            vx_log("%s: truncated payload (wanted %lld bytes): got %zu, the rest did not come within %.1f s (deadline "
+                   "per message): connection reset", vu_io_name(dev), (long long)payload,
+                   io->in_len - sizeof(struct vu_header), VU_IO_DEADLINE);
+        return 1;
+    }
+    return 0;
+}
+
+/* --- Rule 3: the fds a frontend gives us ------------------------------------ */
+
+/* Is fd an eventfd?  1: yes; 0: no, and *kind says what it is, for the
+ * refusal line; -1: cannot tell.  fstat() names the plain kinds (a pipe, a
+ * socket, a device); an eventfd is an anonymous inode, which only its
+ * /proc/self/fd link names ("anon_inode:[eventfd]", beside timerfds,
+ * epoll fds...), and which some kernels report as a regular file. */
+static int vu_is_eventfd(int fd, char *kind, size_t len)
+{
+    struct stat st;
+    if (fstat(fd, &st) < 0) {
+        snprintf(kind, len, "unusable (%s)", strerror(errno));
+        return 0;
+    }
+    const char *plain = S_ISFIFO(st.st_mode) ? "a pipe" : S_ISSOCK(st.st_mode) ? "a socket"
+                      : S_ISCHR(st.st_mode) ? "a character device" : S_ISBLK(st.st_mode) ? "a block device"
+                      : S_ISDIR(st.st_mode) ? "a directory" : NULL;
+    if (plain) {
+        snprintf(kind, len, "%s", plain);
+        return 0;
+    }
+    char path[40], link[64];
+    snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+    ssize_t n = readlink(path, link, sizeof link - 1);
+    if (n < 0)
+        return -1;      /* no /proc */
+    link[n] = '\0';
+    if (!strcmp(link, "anon_inode:[eventfd]"))
+        return 1;
+    snprintf(kind, len, "%s", strncmp(link, "anon_inode:", 11) ? "a regular file" : link);
+    return 0;
+}
+
+/*
+ * SET_VRING_KICK/CALL/ERR: the fd that came, if any, replaces the ring's.
+ * It must be an eventfd: a pipe, a socket or /dev/zero in its place would
+ * let the frontend block our call writes (a pipe nobody reads is full after
+ * 64 KiB) or make the kick always readable.  An anonymous inode we cannot
+ * name (no /proc) is tolerated: the O_NONBLOCK below keeps it harmless.
+ *
+ * O_NONBLOCK: a write to an eventfd blocks while its counter is at
+ * 2^64 - 2, which a frontend can arrange with one write of its own; with
+ * the flag the write fails with EAGAIN instead (vq_call counts it).  The
+ * flag lives in the open file description, which the frontend shares, so
+ * we change its copy too.  That is acceptable: the protocol makes us the
+ * writer of call fds and the reader of kick fds, and the frontends (QEMU's
+ * event notifiers, KVM's irqfd, DPDK's virtio_user) create theirs with
+ * EFD_NONBLOCK already.  It is no guarantee either: the frontend can clear
+ * the flag again behind our back, and a write may then block after all; for
+ * that last case pmd_loop.c's watchdog interrupts the poll thread ("Stuck
+ * threads").
+ */
+static int vu_take_eventfd(struct vu_msg *msg, const char *what, int *slot)
+{
+    vu_close_fd(slot);
+    if (msg->nfds != 1)
+        return VU_OK;   /* NOFD */
+    int fd = msg->fds[0];
+    char kind[64];
+    if (vu_is_eventfd(fd, kind, sizeof kind) == 0) {
+        vx_log("%s: ring %u: fd is %s, not an eventfd (vhost-user.rst: kick, call and err fds are eventfds)", what,
+               msg->ring->index, kind);
+        return VU_FAIL;     /* the dispatcher closes it */
+    }
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || (!(fl & O_NONBLOCK) && fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)) {
+        vx_log("%s: ring %u: cannot make its fd non-blocking: %s", what, msg->ring->index, strerror(errno));
+        return VU_FAIL;
+    }
+    *slot = fd;
+    msg->nfds = 0;
+    return VU_OK;
+}
+
+/* --- Rule 4: faults in guest memory ----------------------------------------- */
+
+struct vu_attach_args {
+    struct vx_vring *vr;
+    const struct vx_mem *mem;
+    uint64_t features;
+};
+
+static int vu_attach_call(void *arg)
+{
+    struct vu_attach_args *a = arg;
+    return vq_attach(a->vr, a->mem, a->features);
+}
+
+/* vq_attach() reads the ring (used->idx, the packed descriptors) and writes
+ * its flags: in guest memory, so with a guard (fault.c).  A fault fails the
+ * attach, and so the message that started the ring: the connection resets. */
+static int vu_attach_guarded(struct vx_dev *dev, struct vx_vring *vr)
+{
+    struct vu_attach_args a = { vr, &dev->mem, dev->features };
+    void *addr = NULL;
+    int r = vx_guarded(vu_attach_call, &a, &addr);
+    if (r == VX_FAULTED) {
+        char where[32];
+        snprintf(where, sizeof where, "starting ring %u", vr->index);
+        if (!vx_fault_log(dev->opt.socket_path, where, &dev->mem, addr)) {
+            vx_log("%s: SIGBUS at %p, outside guest memory: aborting", where, addr);   /* a bug of ours */
+            abort();
+        }
+        return -1;
+    }
+    return r;
+}
+
+/* A poll thread left a faulting address in dev->mem_fault (pmd_loop.c, which
+ * has stopped the rings it polls and logged the fault): this connection's
+ * memory is no longer whole, so it is reset; vu_reset_device clears it. */
+static bool vu_mem_fault_pending(struct vx_dev *dev)
+{
+    if (!atomic_load(&dev->mem_fault))
+        return false;
+    vx_log("%s: connection reset after a guest memory fault in a poll thread", dev->opt.socket_path);
+    return true;
 }

@@ -18,12 +18,14 @@
 #ifndef VHOST_XDP_H
 #define VHOST_XDP_H
 
+#include <setjmp.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 #include <linux/virtio_ring.h> /* struct vring_desc/avail/used, VRING_* flags */
 
 /* === Limits ============================================================= */
@@ -46,7 +48,16 @@
 #define VIRTIO_F_RING_PACKED            34
 #define VIRTIO_F_IN_ORDER               35  /* buffers used in the order they were made available (§2.7.9, §2.8.8) */
 
-/* === Logging ============================================================ */
+/* === Time and logging =================================================== */
+
+/* Seconds on CLOCK_MONOTONIC: intervals and deadlines must not jump when
+ * the wall clock does. */
+static inline double vx_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
 
 /* One line to stderr naming the object and the value; never exits. */
 static inline void vx_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -158,6 +169,12 @@ struct vx_vring {
 
     /* Set by messages, while the ring is stopped. */
     uint16_t num;                   /* SET_VRING_NUM: ring size */
+    /* Second reading, in what would be padding (the data path's fields keep
+     * their offsets): */
+    bool     base_from_frontend;    /* packed: the position came from SET_VRING_BASE (or is the
+                                       default), not from our own use: vq_attach checks it
+                                       against the ring (virtqueue.c, "Packed ring recovery") */
+    bool     call_failed_logged;    /* a failed call write was logged for this start (vq_call) */
     uint64_t desc_user_addr;        /* SET_VRING_ADDR: frontend virtual addresses */
     uint64_t avail_user_addr;
     uint64_t used_user_addr;
@@ -201,6 +218,11 @@ struct vx_vring {
 
     /* The handover flag (see vhost_user.c, "Taking rings away"). */
     _Atomic bool ready;
+    /* Interrupts not sent: the call eventfd refused the write (virtqueue.c,
+     * vq_call), written by the PMD like `stats`.  32 bits, in the struct's
+     * tail padding: a counter in `stats` made each ring 16 bytes longer,
+     * and moved the fields the data path reads across cache lines. */
+    uint32_t calls_dropped;
 };
 
 /* === 3. The device ====================================================== */
@@ -239,6 +261,24 @@ struct vx_dev {
     _Atomic uint64_t rarp_request;  /* 0: nothing to send */
     struct vx_mem mem;
     struct vx_vring vrings[VX_MAX_VRINGS];
+    /* A poll thread found this device's guest memory gone (SIGBUS: the
+     * frontend truncated a region's file): the faulting address, for the
+     * control thread to reset the connection (vhost_user.c); 0: none. */
+    _Atomic uintptr_t mem_fault;
+    /* The connection's unfinished business, kept between two wake-ups of the
+     * control loop so that no read or write ever waits on the frontend
+     * (vhost_user.c, "Second reading: I/O without waiting"): a message read
+     * in part, with the fds that came with its first bytes, and a reply sent
+     * in part.  `in` holds a header and the largest payload we accept. */
+    struct vu_io {
+        uint8_t  in[12 + 264];
+        uint32_t in_len;            /* bytes of the message read so far */
+        int      in_fds[8], in_nfds;
+        double   in_since;          /* when its first byte came (vx_now) */
+        uint8_t  out[20];           /* one reply: header and an 8-byte payload */
+        uint32_t out_len, out_sent;
+        double   out_since;         /* when it was queued */
+    } io;
 };
 
 #define VX_RARP_PENDING (1ull << 63)   /* in vx_dev.rarp_request */
@@ -319,13 +359,33 @@ void pcap_close(void);                                  /* drain, flush, close, 
  * back-off, 0 = always poll. */
 int  pmd_start(struct vx_dev *devs, int ndevs, struct nic_port **nics, int nnics, const int *cpus, int ncpus,
                uint32_t sleep_max_us);
-void pmd_quiesce(void);     /* return once no PMD is inside a ring it read as ready */
-void pmd_stop(void);
+bool pmd_quiesce(void);     /* return once no PMD is inside a ring it read as ready; false only
+                               when shutting down with a PMD that did not finish in time */
+int  pmd_stop(void);        /* the threads that did not stop in time (left to the exit) */
+void pmd_watchdog(void);    /* the control loop, every wake-up: a PMD stuck in a system call is interrupted */
 
 /* vhost_user.c: the control plane, run by main.c's thread. */
 int  vu_init(struct vx_dev *dev, const struct vu_options *opt);
 int  vu_poll_fd(struct vx_dev *dev);       /* fd main.c polls: listen or connection (-1 = retry later) */
-void vu_handle_event(struct vx_dev *dev);  /* called when that fd is readable, or every second */
+short vu_poll_events(const struct vx_dev *dev);    /* ... for POLLIN, or POLLOUT while a reply waits */
+double vu_deadline(const struct vx_dev *dev);      /* when to call vu_handle_event anyway (0: no need) */
+void vu_handle_event(struct vx_dev *dev);  /* called when that fd is ready, at the deadline, or every second */
 void vu_cleanup(struct vx_dev *dev);
+
+/* fault.c: a SIGBUS in guest memory (the frontend truncated the file behind
+ * a region) caught in the thread that touched it, never a crash.  A thread
+ * arms a guard (sigsetjmp(env, 0) in a frame that stays live) and publishes
+ * it; the handler jumps back there with the faulting address. */
+struct vx_guard {
+    sigjmp_buf env;
+    void *volatile addr;            /* the address that faulted */
+};
+int  vx_fault_init(void);                                   /* the SIGBUS handler, once, before any thread */
+void vx_guard_set(struct vx_guard *g);                      /* this thread's guard; NULL: none */
+void vx_fault_caught(void);                                 /* after the jump: SIGBUS unblocked again */
+#define VX_FAULTED (-2)                                     /* what vx_guarded() returns after a fault */
+int  vx_guarded(int (*fn)(void *), void *arg, void **addr); /* fn(arg) with faults caught */
+int  vx_mem_region_of(const struct vx_mem *mem, const void *addr);  /* region mapping addr, or -1 */
+bool vx_fault_log(const char *device, const char *who, const struct vx_mem *mem, const void *addr);
 
 #endif

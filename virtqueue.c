@@ -45,6 +45,7 @@
  */
 #include "vhost_xdp.h"
 
+#include <errno.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -87,6 +88,7 @@ void vq_mark_broken(struct vx_vring *vr, const char *fmt, ...)
 
 static int vq_split_attach(struct vx_vring *vr, const struct vx_mem *mem);
 static int vq_packed_attach(struct vx_vring *vr, const struct vx_mem *mem);
+static void vq_packed_find_position(struct vx_vring *vr);     /* "Packed ring recovery" */
 
 /*
  * Called by the control thread when a ring starts (and again after a new
@@ -114,6 +116,7 @@ int vq_attach(struct vx_vring *vr, const struct vx_mem *mem, uint64_t features)
     if ((vr->packed ? vq_packed_attach(vr, mem) : vq_split_attach(vr, mem)) < 0)
         return -1;
     vr->mem = mem;
+    vr->base_from_frontend = false;     /* from now on the position is ours */
     return 0;
 }
 
@@ -188,21 +191,14 @@ static int vq_packed_attach(struct vx_vring *vr, const struct vx_mem *mem)
         vx_log("ring %u: packed ring areas are misaligned (virtio 1.2 §2.8.10.1 wants 16/4/4)", vr->index);
         return -1;
     }
-    /* A base slot we already used in this lap means the frontend's base is
-     * stale: QEMU keeps a packed ring's indices only from GET_VRING_BASE, so
-     * after a backend crash it sends the ones of the previous start (it
-     * would need VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD, which we do not
-     * offer).  The ring then waits for a slot the guest will not refill;
-     * say so rather than guess where the guest is. */
-    uint16_t flags = __atomic_load_n(&desc[vr->last_avail_idx].flags, __ATOMIC_RELAXED);
-    uint16_t lap = vr->avail_wrap_counter ? PACKED_AVAIL | PACKED_USED : 0;
-    if ((flags & (PACKED_AVAIL | PACKED_USED)) == lap)
-        vx_log("ring %u: packed ring base slot %u (wrap %u) is already used: the frontend restarted us from a "
-               "stale base (after a crash?), the ring will stall", vr->index, vr->last_avail_idx,
-               vr->avail_wrap_counter);
     vr->desc_packed = desc;
     vr->driver_event = driver;
     vr->device_event = device;
+    /* A position the frontend gave us (SET_VRING_BASE) may be stale: after a
+     * backend crash QEMU sends the one of the previous start.  The ring
+     * itself says where we stopped: checked, and corrected if need be. */
+    if (vr->base_from_frontend)
+        vq_packed_find_position(vr);
     /* We use every chain within the burst that took it, in ring order, so
      * the next slot we write a used descriptor to is the next one we read. */
     vr->last_used_idx = vr->last_avail_idx;
@@ -468,6 +464,7 @@ static void vq_put_used(struct vx_vring *vr, uint16_t used_idx, uint16_t head, u
 }
 
 static void vq_publish_used(struct vx_vring *vr, uint16_t new_used_idx);
+static inline void vq_call(struct vx_vring *vr, uint16_t at);
 
 /*
  * In-order use of descriptors (VIRTIO_F_IN_ORDER, §2.7.9 split, §2.8.8
@@ -768,15 +765,23 @@ static void vq_publish_used(struct vx_vring *vr, uint16_t new_used_idx)
     } else {
         notify = !(*(volatile uint16_t *)&vr->avail->flags & VRING_AVAIL_F_NO_INTERRUPT);
     }
-    if (notify && vr->call_fd >= 0) {
-        uint64_t one = 1;
-        /* The only syscall on the fast path, and only when asked for.  A
-         * failure (counter saturated) loses nothing: the guest is already
-         * due an interrupt. */
-        if (write(vr->call_fd, &one, sizeof one) < 0) { /* nothing to do */ }
-        if (__builtin_expect(vx_trace_rings, 0))
-            vq_trace_call(vr, new_used_idx);
-    }
+    if (notify && vr->call_fd >= 0)
+        vq_call(vr, new_used_idx);
+}
+
+static void vq_call_failed(struct vx_vring *vr);
+
+/* Interrupt the guest: one write to its call eventfd, the only system call
+ * on the fast path, and only when the guest asked for it.  The write never
+ * waits (the fd is non-blocking: vhost_user.c, vu_take_eventfd); when it
+ * fails, vq_call_failed says why, out of the way.  `at` is for --trace. */
+static inline void vq_call(struct vx_vring *vr, uint16_t at)
+{
+    uint64_t one = 1;
+    if (__builtin_expect(write(vr->call_fd, &one, sizeof one) != sizeof one, 0))
+        vq_call_failed(vr);
+    if (__builtin_expect(vx_trace_rings, 0))
+        vq_trace_call(vr, at);
 }
 
 /* === Packed ring (§2.8) ================================================== */
@@ -1170,12 +1175,8 @@ static void vq_packed_notify(struct vx_vring *vr, uint16_t old_slot, bool old_wr
                                       vr->used_wrap_counter);
     else
         notify = flags != VRING_PACKED_EVENT_FLAG_DISABLE;
-    if (notify && vr->call_fd >= 0) {
-        uint64_t one = 1;
-        if (write(vr->call_fd, &one, sizeof one) < 0) { /* as in vq_publish_used */ }
-        if (__builtin_expect(vx_trace_rings, 0))
-            vq_trace_call(vr, vr->last_used_idx);
-    }
+    if (notify && vr->call_fd >= 0)
+        vq_call(vr, vr->last_used_idx);
 }
 
 /* === The public entry points: one branch on the layout =================== */
@@ -1332,4 +1333,264 @@ void vq_ring_view(const struct vx_vring *vr, FILE *out)
     marks[end + 1] = '\0';
     fprintf(out, "    slots |%s|  %u slot%s per character\n", strip, per, per > 1 ? "s" : "");
     fprintf(out, "           %s\n", marks);
+}
+
+/* === Second reading: when a call cannot be made ========================== */
+
+/*
+ * A write to the call eventfd can fail in three ways, none of which may stop
+ * the poll thread (vhost_user.c, "What no frontend may do to us", rule 3):
+ *   EAGAIN  the counter is at its maximum, 2^64 - 2: the frontend wrote it
+ *           there, or nobody has read it for a very long time.  The guest is
+ *           due an interrupt already, so nothing is lost but the count: the
+ *           call is counted as dropped (--stats' exit line), logged once;
+ *   EINTR   the write blocked, and pmd_loop.c's watchdog interrupted it: the
+ *           frontend cleared the O_NONBLOCK we set on the fd (it shares the
+ *           flag).  That frontend means harm: the ring is broken, so that
+ *           we never write that fd again;
+ *   other   (EBADF, EINVAL...): counted and logged once; nothing else to do.
+ */
+static void __attribute__((cold, noinline)) vq_call_failed(struct vx_vring *vr)
+{
+    int err = errno;
+    __atomic_store_n(&vr->calls_dropped, vr->calls_dropped + 1, __ATOMIC_RELAXED);     /* as stat_add */
+    if (err == EINTR) {
+        vq_mark_broken(vr, "writing its call eventfd blocked until the poll thread was interrupted: the frontend "
+                           "cleared the fd's O_NONBLOCK");
+        return;
+    }
+    if (!vr->call_failed_logged) {
+        vr->call_failed_logged = true;
+        vx_log("ring %u: call eventfd write failed: %s%s: interrupts not sent are counted (calls dropped), logged once",
+               vr->index, strerror(err), err == EAGAIN ? " (its counter is at its maximum)" : "");
+    }
+}
+
+/* === Second reading: packed ring recovery ================================= */
+
+/*
+ * Where does a packed ring stand?  A split ring keeps the answer in memory:
+ * used->idx is where the device stopped, and after a backend crash QEMU
+ * reads it back and sends it as the new base.  A packed ring has no index in
+ * memory, only the descriptors' flags, so QEMU 7.2 (without
+ * INFLIGHT_SHMFD, which we do not offer) can only send the base it learnt
+ * at the last GET_VRING_BASE: after a crash, a stale one, perhaps many laps
+ * old.  Trusting it, we would wait at a slot the driver will not refill for
+ * a lap, or use its descriptors twice: the guest's network stalls for good.
+ * So vq_packed_attach() asks the ring itself, whenever the position came
+ * from the frontend.
+ *
+ * What the flags encode (§2.8.1).  Count positions 0, 1, 2, ... round and
+ * round the ring; position x is slot x mod num, in lap x / num, whose wrap
+ * counter W is 1 in lap 0, 0 in lap 1, and so on.  The driver makes the
+ * descriptor at position x available by writing AVAIL = W(x), USED = !W(x);
+ * the device (we) marks a chain used by writing AVAIL = USED = W(x) over the
+ * chain's first slot.  Both write slots in position order, the driver at
+ * its position D (the next slot it fills), the device at P (the next chain
+ * it takes) with P <= D <= P + num, and neither ever goes back.  So:
+ *
+ *   1. The AVAIL bits name D, unambiguously.  Every slot was last written,
+ *      by the driver or by us, at the last position before D that maps to
+ *      it, and both write AVAIL = W of that position: the slots [0, D mod
+ *      num) carry W(D), the slots after carry W(D) of the lap before, that
+ *      is !W(D).  One change of the AVAIL bit along the ring (or none: D at
+ *      slot 0) is D; two or more is a ring no driver wrote.
+ *   2. Going back from D, the slots [P, D) are available (USED != AVAIL),
+ *      and the slot before P is the head of the last chain we used: USED ==
+ *      AVAIL.  A fresh ring, all zeros, reads as used in lap -1, so its P is
+ *      0, as it should be.
+ *   3. Where it is ambiguous: the last used descriptor (at position u)
+ *      stands for a whole chain, and with VIRTIO_F_IN_ORDER for a batch of
+ *      them, but does not say how many slots that took; the slots after u
+ *      that belonged to it still hold the driver's flags, which look exactly
+ *      like available ones.  So P is u + 1 (a chain of one slot) or the end
+ *      of one of the runs of chained descriptors (NEXT) after u whose last
+ *      descriptor carries the used descriptor's buffer id (§2.8.6: the id
+ *      of a chain is in its last descriptor).  A driver that frees an id and
+ *      makes a new one-slot buffer available under it at u + 1 (Linux does,
+ *      reusing the id it just got back) gives the same picture as a
+ *      two-slot chain used at u.  Flags and ids cannot tell them apart.
+ *
+ * So: if the frontend's base is one of the candidates, it is right (a
+ * normal restart, or DPDK's virtio_user, which resets its rings and sends
+ * slot 0 when it reconnects); else it is stale, and we take the shortest
+ * candidate, u + 1, which is exact whenever the last chain used took one
+ * slot: always for a Linux guest without IN_ORDER (QEMU 7.2 never offers
+ * IN_ORDER; virtio_net puts each buffer in one descriptor, or in an indirect
+ * table, which takes one slot).  The chains in [P, D) were in flight when
+ * the old process died: it may have read some of them (a TX frame it sent
+ * goes out again) and what it held for RX buffers is lost with it; we say
+ * how many there are.  One case is beyond any scan: a kill between the used
+ * descriptors of one packet spread over several RX buffers (we write the
+ * first one last: vq_packed_enqueue_one), a window of nanoseconds.
+ */
+
+/* Is the slot available (or used, with used = true) in lap `wrap`? */
+static bool vq_flags_are(uint16_t flags, bool wrap, bool used)
+{
+    return !!(flags & PACKED_AVAIL) == wrap && !!(flags & PACKED_USED) == (used ? wrap : !wrap);
+}
+
+/* Move (slot, wrap) back by one position. */
+static void vq_packed_back(const struct vx_vring *vr, uint16_t *slot, bool *wrap)
+{
+    if (*slot == 0) {
+        *slot = (uint16_t)(vr->num - 1);
+        *wrap = !*wrap;
+    } else {
+        --*slot;
+    }
+}
+
+/* Step 1: D from a snapshot of every slot's flags, read once each, last
+ * slot first (the driver writes upwards: read downwards, a slot it writes
+ * meanwhile is seen either as it was or with every slot below it written
+ * too, which is a state it really passed through).  False if the bits
+ * change more than once: no driver wrote that. */
+static bool vq_packed_driver_position(const struct vx_vring *vr, uint16_t *flags, uint16_t *d_slot, bool *d_wrap)
+{
+    for (uint32_t s = vr->num; s-- > 0;)
+        flags[s] = __atomic_load_n(&vr->desc_packed[s].flags, __ATOMIC_ACQUIRE);
+    bool first = flags[0] & PACKED_AVAIL;
+    uint32_t changes = 0, at = 0;
+    for (uint32_t s = 1; s < vr->num; s++) {
+        if (!!(flags[s] & PACKED_AVAIL) != !!(flags[s - 1] & PACKED_AVAIL)) {
+            changes++;
+            at = s;
+        }
+    }
+    *d_slot = (uint16_t)at;
+    *d_wrap = changes ? first : !first;
+    return changes <= 1;
+}
+
+/* Step 3: does the run of chained slots from (slot, wrap), all available in
+ * their laps and before D (`left` slots to it), end with buffer id `id`?
+ * Returns the run's length, negative if its last id is not `id`, 0 if it
+ * does not end before D. */
+static int vq_packed_run(const struct vx_vring *vr, const uint16_t *flags, uint16_t slot, bool wrap, uint32_t left,
+                         uint16_t id)
+{
+    for (uint32_t n = 1; n <= left; n++) {
+        if (!(flags[slot] & VRING_DESC_F_NEXT)) {
+            uint16_t last = __atomic_load_n(&vr->desc_packed[slot].id, __ATOMIC_RELAXED);
+            return last == id ? (int)n : -(int)n;
+        }
+        vq_packed_advance(vr, &slot, &wrap, 1);
+    }
+    return 0;
+}
+
+/* The candidates for P (step 3), the base chosen among them and how many
+ * chains lie between it and D. */
+struct vq_packed_scan {
+    uint16_t u_slot, u_id;          /* the last used descriptor */
+    bool u_wrap, found_u;
+    uint32_t after_u;               /* slots from u + 1 to D */
+    int ncand;
+    uint32_t cand[8];               /* candidates, as slots after u + 1 (0: u + 1 itself) */
+};
+
+static void vq_packed_candidates(const struct vx_vring *vr, const uint16_t *flags, struct vq_packed_scan *sc)
+{
+    uint16_t slot = sc->u_slot;
+    bool wrap = sc->u_wrap;
+    vq_packed_advance(vr, &slot, &wrap, 1);
+    sc->cand[sc->ncand++] = 0;
+    /* A slot nobody ever wrote (all zeros: a fresh ring, used in "lap -1")
+     * stands for no chain: u + 1 is the only reading. */
+    const struct vring_packed_desc *u = &vr->desc_packed[sc->u_slot];
+    if (!flags[sc->u_slot] && !__atomic_load_n(&u->addr, __ATOMIC_RELAXED) && !__atomic_load_n(&u->len, __ATOMIC_RELAXED))
+        return;
+    for (uint32_t off = 0; off < sc->after_u && sc->ncand < 8;) {
+        int n = vq_packed_run(vr, flags, slot, wrap, sc->after_u - off, sc->u_id);
+        if (n == 0)
+            break;
+        uint32_t len = (uint32_t)(n < 0 ? -n : n);
+        off += len;
+        vq_packed_advance(vr, &slot, &wrap, len);
+        if (n > 0)
+            sc->cand[sc->ncand++] = off;
+    }
+}
+
+/* Chains (runs ending without NEXT) in the `len` slots from (slot, wrap). */
+static uint32_t vq_packed_count_chains(const struct vx_vring *vr, const uint16_t *flags, uint16_t slot, uint32_t len)
+{
+    uint32_t chains = 0;
+    for (uint32_t n = 0; n < len; n++, slot = (uint16_t)(slot + 1 == vr->num ? 0 : slot + 1))
+        chains += !(flags[slot] & VRING_DESC_F_NEXT) || n + 1 == len;
+    return chains;
+}
+
+/* A position as a number on the two-lap track 0 .. 2 * num - 1 (the lap
+ * with wrap counter 1 first): differences of these are distances. */
+static uint32_t vq_packed_track(const struct vx_vring *vr, uint16_t slot, bool wrap)
+{
+    return slot + (wrap ? 0u : vr->num);
+}
+
+static uint32_t vq_packed_distance(const struct vx_vring *vr, uint16_t from_slot, bool from_wrap, uint16_t to_slot,
+                                   bool to_wrap)
+{
+    uint32_t track = 2u * vr->num;
+    return (vq_packed_track(vr, to_slot, to_wrap) + track - vq_packed_track(vr, from_slot, from_wrap)) % track;
+}
+
+/* Steps 1-3, then the choice (see above).  Called by vq_packed_attach()
+ * for a position that came from the frontend; corrects last_avail_idx and
+ * its wrap counter when the ring says otherwise, in one line. */
+static void vq_packed_find_position(struct vx_vring *vr)
+{
+    /* The snapshot of the flags: static, because only the control thread
+     * attaches rings (64 KiB, not on its stack, and no allocation to fail). */
+    static uint16_t flags[VX_MAX_RING_SIZE];
+    uint16_t d_slot = 0;
+    bool d_wrap = true, consistent = false;
+    for (int tries = 0; tries < 3 && !consistent; tries++)      /* a driver writing meanwhile: look again */
+        consistent = vq_packed_driver_position(vr, flags, &d_slot, &d_wrap);
+    if (!consistent) {
+        vx_log("ring %u: packed ring: the descriptors' AVAIL bits change more than once along the ring (no driver "
+               "writes that): SET_VRING_BASE slot %u wrap %u trusted", vr->index, vr->last_avail_idx,
+               vr->avail_wrap_counter);
+        return;
+    }
+    /* Step 2: back from D over available slots to the last used one. */
+    struct vq_packed_scan sc = { .u_slot = d_slot, .u_wrap = d_wrap };
+    for (sc.after_u = 0; sc.after_u < vr->num; sc.after_u++) {
+        vq_packed_back(vr, &sc.u_slot, &sc.u_wrap);
+        if ((sc.found_u = vq_flags_are(flags[sc.u_slot], sc.u_wrap, true)))
+            break;
+    }
+    uint16_t p_slot = d_slot;
+    bool p_wrap = !d_wrap;          /* no used slot in a whole lap: all num slots are in flight */
+    uint32_t base_off = 0;
+    bool base_is_candidate;
+    if (sc.found_u) {
+        sc.u_id = __atomic_load_n(&vr->desc_packed[sc.u_slot].id, __ATOMIC_RELAXED);
+        vq_packed_candidates(vr, flags, &sc);
+        p_slot = sc.u_slot;
+        p_wrap = sc.u_wrap;
+        vq_packed_advance(vr, &p_slot, &p_wrap, 1);     /* u + 1, the shortest candidate */
+        base_off = vq_packed_distance(vr, p_slot, p_wrap, vr->last_avail_idx, vr->avail_wrap_counter);
+        base_is_candidate = false;
+        for (int i = 0; i < sc.ncand; i++)
+            base_is_candidate |= base_off == sc.cand[i];
+    } else {
+        base_is_candidate = vr->last_avail_idx == p_slot && vr->avail_wrap_counter == p_wrap;
+    }
+    if (!base_is_candidate) {
+        uint32_t in_flight = vq_packed_distance(vr, p_slot, p_wrap, d_slot, d_wrap);
+        char ambiguous[160] = "";
+        if (sc.ncand > 1)
+            snprintf(ambiguous, sizeof ambiguous, "; ambiguous: the last used descriptor (slot %u, buffer id %u) "
+                     "may stand for a longer chain (%d readings), the shortest taken", sc.u_slot, sc.u_id, sc.ncand);
+        vx_log("ring %u: packed ring: SET_VRING_BASE slot %u wrap %u is not where the ring stands (a stale base: "
+               "the frontend restarted us after a crash?); its descriptors say slot %u wrap %u: resuming there, "
+               "%u chains in flight from before (a TX frame the old process had taken goes out again; what it held "
+               "for RX buffers is lost)%s", vr->index, vr->last_avail_idx, vr->avail_wrap_counter, p_slot, p_wrap,
+               vq_packed_count_chains(vr, flags, p_slot, in_flight), ambiguous);
+        vr->last_avail_idx = p_slot;
+        vr->avail_wrap_counter = p_wrap;
+    }
 }

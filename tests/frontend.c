@@ -101,6 +101,7 @@ void sleep_ms(int ms)
 pid_t backend_pid = -1;             /* also its process group: setpgid in the child */
 bool backend_real;
 char sock_path[108], log_path[108]; /* 108: sun_path */
+char sock_path2[108];               /* a second device's socket (VM-to-VM back-ends) */
 static int backend_stdin = -1;      /* write end of the stand-in's stdin pipe */
 static int backend_status = -1;     /* wait status once reaped */
 static char tmp_dir[80];
@@ -111,6 +112,8 @@ static void remove_tmp_files(void)
 {
     if (sock_path[0])
         unlink(sock_path);
+    if (sock_path2[0])
+        unlink(sock_path2);
     if (log_path[0])
         unlink(log_path);
     if (tmp_dir[0])
@@ -170,6 +173,7 @@ bool fe_setup(const char *test_name, double alarm_seconds)
         return false;
     }
     snprintf(sock_path, sizeof(sock_path), "%s/vhost.sock", tmp_dir);
+    snprintf(sock_path2, sizeof(sock_path2), "%s/vhost2.sock", tmp_dir);
     snprintf(log_path, sizeof(log_path), "%s/backend.log", tmp_dir);
     atexit(at_exit_cleanup);
     return true;
@@ -240,11 +244,21 @@ static char *expand_command(const char *cmd)
 
 bool start_backend(const char *binary, const char *const *extra_args)
 {
+    const char *args[64] = { "--socket", sock_path, "--loopback" };
+    int n = 3;
+    for (int i = 0; extra_args && extra_args[i] && n < 63; i++)
+        args[n++] = extra_args[i];
+    args[n] = NULL;
+    return start_backend_argv(binary, args);
+}
+
+bool start_backend_argv(const char *binary, const char *const *args)
+{
     const char *cmd = getenv("VX_BACKEND_CMD");
     char *shell_cmd = NULL;
     int in[2] = { -1, -1 };
 
-    /* The real back-end's argv: [wrapper words...] binary --socket PATH --loopback [extra...] */
+    /* The real back-end's argv: [wrapper words...] binary args... */
     enum { MAX_ARGS = 64 };
     char *argv[MAX_ARGS + 1], *wrapper = NULL, described[1024] = "";
     int argc = 0;
@@ -261,11 +275,8 @@ bool start_backend(const char *binary, const char *const *extra_args)
                  t = strtok_r(NULL, " \t", &save))
                 argv[argc++] = t;
         argv[argc++] = (char *)binary;
-        argv[argc++] = "--socket";
-        argv[argc++] = sock_path;
-        argv[argc++] = "--loopback";
-        for (int i = 0; extra_args && extra_args[i] && argc < MAX_ARGS; i++)
-            argv[argc++] = (char *)extra_args[i];
+        for (int i = 0; args && args[i] && argc < MAX_ARGS; i++)
+            argv[argc++] = (char *)args[i];
         argv[argc] = NULL;
         for (int i = 0, n = 0; i < argc && n < (int)sizeof(described); i++)
             n += snprintf(described + n, sizeof(described) - (size_t)n, "%s%s", i ? " " : "", argv[i]);
@@ -292,7 +303,9 @@ bool start_backend(const char *binary, const char *const *extra_args)
     if (pid == 0) {
         setpgid(0, 0);
         int null = open("/dev/null", O_RDONLY);
-        int log = open(log_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        /* Appended: a test that starts a back-end again keeps one log, and
+         * the offsets log_size() gave before stay valid. */
+        int log = open(log_path, O_WRONLY | O_CREAT | O_APPEND, 0600);
         dup2(backend_real ? null : in[0], 0);
         if (log >= 0) {
             dup2(log, 1);
@@ -388,6 +401,29 @@ void stop_backend(void)
         }
     }
     kill_backend();
+}
+
+bool stop_backend_within(double *seconds, int *status)
+{
+    *seconds = -1;
+    *status = -1;
+    if (backend_pid <= 0)
+        return false;
+    double t0 = now(), end = t0 + 5 * time_scale;
+    kill(backend_pid, SIGTERM);
+    pid_t p = 0;
+    while ((p = waitpid(backend_pid, &backend_status, WNOHANG)) == 0 && now() < end) {
+        struct timespec ts = { 0, 2000000 };
+        nanosleep(&ts, NULL);
+    }
+    if (p != backend_pid) {
+        kill_backend();
+        return false;
+    }
+    *seconds = now() - t0;
+    *status = backend_status;
+    backend_pid = -1;
+    return true;
 }
 
 /* === The back-end's open files and memory (/proc/PID) ==================== */
@@ -813,8 +849,13 @@ struct conn *conn_new(const char *tag, bool tap)
 
 bool conn_connect(struct conn *c)
 {
+    return conn_connect_to(c, sock_path);
+}
+
+bool conn_connect_to(struct conn *c, const char *path)
+{
     struct sockaddr_un sa = { .sun_family = AF_UNIX };
-    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", sock_path);
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
     int rc = -1;
     for (double end = now() + 3 * time_scale; now() < end;) {
         c->sock = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -825,7 +866,7 @@ bool conn_connect(struct conn *c)
         c->sock = -1;
         sleep_ms(50);
     }
-    return rc == 0 || fail(c, "connect to %s: %s", sock_path, strerror(errno));
+    return rc == 0 || fail(c, "connect to %s: %s", path, strerror(errno));
 }
 
 static void close_fd(int *fd)
@@ -1551,27 +1592,39 @@ static void wait_for_call(struct pair *q, int ms)
 
 bool traffic(struct conn *c, struct pair *q, uint32_t npackets)
 {
-    double t0 = now(), last_progress = t0;
+    return traffic_between(c, q, c, q, npackets);
+}
 
-    while (q->received < npackets || q->tx.outstanding > 0) {
+bool traffic_between(struct conn *a, struct pair *qa, struct conn *b, struct pair *qb, uint32_t npackets)
+{
+    double t0 = now(), last_progress = t0;
+    if (qa != qb) {     /* b checks a's frames: a's numbers, from where a is */
+        qb->salt = qa->salt;
+        qb->received = qa->sent;
+        qb->partial_at = -1;
+    }
+
+    while (qb->received < npackets || qa->tx.outstanding > 0) {
         bool progress = false;
 
-        uint16_t before = q->rx.avail_idx;
-        while (rx_post(c, q))
+        uint16_t before = qb->rx.avail_idx;
+        while (rx_post(b, qb))
             ;
-        ring_flush(&q->rx, c->event_idx);
-        progress |= before != q->rx.avail_idx;
+        ring_flush(&qb->rx, b->event_idx);
+        progress |= before != qb->rx.avail_idx;
 
         uint32_t posted = 0;
-        while (q->sent < npackets && q->sent - q->received < MAX_IN_FLIGHT && tx_post(c, q, q->sent)) {
-            q->sent++;
+        while (qa->sent < npackets && qa->sent - qb->received < MAX_IN_FLIGHT && tx_post(a, qa, qa->sent)) {
+            qa->sent++;
             posted++;
         }
-        ring_flush(&q->tx, c->event_idx);
+        ring_flush(&qa->tx, a->event_idx);
 
-        int t = tx_reap(c, q);
-        int rcv = t < 0 ? -1 : rx_reap(c, q);
-        if (t < 0 || rcv < 0 || c->err[0])
+        int t = tx_reap(a, qa);
+        int rcv = t < 0 ? -1 : rx_reap(b, qb);
+        if (b != a && b->err[0])
+            return fail(a, "%s", b->err);
+        if (t < 0 || rcv < 0 || a->err[0])
             return false;
         if (posted || t || rcv)
             progress = true;
@@ -1583,14 +1636,14 @@ bool traffic(struct conn *c, struct pair *q, uint32_t npackets)
         }
         if (tnow - last_progress > STALL_SECONDS * time_scale || tnow - t0 > TRAFFIC_SECONDS * time_scale) {
             if (!backend_alive())
-                return fail(c, "back-end died: sent %u, received %u", q->sent, q->received);
-            return fail(c, "%s after %.1f s: sent %u, received %u in order; %s avail %u used %u (read %u); "
+                return fail(a, "back-end died: sent %u, received %u", qa->sent, qb->received);
+            return fail(a, "%s after %.1f s: sent %u, received %u in order; %s avail %u used %u (read %u); "
                            "%s avail %u used %u (read %u)",
-                        tnow - t0 > TRAFFIC_SECONDS * time_scale ? "too slow" : "no progress", tnow - t0, q->sent,
-                        q->received, q->tx.name, q->tx.avail_idx, q->tx.used->idx, q->tx.last_used_idx, q->rx.name,
-                        q->rx.avail_idx, q->rx.used->idx, q->rx.last_used_idx);
+                        tnow - t0 > TRAFFIC_SECONDS * time_scale ? "too slow" : "no progress", tnow - t0, qa->sent,
+                        qb->received, qa->tx.name, qa->tx.avail_idx, qa->tx.used->idx, qa->tx.last_used_idx,
+                        qb->rx.name, qb->rx.avail_idx, qb->rx.used->idx, qb->rx.last_used_idx);
         }
-        wait_for_call(q, 1);
+        wait_for_call(qb, 1);
     }
     return true;
 }
@@ -1665,4 +1718,284 @@ int frame_recv(struct conn *c, struct pair *q, uint8_t *out, uint32_t cap)
         ;
     ring_flush(r, c->event_idx);
     return (int)(e.len - HDR_LEN);
+}
+
+/* === Packed rings, driver side (virtio 1.2 §2.8) ======================== */
+
+void packed_advance(uint16_t *slot, bool *wrap, uint32_t n)
+{
+    *slot = (uint16_t)(*slot + n);
+    if (*slot >= PACKED_NUM) {
+        *slot = (uint16_t)(*slot - PACKED_NUM);
+        *wrap = !*wrap;
+    }
+}
+
+/* Lay the ring out where RING_AREA says (desc, driver event at +0x1000,
+ * device event at +0x2000) and make every slot look as it would for a
+ * driver that reached (slot, wrap): slots before it used in this lap
+ * (AVAIL = USED = wrap), the others used in the previous lap.  None is
+ * available, and the base slot is not "already used" in this lap. */
+void pring_init(struct pring *r, const char *name, uint32_t index, struct guest_mem *m, uint32_t base)
+{
+    uint32_t area = RING_AREA(0, index & 1);
+    memset(r, 0, sizeof(*r));
+    r->name = name;
+    r->index = index;
+    r->mem = m;
+    r->desc = (struct vring_packed_desc *)(m->base + area);
+    r->driver = (struct vring_packed_desc_event *)(m->base + area + 0x1000);
+    r->device = (struct vring_packed_desc_event *)(m->base + area + 0x2000);
+    r->bufs = m->base + (index & 1 ? 0x200000u : 0x100000u);
+    r->avail_slot = r->used_slot = (uint16_t)(base & 0x7fff);
+    r->avail_wrap = r->used_wrap = base & 0x8000;
+    memset(r->desc, 0, sizeof(*r->desc) * PACKED_NUM);
+    for (uint16_t s = 0; s < PACKED_NUM; s++) {
+        bool lap = s < r->avail_slot ? r->avail_wrap : !r->avail_wrap;
+        r->desc[s].flags = (uint16_t)(lap ? PACKED_AVAIL | PACKED_USED : 0);
+    }
+    memset(r->driver, 0, sizeof(*r->driver));  /* ENABLE: call us after using buffers */
+    memset(r->device, 0, sizeof(*r->device));
+    r->kick_fd = r->call_fd = -1;
+}
+
+/* Make one chain of nseg descriptors available, pieces of its buffer
+ * (buffer id = its first slot).  Descriptors after the first take the next
+ * slots, each with the flags of the lap its slot is in (Linux's
+ * virtqueue_add_packed does the same); the first one's flags go last, with
+ * a release store: that is the publication (§2.8.6). */
+bool pring_add(struct pring *r, const struct seg *segs, int nseg, bool device_writes)
+{
+    if (r->inflight + (uint32_t)nseg > PACKED_NUM)
+        return false;
+    uint16_t head = r->avail_slot, slot = head;
+    bool wrap = r->avail_wrap;
+    uint16_t head_flags = 0;
+    for (int i = 0; i < nseg; i++) {
+        struct vring_packed_desc *d = &r->desc[slot];
+        uint16_t flags = (uint16_t)((wrap ? PACKED_AVAIL : PACKED_USED) | (device_writes ? VRING_DESC_F_WRITE : 0) |
+                                    (i + 1 < nseg ? VRING_DESC_F_NEXT : 0));
+        d->addr = gpa_of(r->mem, r->bufs + (size_t)head * PACKED_BUF + segs[i].off);
+        d->len = segs[i].len;
+        d->id = head;
+        if (i == 0)
+            head_flags = flags;
+        else
+            __atomic_store_n(&d->flags, flags, __ATOMIC_RELAXED);
+        packed_advance(&slot, &wrap, 1);
+    }
+    __atomic_store_n(&r->desc[head].flags, head_flags, __ATOMIC_RELEASE);
+    r->ndesc[head] = (uint8_t)nseg;
+    r->inflight += (uint32_t)nseg;
+    r->avail_slot = slot;
+    r->avail_wrap = wrap;
+    return true;
+}
+
+/* Kick unless the device asked us not to (device event DISABLE, §2.8.10);
+ * a full barrier first, so the flags we read are not older than our chains. */
+void pring_notify(struct pring *r)
+{
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&r->device->flags, __ATOMIC_RELAXED) != VRING_PACKED_EVENT_FLAG_DISABLE)
+        (void)eventfd_write(r->kick_fd, 1);
+}
+
+/* The used descriptor at our used cursor, if the device wrote it in this
+ * lap (AVAIL = USED = the used wrap counter, §2.8.1): 1 with its id and len,
+ * the cursor moved past the chain; 0 if none yet; -1 (c->err) if its id is
+ * not the chain that starts there (no IN_ORDER: one used descriptor per
+ * chain, in order). */
+int pring_used(struct conn *c, struct pring *r, uint16_t *id, uint32_t *len)
+{
+    struct vring_packed_desc *d = &r->desc[r->used_slot];
+    uint16_t flags = __atomic_load_n(&d->flags, __ATOMIC_ACQUIRE);
+    if (!!(flags & PACKED_AVAIL) != r->used_wrap || !!(flags & PACKED_USED) != r->used_wrap)
+        return 0;
+    *id = d->id;
+    *len = d->len;
+    if (*id != r->used_slot || r->ndesc[*id] == 0)
+        return fail_int(c, "%s: used descriptor in slot %u names buffer id %u, not the chain that starts there",
+                        r->name, r->used_slot, *id);
+    r->inflight -= r->ndesc[*id];
+    packed_advance(&r->used_slot, &r->used_wrap, r->ndesc[*id]);
+    r->ndesc[*id] = 0;
+    return 1;
+}
+
+/* SET_VRING_NUM, BASE, ADDR (descriptors, driver event as "avail", device
+ * event as "used"), a new KICK fd, then ENABLE, acked when REPLY_ACK is on. */
+bool pring_start(struct conn *c, struct pring *r, uint32_t base)
+{
+    struct vu_vring_addr a = {
+        .index = r->index,
+        .desc_user_addr = uva_of(r->desc),
+        .used_user_addr = uva_of(r->device),
+        .avail_user_addr = uva_of(r->driver),
+    };
+    if (r->kick_fd >= 0)
+        close(r->kick_fd);
+    r->kick_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    struct vu_vring_state on = { r->index, 1 };
+    uint64_t ack = 0;
+    uint32_t flags = VHOST_USER_VERSION | (c->reply_ack ? VHOST_USER_NEED_REPLY_MASK : 0);
+    return (r->kick_fd >= 0 || fail(c, "eventfd: %s", strerror(errno))) &&
+           vu_set_state(c, VHOST_USER_SET_VRING_NUM, r->index, PACKED_NUM) &&
+           vu_set_state(c, VHOST_USER_SET_VRING_BASE, r->index, base) &&
+           vu_send(c, VHOST_USER_SET_VRING_ADDR, VHOST_USER_VERSION, &a, sizeof(a), NULL, 0) &&
+           vu_set_fd(c, VHOST_USER_SET_VRING_KICK, r->index, r->kick_fd) &&
+           vu_send(c, VHOST_USER_SET_VRING_ENABLE, flags, &on, sizeof(on), NULL, 0) &&
+           (!c->reply_ack || vu_reply(c, VHOST_USER_SET_VRING_ENABLE, &ack, sizeof(ack))) &&
+           (ack == 0 || fail(c, "SET_VRING_ENABLE ring %u: REPLY_ACK 0x%" PRIx64, r->index, ack));
+}
+
+/* GET_VRING_BASE: stops the ring, returns the 32-bit packed base. */
+bool pring_stop(struct conn *c, struct pring *r, uint32_t *base)
+{
+    struct vu_vring_state s = { 0xffff, 0xffffffff };
+    if (!vu_set_state(c, VHOST_USER_GET_VRING_BASE, r->index, 0) || !vu_reply(c, VHOST_USER_GET_VRING_BASE, &s, sizeof(s)))
+        return false;
+    *base = s.num;
+    return s.index == r->index || fail(c, "GET_VRING_BASE ring %u: reply names ring %u", r->index, s.index);
+}
+
+void pring_close(struct pring *r)
+{
+    if (r->kick_fd >= 0)
+        close(r->kick_fd);
+    if (r->call_fd >= 0)
+        close(r->call_fd);
+    r->kick_fd = r->call_fd = -1;
+}
+
+/* DPDK virtio_user's order (DESIGN.md): SET_OWNER, features, call fds,
+ * SET_FEATURES (RING_PACKED before SET_VRING_NUM: a packed ring's size need
+ * not be a power of two), the memory table, then each ring at `base`.  With
+ * `create`, the guest memory and both rings are made first (empty, as
+ * pring_init says); without, the connection is a new one to a back-end
+ * started again, and the memory and the rings are what the driver left
+ * (new call eventfds; the memory table names the same memfd). */
+bool packed_session(struct conn *c, struct pring *rx, struct pring *tx, uint32_t base, bool create)
+{
+    uint64_t want = BIT(VIRTIO_F_VERSION_1) | BIT(VIRTIO_F_RING_PACKED) | BIT(VHOST_USER_F_PROTOCOL_FEATURES);
+    if (!vu_send(c, VHOST_USER_SET_OWNER, VHOST_USER_VERSION, NULL, 0, NULL, 0) ||
+        !vu_get_u64(c, VHOST_USER_GET_FEATURES, &c->offered) ||
+        !vu_get_u64(c, VHOST_USER_GET_PROTOCOL_FEATURES, &c->protocol_offered))
+        return false;
+    c->protocol = c->protocol_offered & BIT(VHOST_USER_PROTOCOL_F_REPLY_ACK);
+    c->reply_ack = c->protocol != 0;
+    c->features = want;
+    c->nmem = 1;
+    if (!vu_set_u64(c, VHOST_USER_SET_PROTOCOL_FEATURES, c->protocol))
+        return false;
+    if (create) {
+        if (!mem_create(&c->mem[0], 0x40000000ull, REGION_SIZE, 0, 0))
+            return fail(c, "guest memory: %s", strerror(errno));
+        pring_init(rx, "RX", 0, &c->mem[0], base);
+        pring_init(tx, "TX", 1, &c->mem[0], base);
+    }
+    struct pring *rings[2] = { rx, tx };
+    for (int i = 0; i < 2; i++) {
+        if (rings[i]->call_fd >= 0)
+            close(rings[i]->call_fd);
+        rings[i]->call_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        if (rings[i]->call_fd < 0 || !vu_set_fd(c, VHOST_USER_SET_VRING_CALL, rings[i]->index, rings[i]->call_fd))
+            return fail(c, "SET_VRING_CALL ring %d: %s", i, c->err[0] ? c->err : strerror(errno));
+    }
+    struct vu_memory mt = { .nregions = 1 };
+    mt.regions[0] = (struct vu_memory_region){ c->mem[0].gpa, c->mem[0].size, uva_of(c->mem[0].base), 0 };
+    uint32_t mt_size = (uint32_t)(offsetof(struct vu_memory, regions) + sizeof(mt.regions[0]));
+    uint64_t ack = 0;
+    uint32_t flags = VHOST_USER_VERSION | (c->reply_ack ? VHOST_USER_NEED_REPLY_MASK : 0);
+    return vu_set_u64(c, VHOST_USER_SET_FEATURES, c->features) &&
+           vu_send(c, VHOST_USER_SET_MEM_TABLE, flags, &mt, mt_size, &c->mem[0].fd, 1) &&
+           (!c->reply_ack || vu_reply(c, VHOST_USER_SET_MEM_TABLE, &ack, sizeof(ack))) &&
+           (ack == 0 || fail(c, "SET_MEM_TABLE: REPLY_ACK 0x%" PRIx64, ack)) &&
+           pring_start(c, rx, base) && pring_start(c, tx, base);
+}
+
+bool packed_handshake(struct conn *c, struct pring *rx, struct pring *tx, uint32_t base)
+{
+    return packed_session(c, rx, tx, base, true);
+}
+
+/* Frame `seq`: 60..1514 bytes of a pattern unique to it. */
+uint32_t packed_frame_len(uint32_t seq) { return MIN_FRAME + (seq * 397u) % (MAX_FRAME - MIN_FRAME + 1); }
+uint8_t packed_frame_byte(uint32_t seq, uint32_t i) { return (uint8_t)(seq * 13u + i * 7u + (i >> 8)); }
+
+/* Put frame `seq` on TX behind a zero 12-byte header: in one descriptor, or
+ * (two_descs) header + first half, second half in the next slot. */
+bool packed_tx_frame(struct pring *tx, uint32_t seq, bool two_descs)
+{
+    uint32_t len = packed_frame_len(seq), cut = two_descs ? len / 2 : len;
+    uint8_t *buf = tx->bufs + (size_t)tx->avail_slot * PACKED_BUF;
+    memset(buf, 0xEE, PACKED_BUF);
+    memset(buf, 0, HDR_LEN);
+    for (uint32_t i = 0; i < len; i++)
+        buf[i < cut ? HDR_LEN + i : 1024 + (i - cut)] = packed_frame_byte(seq, i);
+    struct seg segs[2] = { { 0, HDR_LEN + cut }, { 1024, len - cut } };
+    return pring_add(tx, segs, two_descs ? 2 : 1, false);
+}
+
+/* One RX buffer holds the header and a whole frame (no MRG_RXBUF). */
+bool packed_rx_buffer(struct pring *rx)
+{
+    memset(rx->bufs + (size_t)rx->avail_slot * PACKED_BUF, 0xDD, PACKED_BUF);
+    struct seg seg = { 0, PACKED_BUF };
+    return pring_add(rx, &seg, 1, true);
+}
+
+/* An RX used descriptor must hold frame `seq`: len = header + frame, the
+ * header zero but num_buffers = 1 (VERSION_1 without MRG_RXBUF). */
+bool packed_rx_check(struct conn *c, struct pring *rx, uint16_t id, uint32_t len, uint32_t seq)
+{
+    const uint8_t *b = rx->bufs + (size_t)id * PACKED_BUF;
+    uint32_t want = packed_frame_len(seq);
+    if (len != HDR_LEN + want)
+        return fail(c, "RX slot %u: frame %u came back as %u bytes, want %u + %u", id, seq, len, HDR_LEN, want);
+    for (int i = 0; i < HDR_LEN; i++)
+        if (b[i] != (i == 10 ? 1 : 0))
+            return fail(c, "RX slot %u: header byte %d is 0x%02x", id, i, b[i]);
+    for (uint32_t i = 0; i < want; i++)
+        if (b[HDR_LEN + i] != packed_frame_byte(seq, i))
+            return fail(c, "RX slot %u: frame %u byte %u differs", id, seq, i);
+    return true;
+}
+
+/*
+ * One round: keep n + 1 RX buffers posted, send frames seq .. seq+n-1 (the
+ * ones with a bit set in `chained` as two-descriptor chains), and read all n
+ * back: every TX chain used, every frame in the next RX buffer, in order.
+ */
+bool packed_round(struct conn *c, struct pring *rx, struct pring *tx, uint32_t seq, uint32_t n,
+                         unsigned chained)
+{
+    while (rx->inflight < n + 1)
+        if (!packed_rx_buffer(rx))
+            return fail(c, "RX ring full");
+    for (uint32_t k = 0; k < n; k++)
+        if (!packed_tx_frame(tx, seq + k, chained >> k & 1))
+            return fail(c, "TX ring full at frame %u", seq + k);
+    pring_notify(rx);
+    pring_notify(tx);
+    uint32_t tx_done = 0, rx_done = 0;
+    double end = now() + 5 * time_scale;
+    while (tx_done < n || rx_done < n) {
+        uint16_t id;
+        uint32_t len;
+        int r = pring_used(c, tx, &id, &len);
+        if (r < 0)
+            return false;
+        tx_done += (uint32_t)r;
+        r = pring_used(c, rx, &id, &len);
+        if (r < 0 || (r > 0 && !packed_rx_check(c, rx, id, len, seq + rx_done)))
+            return false;
+        rx_done += (uint32_t)r;
+        if (r == 0 && now() > end)
+            return fail(c, "after 5 s: %u of %u TX chains used, %u frames back (waiting at TX slot %u, RX slot %u)",
+                        tx_done, n, rx_done, tx->used_slot, rx->used_slot);
+        if (r == 0)
+            sleep_ms(1);
+    }
+    return true;
 }

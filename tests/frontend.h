@@ -139,6 +139,7 @@ void sleep_ms(int ms);
 extern pid_t backend_pid;           /* also its process group */
 extern bool backend_real;           /* our vhost-xdp (maybe under a wrapper), not VX_BACKEND_CMD */
 extern char sock_path[108], log_path[108];
+extern char sock_path2[108];        /* for a second device: VM-to-VM back-ends */
 
 /* A private temporary directory for the socket and the log, cleanup at exit
  * and on fatal signals, and an alarm after alarm_seconds * VX_TIME_SCALE.
@@ -147,12 +148,18 @@ bool fe_setup(const char *test_name, double alarm_seconds);
 /* Start `binary --socket PATH --loopback [extra_args...]` (or the stand-in),
  * stdout and stderr into log_path. */
 bool start_backend(const char *binary, const char *const *extra_args);
+/* The same with the whole command line after the binary (no --socket or
+ * --loopback added): `binary args...`; the log is appended to. */
+bool start_backend_argv(const char *binary, const char *const *args);
 bool wait_for_socket(double seconds);
 bool backend_alive(void);           /* reaps it and says so if it died */
 void kill_backend(void);
 void print_backend_log(int max_lines);
 /* SIGTERM (or stdin EOF for a stand-in); TAP: exit status 0 and socket gone. */
 void stop_backend(void);
+/* SIGTERM, and how long the back-end took to exit (*seconds) with its wait
+ * status; false (and SIGKILL) if it was still running after 5 s. No TAP. */
+bool stop_backend_within(double *seconds, int *status);
 /* The opening the protocol tests share: fe_setup(), start_backend(), then a
  * TAP check that the socket appears within 20 s.  On false it has printed the
  * back-end's log and the TAP plan: main() returns 1. */
@@ -308,6 +315,7 @@ bool fail(struct conn *c, const char *fmt, ...) __attribute__((format(printf, 2,
 /* calloc'ed, fds -1; conn_free closes everything. */
 struct conn *conn_new(const char *tag, bool tap);
 bool conn_connect(struct conn *c);
+bool conn_connect_to(struct conn *c, const char *path);     /* conn_connect: to sock_path */
 void conn_close(struct conn *c);    /* socket, eventfds, guest memory */
 void conn_free(struct conn *c);
 
@@ -343,6 +351,10 @@ int rx_reap(struct conn *c, struct pair *q);
 /* Send on q's TX until q->received reaches npackets and every TX chain is
  * back; every frame must come back on q's RX in order, byte for byte. */
 bool traffic(struct conn *c, struct pair *q, uint32_t npackets);
+/* The same between two connections (two devices of a VM-to-VM back-end):
+ * a's pair qa sends until qa->sent reaches npackets, b's pair qb must
+ * receive each frame, in order, byte for byte.  Failures in a->err. */
+bool traffic_between(struct conn *a, struct pair *qa, struct conn *b, struct pair *qb, uint32_t npackets);
 /* One frame at a time, for tests that craft their own (MRG_RXBUF off):
  * frame_add puts it on q's TX ring (one descriptor: zero header, then the
  * frame) and frame_send also publishes it (avail->idx: several frame_add
@@ -355,5 +367,65 @@ bool frame_add(struct conn *c, struct pair *q, const uint8_t *frame, uint32_t le
 bool frame_send(struct conn *c, struct pair *q, const uint8_t *frame, uint32_t len);
 bool tx_wait_done(struct conn *c, struct pair *q);
 int frame_recv(struct conn *c, struct pair *q, uint8_t *out, uint32_t cap);
+
+/* === Packed rings, driver side (virtio 1.2 §2.8) ======================== */
+
+/*
+ * One queue pair of 8-slot packed rings, driven by hand (test_protocol.c's
+ * base case, test_hostile.c's crash case): no MRG_RXBUF, EVENT_IDX or
+ * INDIRECT_DESC, one buffer id per chain (the chain's first slot), frames
+ * checked byte for byte.  The rings live where RING_AREA says for pair 0
+ * (descriptors, then the driver event area at +0x1000 and the device event
+ * area at +0x2000), their buffers at 1 MiB (RX) and 2 MiB (TX) of region 0.
+ */
+#define PACKED_NUM       8
+#define PACKED_BUF       2048               /* bytes per buffer id */
+#define PACKED_AVAIL     (1u << VRING_PACKED_DESC_F_AVAIL)
+#define PACKED_USED      (1u << VRING_PACKED_DESC_F_USED)
+
+/* One packed ring, driver side. */
+struct pring {
+    const char *name;                   /* "RX", "TX" */
+    uint32_t index;                     /* vring 0 = RX, 1 = TX */
+    struct guest_mem *mem;
+    struct vring_packed_desc *desc;
+    struct vring_packed_desc_event *driver, *device;
+    uint8_t *bufs;                      /* PACKED_BUF bytes per buffer id */
+    uint16_t avail_slot, used_slot;     /* next slot we fill / next used one we read */
+    bool avail_wrap, used_wrap;
+    uint8_t ndesc[PACKED_NUM];          /* slots each outstanding chain takes, by id */
+    uint32_t inflight;                  /* slots made available and not yet used */
+    int kick_fd, call_fd;
+};
+
+void packed_advance(uint16_t *slot, bool *wrap, uint32_t n);
+/* Lay a ring out, every slot as a driver that reached `base` (slot | wrap
+ * << 15) would have left it: used in this lap before the slot, in the last
+ * lap after it. */
+void pring_init(struct pring *r, const char *name, uint32_t index, struct guest_mem *m, uint32_t base);
+bool pring_add(struct pring *r, const struct seg *segs, int nseg, bool device_writes);
+void pring_notify(struct pring *r);
+/* The used descriptor at our used cursor: 1 (id, len, cursor moved past the
+ * chain), 0 if none yet, -1 (c->err) if it names another chain. */
+int  pring_used(struct conn *c, struct pring *r, uint16_t *id, uint32_t *len);
+bool pring_start(struct conn *c, struct pring *r, uint32_t base);     /* SET_VRING_NUM/BASE/ADDR/KICK/ENABLE */
+bool pring_stop(struct conn *c, struct pring *r, uint32_t *base);     /* GET_VRING_BASE */
+void pring_close(struct pring *r);
+/* The whole start in DPDK virtio_user's order with RING_PACKED, both rings
+ * at `base`; `create`: make the guest memory and the rings first, else keep
+ * them (a new connection to a back-end started again). */
+bool packed_session(struct conn *c, struct pring *rx, struct pring *tx, uint32_t base, bool create);
+bool packed_handshake(struct conn *c, struct pring *rx, struct pring *tx, uint32_t base);
+uint32_t packed_frame_len(uint32_t seq);
+uint8_t packed_frame_byte(uint32_t seq, uint32_t i);
+/* Frame `seq` on TX (two_descs: header + first half, second half in the
+ * next slot); an RX buffer for one whole frame; the check of a used RX
+ * buffer against frame `seq`. */
+bool packed_tx_frame(struct pring *tx, uint32_t seq, bool two_descs);
+bool packed_rx_buffer(struct pring *rx);
+bool packed_rx_check(struct conn *c, struct pring *rx, uint16_t id, uint32_t len, uint32_t seq);
+/* Keep n + 1 RX buffers posted, send frames seq .. seq+n-1 (those with a
+ * bit set in `chained` as two-descriptor chains), read all n back in order. */
+bool packed_round(struct conn *c, struct pring *rx, struct pring *tx, uint32_t seq, uint32_t n, unsigned chained);
 
 #endif

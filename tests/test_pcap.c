@@ -401,6 +401,7 @@ int main(int argc, char **argv)
     /* 2. A small --pcap-limit: the file stops on a whole record below it. */
     const uint64_t limit = 20000;
     const char *largs[] = { "--pcap", pcap_path[1], "--pcap-limit", "20000", NULL };
+    long from2 = log_size();        /* the second back-end's lines follow the first's in the log */
     if (start_backend(binary, largs) && check(wait_for_socket(20), "--pcap-limit run: back-end creates its socket")) {
         if (connect_and_handshake(&c, "limit conn")) {
             check(traffic(c, &c->qp[0], NBULK), "%d frames through loopback%s%s", NBULK, c->err[0] ? ": " : "",
@@ -409,7 +410,7 @@ int main(int argc, char **argv)
         }
         conn_free(c);
         stop_backend();
-        check(log_find(0, "reached --pcap-limit (20000 bytes)", "capture stopped", 1, line, sizeof line),
+        check(log_find(from2, "reached --pcap-limit (20000 bytes)", "capture stopped", 1, line, sizeof line),
               "log says the capture stopped at the limit: %s", line);
         struct pcap_file g = { 0 };
         if (check(read_file(pcap_path[1], &g), "--pcap-limit: the file exists")) {
@@ -421,7 +422,7 @@ int main(int argc, char **argv)
                 n++;
             check(g.size <= limit && g.size > 24 && !why[0], "--pcap-limit 20000: file of %zu bytes, %d whole records%s%s",
                   g.size, n, why[0] ? ": " : "", why);
-            bool got = log_find(0, "exit: pcap:", NULL, 1, line, sizeof line);
+            bool got = log_find(from2, "exit: pcap:", NULL, 1, line, sizeof line);
             unsigned long long after = got ? number_after(line, "behind), ") : 0;
             check(got && number_after(line, "pcap: ") == (unsigned long long)n &&
                   (unsigned long long)n + after == 2 * NBULK,

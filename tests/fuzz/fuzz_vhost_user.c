@@ -9,14 +9,17 @@
  * memory, poll-loop iterations over the rings that are ready, and
  * disconnects.  Everything runs in this process, on the real code:
  *
- *   - the connection is a socketpair; the backend's end is handed to the
- *     device as its conn_fd (the device is set up by vu_init() in client
- *     mode, which opens nothing; we never ask it to connect), made
- *     non-blocking so that a message cut short is refused at once instead of
- *     after the 2 s receive timeout;
- *   - after each message we call vu_handle_event() while the backend's end is
- *     readable, exactly as main.c's poll loop does; when the dispatcher
- *     resets the connection (conn_fd becomes -1) we connect again;
+ *   - the connection lives in this process's memory ("The wire" below): the
+ *     product's recvmsg() and send() on its connection are linked to ours
+ *     (ld --wrap), which hand it the bytes and fds the script sent, with the
+ *     stream socket's rules (fds with a chunk's first byte, MSG_CTRUNC when
+ *     they do not fit, EOF after a shutdown, EAGAIN when nothing is there or
+ *     the reply buffer is full); its conn_fd is a real fd (a dup of /dev/null)
+ *     so that closing it is real too.  The device is set up by vu_init() in
+ *     client mode, which opens nothing; we never ask it to connect;
+ *   - after each message we call vu_handle_event() while it has something to
+ *     read or a reply to finish, as main.c's poll loop does; when the
+ *     dispatcher resets the connection (conn_fd becomes -1) we connect again;
  *   - no PMD thread runs, so pmd_quiesce() returns at once, and the
  *     VUF_OP_BURST records play the PMD: one loopback iteration of
  *     pmd_loop.c over each ready queue pair, plus packets of fuzzed length
@@ -34,7 +37,18 @@
  *     its mapping; every fd the device holds is open;
  *   - bursts return no more than asked, nothing from a broken ring;
  *   - at the end of each input, after vu_cleanup(): no fd left open, no
- *     mapping of guest memory left (checked in /proc/self/maps).
+ *     mapping of guest memory left (the product's mmap() and munmap() are
+ *     linked to ours too, which keep the table of its live mappings).
+ *
+ * Speed (issue 14): this target ran 1.5 k inputs a second.  perf and strace
+ * said why: about 290 system calls per input, most of them per message (a
+ * sendmsg, several polls, two recvmsg and a send through a socketpair, 48
+ * fcntl to check the device's fds, a socketpair per reconnect), plus
+ * /proc/self/maps read and parsed at every input; each system call costs
+ * microseconds on this VM.  With the connection in memory, one poll for
+ * the device's fds per step, the mappings counted as they are made and
+ * guest memory zeroed with one fallocate, it runs over ten times faster
+ * (README.md in this directory has the figures).
  *
  * Build and run: `make fuzz` (see tests/fuzz/run.sh).  Product logs are
  * silenced; VX_FUZZ_LOG=1 shows them (useful when replaying one input).
@@ -45,7 +59,9 @@
 #include "vhost_xdp.h"
 #include "fuzz_format.h"
 
+#include <errno.h>
 #include <fcntl.h>
+#include <linux/falloc.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,17 +84,31 @@ static void fail(int line, const char *cond)
 /* === What lives across inputs ============================================ */
 
 static int fd_of_kind[VUF_NFDKINDS];
-static uint8_t *guest;          /* our own view of the guest memfd */
 static int first_free_fd;       /* the fds we open per input are from here up */
-#define FD_SCAN 128             /* ... and below first_free_fd + FD_SCAN */
+#define FD_SCAN 32              /* ... and below first_free_fd + FD_SCAN (the product opens
+                                   none itself here: the fds it is sent are the pools') */
 static bool open_at_start[FD_SCAN];     /* per input: the fuzzer's own runtime opens
                                            some between inputs (its symbolizer's pipes) */
 static uint8_t *pkt_buf[VX_BURST];
 
+/*
+ * The fds the backend receives.  SCM_RIGHTS gives the receiver new fds,
+ * which it owns and closes; a dup() per fd sent and a close() per fd
+ * closed were half the system calls of an input.  So each kind has a pool
+ * of fds opened once (dups of fd_of_kind's), handed out one per fd sent,
+ * and the product's close() (ld --wrap=close) puts one back: no system
+ * call, and a close of an fd the product does not hold (a double close) is
+ * caught.  The connection's fd is one more, opened once (on /dev/null).
+ */
+#define POOL 72                 /* per kind: more than 16 rings x 3 fds + a message's 12 */
+#define POOL_FDS 4096           /* fd numbers the tables below cover */
+static int pool[VUF_NFDKINDS][POOL];
+static int pool_free[VUF_NFDKINDS][POOL], pool_nfree[VUF_NFDKINDS];
+static uint8_t fd_state[POOL_FDS];      /* FD_* below, by fd number */
+enum { FD_OTHER, FD_FREE, FD_HELD, FD_CONN_OPEN, FD_CONN_CLOSED };
+static int conn_fd_once = -1;
+
 static struct vx_dev dev;
-static int fe_fd = -1;          /* the frontend's end of the connection */
-static char replies[256];       /* a reply split across two reads, reassembled */
-static size_t replies_len;
 
 static int memfd(const char *name, size_t size)
 {
@@ -106,11 +136,19 @@ static void init(void)
     char path[64];
     snprintf(path, sizeof path, "/proc/self/fd/%d", fd_of_kind[VUF_FD_GUEST]);
     fd_of_kind[VUF_FD_RDONLY] = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd_of_kind[VUF_FD_EVENT] < 0 || fd_of_kind[VUF_FD_RDONLY] < 0)
+    conn_fd_once = open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (fd_of_kind[VUF_FD_EVENT] < 0 || fd_of_kind[VUF_FD_RDONLY] < 0 || conn_fd_once < 0 || conn_fd_once >= POOL_FDS)
         abort();
-    guest = mmap(NULL, VUF_GUEST_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd_of_kind[VUF_FD_GUEST], 0);
-    if (guest == MAP_FAILED)
-        abort();
+    for (int k = 0; k < VUF_NFDKINDS; k++) {
+        for (int i = 0; i < POOL; i++) {
+            int fd = fcntl(fd_of_kind[k], F_DUPFD_CLOEXEC, 0);
+            if (fd < 0 || fd >= POOL_FDS)
+                abort();
+            pool[k][i] = pool_free[k][i] = fd;
+            fd_state[fd] = FD_FREE;
+        }
+        pool_nfree[k] = POOL;
+    }
     for (int i = 0; i < VX_BURST; i++)
         if (!(pkt_buf[i] = malloc(VX_PKT_MAX)))
             abort();
@@ -119,40 +157,186 @@ static void init(void)
     close(first_free_fd);
 }
 
-/* === The connection ====================================================== */
+/* === The wire: the connection, in this process's memory =================== */
 
-static void connect_frontend(void)
+/* An fd of `kind` for the backend, as SCM_RIGHTS would make it; -1 when the
+ * pool is empty (it never is: see POOL). */
+static int pool_take(int kind)
 {
-    int sv[2];
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, sv) < 0)
-        abort();
-    fe_fd = sv[0];
-    dev.conn_fd = sv[1];
-    replies_len = 0;
+    if (!pool_nfree[kind])
+        return -1;
+    int fd = pool_free[kind][--pool_nfree[kind]];
+    fd_state[fd] = FD_HELD;
+    return fd;
 }
 
-/* Read what the backend answered: each reply is a 12-byte header, flags
- * exactly VERSION|REPLY, and an 8-byte payload (u64 or vring state). */
+/* The product's close() (ld --wrap=close): a pool fd goes back, the
+ * connection's is marked closed; an fd it does not hold is a bug. */
+int __real_close(int fd);
+int __wrap_close(int fd)
+{
+    if (fd < 0 || fd >= POOL_FDS || fd_state[fd] == FD_OTHER)
+        return __real_close(fd);
+    CHECK(fd_state[fd] == FD_HELD || fd_state[fd] == FD_CONN_OPEN);     /* closed twice */
+    if (fd_state[fd] == FD_CONN_OPEN) {
+        fd_state[fd] = FD_CONN_CLOSED;
+        return 0;
+    }
+    for (int k = 0; k < VUF_NFDKINDS; k++)
+        for (int i = 0; i < POOL; i++)
+            if (pool[k][i] == fd) {
+                fd_state[fd] = FD_FREE;
+                pool_free[k][pool_nfree[k]++] = fd;
+                return 0;
+            }
+    abort();
+}
+
+/*
+ * What the frontend sent and the backend has not read yet, as the chunks of
+ * each send (a unix stream socket keeps SCM_RIGHTS fds with the first byte
+ * of the sendmsg() that carried them, and a read never runs on into a chunk
+ * that carries fds), and what the backend answered.  Sizes as a socket's
+ * buffers would be, roughly; `reply_room` is what the backend's sends may
+ * still fill before they get EAGAIN (a frontend that is slow to read).
+ */
+#define WIRE_BYTES  65536
+#define WIRE_CHUNKS 256
+static struct {
+    int fd;                     /* the backend's end: a dup of /dev/null, which it closes */
+    uint8_t bytes[WIRE_BYTES];
+    uint32_t len, off;          /* queued, and read by the backend */
+    struct { uint32_t start; uint8_t nfds; uint8_t kinds[VUF_MAX_FDS]; } chunk[WIRE_CHUNKS];
+    int nchunks;
+    bool shut;                  /* the frontend shut its end: EOF once the bytes are read */
+    uint8_t replies[256];       /* backend -> frontend, checked and dropped by drain_replies */
+    uint32_t replies_len, reply_room, reply_room_full;
+    uint64_t sent;              /* bytes the backend has sent, ever: has it moved? */
+} wire = { .fd = -1 };
+
+static void connect_frontend(uint32_t reply_room)
+{
+    wire.fd = dev.conn_fd = conn_fd_once;
+    fd_state[wire.fd] = FD_CONN_OPEN;
+    wire.len = wire.off = 0;
+    wire.nchunks = 0;
+    wire.shut = false;
+    wire.replies_len = 0;
+    wire.reply_room = wire.reply_room_full = reply_room;
+}
+
+/* The product's recvmsg() on its connection (ld --wrap=recvmsg). */
+ssize_t __real_recvmsg(int fd, struct msghdr *mh, int flags);
+ssize_t __wrap_recvmsg(int fd, struct msghdr *mh, int flags)
+{
+    if (fd != wire.fd || fd < 0)
+        return __real_recvmsg(fd, mh, flags);
+    mh->msg_flags = 0;
+    size_t controllen = mh->msg_controllen;
+    mh->msg_controllen = 0;
+    if (wire.off == wire.len) {
+        if (wire.shut)
+            return 0;
+        errno = EAGAIN;
+        return -1;
+    }
+    /* The chunk wire.off is in, and where the read must stop: the next
+     * chunk that carries fds. */
+    int c = 0;
+    while (c + 1 < wire.nchunks && wire.chunk[c + 1].start <= wire.off)
+        c++;
+    uint32_t end = wire.len;
+    for (int k = c + 1; k < wire.nchunks; k++)
+        if (wire.chunk[k].nfds) {
+            end = wire.chunk[k].start;
+            break;
+        }
+    uint32_t n = end - wire.off;
+    if (n > mh->msg_iov[0].iov_len)
+        n = (uint32_t)mh->msg_iov[0].iov_len;
+    /* Fds ride with the chunk's first byte: new fds for the backend (as
+     * SCM_RIGHTS makes them), as many as its control buffer holds. */
+    if (wire.off == wire.chunk[c].start && wire.chunk[c].nfds) {
+        int fit = controllen >= CMSG_LEN(0) ? (int)((controllen - CMSG_LEN(0)) / sizeof(int)) : 0;
+        int nfds = wire.chunk[c].nfds < fit ? wire.chunk[c].nfds : fit;
+        if (nfds < wire.chunk[c].nfds)
+            mh->msg_flags |= MSG_CTRUNC;
+        if (nfds > 0) {
+            struct cmsghdr *cm = (struct cmsghdr *)mh->msg_control;
+            cm->cmsg_level = SOL_SOCKET;
+            cm->cmsg_type = SCM_RIGHTS;
+            cm->cmsg_len = CMSG_LEN(nfds * sizeof(int));
+            for (int i = 0; i < nfds; i++) {
+                int fd = pool_take(wire.chunk[c].kinds[i]);
+                memcpy(CMSG_DATA(cm) + i * sizeof(int), &fd, sizeof fd);
+            }
+            mh->msg_controllen = CMSG_SPACE(nfds * sizeof(int));
+        }
+    }
+    memcpy(mh->msg_iov[0].iov_base, wire.bytes + wire.off, n);
+    wire.off += n;
+    return n;
+}
+
+/* The product's send() on its connection (ld --wrap=send). */
+ssize_t __real_send(int fd, const void *buf, size_t len, int flags);
+ssize_t __wrap_send(int fd, const void *buf, size_t len, int flags)
+{
+    if (fd != wire.fd || fd < 0)
+        return __real_send(fd, buf, len, flags);
+    size_t n = len < wire.reply_room ? len : wire.reply_room;
+    if (n > sizeof wire.replies - wire.replies_len)
+        n = sizeof wire.replies - wire.replies_len;
+    if (n == 0) {
+        errno = EAGAIN;
+        return -1;
+    }
+    memcpy(wire.replies + wire.replies_len, buf, n);
+    wire.replies_len += (uint32_t)n;
+    wire.reply_room -= (uint32_t)n;
+    wire.sent += n;
+    return (ssize_t)n;
+}
+
+/* The frontend reads what the backend answered: each reply is a 12-byte
+ * header, flags exactly VERSION|REPLY, and an 8-byte payload (u64 or vring
+ * state); a reply cut in two is kept until its end comes. */
 static void drain_replies(void)
 {
-    for (;;) {
-        ssize_t r = recv(fe_fd, replies + replies_len, sizeof replies - replies_len, MSG_DONTWAIT);
-        if (r <= 0)
-            return;
-        replies_len += r;
-        size_t k = 0;
-        for (; replies_len - k >= 20; k += 20) {
-            uint32_t hdr[3];
-            memcpy(hdr, replies + k, sizeof hdr);
-            CHECK(hdr[1] == 0x5);
-            CHECK(hdr[2] == 8);
-        }
-        memmove(replies, replies + k, replies_len - k);
-        replies_len -= k;
+    uint32_t k = 0;
+    for (; wire.replies_len - k >= 20; k += 20) {
+        uint32_t hdr[3];
+        memcpy(hdr, wire.replies + k, sizeof hdr);
+        CHECK(hdr[1] == 0x5);
+        CHECK(hdr[2] == 8);
     }
+    memmove(wire.replies, wire.replies + k, wire.replies_len - k);
+    wire.replies_len -= k;
+    wire.reply_room = wire.reply_room_full;
 }
 
-/* The device's state must be sound after every message. */
+/* One send of the frontend: its bytes queued (what does not fit is
+ * dropped, as a full socket would refuse it), its fds on the first. */
+static void send_msg(const uint8_t *bytes, size_t len, const uint8_t *kinds, int nfds)
+{
+    if (wire.off == wire.len) {     /* all read: start again at the front */
+        wire.len = wire.off = 0;
+        wire.nchunks = 0;
+    }
+    if (len > WIRE_BYTES - wire.len)
+        len = WIRE_BYTES - wire.len;
+    if (len == 0 || wire.nchunks == WIRE_CHUNKS)
+        return;
+    wire.chunk[wire.nchunks].start = wire.len;
+    wire.chunk[wire.nchunks].nfds = (uint8_t)nfds;
+    memcpy(wire.chunk[wire.nchunks].kinds, kinds, nfds);
+    wire.nchunks++;
+    memcpy(wire.bytes + wire.len, bytes, len);
+    wire.len += (uint32_t)len;
+}
+
+/* === The device's state must be sound after every step ==================== */
+
 static bool inside_mem(const void *p, uint64_t len)
 {
     for (uint32_t i = 0; i < dev.mem.nregions; i++) {
@@ -162,11 +346,6 @@ static bool inside_mem(const void *p, uint64_t len)
             return true;
     }
     return false;
-}
-
-static bool fd_open(int fd)
-{
-    return fcntl(fd, F_GETFD) >= 0;
 }
 
 /* Which of first_free_fd .. + FD_SCAN are open: one poll() says (POLLNVAL). */
@@ -181,8 +360,20 @@ static void scan_fds(bool open[FD_SCAN])
         open[i] = !(p[i].revents & POLLNVAL);
 }
 
+/* Every fd the device holds is one it was given and has not closed. */
+static void check_device_fds(void)
+{
+    for (uint32_t i = 0; i < VX_MAX_VRINGS; i++) {
+        const struct vx_vring *vr = &dev.vrings[i];
+        const int fds[3] = { vr->kick_fd, vr->call_fd, vr->err_fd };
+        for (int k = 0; k < 3; k++)
+            CHECK(fds[k] == -1 || (fds[k] >= 0 && fds[k] < POOL_FDS && fd_state[fds[k]] == FD_HELD));
+    }
+}
+
 static void check_device(void)
 {
+    check_device_fds();
     CHECK(dev.mem.nregions <= VX_MAX_REGIONS);
     for (uint32_t i = 0; i < dev.mem.nregions; i++) {
         const struct vx_mem_region *r = &dev.mem.regions[i];
@@ -192,9 +383,6 @@ static void check_device(void)
     for (uint32_t i = 0; i < VX_MAX_VRINGS; i++) {
         const struct vx_vring *vr = &dev.vrings[i];
         CHECK(vr->index == i);
-        CHECK(vr->kick_fd == -1 || fd_open(vr->kick_fd));
-        CHECK(vr->call_fd == -1 || fd_open(vr->call_fd));
-        CHECK(vr->err_fd == -1 || fd_open(vr->err_fd));
         if (!atomic_load(&vr->ready))
             continue;
         CHECK(i < 2 * dev.queue_pairs);
@@ -234,42 +422,28 @@ static void check_device(void)
     }
 }
 
-/* Let the backend handle everything readable on its end, as main.c does. */
-static void serve(void)
+/* Let the backend handle what the frontend sent, as main.c's loop does:
+ * while it has bytes to read or a reply to finish, and moves.  A frontend
+ * that reads its replies (`drain`) takes them after each step; a slow one
+ * only between operations, so the backend's sends fill up and it must stop
+ * reading until they have gone. */
+static void serve(bool drain)
 {
     for (int i = 0; i < 100000 && dev.conn_fd >= 0; i++) {
-        struct pollfd p = { .fd = dev.conn_fd, .events = POLLIN };
-        if (poll(&p, 1, 0) <= 0)
+        uint32_t off = wire.off;
+        uint64_t sent = wire.sent;
+        bool pending = dev.io.out_len != 0;
+        if (wire.off == wire.len && !wire.shut && !pending)
             break;
         vu_handle_event(&dev);
-        drain_replies();
         check_device();
+        if (drain)
+            drain_replies();
+        if (dev.conn_fd >= 0 && off == wire.off && sent == wire.sent)
+            break;      /* no progress: it waits for the frontend */
     }
-    if (dev.conn_fd < 0) {      /* the backend reset the connection: reconnect */
-        close(fe_fd);
-        connect_frontend();
-    }
-}
-
-static void send_msg(const uint8_t *bytes, size_t len, const int *fds, int nfds)
-{
-    struct iovec iov = { (void *)bytes, len };
-    union {
-        char buf[CMSG_SPACE(VUF_MAX_FDS * sizeof(int))];
-        struct cmsghdr align;
-    } control;
-    struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
-    if (nfds > 0) {
-        mh.msg_control = control.buf;
-        mh.msg_controllen = CMSG_SPACE(nfds * sizeof(int));
-        struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
-        c->cmsg_level = SOL_SOCKET;
-        c->cmsg_type = SCM_RIGHTS;
-        c->cmsg_len = CMSG_LEN(nfds * sizeof(int));
-        memcpy(CMSG_DATA(c), fds, nfds * sizeof(int));
-    }
-    /* Non-blocking: if the backend stopped reading, the bytes are dropped. */
-    if (sendmsg(fe_fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT) < 0) { /* nothing to do */ }
+    if (dev.conn_fd < 0)        /* the backend reset the connection: reconnect */
+        connect_frontend(wire.reply_room_full);
 }
 
 /* === The poll loop's part, played by us ================================== */
@@ -326,6 +500,40 @@ static void poll_rings(uint8_t n_extra, uint16_t len)
 
 /* === Leaks =============================================================== */
 
+/* The product's mappings of guest memory (ld --wrap=mmap,munmap): every
+ * shared mapping of a file it makes, until it unmaps it.  Cheaper than
+ * reading /proc/self/maps after every input, and exact. */
+#define MAPS 64
+static struct { void *addr; size_t len; } maps[MAPS];
+static int nmaps;
+static bool guest_dirty = true;     /* guest memory may hold bytes of an input: zero it before the next */
+
+void *__real_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off);
+void *__wrap_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
+{
+    void *p = __real_mmap(addr, len, prot, flags, fd, off);
+    if (p != MAP_FAILED && fd >= 0 && (flags & MAP_SHARED)) {
+        guest_dirty = true;         /* the product may write what it maps */
+        CHECK(nmaps < MAPS);
+        maps[nmaps].addr = p;
+        maps[nmaps++].len = len;
+    }
+    return p;
+}
+
+int __real_munmap(void *addr, size_t len);
+int __wrap_munmap(void *addr, size_t len)
+{
+    for (int i = 0; i < nmaps; i++) {
+        if (maps[i].addr == addr) {
+            CHECK(maps[i].len == len);      /* unmapped whole, as mapped */
+            maps[i] = maps[--nmaps];
+            break;
+        }
+    }
+    return __real_munmap(addr, len);
+}
+
 static void check_no_leaks(void)
 {
     CHECK(dev.conn_fd == -1 && dev.mem.nregions == 0);
@@ -340,16 +548,18 @@ static void check_no_leaks(void)
         fprintf(out, "fd %d (%s) left open\n", fd, target);
         CHECK(!"fd leak");
     }
-    /* Only our own mapping of guest memory may remain. */
-    FILE *maps = fopen("/proc/self/maps", "r");
-    if (!maps)
-        return;
-    char line[512];
-    int n = 0;
-    while (fgets(line, sizeof line, maps))
-        n += strstr(line, "/memfd:vx-fuzz-") != NULL;
-    fclose(maps);
-    CHECK(n == 1);
+    /* Every fd the backend was given is back, and the connection closed. */
+    for (int k = 0; k < VUF_NFDKINDS; k++) {
+        if (pool_nfree[k] != POOL)
+            fprintf(out, "%d fd(s) of kind %d left open\n", POOL - pool_nfree[k], k);
+        CHECK(pool_nfree[k] == POOL);
+    }
+    CHECK(fd_state[conn_fd_once] == FD_CONN_CLOSED);
+    /* No mapping of guest memory left. */
+    if (nmaps)
+        fprintf(out, "%d mapping(s) of guest memory left, the first %zu bytes at %p\n", nmaps, maps[0].len,
+                maps[0].addr);
+    CHECK(nmaps == 0);
 }
 
 /* === The input ============================================================ */
@@ -385,25 +595,37 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (vu_init(&dev, data[1] & 1 ? &opt_trace : &opt_plain) < 0)
         abort();
     dev.queue_pairs = 1 + (data[0] & 7);
-    /* Fresh, zeroed guest memory (our mapping stays valid). */
-    if (ftruncate(fd_of_kind[VUF_FD_GUEST], 0) < 0 || ftruncate(fd_of_kind[VUF_FD_GUEST], VUF_GUEST_SIZE) < 0)
-        abort();
-    connect_frontend();
+    /* Fresh, zeroed guest memory: the file's pages dropped in one call,
+     * those touched again come back as zeros.  We write guest memory with
+     * pwrite(), not through a mapping of our own, so that dropping its
+     * pages has no mapping of ours to tear down (a TLB flush each time). */
+    if (guest_dirty) {
+        if (fallocate(fd_of_kind[VUF_FD_GUEST], FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, VUF_GUEST_SIZE) < 0)
+            abort();
+        /* Calls the last input's rings made: dropped (only a ring on mapped
+         * memory makes them; EAGAIN if there were none). */
+        uint64_t calls;
+        if (read(fd_of_kind[VUF_FD_EVENT], &calls, sizeof calls) < 0) { /* none */ }
+    }
+    guest_dirty = false;
+    /* Header byte 2, bit 0: a frontend slow to read its replies (room for
+     * 2 of them, taken only between operations). */
+    bool slow_reader = data[2] & 1;
+    connect_frontend(slow_reader ? 40 : sizeof wire.replies);
 
     uint8_t op;
     while (take(&in, &op, 1)) {
         switch (op % VUF_NOPS) {
         case VUF_OP_MSG: {
-            uint8_t nfds, kind;
-            int fds[VUF_MAX_FDS];
+            uint8_t nfds, kinds[VUF_MAX_FDS];
             uint16_t len;
             if (!take(&in, &nfds, 1))
                 goto done;
             nfds %= VUF_MAX_FDS + 1;
             for (int i = 0; i < nfds; i++) {
-                if (!take(&in, &kind, 1))
+                if (!take(&in, &kinds[i], 1))
                     goto done;
-                fds[i] = fd_of_kind[kind % VUF_NFDKINDS];
+                kinds[i] %= VUF_NFDKINDS;
             }
             if (!take(&in, &len, 2))
                 goto done;
@@ -411,9 +633,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 len = VUF_MAX_MSG;
             if (len > in.left)
                 len = in.left;
-            send_msg(in.p, len, fds, nfds);
+            send_msg(in.p, len, kinds, nfds);
             in.p += len, in.left -= len;
-            serve();
+            serve(!slow_reader);
             break;
         }
         case VUF_OP_MEM: {
@@ -426,7 +648,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 len = in.left;
             if (len > VUF_GUEST_SIZE - off)
                 len = VUF_GUEST_SIZE - off;
-            memcpy(guest + off, in.p, len);
+            if (len && pwrite(fd_of_kind[VUF_FD_GUEST], in.p, len, off) < 0)
+                abort();
+            guest_dirty |= len != 0;
             in.p += len, in.left -= len;
             break;
         }
@@ -436,19 +660,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             if (!take(&in, &n, 1) || !take(&in, &len, 2))
                 goto done;
             poll_rings(n, len);
+            drain_replies();    /* even a slow reader reads now and then */
+            serve(!slow_reader);
             break;
         }
         case VUF_OP_CLOSE:
-            shutdown(fe_fd, SHUT_WR);
-            serve();
+            wire.shut = true;
+            serve(!slow_reader);
             break;
         }
     }
 done:
     /* The frontend goes away for good: the backend forgets the device. */
     vu_cleanup(&dev);
-    close(fe_fd);
-    fe_fd = -1;
+    wire.fd = -1;
     check_no_leaks();
     return 0;
 }

@@ -2,6 +2,8 @@
 # tests/fuzz/run.sh - run the libFuzzer targets that `make fuzz` built, for a bounded time.
 #   tests/fuzz/run.sh [target ...]       (default: fuzz_vhost_user fuzz_virtqueue)
 #   FUZZ_SECONDS=60                      fuzzing time per target
+#   FUZZ_RUNS=10000000                   instead: this many executions per target, however long
+#                                        they take (make fuzz-long)
 #
 # For each target:
 #   1. replay every input in tests/fuzz/regressions/<target>/ (past crashes must stay fixed);
@@ -14,7 +16,9 @@
 set -u
 cd "$(dirname "$0")/../.."
 secs=${FUZZ_SECONDS:-60}
+runs=${FUZZ_RUNS:-}
 targets=${*:-fuzz_vhost_user fuzz_virtqueue}
+if [ -n "$runs" ]; then limit=(-runs="$runs"); else limit=(-max_total_time="$secs"); fi
 failed=0
 
 for t in $targets; do
@@ -40,7 +44,7 @@ for t in $targets; do
     rm -rf "$scratch" "$crashes"
     mkdir -p "$scratch" "$crashes"
     start=$SECONDS
-    "$bin" -max_total_time="$secs" -timeout=10 -print_final_stats=1 -artifact_prefix="$crashes/" \
+    "$bin" "${limit[@]}" -timeout=10 -print_final_stats=1 -artifact_prefix="$crashes/" \
         "$scratch" "tests/fuzz/corpus/$t" > "$log" 2>&1
     rc=$? took=$((SECONDS - start))
 
