@@ -11,10 +11,10 @@ CFLAGS  ?= -O2 -g
 CFLAGS  += -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror -pthread
 LDFLAGS += -pthread
 
-SRCS    = main.c vhost_user.c virtqueue.c pmd_loop.c nic_afxdp.c pcap.c
+SRCS    = main.c vhost_user.c virtqueue.c pmd_loop.c nic_afxdp.c pcap.c offload.c
 HDRS    = vhost_xdp.h
 TESTS   = tests/test_virtqueue tests/test_packed tests/test_ringview tests/test_protocol tests/test_hostile tests/test_trace \
-	  tests/afxdp_tool tests/test_tracedecode tests/test_pcap tests/test_mtu_rarp
+	  tests/afxdp_tool tests/test_tracedecode tests/test_pcap tests/test_mtu_rarp tests/tcpcheck
 FRONTEND = tests/frontend.c tests/frontend.h    # the vhost-user front-end both C protocol tests drive
 
 all: vhost-xdp
@@ -33,6 +33,11 @@ tests/test_packed: tests/test_packed.c tests/unit.h virtqueue.c $(HDRS)
 
 tests/afxdp_tool: tests/afxdp_tool.c nic_afxdp.c $(HDRS)
 	$(CC) $(CFLAGS) -I. -o $@ tests/afxdp_tool.c nic_afxdp.c $(LDFLAGS)
+
+# A TCP transfer checked byte for byte (tests/test_tcp.sh: the veth peer's end; the guest has its own
+# static copy, built by tests/build_guest.sh).
+tests/tcpcheck: tests/tcpcheck.c
+	$(CC) $(CFLAGS) -o $@ tests/tcpcheck.c $(LDFLAGS)
 
 tests/test_protocol: tests/test_protocol.c $(FRONTEND)
 	$(CC) $(CFLAGS) -o $@ tests/test_protocol.c tests/frontend.c $(LDFLAGS)
