@@ -80,6 +80,7 @@ static inline uint32_t get32(const uint8_t *p) { return (uint32_t)get16(p) << 16
 static inline void put32(uint8_t *p, uint32_t v) { put16(p, v >> 16); put16(p + 2, v); }
 
 static void ofl_trace(struct vx_vring *vr, const struct vx_pkt *p, const char *what, int segs);
+static const char *ofl_check_tx(struct vx_pkt *p);
 
 /* === The Internet checksum (RFC 1071) ==================================== */
 
@@ -276,20 +277,27 @@ int ofl_complete_csum(struct vx_pkt *p)
 
 /* Check a TSO packet's header against the packet and what the guest on tx
  * negotiated, and set up *cut to cut it into segments of at most `room`
- * bytes.  Returns the number of segments, or -1 (*why says why). */
+ * bytes.  Returns the number of segments, or -1 (*why says why).
+ * A packet whose payload is no larger than gso_size is cut into one
+ * segment: Linux takes such a packet as "not really a GSO one"
+ * (virtio_net_hdr_to_skb), and DPDK's testpmd, once `tso set` is on, marks
+ * every TCP packet for TSO, ACKs included.  Only a gso_size of 0, which no
+ * segment can be cut at, is refused. */
 int ofl_cut_start(struct ofl_cut *cut, const struct vx_vring *tx, uint32_t room, const char **why)
 {
-    const struct vx_pkt *p = &cut->big;
+    struct vx_pkt *p = &cut->big;
     const struct vx_net_hdr *h = &p->hdr;
     uint64_t f = tx->features;
     uint8_t type = h->gso_type & (uint8_t)~GSO_ECN;
+    if ((*why = ofl_check_tx(p)))       /* hdr_len, csum_start/csum_offset */
+        return -1;
     if (type != GSO_TCPV4 && type != GSO_TCPV6)
         return *why = "gso_type is not TCPV4 or TCPV6 (UDP and others are not offered)", -1;
     if (!(f & (1ull << (type == GSO_TCPV4 ? VIRTIO_NET_F_HOST_TSO4 : VIRTIO_NET_F_HOST_TSO6))) ||
         ((h->gso_type & GSO_ECN) && !(f & (1ull << VIRTIO_NET_F_HOST_ECN))))
         return *why = "gso_type the guest did not negotiate (HOST_TSO4, HOST_TSO6, HOST_ECN)", -1;
-    if (h->gso_size == 0 || h->gso_size > p->len)
-        return *why = "gso_size 0 or larger than the frame", -1;
+    if (h->gso_size == 0)
+        return *why = "gso_size 0", -1;
     /* The headers, read once (see above); a packet whose headers are longer
      * than OFL_MAX_HDRS fails the parse or the check below. */
     uint32_t have = p->len < OFL_MAX_HDRS ? p->len : OFL_MAX_HDRS;
@@ -510,7 +518,7 @@ enum ofl_need { OFL_AS_IS, OFL_CSUM, OFL_CUT, OFL_DROP };
  * the receiver (the application, OVS, falls back to software): here that
  * fallback is ours.
  */
-static enum ofl_need ofl_need(struct vx_vring *tx, const struct vx_vring *rx, struct vx_pkt *p)
+static enum ofl_need ofl_need(struct vx_vring *tx, const struct vx_vring *rx, struct vx_pkt *p, uint32_t room)
 {
     const char *why = ofl_check_tx(p);
     if (why) {
@@ -521,7 +529,7 @@ static enum ofl_need ofl_need(struct vx_vring *tx, const struct vx_vring *rx, st
     bool guest_csum = rf & (1ull << VIRTIO_NET_F_GUEST_CSUM);
     if (p->hdr.gso_type) {
         struct ofl_cut cut = { .big = *p };
-        int segs = ofl_cut_start(&cut, tx, VX_PKT_MAX, &why);
+        int segs = ofl_cut_start(&cut, tx, room, &why);
         if (segs < 0) {
             ofl_bad(tx, p, why);
             return OFL_DROP;
@@ -572,7 +580,7 @@ static void ofl_to_guest_slow(struct vx_vring *tx, const struct vx_vring *rx, st
             const char *why;
             struct ofl_cut cut = { .big = pkts[i] };
             if (ofl_cut_start(&cut, tx, scratch[0].room, &why) < 0)
-                continue;                   /* checked by ofl_need: cannot happen */
+                continue;                   /* ofl_need checked the same: never */
             cut.out_partial = rx->features & (1ull << VIRTIO_NET_F_GUEST_CSUM);
             while (cut.big.len) {
                 if (nout == VX_BURST) {
@@ -614,7 +622,7 @@ void ofl_to_guest(struct vx_vring *tx, const struct vx_vring *rx, struct vx_pkt 
     for (int i = 0; i < n; i++) {
         need[i] = OFL_AS_IS;
         if (pkts[i].hdr.flags | pkts[i].hdr.gso_type) {
-            need[i] = (uint8_t)ofl_need(tx, rx, &pkts[i]);
+            need[i] = (uint8_t)ofl_need(tx, rx, &pkts[i], scratch[0].room);
             work |= need[i] != OFL_AS_IS;
         }
     }

@@ -524,7 +524,7 @@ static int vq_tx_keep(struct vx_vring *vr, uint16_t head, struct vx_pkt *p, cons
         return VQ_TX_DROPPED;
     uint64_t len = (uint64_t)total - vr->hdr_len;
     p->bufs = cp->nbufs;
-    if (big && (len > p->room || p->hdr.gso_type) && len <= big->room)
+    if (big && len && (len > p->room || p->hdr.gso_type) && len <= big->room)
         return vq_tx_to_big(vr, head, p, len, big);
     if (len > p->room)
         return VQ_TX_DROPPED;

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # tests/fuzz/run.sh - run the libFuzzer targets that `make fuzz` built, for a bounded time.
-#   tests/fuzz/run.sh [target ...]       (default: fuzz_vhost_user fuzz_virtqueue)
+#   tests/fuzz/run.sh [target ...]       (default: fuzz_vhost_user fuzz_virtqueue fuzz_offload)
 #   FUZZ_SECONDS=60                      fuzzing time per target
 #
 # For each target:
@@ -14,7 +14,7 @@
 set -u
 cd "$(dirname "$0")/../.."
 secs=${FUZZ_SECONDS:-60}
-targets=${*:-fuzz_vhost_user fuzz_virtqueue}
+targets=${*:-fuzz_vhost_user fuzz_virtqueue fuzz_offload}
 failed=0
 
 for t in $targets; do
