@@ -278,11 +278,11 @@ int ofl_complete_csum(struct vx_pkt *p)
 /* Check a TSO packet's header against the packet and what the guest on tx
  * negotiated, and set up *cut to cut it into segments of at most `room`
  * bytes.  Returns the number of segments, or -1 (*why says why).
- * A packet whose payload is no larger than gso_size is cut into one
- * segment: Linux takes such a packet as "not really a GSO one"
- * (virtio_net_hdr_to_skb), and DPDK's testpmd, once `tso set` is on, marks
- * every TCP packet for TSO, ACKs included.  Only a gso_size of 0, which no
- * segment can be cut at, is refused. */
+ * A gso_size of 0 cuts nothing; one larger than the whole frame is refused
+ * too, as issue 13 asks: no sender we know makes one (Linux's TCP and
+ * testpmd's `tso set` mark only packets longer than their MSS), where
+ * Linux's own receive path would take it as a plain packet.  A payload no
+ * larger than gso_size, in a frame that is, makes one segment. */
 int ofl_cut_start(struct ofl_cut *cut, const struct vx_vring *tx, uint32_t room, const char **why)
 {
     struct vx_pkt *p = &cut->big;
@@ -296,8 +296,8 @@ int ofl_cut_start(struct ofl_cut *cut, const struct vx_vring *tx, uint32_t room,
     if (!(f & (1ull << (type == GSO_TCPV4 ? VIRTIO_NET_F_HOST_TSO4 : VIRTIO_NET_F_HOST_TSO6))) ||
         ((h->gso_type & GSO_ECN) && !(f & (1ull << VIRTIO_NET_F_HOST_ECN))))
         return *why = "gso_type the guest did not negotiate (HOST_TSO4, HOST_TSO6, HOST_ECN)", -1;
-    if (h->gso_size == 0)
-        return *why = "gso_size 0", -1;
+    if (h->gso_size == 0 || h->gso_size > p->len)
+        return *why = "gso_size 0 or larger than the frame", -1;
     /* The headers, read once (see above); a packet whose headers are longer
      * than OFL_MAX_HDRS fails the parse or the check below. */
     uint32_t have = p->len < OFL_MAX_HDRS ? p->len : OFL_MAX_HDRS;
