@@ -124,9 +124,12 @@ demo:
 # The benchmark (bench/bench.sh, issue 7): testpmd virtio_user against vhost-xdp and against DPDK's
 # own vhost backend, loopback and (as root) forwarding to AF_XDP on a veth, back to back; prints a
 # table of Mpps, ratios and vhost-xdp's RSS.  A measurement, never a test.  A few minutes; knobs
-# (BENCH_SECS, BENCH_SAMPLES, BENCH_SIZES, ...) are listed at the top of bench/bench.sh.
-bench: vhost-xdp
+# (BENCH_SECS, BENCH_SAMPLES, BENCH_SIZES, ...) are listed at the top of bench/bench.sh.  Then the
+# TCP rows (bench/bench_tcp.sh, issue 13): QEMU guests' TCP through vhost-xdp with and without the
+# offloads and through QEMU's tap backend (about a minute; knobs BENCH_TCP_* at its top).
+bench: vhost-xdp tests/tcpcheck
 	bench/bench.sh
+	bench/bench_tcp.sh
 
 .PHONY: bench
 
