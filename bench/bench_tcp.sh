@@ -204,7 +204,7 @@ guest_accel
 echo "bench_tcp: $(nproc) CPUs, guests under ${GUEST_ACCEL^^} ($GUEST_ACCEL_WHY); $([ -c /dev/vhost-net ] && echo "/dev/vhost-net present" || echo "no /dev/vhost-net here: the tap rows are QEMU's own virtio-net (vhost=off)")"
 echo "bench_tcp: booting $(($(wc -w <<<"$CONFIGS") * 2)) guests ($CONFIGS)..."
 for g in "${!QPID[@]}"; do
-    wait_for "guest $g" 300 grep -aq "VXAGENT ready" "$TMP/$g.serial" ||
+    wait_for "guest $g" 300 grep -aqs "VXAGENT ready" "$TMP/$g.serial" ||
         { echo "bench_tcp: guest $g did not boot" >&2; tail -n 5 "$TMP/$g.serial" >&2; exit 1; }
 done
 RESULTS=$TMP/results

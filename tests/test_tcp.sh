@@ -102,7 +102,7 @@ QB=$QEMU_PID
 GUEST_AGENT=$dir/c start_guest "$dir" c "$SOCK_C" agent "" "" "vxip=10.0.0.4/24 vxip6=fd00::4/64" 52:54:00:12:34:58
 QC=$QEMU_PID
 for g in a b c; do
-    wait_for "guest $g" 180 grep -aq "VXAGENT ready" "$dir/$g.serial" ||
+    wait_for "guest $g" 180 grep -aqs "VXAGENT ready" "$dir/$g.serial" ||
         { not_ok "guest $g boots into agent mode"; diag "$dir/$g.serial" "$dir/$g.qemu.log"; done_testing; }
 done
 ok "three guests booted (agent mode)"
