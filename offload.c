@@ -718,22 +718,22 @@ void ofl_from_nic(struct vx_vring *rx, struct vx_pkt *pkts, int n)
 /* === --trace: one line per header ======================================== */
 
 /* With --trace=rings: the header of a packet that asks for (or got) an
- * offload, at most OFL_TRACE_PER_SECOND lines per ring and second (the rest
- * are not shown).  Kept out of line: without tracing the data path pays one
- * branch on a flag. */
-#define OFL_TRACE_PER_SECOND 3
+ * offload, one line per ring every OFL_TRACE_GAP_MS at most (the packets
+ * between are not shown).  Spread out rather than the first few of each
+ * second: a TCP connection's first packets are short (slow start), its
+ * later ones 64 KiB.  Kept out of line: without tracing the data path pays
+ * one branch on a flag. */
+#define OFL_TRACE_GAP_MS 333
 
 static void __attribute__((cold, noinline)) ofl_trace(struct vx_vring *vr, const struct vx_pkt *p, const char *what,
                                                        int segs)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-    if (ts.tv_sec != vr->trace_hdr_second) {
-        vr->trace_hdr_second = ts.tv_sec;
-        vr->trace_hdrs_shown = 0;
-    }
-    if (vr->trace_hdrs_shown++ >= OFL_TRACE_PER_SECOND)
+    int64_t now_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    if (now_ms < vr->trace_hdr_next_ms)
         return;
+    vr->trace_hdr_next_ms = now_ms + OFL_TRACE_GAP_MS;
     static const char *const gso[] = { [GSO_NONE] = "NONE", [GSO_TCPV4] = "TCPV4", [GSO_UDP] = "UDP",
                                        [GSO_TCPV6] = "TCPV6" };
     const struct vx_net_hdr *h = &p->hdr;

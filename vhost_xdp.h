@@ -219,8 +219,7 @@ struct vx_vring {
      * (at most a few), and how many more were sent but not logged. */
     int64_t  trace_second;
     uint32_t trace_calls_shown, trace_calls_hidden;
-    int64_t  trace_hdr_second;      /* the same for the headers offload.c shows */
-    uint32_t trace_hdrs_shown;
+    int64_t  trace_hdr_next_ms;     /* offload.c's header lines: the next one not before this */
     bool     bad_hdr_logged;        /* offload.c: the first refused header is logged, the rest counted */
 
     /* The handover flag (see vhost_user.c, "Taking rings away"). */

@@ -119,7 +119,7 @@ lab_say "  A's driver negotiated: $(features a)"
 send a b 10.0.7.3
 R1=$RESULT
 lab_say "  $R1"
-lab_say "  the largest of A's packets --trace=rings showed (a few a second), with its virtio-net header:"
+lab_say "  the largest of A's packets --trace=rings showed (one every 1/3 s), with its virtio-net header:"
 largest_header offl 'crosses whole'
 stop_vx offl
 DEV_A="device 0 ($LAB_TMP/a.sock): "
