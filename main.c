@@ -88,7 +88,7 @@ static void usage(FILE *out)
           "  -t, --trace[=WHAT]     on stderr: messages (the default) decodes every vhost-user\n"
           "                         message; rings (or all) adds ring events: started, stopped,\n"
           "                         enabled, disabled, kicks received, calls sent (a few per second),\n"
-          "                         and the virtio-net headers of packets using an offload (one per 1/3 s)\n"
+          "                         and TSO packets' virtio-net headers (one per ring and 1/3 s)\n"
           "  -R, --ring-view SECONDS  print every started ring's indices and slots every SECONDS\n"
           "                         (SIGUSR1 prints it once)\n"
           "  -h, --help             this text\n",

@@ -340,21 +340,34 @@ static void ofl_fix_segment(const struct ofl_cut *cut, uint8_t *o, uint32_t chun
     uint32_t l3 = cut->l3, l4 = cut->l4, tcp_len = cut->payload - l4 + chunk;
     bool first = cut->index == 0, last = cut->index + 1 == cut->nsegs;
     if (cut->ipv6) {
-        put16(o + l3 + 4, cut->payload - l3 - 40 + chunk);     /* extension headers + TCP */
+        /* IPv6 has no header checksum; its payload length (at 4) counts
+         * everything after the fixed 40 bytes: extension headers + TCP. */
+        put16(o + l3 + 4, cut->payload - l3 - 40 + chunk);
     } else {
+        /* IPv4: total length (at 2) of this segment; identification (at 4)
+         * one more per segment, as Linux's GSO numbers them (a receiver
+         * reassembling fragments tells datagrams apart by it); the header
+         * checksum (at 10) over the header, computed with its field 0. */
         put16(o + l3 + 2, cut->payload - l3 + chunk);
         put16(o + l3 + 4, get16(in + l3 + 4) + cut->index);
         o[l3 + 10] = o[l3 + 11] = 0;
         uint16_t c = ofl_checksum(o + l3, l4 - l3);
         memcpy(o + l3 + 10, &c, 2);
     }
+    /* TCP: the sequence number (at 4) is that of the segment's first byte;
+     * the acknowledgment, window and options stay as the guest wrote them. */
     put32(o + l4 + 4, get32(in + l4 + 4) + cut->next);
+    /* The flags (at 13): FIN and PSH belong to the end of the data, so to
+     * the last segment; CWR answers one congestion signal, so it goes
+     * once, with the first (RFC 3168; Linux's own GSO does the same). */
     uint8_t flags = in[l4 + 13];
     if (!last)
         flags &= (uint8_t)~(TCP_FIN | TCP_PSH);
     if (!first)
         flags &= (uint8_t)~TCP_CWR;
     o[l4 + 13] = flags;
+    /* The TCP checksum covers the pseudo-header, whose length is this
+     * segment's: computed afresh, whatever the guest left in the field. */
     struct ofl_frame fr = { .l3 = l3, .l4 = l4, .proto = IPPROTO_TCP, .ipv6 = cut->ipv6 };
     uint64_t pseudo = ofl_pseudo_sum(o, &fr, tcp_len);
     *hdr = (struct vx_net_hdr){ 0 };
@@ -377,6 +390,8 @@ int ofl_cut_next(struct ofl_cut *cut, struct vx_pkt *out, int n)
 {
     uint32_t hdrs = cut->payload, total = cut->big.len - hdrs;
     int k = 0;
+    /* Each segment: the headers (from the copy read once), then its share
+     * of the payload, read from the packet once, straight into place. */
     for (; k < n && cut->big.len; k++) {
         uint32_t chunk = total - cut->next < cut->mss ? total - cut->next : cut->mss;
         uint8_t *o = out[k].data;
@@ -447,8 +462,6 @@ static int ofl_fix_burst(struct vx_vring *tx, struct vx_pkt *pkts, int n)
     for (int i = 0; i < n; i++) {
         struct vx_pkt *p = &pkts[i];
         if (p->hdr.flags | p->hdr.gso_type) {
-            if (__builtin_expect(vx_trace_rings, 0))
-                ofl_trace(tx, p, "checksum completed for the NIC", 0);
             const char *why = p->hdr.gso_type ? "TSO packet where none can be" : ofl_check_tx(p);
             if (why) {
                 ofl_bad(tx, p, why);
@@ -479,8 +492,10 @@ static int ofl_fix_burst(struct vx_vring *tx, struct vx_pkt *pkts, int n)
  */
 int ofl_to_nic(struct ofl_cut *cut, struct vx_vring *tx, struct vx_pkt *frames, int filled, int nframes)
 {
+    /* A guest without CSUM sends no header (vq_tx_copy): one branch. */
     if (filled > 0 && (tx->features & (1ull << VIRTIO_NET_F_CSUM)))
         filled = ofl_fix_burst(tx, frames, filled);
+    /* Then the TSO packet, if one is waiting, into the frames left. */
     if (!cut->big.len || nframes == 0)
         return filled;
     if (cut->nsegs == 0) {              /* a packet just taken: check it, and count */
@@ -528,6 +543,8 @@ static enum ofl_need ofl_need(struct vx_vring *tx, const struct vx_vring *rx, st
     uint64_t rf = rx->features;
     bool guest_csum = rf & (1ull << VIRTIO_NET_F_GUEST_CSUM);
     if (p->hdr.gso_type) {
+        /* Checked as if it were to be cut, even if it will cross whole:
+         * another guest must not get a header we would refuse. */
         struct ofl_cut cut = { .big = *p };
         int segs = ofl_cut_start(&cut, tx, room, &why);
         if (segs < 0) {
@@ -569,6 +586,7 @@ static void ofl_to_guest_slow(struct vx_vring *tx, const struct vx_vring *rx, st
         if (need[i] == OFL_AS_IS) {
             out[nout++] = pkts[i];
         } else if (need[i] == OFL_CSUM) {
+            /* Completed in a copy: the frame may be lent, the sender's. */
             struct vx_pkt *c = &scratch[nout];
             memcpy(c->data, pkts[i].data, pkts[i].len);
             c->len = pkts[i].len;
@@ -577,6 +595,8 @@ static void ofl_to_guest_slow(struct vx_vring *tx, const struct vx_vring *rx, st
                 stat_add(&tx->stats.csum_sw, 1);
             out[nout++] = *c;
         } else if (need[i] == OFL_CUT) {
+            /* Segments into the scratch buffers, handed on whenever out[]
+             * is full, so a 64 KiB packet of any gso_size fits. */
             const char *why;
             struct ofl_cut cut = { .big = pkts[i] };
             if (ofl_cut_start(&cut, tx, scratch[0].room, &why) < 0)
@@ -617,6 +637,8 @@ void ofl_to_guest(struct vx_vring *tx, const struct vx_vring *rx, struct vx_pkt 
         send(ctx, pkts, n);
         return;
     }
+    /* First look at the whole burst, deciding for each packet (and
+     * counting): only if one needs work is the burst built again. */
     uint8_t need[VX_BURST];
     bool work = false;
     for (int i = 0; i < n; i++) {
@@ -670,6 +692,8 @@ static int ofl_nic_frame(struct vx_pkt *p, bool guest_csum)
     const char *why;
     if (ofl_parse(p->data, p->len, p->len, &fr, &why) < 0)
         return 0;
+    /* Where the checksum field is: TCP's at 16, UDP's at 6 (RFC 9293,
+     * RFC 768); a transport header cut short has none to look at. */
     uint32_t l4_len = fr.end - fr.l4, off;
     if (fr.proto == IPPROTO_TCP && l4_len >= 20)
         off = TCP_CSUM_OFF;
@@ -677,6 +701,8 @@ static int ofl_nic_frame(struct vx_pkt *p, bool guest_csum)
         off = UDP_CSUM_OFF;
     else
         return fr.proto == IPPROTO_SCTP_ && l4_len >= 12 && !memcmp(p->data + fr.l4 + 8, "\0\0\0\0", 4) ? -1 : 0;
+    /* The test itself: 12 or 40 bytes summed, two compared; the payload
+     * is only read if the checksum must be completed here. */
     uint16_t field, pseudo = csum_fold(ofl_pseudo_sum(p->data, &fr, l4_len));
     memcpy(&field, p->data + fr.l4 + off, 2);
     if (field != pseudo || (field == 0 && off == UDP_CSUM_OFF))    /* UDP 0: no checksum (RFC 768) */
@@ -693,6 +719,8 @@ void ofl_from_nic(struct vx_vring *rx, struct vx_pkt *pkts, int n)
 {
     bool guest_csum = rx->features & (1ull << VIRTIO_NET_F_GUEST_CSUM);
     for (int i = 0; i < n; i++) {
+        /* Every header written: nic_rx_burst() leaves the one of the
+         * frame's previous use (the vx_pkt array is reused). */
         pkts[i].hdr = (struct vx_net_hdr){ 0 };
         int r = ofl_nic_frame(&pkts[i], guest_csum);
         if (r > 0) {
@@ -717,8 +745,9 @@ void ofl_from_nic(struct vx_vring *rx, struct vx_pkt *pkts, int n)
 
 /* === --trace: one line per header ======================================== */
 
-/* With --trace=rings: the header of a packet that asks for (or got) an
- * offload, one line per ring every OFL_TRACE_GAP_MS at most (the packets
+/* With --trace=rings: the header of a TSO packet (or of a frame from the
+ * NIC with a partial checksum), one line per ring every OFL_TRACE_GAP_MS at
+ * most (plain NEEDS_CSUM packets, every ACK, are not shown; the packets
  * between are not shown).  Spread out rather than the first few of each
  * second: a TCP connection's first packets are short (slow start), its
  * later ones 64 KiB.  Kept out of line: without tracing the data path pays
