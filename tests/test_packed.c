@@ -549,9 +549,9 @@ static void t_tx_big(void)
           (unsigned long long)vr.stats.packets, (unsigned long long)vr.stats.bytes);
     end();
 
-    begin("RX: the packet's header is written in front of it (packed, one buffer and mergeable)");
+    begin("RX: the packet's header is written in front of it (packed, GUEST_CSUM; one buffer and mergeable)");
     for (int mrg = 0; mrg < 2; mrg++) {
-        ring_setup(8, PACKED | (mrg ? MRG : 0), true);
+        ring_setup(8, PACKED | F(VIRTIO_NET_F_GUEST_CSUM) | (mrg ? MRG : 0), true);
         uint16_t ids[3];
         for (int i = 0; i < 3; i++)
             ids[i] = rx_add(1, 400);

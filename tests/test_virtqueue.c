@@ -966,18 +966,22 @@ static void t_net_header(void)
             begin("TX: ... (with CSUM)");
     }
 
-    begin("RX: the packet's header is written in front of it, num_buffers after it");
-    ring_setup(256, V1 | MRG, 0, true, false);
-    static const uint32_t one[] = { 2048 };
-    rx_offer(0, one, 1);
-    struct vx_pkt p = mkpkt(0, 300, 151);
-    p.hdr = (struct vx_net_hdr){ .flags = 1, .gso_type = 4, .hdr_len = 74, .gso_size = 1220, .csum_start = 54,
-                                 .csum_offset = 16 };
-    int r = enq(&p, 1);
-    CHECK(r == 1, "returned %d", r);
-    const uint8_t *b = hva(g.desc[0].addr);
-    CHECK(!memcmp(b, &p.hdr, 10) && b[10] == 1 && b[11] == 0, "header %02x %02x %02x %02x ..., num_buffers %u",
-          b[0], b[1], b[2], b[3], b[10] | b[11] << 8);
+    begin("RX: the packet's header is written in front of it (GUEST_CSUM), zeros without; num_buffers after it");
+    for (int gc = 0; gc < 2; gc++) {
+        ring_setup(256, V1 | MRG | (gc ? F(VIRTIO_NET_F_GUEST_CSUM) : 0), 0, true, false);
+        static const uint32_t one[] = { 2048 };
+        rx_offer(0, one, 1);
+        struct vx_pkt p = mkpkt(0, 300, 151);
+        p.hdr = (struct vx_net_hdr){ .flags = 1, .gso_type = 4, .hdr_len = 74, .gso_size = 1220, .csum_start = 54,
+                                     .csum_offset = 16 };
+        int r = enq(&p, 1);
+        CHECK(r == 1, "returned %d", r);
+        const uint8_t *b = hva(g.desc[0].addr);
+        static const uint8_t zeros[10];
+        CHECK(!memcmp(b, gc ? (const void *)&p.hdr : zeros, 10) && b[10] == 1 && b[11] == 0,
+              "%s GUEST_CSUM: header %02x %02x %02x %02x ..., num_buffers %u", gc ? "with" : "without", b[0], b[1],
+              b[2], b[3], b[10] | b[11] << 8);
+    }
     end();
 }
 
