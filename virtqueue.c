@@ -285,6 +285,10 @@ struct vq_chain {
 static inline __attribute__((always_inline)) void vq_copy_buffer(struct vq_copy *cp, uint8_t *p, uint64_t pos, uint32_t len, bool last)
 {
     cp->nbufs++;
+    /* Unrolled, so that each window's tests fold to constants: 28
+     * instructions fewer per packet on the loopback path (callgrind, 64 B:
+     * 506 -> 478; before the offloads, 474). */
+#pragma GCC unroll 2
     for (int w = 0; w < 2; w++) {
         /* [lo, hi): where this buffer, [pos, pos + len), meets window w. */
         uint64_t lo = cp->part[w].off > pos ? cp->part[w].off : pos;
