@@ -8,12 +8,14 @@
 #   A  10.0.0.2 fd00::2  every offload (QEMU's defaults: CSUM, GUEST_CSUM, HOST/GUEST_TSO4/6, ECN)
 #   B  10.0.0.3 fd00::3  csum=off,guest_csum=off,guest_tso4=off,guest_tso6=off,guest_ecn=off: it sends
 #                        and receives plain, MTU-sized, fully checksummed segments
-#   C  10.0.0.4 fd00::4  every offload, like A
+#   C  10.0.0.4 fd00::4  every offload, like A, but mrg_rxbuf=off: Linux then receives into "big
+#                        packet" chains of up to 64 KiB instead of mergeable buffers
 # Each case moves N bytes (tests/tcpcheck.c: a deterministic pattern, every byte checked by the
 # receiver) in both directions over IPv4 and over IPv6, and checks what vhost-xdp says it did:
 #   1. VM-to-VM, A <-> B (mixed): A's 64 KiB TSO packets are cut into segments for B and A's partial
 #      checksums completed in software (B negotiated neither); B's segments reach A as they are;
-#   2. VM-to-VM, A <-> C: the 64 KiB packets cross whole (TSO packets counted, 0 segments cut);
+#   2. VM-to-VM, A <-> C: the 64 KiB packets cross whole (TSO packets counted, 0 segments cut), into
+#      C's big-packet chains (no mergeable buffers) and A's mergeable buffers;
 #   3. --iface on a veth made by `ip link add type veth` (its peer's TX checksum offload on, as always):
 #      A <-> the peer in a netns: A's TSO packets are cut into frames and checksummed for the wire; the
 #      peer's partial checksums reach A as NEEDS_CSUM;
@@ -100,7 +102,7 @@ GUEST_AGENT=$dir/a start_guest "$dir" a "$SOCK_A" agent "" "" "vxip=10.0.0.2/24 
 QA=$QEMU_PID
 GUEST_AGENT=$dir/b start_guest "$dir" b "$SOCK_B" agent "$B_OFF" "" "vxip=10.0.0.3/24 vxip6=fd00::3/64" 52:54:00:12:34:57
 QB=$QEMU_PID
-GUEST_AGENT=$dir/c start_guest "$dir" c "$SOCK_C" agent "" "" "vxip=10.0.0.4/24 vxip6=fd00::4/64" 52:54:00:12:34:58
+GUEST_AGENT=$dir/c start_guest "$dir" c "$SOCK_C" agent ",mrg_rxbuf=off" "" "vxip=10.0.0.4/24 vxip6=fd00::4/64" 52:54:00:12:34:58
 QC=$QEMU_PID
 for g in a b c; do
     wait_for "guest $g" 180 grep -aqs "VXAGENT ready" "$dir/$g.serial" ||
@@ -111,8 +113,10 @@ ok "three guests booted (agent mode)"
 # HOST_TSO4 11.  (QEMU leaves HOST_TSO4 on with csum=off; the driver never uses it without CSUM, and
 # vhost-xdp reads no header from a guest without CSUM.)
 fa=$(guest_features "$dir/a.serial") fb=$(guest_features "$dir/b.serial")
-check "A negotiated CSUM, GUEST_CSUM, GUEST_TSO4 and HOST_TSO4; B neither CSUM nor GUEST_CSUM nor GUEST_TSO4" \
-    test "${fa:0:1}${fa:1:1}${fa:7:1}${fa:11:1}/${fb:0:1}${fb:1:1}${fb:7:1}" = 1111/000 || echo "# $fa / $fb"
+fc=$(guest_features "$dir/c.serial")
+check "A negotiated CSUM, GUEST_CSUM, GUEST_TSO4 and HOST_TSO4; B neither CSUM nor GUEST_CSUM nor GUEST_TSO4; C GUEST_TSO4 without MRG_RXBUF (15)" \
+    test "${fa:0:1}${fa:1:1}${fa:7:1}${fa:11:1}/${fb:0:1}${fb:1:1}${fb:7:1}/${fc:7:1}${fc:15:1}" = 1111/000/10 ||
+    echo "# $fa / $fb / $fc"
 
 # Guest commands: a number per guest, never reused (agent_cmd waits for "VXDONE ID").
 declare -A CMD_ID=([a]=0 [b]=0 [c]=0)
