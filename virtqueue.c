@@ -39,9 +39,10 @@
  *
  * Read in this order: attach, the chain walk, the split ring's dequeue (TX),
  * enqueue (RX) and notification, then the packed ring's, the public entry
- * points, and last the ring view (--ring-view, SIGUSR1).  Host byte order is
- * assumed little-endian (x86, arm64), as virtio 1.x rings are; a big-endian
- * port would add le16toh() and friends.
+ * points, and last, second reading, TSO packets towards small buffers
+ * (vq_dequeue_burst_big, for offload.c) and the ring view (--ring-view,
+ * SIGUSR1).  Host byte order is assumed little-endian (x86, arm64), as
+ * virtio 1.x rings are; a big-endian port would add le16toh() and friends.
  */
 #include "vhost_xdp.h"
 
@@ -497,27 +498,7 @@ static inline struct vq_copy vq_tx_copy(const struct vx_vring *vr, struct vx_pkt
 
 enum { VQ_TX_DROPPED, VQ_TX_KEPT, VQ_TX_BIG, VQ_TX_BROKEN };
 
-/* A packet for `big` (vq_dequeue_burst_big): copied there from p->data if
- * it fit its own buffer, else read from the chain again, straight into big
- * (the header stays the one read the first time).  Out of line: rare, and
- * kept out of vq_tx_keep's way. */
-static __attribute__((noinline, cold)) int vq_tx_to_big(struct vx_vring *vr, uint16_t head, const struct vx_pkt *p, uint64_t len, struct vx_pkt *big)
-{
-    if (len <= p->room) {
-        memcpy(big->data, p->data, len);
-    } else {
-        struct vq_copy cp = { .part = { { NULL, 0, 0 }, { big->data, vr->hdr_len, big->room } } };
-        int64_t again = vq_walk_chain(vr, head, false, &cp, NULL);
-        if (again < 0)
-            return VQ_TX_BROKEN;
-        if ((uint64_t)again != vr->hdr_len + len)
-            return VQ_TX_DROPPED;   /* the guest changed the chain while we read it twice */
-    }
-    big->len = (uint32_t)len;
-    big->hdr = p->hdr;
-    big->bufs = p->bufs;
-    return VQ_TX_BIG;
-}
+static int vq_tx_to_big(struct vx_vring *vr, uint16_t head, const struct vx_pkt *p, uint64_t len, struct vx_pkt *big);
 
 /* The walk has copied (or lent) the chain at `head` as `cp` asked and
  * found `total` bytes: keep the packet in *p, move it to *big, or drop it.
@@ -1278,18 +1259,6 @@ int vq_dequeue_burst(struct vx_vring *vr, struct vx_pkt *pkts, int n)
                       : vq_split_dequeue_burst(vr, pkts, n, NULL, NULL, NULL);
 }
 
-/* Guest TX towards UMEM frames: a TSO packet, or one too long for its
- * frame, goes to *big (a buffer of VX_PKT_MAX) and ends the burst; the
- * packets in pkts[] are counted in the return value, big in big->len. */
-int vq_dequeue_burst_big(struct vx_vring *vr, struct vx_pkt *pkts, int n, struct vx_pkt *big)
-{
-    big->len = 0;
-    if (vr->broken)
-        return 0;
-    return vr->packed ? vq_packed_dequeue_burst(vr, pkts, n, NULL, NULL, big)
-                      : vq_split_dequeue_burst(vr, pkts, n, NULL, NULL, big);
-}
-
 /* Guest TX with one copy fewer: the frames are lent to deliver(), which
  * copies them on (into another guest ring) before the guest gets its
  * buffers back.  pkts[].data may point into guest memory afterwards. */
@@ -1317,6 +1286,53 @@ int vq_avail_buffers(struct vx_vring *vr)
     if (vr->broken)
         return 0;
     return vr->packed ? vq_packed_avail_buffers(vr) : vq_split_avail_buffers(vr);
+}
+
+/* === TSO packets towards small buffers (second reading) ================ */
+
+/*
+ * The AF_XDP port's buffers are 4 KiB UMEM frames, and a guest that
+ * negotiated HOST_TSO4/6 sends TCP packets of up to 64 KiB (virtio 1.2
+ * §5.1.6.2) for the port to cut (offload.c).  vq_dequeue_burst_big() takes
+ * a burst into the frames as vq_dequeue_burst() does, but a packet with a
+ * gso_type, or too long for its frame, goes into `big` (a buffer of
+ * VX_PKT_MAX) instead and ends the burst: it is one packet, cut into many
+ * frames afterwards, in order, behind the packets before it.
+ */
+
+/* A packet for `big` (vq_dequeue_burst_big): copied there from p->data if
+ * it fit its own buffer, else read from the chain again, straight into big
+ * (the header stays the one read the first time).  Out of line: rare, and
+ * kept out of vq_tx_keep's way. */
+static __attribute__((noinline, cold)) int vq_tx_to_big(struct vx_vring *vr, uint16_t head, const struct vx_pkt *p,
+                                                         uint64_t len, struct vx_pkt *big)
+{
+    if (len <= p->room) {
+        memcpy(big->data, p->data, len);
+    } else {
+        struct vq_copy cp = { .part = { { NULL, 0, 0 }, { big->data, vr->hdr_len, big->room } } };
+        int64_t again = vq_walk_chain(vr, head, false, &cp, NULL);
+        if (again < 0)
+            return VQ_TX_BROKEN;
+        if ((uint64_t)again != vr->hdr_len + len)
+            return VQ_TX_DROPPED;   /* the guest changed the chain while we read it twice */
+    }
+    big->len = (uint32_t)len;
+    big->hdr = p->hdr;
+    big->bufs = p->bufs;
+    return VQ_TX_BIG;
+}
+
+/* Guest TX towards UMEM frames: a TSO packet, or one too long for its
+ * frame, goes to *big (a buffer of VX_PKT_MAX) and ends the burst; the
+ * packets in pkts[] are counted in the return value, big in big->len. */
+int vq_dequeue_burst_big(struct vx_vring *vr, struct vx_pkt *pkts, int n, struct vx_pkt *big)
+{
+    big->len = 0;
+    if (vr->broken)
+        return 0;
+    return vr->packed ? vq_packed_dequeue_burst(vr, pkts, n, NULL, NULL, big)
+                      : vq_split_dequeue_burst(vr, pkts, n, NULL, NULL, big);
 }
 
 /* === The ring view ======================================================= */
