@@ -32,6 +32,9 @@
 #   BENCH_TCP_ROUNDS=1          rounds (each measures every configuration on both paths)
 #   BENCH_TCP_CONFIGS="offloads no-offloads tap"
 #   BENCH_TCP_PATHS="g2g g2p"
+#   BENCH_TCP_PMD_SLEEP=0       vhost-xdp's --pmd-sleep while measured (0: it polls without pause,
+#                               as a poll-mode backend is meant to; only the vhost-xdp of the
+#                               configuration being measured runs, the others' guests wait)
 #   BENCH_KEEP=DIR              keep the logs and guest consoles in DIR
 # Exit status: 0 when every sample was measured, 1 when one failed, 2 for a bad knob.
 set -u
@@ -42,12 +45,15 @@ SAMPLES=${BENCH_TCP_SAMPLES:-3}
 ROUNDS=${BENCH_TCP_ROUNDS:-1}
 CONFIGS=${BENCH_TCP_CONFIGS:-offloads no-offloads tap}
 PATHS=${BENCH_TCP_PATHS:-g2g g2p}
+PMD_SLEEP=${BENCH_TCP_PMD_SLEEP:-0}
 usage_error() { echo "bench_tcp: $*" >&2; exit 2; }
 [[ $BYTES =~ ^[1-9][0-9]{5,10}$ ]] || usage_error "BENCH_TCP_BYTES=$BYTES: want at least 100000 bytes"
 [[ $SAMPLES =~ ^[1-9][0-9]?$ ]] || usage_error "BENCH_TCP_SAMPLES=$SAMPLES: want 1..99"
 [[ $ROUNDS =~ ^[1-9][0-9]?$ ]] || usage_error "BENCH_TCP_ROUNDS=$ROUNDS: want 1..99"
 for c in $CONFIGS; do [[ $c =~ ^(offloads|no-offloads|tap)$ ]] || usage_error "BENCH_TCP_CONFIGS: '$c' is not offloads, no-offloads or tap"; done
 for p in $PATHS; do [[ $p =~ ^(g2g|g2p)$ ]] || usage_error "BENCH_TCP_PATHS: '$p' is not g2g or g2p"; done
+{ [[ $PMD_SLEEP =~ ^[0-9]{1,5}$ ]] && [ "$PMD_SLEEP" -le 10000 ]; } ||
+    usage_error "BENCH_TCP_PMD_SLEEP=$PMD_SLEEP: want microseconds, 0..10000"
 [ -c /dev/vhost-net ] && CONFIGS+=" vhost-net"
 
 if [ "$(id -u)" != 0 ]; then echo "bench_tcp: skipped: it needs root (netns, veth, bridge, tap, XDP)"; exit 0; fi
@@ -106,9 +112,9 @@ net_setup() {
 }
 
 # vhost-xdp for configuration C in MODE: vm2vm (A's and B's sockets) or iface (A's socket and the
-# veth).  --pmd-sleep: the configurations not being measured sleep instead of polling.
+# veth), with --pmd-sleep SLEEP (default BENCH_TCP_PMD_SLEEP).
 vx_start() {
-    local c=$1 mode=$2 args=(--pmd-sleep 100)
+    local c=$1 mode=$2 args=(--pmd-sleep "${3:-$PMD_SLEEP}")
     [ "$c" = no-offloads ] && args+=(--no-offloads)
     if [ "$mode" = vm2vm ]; then args+=(--socket "$TMP/$c-a.sock" --socket "$TMP/$c-b.sock")
     else args+=(--socket "$TMP/$c-a.sock" --iface "vxbt${SUBNET[$c]}h$ID"); fi
@@ -155,10 +161,25 @@ declare -A NCMD
 gcmd() { NCMD[$1]=$((${NCMD[$1]:-0} + 1)); agent_cmd "$TMP/$1.serial" "$TMP/$1" "${NCMD[$1]}" "$2" "${3:-120}"; }
 last_recv() { tr -d '\r' <"$TMP/$1.serial" | grep -a 'VXTCP recv ' | tail -n 1; }
 
+# Where the CPU time goes during a transfer: ticks (utime + stime) of a process or of one thread.
+ticks() { [ -r "$1/stat" ] && sed 's/.*) //' "$1/stat" | awk '{ print $12 + $13 }' || echo 0; }
+poll_task() {   # the poll thread of configuration C's vhost-xdp, or nothing
+    local t
+    [ -n "${VXPID[$1]:-}" ] || return 0
+    for t in /proc/"${VXPID[$1]}"/task/*; do [ "$(cat "$t/comm" 2>/dev/null)" = vx-pmd0 ] && echo "$t"; done
+}
+# cpu_sample C BEFORE|AFTER: "ticks_pmd ticks_a ticks_b seconds"; CPU C PATH: the shares since BEFORE.
+cpu_now() { echo "$(ticks "$(poll_task "$1")") $(ticks "/proc/${QPID[$1-a]}") $(ticks "/proc/${QPID[$1-b]}") $EPOCHREALTIME"; }
+cpu_record() {
+    echo "$2 $3" | awk -v hz="$(getconf CLK_TCK)" -v k="$1" '{ t = $8 - $4; if (t > 0)
+        printf "%s %.0f %.0f %.0f\n", k, 100 * ($5 - $1) / hz / t, 100 * ($6 - $2) / hz / t, 100 * ($7 - $3) / hz / t }' >>"$TMP/cpu"
+}
+
 # sample C PATH: one transfer from guest A of configuration C; SAMPLE = the receiver's Mbit/s.
 sample() {
-    local c=$1 path=$2 n=${SUBNET[$1]} port=$((5000 + RANDOM % 1000)) r st
+    local c=$1 path=$2 n=${SUBNET[$1]} port=$((5000 + RANDOM % 1000)) r st cpu0
     SAMPLE=''
+    cpu0=$(cpu_now "$c")
     if [ "$path" = g2g ]; then
         local before
         before=$(tr -d '\r' <"$TMP/$c-b.serial" | grep -ac 'VXTCP recv ')
@@ -176,29 +197,32 @@ sample() {
     fi
     if [ "$st" = 0 ] && grep -q "VXTCP recv ok bytes=$BYTES " <<<"$r"; then
         SAMPLE=$(sed -n 's/.*mbit=\([0-9.]*\).*/\1/p' <<<"$r")
+        cpu_record "$path $c" "$cpu0" "$(cpu_now "$c")"
     else
         echo "bench_tcp: $c $path: transfer failed (sender $st, receiver: ${r:-nothing})" >&2
         FAILED=1
     fi
 }
 
-# mode M: every vhost-xdp configuration in vm2vm (g2g) or iface (g2p) mode; QEMU reconnects.
-MODE=''
-mode() {
-    [ "$MODE" = "$1" ] && return 0
-    local c
-    for c in $CONFIGS; do
-        [ "$c" = tap ] || [ "$c" = vhost-net ] && continue
-        [ -n "${VXPID[$c]:-}" ] && vx_stop "$c"
-        vx_start "$c" "$([ "$1" = g2g ] && echo vm2vm || echo iface)"
-    done
-    MODE=$1
+# activate C PATH: only configuration C's vhost-xdp runs, in vm2vm (g2g) or iface (g2p) mode, so
+# that no other poll thread takes CPU from the guests measured (2 CPUs here); QEMU reconnects the
+# guests to it (the first transfer's sender retries its connect meanwhile).  A tap configuration
+# needs none.
+ACTIVE=''
+activate() {
+    [ "$ACTIVE" = "$1 $2" ] && return 0
+    local x
+    for x in "${!VXPID[@]}"; do [ -n "${VXPID[$x]}" ] && vx_stop "$x"; done
+    if [ "$1" != tap ] && [ "$1" != vhost-net ]; then vx_start "$1" "$([ "$2" = g2g ] && echo vm2vm || echo iface)"; fi
+    ACTIVE="$1 $2"
 }
 
 # === Main ====================================================================
 
 net_setup || { echo "bench_tcp: setting up the network (netns $NS, veths, bridge $BR) failed" >&2; exit 1; }
-mode g2g
+# While the guests boot every vhost-xdp runs (QEMU waits for its backend at start), backing off
+# when idle; afterwards only the one measured.
+for c in $CONFIGS; do if [ "$c" != tap ] && [ "$c" != vhost-net ]; then vx_start "$c" vm2vm 1000; fi; done
 for c in $CONFIGS; do boot "$c" || { echo "bench_tcp: booting the $c guests failed" >&2; exit 1; }; done
 guest_accel
 echo "bench_tcp: $(nproc) CPUs, guests under ${GUEST_ACCEL^^} ($GUEST_ACCEL_WHY); $([ -c /dev/vhost-net ] && echo "/dev/vhost-net present" || echo "no /dev/vhost-net here: the tap rows are QEMU's own virtio-net (vhost=off)")"
@@ -214,8 +238,8 @@ for ((round = 1; round <= ROUNDS; round++)); do
     paths=$PATHS
     ((round % 2)) || paths=$(tr ' ' '\n' <<<"$PATHS" | tac | tr '\n' ' ')
     for path in $paths; do
-        mode "$path"
         for c in $order; do
+            activate "$c" "$path"
             printf 'bench_tcp: %-4s %-12s' "$path" "$c"
             for ((i = 0; i < SAMPLES; i++)); do
                 sample "$c" "$path"
@@ -253,7 +277,12 @@ for path in $PATHS; do
         "$(ratio "$(median "$path" offloads)" "$(median "$path" tap)")"
 done
 echo
-echo "median (min-max) of $((SAMPLES * ROUNDS)) transfers of $BYTES bytes each, rated at the receiver; guests under ${GUEST_ACCEL^^}."
+echo "median (min-max) of $((SAMPLES * ROUNDS)) transfers of $BYTES bytes each, rated at the receiver; guests under ${GUEST_ACCEL^^};"
+echo "vhost-xdp --pmd-sleep $PMD_SLEEP, only the configuration measured running."
+echo "CPU during the transfers (% of one CPU, mean): vhost-xdp's poll thread, guest A's QEMU, guest B's QEMU"
+awk '{ k = $1 " " $2; p[k] += $3; a[k] += $4; b[k] += $5; n[k]++ }
+     END { for (k in n) printf "  %-22s poll %3.0f%%  A %3.0f%%  B %3.0f%%\n", k, p[k] / n[k], a[k] / n[k], b[k] / n[k] }' \
+    "$TMP/cpu" 2>/dev/null | sort
 total=$((SAMPLES * ROUNDS * BYTES * $(wc -w <<<"$PATHS")))
 for c in offloads no-offloads; do
     [[ " $CONFIGS " == *" $c "* ]] || continue
