@@ -36,7 +36,8 @@ leftovers() {
     [ -z "$(ls -A "$BENCH_TMP")" ] || echo "files in TMPDIR: $(ls -A "$BENCH_TMP" | tr '\n' ' ')"
     ip netns list 2>/dev/null | grep -q "^vxbench-$pid\b" && echo "netns vxbench-$pid"
     ip link show "vxbh$pid" >/dev/null 2>&1 && echo "veth vxbh$pid"
-    grep -q "vxbench" /proc/mounts && grep "vxbench" /proc/mounts | grep -q hugetlbfs && echo "a hugetlbfs mount of a bench"
+    # Only this test's benches (their TMPDIR): another bench may be running on the machine meanwhile.
+    grep -F "$BENCH_TMP" /proc/mounts | grep -q hugetlbfs && echo "a hugetlbfs mount of a bench"
     for p in /var/run/dpdk/vxb-fe-"$pid" /var/run/dpdk/vxb-be-"$pid" "${XDG_RUNTIME_DIR:-/tmp}"/dpdk/vxb-fe-"$pid"; do
         [ -e "$p" ] && echo "DPDK runtime directory $p"
     done
