@@ -11,10 +11,10 @@ CFLAGS  ?= -O2 -g
 CFLAGS  += -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror -pthread
 LDFLAGS += -pthread
 
-SRCS    = main.c vhost_user.c virtqueue.c pmd_loop.c nic_afxdp.c pcap.c fault.c
+SRCS    = main.c vhost_user.c virtqueue.c pmd_loop.c nic_afxdp.c pcap.c fault.c offload.c
 HDRS    = vhost_xdp.h
 TESTS   = tests/test_virtqueue tests/test_packed tests/test_ringview tests/test_protocol tests/test_hostile tests/test_trace \
-	  tests/afxdp_tool tests/test_tracedecode tests/test_pcap tests/test_mtu_rarp
+	  tests/afxdp_tool tests/test_tracedecode tests/test_pcap tests/test_mtu_rarp tests/tcpcheck tests/test_offload
 FRONTEND = tests/frontend.c tests/frontend.h    # the vhost-user front-end both C protocol tests drive
 
 all: vhost-xdp
@@ -25,6 +25,10 @@ vhost-xdp: $(SRCS) $(HDRS)
 tests/test_virtqueue: tests/test_virtqueue.c tests/unit.h virtqueue.c $(HDRS)
 	$(CC) $(CFLAGS) -I. -o $@ tests/test_virtqueue.c virtqueue.c $(LDFLAGS)
 
+# offload.c alone, on handmade frames and frames the kernel made (tests/test_offload.c).
+tests/test_offload: tests/test_offload.c tests/unit.h offload.c $(HDRS)
+	$(CC) $(CFLAGS) -I. -o $@ tests/test_offload.c offload.c $(LDFLAGS)
+
 tests/test_ringview: tests/test_ringview.c virtqueue.c $(HDRS)
 	$(CC) $(CFLAGS) -I. -o $@ tests/test_ringview.c virtqueue.c $(LDFLAGS)
 
@@ -33,6 +37,11 @@ tests/test_packed: tests/test_packed.c tests/unit.h virtqueue.c $(HDRS)
 
 tests/afxdp_tool: tests/afxdp_tool.c nic_afxdp.c $(HDRS)
 	$(CC) $(CFLAGS) -I. -o $@ tests/afxdp_tool.c nic_afxdp.c $(LDFLAGS)
+
+# A TCP transfer checked byte for byte (tests/test_tcp.sh: the veth peer's end; the guest has its own
+# static copy, built by tests/build_guest.sh).
+tests/tcpcheck: tests/tcpcheck.c
+	$(CC) $(CFLAGS) -o $@ tests/tcpcheck.c $(LDFLAGS)
 
 tests/test_protocol: tests/test_protocol.c $(FRONTEND)
 	$(CC) $(CFLAGS) -o $@ tests/test_protocol.c tests/frontend.c $(LDFLAGS)
@@ -63,19 +72,22 @@ test: vhost-xdp $(TESTS)
 ASAN_FLAGS = -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror -pthread -O1 -g \
 	-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 asan: $(SRCS) $(HDRS) tests/unit.h tests/test_virtqueue.c tests/test_packed.c tests/test_ringview.c tests/test_protocol.c tests/test_hostile.c \
+	tests/test_offload.c \
 	tests/test_trace.c tests/test_tracedecode.c tests/test_pcap.c tests/test_mtu_rarp.c $(FRONTEND)
 	mkdir -p build-asan
 	$(CC) $(ASAN_FLAGS) -o build-asan/vhost-xdp $(SRCS)
 	$(CC) $(ASAN_FLAGS) -I. -o build-asan/test_virtqueue tests/test_virtqueue.c virtqueue.c
 	$(CC) $(ASAN_FLAGS) -I. -o build-asan/test_ringview tests/test_ringview.c virtqueue.c
 	$(CC) $(ASAN_FLAGS) -I. -o build-asan/test_packed tests/test_packed.c virtqueue.c
+	$(CC) $(ASAN_FLAGS) -I. -o build-asan/test_offload tests/test_offload.c offload.c
 	$(CC) $(ASAN_FLAGS) -o build-asan/test_protocol tests/test_protocol.c tests/frontend.c
 	$(CC) $(ASAN_FLAGS) -o build-asan/test_hostile tests/test_hostile.c tests/frontend.c
 	$(CC) $(ASAN_FLAGS) -o build-asan/test_trace tests/test_trace.c tests/frontend.c
 	$(CC) $(ASAN_FLAGS) -o build-asan/test_pcap tests/test_pcap.c tests/frontend.c
 	$(CC) $(ASAN_FLAGS) -o build-asan/test_mtu_rarp tests/test_mtu_rarp.c tests/frontend.c
 	$(CC) $(ASAN_FLAGS) -I. -o build-asan/test_tracedecode $(TRACEDECODE_SRCS)
-	build-asan/test_virtqueue && build-asan/test_packed && build-asan/test_ringview && build-asan/test_protocol build-asan/vhost-xdp && \
+	build-asan/test_virtqueue && build-asan/test_packed && build-asan/test_offload && build-asan/test_ringview && \
+	build-asan/test_protocol build-asan/vhost-xdp && \
 	build-asan/test_hostile build-asan/vhost-xdp && build-asan/test_trace build-asan/vhost-xdp && \
 	build-asan/test_tracedecode && build-asan/test_pcap build-asan/vhost-xdp && \
 	build-asan/test_mtu_rarp build-asan/vhost-xdp && VX=build-asan/vhost-xdp tests/test_cli.sh
@@ -112,13 +124,16 @@ demo:
 # The benchmark (bench/bench.sh, issue 7): testpmd virtio_user against vhost-xdp and against DPDK's
 # own vhost backend, loopback and (as root) forwarding to AF_XDP on a veth, back to back; prints a
 # table of Mpps, ratios and vhost-xdp's RSS.  A measurement, never a test.  A few minutes; knobs
-# (BENCH_SECS, BENCH_SAMPLES, BENCH_SIZES, ...) are listed at the top of bench/bench.sh.
-bench: vhost-xdp
+# (BENCH_SECS, BENCH_SAMPLES, BENCH_SIZES, ...) are listed at the top of bench/bench.sh.  Then the
+# TCP rows (bench/bench_tcp.sh, issue 13): QEMU guests' TCP through vhost-xdp with and without the
+# offloads and through QEMU's tap backend (about a minute; knobs BENCH_TCP_* at its top).
+bench: vhost-xdp tests/tcpcheck
 	bench/bench.sh
+	bench/bench_tcp.sh
 
 .PHONY: bench
 
-# Fuzzing (issue 4): two libFuzzer targets, built with clang (a test tool only,
+# Fuzzing (issue 4): three libFuzzer targets, built with clang (a test tool only,
 # not a product dependency) and ASan + UBSan into build-fuzz/.
 #   make fuzz          replay tests/fuzz/regressions/, then fuzz each target for
 #                      FUZZ_SECONDS (default 60) from the seeds in tests/fuzz/corpus/;
@@ -130,8 +145,9 @@ comma        := ,
 FUZZ_SECONDS ?= 60
 FUZZ_FLAGS    = -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror -pthread -O1 -g -I. \
 	-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
-FUZZ_VU_SRCS  = tests/fuzz/fuzz_vhost_user.c vhost_user.c virtqueue.c pmd_loop.c nic_afxdp.c pcap.c fault.c
-FUZZ_VQ_SRCS  = tests/fuzz/fuzz_virtqueue.c virtqueue.c
+FUZZ_VU_SRCS  = tests/fuzz/fuzz_vhost_user.c vhost_user.c virtqueue.c pmd_loop.c nic_afxdp.c pcap.c fault.c offload.c
+FUZZ_VQ_SRCS  = tests/fuzz/fuzz_virtqueue.c virtqueue.c offload.c
+FUZZ_OF_SRCS  = tests/fuzz/fuzz_offload.c offload.c
 
 # The target plays the connection in memory, lends the fds it sends from pools
 # and counts the product's mappings: the product's recvmsg/send/close/mmap/munmap
@@ -149,13 +165,17 @@ build-fuzz/fuzz_virtqueue: $(FUZZ_VQ_SRCS) $(HDRS) tests/fuzz/fuzz_format.h
 	@mkdir -p build-fuzz
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $(FUZZ_VQ_SRCS)
 
-fuzz: build-fuzz/fuzz_vhost_user build-fuzz/fuzz_virtqueue
+build-fuzz/fuzz_offload: $(FUZZ_OF_SRCS) $(HDRS) tests/fuzz/fuzz_format.h
+	@mkdir -p build-fuzz
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $(FUZZ_OF_SRCS)
+
+fuzz: build-fuzz/fuzz_vhost_user build-fuzz/fuzz_virtqueue build-fuzz/fuzz_offload
 	FUZZ_SECONDS=$(FUZZ_SECONDS) tests/fuzz/run.sh
 
 # The long run: FUZZ_RUNS executions of each target (10 million: tens of
 # minutes here, see tests/fuzz/README.md), for real depth; CI keeps the short one.
 FUZZ_RUNS ?= 10000000
-fuzz-long: build-fuzz/fuzz_vhost_user build-fuzz/fuzz_virtqueue
+fuzz-long: build-fuzz/fuzz_vhost_user build-fuzz/fuzz_virtqueue build-fuzz/fuzz_offload
 	FUZZ_RUNS=$(FUZZ_RUNS) tests/fuzz/run.sh
 
 fuzz-seeds: tests/fuzz/make_seeds.c tests/fuzz/fuzz_format.h $(HDRS)

@@ -69,6 +69,9 @@ static void usage(FILE *out)
           "      --mtu N            the largest MTU a frontend may set with NET_SET_MTU (QEMU's\n"
           "                         host_mtu=N); 68..65535, default: the largest the port carries\n"
           "                         (65535 with --loopback, frame size - 270 with --iface)\n"
+          "      --no-offloads      offer the guest no checksum or TCP segmentation offload (CSUM,\n"
+          "                         GUEST_CSUM, HOST_TSO4/6, GUEST_TSO4/6, ...): its TCP then sends\n"
+          "                         MTU-sized, checksummed segments (for comparison, labs)\n"
           "  -p, --pmd-cores LIST   one poll thread per CPU in LIST, pinned there (e.g. 1, 0,1, 2-3);\n"
           "                         default: one thread, not pinned\n"
           "      --pmd-sleep USEC   when a poll thread finds no packet for a while, sleep between polls,\n"
@@ -84,7 +87,8 @@ static void usage(FILE *out)
           "  -S, --stats SECONDS    print a one-line summary every SECONDS\n"
           "  -t, --trace[=WHAT]     on stderr: messages (the default) decodes every vhost-user\n"
           "                         message; rings (or all) adds ring events: started, stopped,\n"
-          "                         enabled, disabled, kicks received, calls sent (a few per second)\n"
+          "                         enabled, disabled, kicks received, calls sent (a few per second),\n"
+          "                         and TSO packets' virtio-net headers (one per ring and 1/3 s)\n"
           "  -R, --ring-view SECONDS  print every started ring's indices and slots every SECONDS\n"
           "                         (SIGUSR1 prints it once)\n"
           "  -h, --help             this text\n",
@@ -107,6 +111,7 @@ struct config {
     int64_t pcap_limit;             /* --pcap-limit, in bytes */
     double stats_every, view_every; /* --stats, --ring-view, in seconds; 0 = off */
     long mtu;                       /* --mtu, 0 = what the port carries (port_mtu()) */
+    bool no_offloads;               /* --no-offloads: no checksum/TSO feature bits offered */
 };
 
 /* The largest MTU the port carries: an MTU is the frame without its 14-byte
@@ -213,7 +218,7 @@ static int parse_cpu_list(const char *s, int *cpus, int max)
 static int parse_options(int argc, char **argv, struct config *cfg)
 {
     /* Every long option returns a letter.  Those without a short form use
-     * letters that are not in the optstring below (Q, M, Z, F, z, D, P, L),
+     * letters that are not in the optstring below (Q, M, Z, F, z, D, P, L, U, O),
      * so getopt_long never accepts them alone: "-Q 1" is an error. */
     static const struct option longopts[] = {
         { "socket", required_argument, NULL, 's' },  { "client", no_argument, NULL, 'c' },
@@ -225,7 +230,7 @@ static int parse_options(int argc, char **argv, struct config *cfg)
         { "frames", required_argument, NULL, 'F' },  { "frame-size", required_argument, NULL, 'z' },
         { "ring-view", required_argument, NULL, 'R' }, { "pmd-sleep", required_argument, NULL, 'D' },
         { "pcap", required_argument, NULL, 'P' },    { "pcap-limit", required_argument, NULL, 'L' },
-        { "mtu", required_argument, NULL, 'U' },
+        { "mtu", required_argument, NULL, 'U' },   { "no-offloads", no_argument, NULL, 'O' },
         { NULL, 0, NULL, 0 },
     };
     /* The defaults.  UMEM: 4096 frames of 4096 bytes = 16 MiB, half for RX
@@ -250,6 +255,7 @@ static int parse_options(int argc, char **argv, struct config *cfg)
             cfg->sockets[cfg->nsockets++] = optarg;
             break;
         case 'c': cfg->vu.client = true; break;
+        case 'O': cfg->no_offloads = true; break;
         case 'l': cfg->loopback = true; break;
         case 'i': cfg->nic.ifname = optarg; break;
         case 'Z': cfg->nic.zerocopy = true; break;
@@ -388,6 +394,7 @@ struct totals {
     uint64_t drops;                     /* lost here: no RX buffer, too big, ring not ready */
     uint64_t broken;                    /* times a ring was found malformed and stopped */
     uint64_t calls_dropped;             /* interrupts the call eventfd refused (virtqueue.c, vq_call) */
+    uint64_t tso, segments, csum_sw, partial, bad_hdr;     /* offload.c's, see vx_ring_stats */
 };
 
 /* Sum the per-ring counters of queue pair `pair`, or of every ring (-1).
@@ -408,6 +415,11 @@ static struct totals sum_rings(const struct vx_dev *dev, int pair)
         t.drops += __atomic_load_n(&s->drops, __ATOMIC_RELAXED);
         t.broken += __atomic_load_n(&s->broken, __ATOMIC_RELAXED);
         t.calls_dropped += __atomic_load_n(&dev->vrings[i].calls_dropped, __ATOMIC_RELAXED);
+        t.tso += __atomic_load_n(&s->tso, __ATOMIC_RELAXED);
+        t.segments += __atomic_load_n(&s->segments, __ATOMIC_RELAXED);
+        t.csum_sw += __atomic_load_n(&s->csum_sw, __ATOMIC_RELAXED);
+        t.partial += __atomic_load_n(&s->partial, __ATOMIC_RELAXED);
+        t.bad_hdr += __atomic_load_n(&s->bad_hdr, __ATOMIC_RELAXED);
     }
     return t;
 }
@@ -466,6 +478,27 @@ static void print_pair_stats(const char *label, int pair, const struct totals *n
     fprintf(stderr, "vhost-xdp: stats: %squeue pair %d: from guest %spps | to guest %spps | drops %llu\n", label,
             pair, rate(a, (now->tx_packets - before->tx_packets) / secs),
             rate(b, (now->rx_packets - before->rx_packets) / secs), (unsigned long long)now->drops);
+}
+
+/* What offload.c did, totals since the start, one line, only once it has
+ * done something (a guest without offloads never makes it print):
+ *   TSO packets  64 KiB TCP packets the guests sent; "cut into N segments"
+ *                when some were cut (for the NIC, or for a guest that did
+ *                not negotiate GUEST_TSO), the rest crossed whole;
+ *   checksums    completed in software by vhost-xdp (NEEDS_CSUM from a
+ *                guest, partial checksums from the NIC);
+ *   partial      frames from the NIC with a partial checksum (a veth peer's
+ *                TX checksum offload), given on as NEEDS_CSUM or completed;
+ *   bad headers  packets dropped for a header we refuse (and frames from
+ *                the NIC we cannot fix). */
+static void print_offload_line(const char *what, const char *label, const struct totals *t)
+{
+    if (!(t->tso | t->csum_sw | t->partial | t->bad_hdr))
+        return;
+    fprintf(stderr, "vhost-xdp: %s: %soffloads: TSO packets %llu (cut into %llu segments), checksums completed "
+            "%llu, partial checksums from the NIC %llu, bad headers %llu\n", what, label, (unsigned long long)t->tso,
+            (unsigned long long)t->segments, (unsigned long long)t->csum_sw, (unsigned long long)t->partial,
+            (unsigned long long)t->bad_hdr);
 }
 
 /* The AF_XDP ports: one per NIC queue (--queue Q-R), queue pair k's on
@@ -564,6 +597,7 @@ static void print_all_stats(struct stats_state *s, double t)
     stats_snapshot(s);
     for (int d = 0; d < ndevs; d++) {
         print_stats(&devs[d], dev_labels[d], &s->rings[d][0], &before.rings[d][0], t - s->at);
+        print_offload_line("stats", dev_labels[d], &s->rings[d][0]);
         for (int k = 0; devs[d].queue_pairs > 1 && k < (int)devs[d].queue_pairs; k++)
             print_pair_stats(dev_labels[d], k, &s->rings[d][k + 1], &before.rings[d][k + 1], t - s->at);
     }
@@ -791,6 +825,7 @@ int main(int argc, char **argv)
          * then refuses to start the device rather than give the guest an
          * MTU the port would truncate). */
         devs[d].mtu_max = (uint32_t)(cfg.mtu ? cfg.mtu : port_mtu(&cfg));
+        devs[d].no_offloads = cfg.no_offloads;
     }
     /* Said at the start: a QEMU given a larger host_mtu refuses the device,
      * and this line is where its user finds the number to give. */
@@ -798,6 +833,13 @@ int main(int argc, char **argv)
            cfg.mtu ? ", --mtu" : ", what the port carries");
     if (ndevs == 2)
         vx_log("port: VM-to-VM, queue pair k of %s <-> queue pair k of %s", cfg.sockets[0], cfg.sockets[1]);
+    /* Which offloads, and who does the work the NIC needs (offload.c). */
+    if (cfg.no_offloads)
+        vx_log("offloads: none offered (--no-offloads): guests send MTU-sized segments, checksummed");
+    else
+        vx_log("offloads: checksum and TSO offered (CSUM, GUEST_CSUM, HOST_TSO4/6, GUEST_TSO4/6, ECN)%s",
+               cfg.nic.ifname ? "; towards the NIC, checksums and segmentation in software in the poll thread "
+                                "(AF_XDP TX checksum metadata is not used)" : "");
     /* Before the PMD threads start: they read it without a lock, and
      * pthread_create() makes everything written before it visible to them. */
     vx_trace_rings = cfg.vu.trace >= VX_TRACE_RINGS;
@@ -990,11 +1032,13 @@ int main(int argc, char **argv)
     for (int d = 0; d < ndevs; d++) {
         for (int k = -1; k < (devs[d].queue_pairs > 1 ? (int)devs[d].queue_pairs : 0); k++) {
             struct totals fin = sum_rings(&devs[d], k);
-            if (k < 0)
+            if (k < 0) {
                 vx_log("exit: %sfrom guest %llu packets, to guest %llu packets, %llu drops, %llu broken rings%s",
                        dev_labels[d], (unsigned long long)fin.tx_packets, (unsigned long long)fin.rx_packets,
                        (unsigned long long)fin.drops, (unsigned long long)fin.broken,
                        fin.calls_dropped ? calls_text(fin.calls_dropped) : "");
+                print_offload_line("exit", dev_labels[d], &fin);
+            }
             else
                 vx_log("exit: %squeue pair %d: from guest %llu packets, to guest %llu packets, %llu drops",
                        dev_labels[d], k, (unsigned long long)fin.tx_packets, (unsigned long long)fin.rx_packets,

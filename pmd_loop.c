@@ -26,6 +26,10 @@
  * thread takes rings away with pmd_quiesce() (see vhost_user.c, "Taking rings
  * away"): each thread bumps its epoch at the end of every loop iteration.
  *
+ * Offloads (checksums, TCP segmentation) are offload.c's, second reading:
+ * one call per direction here (ofl_to_guest, ofl_to_nic, ofl_from_nic),
+ * each costing a packet that asks for nothing one predictable branch.
+ *
  * Read in this order: the per-thread state, the RARP and MTU hooks
  * (SEND_RARP, NET_SET_MTU), the per-packet loops (pmd_guest_to_guest and
  * the two ports made of it, pmd_loopback_pair and pmd_vm2vm_pair; then
@@ -70,6 +74,7 @@ struct pmd_thread {
     uint64_t watch_epoch;               /* pmd_watchdog: the epoch it saw last, */
     double watch_since;                 /* and since when */
     bool stuck;                         /* pmd_stop: did not stop in time */
+    struct vx_pkt scratch[VX_BURST];    /* offload.c's buffers, guest to guest (ofl_to_guest) */
 };
 
 static struct pmd_thread pmd_threads[PMD_MAX_THREADS];
@@ -80,6 +85,9 @@ static int pmd_ndevs;
 static struct nic_port **pmd_nics; /* AF_XDP: NIC queue first+k serves queue pair k ... */
 static int pmd_nnics;               /* ... for k < pmd_nnics; 0: loopback, or the other device */
 static uint32_t pmd_sleep_max_ns;   /* --pmd-sleep, 0: poll without sleeping */
+/* AF_XDP: a TSO packet being cut into frames, per NIC queue (offload.c,
+ * ofl_to_nic); each with a buffer of VX_PKT_MAX, owned by the queue's thread. */
+static struct ofl_cut pmd_cuts[VX_MAX_QUEUE_PAIRS];
 static _Atomic bool pmd_exit;
 
 static void pmd_fault_recover(struct pmd_thread *t);   /* "Guest memory faults" */
@@ -139,6 +147,7 @@ static int pmd_rarp_take(struct vx_dev *dev, const struct vx_vring *tx, struct v
         mac[i] = (uint8_t)(request >> (8 * i));
     pmd_build_rarp(pkt->data, mac);
     pkt->len = RARP_FRAME_LEN;
+    pkt->hdr = (struct vx_net_hdr){ 0 };
     vx_log("RARP from %02x:%02x:%02x:%02x:%02x:%02x sent on queue pair 0, as if the guest sent it (SEND_RARP)",
            mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]);
     return 1;
@@ -151,7 +160,9 @@ static int pmd_rarp_take(struct vx_dev *dev, const struct vx_vring *tx, struct v
  * front of pkts[], in order, and returns how many; the others stay behind
  * them (the caller still releases all n) and count as drops on the RX ring.
  * The header is 14 bytes, 18 with an 802.1Q VLAN tag.  No NET_SET_MTU
- * (mtu 0): every frame fits, and the burst is not even looked at.
+ * (mtu 0): every frame fits, and the burst is not even looked at.  A TSO
+ * packet (gso_type set) is larger than the MTU by design: the rule is for
+ * packets "with gso_type NONE or ECN" only.
  */
 static int pmd_mtu_filter(struct vx_dev *dev, struct vx_vring *rx, struct vx_pkt *pkts, int n)
 {
@@ -162,7 +173,7 @@ static int pmd_mtu_filter(struct vx_dev *dev, struct vx_vring *rx, struct vx_pkt
     for (int i = 0; i < n; i++) {
         const uint8_t *f = pkts[i].data;
         bool vlan = pkts[i].len >= 14 && f[12] == 0x81 && f[13] == 0x00;
-        if (pkts[i].len > mtu + 14 + (vlan ? 4 : 0))
+        if (pkts[i].len > mtu + 14 + (vlan ? 4 : 0) && !(pkts[i].hdr.gso_type & 0x7f))
             continue;
         if (i != kept) {        /* only after a drop */
             struct vx_pkt keep = pkts[i];
@@ -215,14 +226,14 @@ static int pmd_mtu_filter(struct vx_dev *dev, struct vx_vring *rx, struct vx_pkt
 struct pmd_delivery {
     struct pmd_thread *t;
     struct vx_dev *to;
-    struct vx_vring *rx;
+    struct vx_vring *tx, *rx;
 };
 
-static void pmd_deliver(void *arg, struct vx_pkt *pkts, int n)
+/* The packets as the receiving guest may have them (ofl_to_guest made them
+ * so): within its MTU, into its RX ring if it is there. */
+static void pmd_deliver_send(void *arg, struct vx_pkt *pkts, int n)
 {
     struct pmd_delivery *d = arg;
-    if (d->t->pcap)
-        pcap_burst(d->t->pcap, PCAP_FROM_GUEST, pkts, n);
     int fit = pmd_mtu_filter(d->to, d->rx, pkts, n);
     int sent = 0;
     if (atomic_load(&d->rx->ready))
@@ -231,6 +242,17 @@ static void pmd_deliver(void *arg, struct vx_pkt *pkts, int n)
         __atomic_store_n(&d->rx->stats.drops, d->rx->stats.drops + fit, __ATOMIC_RELAXED);
     if (d->t->pcap)
         pcap_burst(d->t->pcap, PCAP_TO_GUEST, pkts, sent);
+}
+
+/* The burst as the sending guest sent it: captured, then through
+ * offload.c, which completes checksums and cuts TSO packets the receiver
+ * did not negotiate, and passes the rest on whole. */
+static void pmd_deliver(void *arg, struct vx_pkt *pkts, int n)
+{
+    struct pmd_delivery *d = arg;
+    if (d->t->pcap)
+        pcap_burst(d->t->pcap, PCAP_FROM_GUEST, pkts, n);
+    ofl_to_guest(d->tx, d->rx, pkts, n, d->t->scratch, pmd_deliver_send, d);
 }
 
 static int pmd_guest_to_guest(struct pmd_thread *t, struct vx_dev *from, struct vx_vring *tx,
@@ -242,7 +264,7 @@ static int pmd_guest_to_guest(struct pmd_thread *t, struct vx_dev *from, struct 
      * starts again from the thread's own buffers. */
     for (int i = 0; i < VX_BURST; i++)
         t->pkts[i].data = t->bufs[i];
-    struct pmd_delivery d = { t, to, rx };
+    struct pmd_delivery d = { t, to, tx, rx };
     int injected = pmd_rarp_take(from, tx, &t->pkts[0]);
     if (injected)       /* a SEND_RARP frame goes alone, ahead of the burst */
         pmd_deliver(&d, t->pkts, 1);
@@ -275,21 +297,30 @@ static int pmd_vm2vm_pair(struct pmd_thread *t, struct vx_dev *a, struct vx_dev 
  *
  * Guest TX -> NIC: borrow free UMEM frames first and let virtqueue.c copy
  * each guest packet straight into one; with no free frame we take nothing
- * from the guest (it keeps its packets: back-pressure, not loss).
+ * from the guest (it keeps its packets: back-pressure, not loss).  A TSO
+ * packet (up to 64 KiB, larger than a frame) goes into the queue's own
+ * buffer instead (cut->big) and offload.c cuts it into frames, over several
+ * polls if frames run short; until its last segment has a frame, nothing
+ * more is taken from the guest.
  * NIC -> guest RX: the frames the kernel filled are copied into the guest's
  * buffers, then given back to the kernel's fill ring.  No RX ring ready, or
  * a packet needing more buffers than there were: dropped and counted on the
  * RX ring.
  */
 static int pmd_afxdp_pair(struct pmd_thread *t, struct vx_dev *dev, struct vx_vring *rx, struct vx_vring *tx,
-                          struct nic_port *nic)
+                          struct nic_port *nic, struct ofl_cut *cut)
 {
     int moved = 0;
     t->held_nic = nic;      /* held_tx, held_rx: the frames a guest memory fault must give back */
-    if (atomic_load(&tx->ready)) {
+    bool guest_tx = atomic_load(&tx->ready);
+    if (guest_tx || cut->big.len) {
         int frames = t->held_tx = nic_tx_alloc(nic, t->nic_tx, VX_BURST);
-        int injected = frames ? pmd_rarp_take(dev, tx, &t->nic_tx[0]) : 0;
-        moved = injected + (frames > injected ? vq_dequeue_burst(tx, t->nic_tx + injected, frames - injected) : 0);
+        if (guest_tx && !cut->big.len && frames) {
+            int injected = pmd_rarp_take(dev, tx, &t->nic_tx[0]);
+            moved = injected + (frames > injected ? vq_dequeue_burst_big(tx, t->nic_tx + injected, frames - injected,
+                                                                         &cut->big) : 0);
+        }
+        moved = ofl_to_nic(cut, tx, t->nic_tx, moved, frames);
         if (t->pcap)        /* before the kernel owns the frames */
             pcap_burst(t->pcap, PCAP_FROM_GUEST, t->nic_tx, moved);
         nic_tx_submit(nic, t->nic_tx, moved, frames);
@@ -306,8 +337,10 @@ static int pmd_afxdp_pair(struct pmd_thread *t, struct vx_dev *dev, struct vx_vr
         return moved;
     int fit = pmd_mtu_filter(dev, rx, t->nic_rx, n);
     int sent = 0;
-    if (guest)
+    if (guest) {
+        ofl_from_nic(rx, t->nic_rx, fit);       /* each frame's header, and partial checksums */
         sent = vq_enqueue_burst(rx, t->nic_rx, fit);
+    }
     else
         __atomic_store_n(&rx->stats.drops, rx->stats.drops + fit, __ATOMIC_RELAXED);
     if (t->pcap)            /* before the frames go back to the kernel */
@@ -380,7 +413,7 @@ static void *pmd_main(void *arg)
                 moved += pmd_loopback_pair(t, dev, rx, tx);
             else if (k < pmd_nnics) /* pair k's NIC queue: only this thread touches
                                        that port, whose rings have one consumer */
-                moved += pmd_afxdp_pair(t, dev, rx, tx, pmd_nics[k]);
+                moved += pmd_afxdp_pair(t, dev, rx, tx, pmd_nics[k], &pmd_cuts[k]);
         }
         pmd_idle_backoff(t, moved);
         /* seq_cst, not release: this store must not pass the `ready` loads
@@ -413,15 +446,23 @@ int pmd_start(struct vx_dev *devs, int ndevs, struct nic_port **nics, int nnics,
      * caller's pmd_stop() joins the pmd_started that did and frees every
      * buffer allocated here. */
     pmd_nthreads = n;
+    for (int k = 0; k < nnics && k < VX_MAX_QUEUE_PAIRS; k++) {
+        pmd_cuts[k] = (struct ofl_cut){ .big = { .room = VX_PKT_MAX, .data = malloc(VX_PKT_MAX) } };
+        if (!pmd_cuts[k].big.data) {
+            vx_log("NIC queue %d: out of memory for the TSO buffer", k);
+            return -1;
+        }
+    }
     for (int i = 0; i < pmd_nthreads; i++) {
         struct pmd_thread *t = &pmd_threads[i];
         t->id = i;
         t->cpu = ncpus > 0 ? cpus[i] : -1;
         t->pcap = pcap_ring_new(i);
         for (int b = 0; b < VX_BURST; b++) {
-            t->pkts[b].room = VX_PKT_MAX;
+            t->pkts[b].room = t->scratch[b].room = VX_PKT_MAX;
             t->pkts[b].data = t->bufs[b] = malloc(VX_PKT_MAX);
-            if (!t->bufs[b]) {
+            t->scratch[b].data = malloc(VX_PKT_MAX);    /* untouched until an offload needs it */
+            if (!t->bufs[b] || !t->scratch[b].data) {
                 vx_log("pmd %d: out of memory for packet buffers", i);
                 return -1;
             }
@@ -523,12 +564,18 @@ int pmd_stop(void)
     for (int i = 0; i < pmd_nthreads; i++)
         for (int b = 0; b < VX_BURST && !pmd_threads[i].stuck; b++) {
             free(pmd_threads[i].bufs[b]);
-            pmd_threads[i].bufs[b] = NULL;
+            free(pmd_threads[i].scratch[b].data);
+            pmd_threads[i].bufs[b] = pmd_threads[i].scratch[b].data = NULL;
         }
     /* A thread left behind stays counted: pmd_quiesce() must keep saying
      * that it may be inside a ring, so that no memory it reads is unmapped. */
-    if (!left)
+    if (!left) {
+        for (int k = 0; k < VX_MAX_QUEUE_PAIRS; k++) {
+            free(pmd_cuts[k].big.data);
+            pmd_cuts[k] = (struct ofl_cut){ 0 };
+        }
         pmd_nthreads = pmd_started = 0;
+    }
     return left;
 }
 

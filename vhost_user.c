@@ -258,11 +258,17 @@ static const struct vu_request vu_requests[] = {
  * (virtqueue.c); DPDK virtio_user takes it by default (in_order=1), QEMU 7.2
  * neither offers it to its guest nor passes it on to us.
  *
- * Not offered, and why: the checksum and segmentation offloads (CSUM, the
- * GSO/TSO bits) would oblige us to finish checksums and split large frames
- * before the NIC, which copy-mode AF_XDP will not do for us; CTRL_VQ and the
- * rest of the control features are handled inside QEMU and never reach a
- * backend; LOG_ALL (live migration's dirty log) and IOMMU_PLATFORM are
+ * The offloads (offload.c, second reading), unless --no-offloads: CSUM and
+ * HOST_TSO4/6 + HOST_ECN let the guest send partial checksums and TCP
+ * packets of up to 64 KiB, which we pass on to a guest that negotiated
+ * GUEST_CSUM and GUEST_TSO4/6 (+GUEST_ECN), and otherwise complete and cut
+ * ourselves, as the NIC always needs.  GUEST_ANNOUNCE (not an offload, so
+ * offered either way): after a migration the guest announces itself (virtio
+ * 1.2 §5.1.6.5.4) and QEMU then sends no SEND_RARP; QEMU handles the
+ * control queue that needs, a backend only offers the bit.  UFO and USO
+ * (UDP segmentation) are not offered.
+ * Not offered, and why: CTRL_VQ and the rest of the control features are
+ * handled inside QEMU and never reach a backend; LOG_ALL (live migration's dirty log) and IOMMU_PLATFORM are
  * left out until everything else works (DESIGN.md: QEMU 7.2 has bugs around
  * the last one).  PROTOCOL_F_STATUS is offered: see vu_set_status for the
  * QEMU 7.2 bug around it and why it does not bite us.
@@ -273,9 +279,13 @@ static uint64_t vu_offered_features(const struct vx_dev *dev)
                  (1ull << VIRTIO_NET_F_MRG_RXBUF) | (1ull << VIRTIO_RING_F_INDIRECT_DESC) |
                  (1ull << VIRTIO_RING_F_EVENT_IDX) | (1ull << VIRTIO_NET_F_MTU) |
                  (1ull << VIRTIO_F_RING_PACKED) |   /* the §2.8 layout, if the frontend wants it */
-                 (1ull << VIRTIO_F_IN_ORDER);
+                 (1ull << VIRTIO_F_IN_ORDER) | (1ull << VIRTIO_NET_F_GUEST_ANNOUNCE);
     if (dev->queue_pairs > 1)
         f |= 1ull << VIRTIO_NET_F_MQ;
+    if (!dev->no_offloads)
+        f |= (1ull << VIRTIO_NET_F_CSUM) | (1ull << VIRTIO_NET_F_HOST_TSO4) | (1ull << VIRTIO_NET_F_HOST_TSO6) |
+             (1ull << VIRTIO_NET_F_HOST_ECN) | (1ull << VIRTIO_NET_F_GUEST_CSUM) |
+             (1ull << VIRTIO_NET_F_GUEST_TSO4) | (1ull << VIRTIO_NET_F_GUEST_TSO6) | (1ull << VIRTIO_NET_F_GUEST_ECN);
     return f;
 }
 

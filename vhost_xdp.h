@@ -14,6 +14,7 @@
  *
  *   socket -> vhost_user.c -> (vring ready) -> pmd_loop.c <-> virtqueue.c
  *                                                         <-> nic_afxdp.c
+ *                                                         <-> offload.c (second reading)
  */
 #ifndef VHOST_XDP_H
 #define VHOST_XDP_H
@@ -41,6 +42,19 @@
 #define VIRTIO_NET_F_MTU                3   /* config field mtu: the largest MTU to use (§5.1.4) */
 #define VIRTIO_NET_F_MRG_RXBUF          15
 #define VIRTIO_NET_F_MQ                 22
+/* The offloads (offload.c, second reading): CSUM = the guest may send
+ * partial checksums, HOST_TSO4/6 (+ECN) = TCP packets of up to 64 KiB for
+ * us to cut; GUEST_CSUM, GUEST_TSO4/6 (+ECN) = the same towards the guest.
+ * GUEST_ANNOUNCE: the guest announces itself after a migration. */
+#define VIRTIO_NET_F_CSUM               0
+#define VIRTIO_NET_F_GUEST_CSUM         1
+#define VIRTIO_NET_F_GUEST_TSO4         7
+#define VIRTIO_NET_F_GUEST_TSO6         8
+#define VIRTIO_NET_F_GUEST_ECN          9
+#define VIRTIO_NET_F_HOST_TSO4          11
+#define VIRTIO_NET_F_HOST_TSO6          12
+#define VIRTIO_NET_F_HOST_ECN           13
+#define VIRTIO_NET_F_GUEST_ANNOUNCE     21
 #define VIRTIO_RING_F_INDIRECT_DESC     28
 #define VIRTIO_RING_F_EVENT_IDX         29
 #define VHOST_USER_F_PROTOCOL_FEATURES  30
@@ -156,6 +170,12 @@ struct vx_ring_stats {
     uint64_t bytes;     /* their bytes, without the virtio-net header */
     uint64_t drops;     /* packets lost here: no RX buffer, too big, peer not ready */
     uint64_t broken;    /* times the ring was found malformed and stopped */
+    /* offload.c (second reading), on the ring the packet came from: */
+    uint64_t tso;       /* TX: TSO packets (gso_type set) the guest sent */
+    uint64_t segments;  /* TX: segments vhost-xdp cut them into (0 for one that crossed whole) */
+    uint64_t csum_sw;   /* checksums vhost-xdp computed (TX: NEEDS_CSUM; RX: partial ones from the NIC) */
+    uint64_t partial;   /* RX: frames from the NIC holding a partial checksum (CHECKSUM_PARTIAL) */
+    uint64_t bad_hdr;   /* TX: packets dropped for a header we refuse; RX: frames we could not fix */
 };
 
 /*
@@ -199,6 +219,7 @@ struct vx_vring {
     uint32_t hdr_len;               /* virtio-net header: 12 or 10 bytes */
     bool     mrg_rxbuf, event_idx, indirect;
     bool     in_order;              /* VIRTIO_F_IN_ORDER: TX bursts give back one used entry (virtqueue.c) */
+    uint64_t features;              /* what was negotiated: offload.c reads the offload bits */
 
     /* Data-plane state: the PMD's while ready.  Split: free-running u16
      * indices.  Packed: slots in 0..num-1 plus a wrap counter each (§2.8.1),
@@ -215,6 +236,8 @@ struct vx_vring {
      * (at most a few), and how many more were sent but not logged. */
     int64_t  trace_second;
     uint32_t trace_calls_shown, trace_calls_hidden;
+    int64_t  trace_hdr_next_ms;     /* offload.c's header lines: the next one not before this */
+    bool     bad_hdr_logged;        /* offload.c: the first refused header is logged, the rest counted */
 
     /* The handover flag (see vhost_user.c, "Taking rings away"). */
     _Atomic bool ready;
@@ -248,6 +271,7 @@ struct vx_dev {
     uint64_t protocol_features;     /* SET_PROTOCOL_FEATURES */
     uint32_t queue_pairs;           /* --queues: what GET_QUEUE_NUM answers */
     uint32_t mtu_max;               /* --mtu: the largest NET_SET_MTU we accept */
+    bool     no_offloads;           /* --no-offloads: GET_FEATURES offers no checksum/TSO bit */
     uint8_t  status;                /* SET_STATUS: the virtio device status byte (§2.1), kept for GET_STATUS */
     /* NET_SET_MTU: the guest's MTU (0: never set).  Atomic: the control
      * thread may set it while the PMDs read it, once per burst, to drop
@@ -284,13 +308,29 @@ struct vx_dev {
 #define VX_RARP_PENDING (1ull << 63)   /* in vx_dev.rarp_request */
 #define VX_MTU_MIN      68             /* virtio 1.2 §5.1.4.1: mtu at least 68 (IPv4's minimum) */
 
+/* The virtio-net header (virtio 1.2 §5.1.6, struct virtio_net_hdr) without
+ * num_buffers, which only the RX ring's writer knows.  All zero for a plain
+ * packet; offload.c reads and writes the rest.  Little-endian, as the ring. */
+struct vx_net_hdr {
+    uint8_t  flags;                 /* VIRTIO_NET_HDR_F_NEEDS_CSUM 1, DATA_VALID 2 */
+    uint8_t  gso_type;              /* NONE 0, TCPV4 1, UDP 3, TCPV6 4, | ECN 0x80 */
+    uint16_t hdr_len;               /* headers' length, a hint (§5.1.6.2.2) */
+    uint16_t gso_size;              /* payload bytes per segment (the MSS) */
+    uint16_t csum_start;            /* NEEDS_CSUM: checksum from here to the end ... */
+    uint16_t csum_offset;           /* ... stored at csum_start + csum_offset */
+};
+
 /* A packet between the two ports.  `data` is a buffer of `room` bytes: a
  * private buffer in loopback, a UMEM frame on the AF_XDP port, so that each
- * direction copies once, straight between guest memory and that buffer. */
+ * direction copies once, straight between guest memory and that buffer.
+ * `hdr` travels with it: guest TX copies it out of the chain, guest RX
+ * writes it in front of the frame. */
 struct vx_pkt {
     uint32_t len;
     uint32_t room;
     uint8_t *data;
+    struct vx_net_hdr hdr;
+    uint16_t bufs;                  /* guest TX: buffers its chain had (--trace shows it) */
 };
 
 /* === 4. The API, file by file =========================================== */
@@ -303,6 +343,11 @@ int  vq_dequeue_burst(struct vx_vring *vr, struct vx_pkt *pkts, int n);
 typedef void vq_deliver_fn(void *ctx, struct vx_pkt *pkts, int n);
 int  vq_dequeue_burst_lend(struct vx_vring *vr, struct vx_pkt *pkts, int n, vq_deliver_fn *deliver, void *ctx);
 int  vq_enqueue_burst(struct vx_vring *vr, struct vx_pkt *pkts, int n);  /* delivered ones first */
+/* As vq_dequeue_burst, for a port whose buffers are smaller than a TSO
+ * packet (UMEM frames): a packet longer than its pkts[k].room, or one with
+ * a gso_type, goes into *big instead (up to big->room) and ends the burst;
+ * big->len stays 0 when none did.  offload.c cuts it into segments. */
+int  vq_dequeue_burst_big(struct vx_vring *vr, struct vx_pkt *pkts, int n, struct vx_pkt *big);
 int  vq_avail_buffers(struct vx_vring *vr);   /* RX buffers the guest offers now */
 void vq_mark_broken(struct vx_vring *vr, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* --ring-view and SIGUSR1: a picture of an attached ring, read-only, safe
@@ -335,6 +380,34 @@ void nic_rx_release(struct nic_port *p, const struct vx_pkt *pkts, int n);  /* f
 int  nic_tx_alloc(struct nic_port *p, struct vx_pkt *pkts, int n);          /* free frames to fill */
 void nic_tx_submit(struct nic_port *p, struct vx_pkt *pkts, int nfilled, int nalloc);
 void nic_close(struct nic_port *p);         /* ports[0] first: it holds the XDP program */
+
+/* offload.c (second reading): checksums and TCP segmentation, one call per
+ * direction from pmd_loop.c.  ofl_to_nic completes the checksums of a burst
+ * for the NIC and cuts a TSO packet (big, from vq_dequeue_burst_big) into
+ * segments, over as many polls as free frames allow (struct ofl_cut);
+ * ofl_to_guest does what the receiving guest did not negotiate and hands
+ * the result to send(); ofl_from_nic fixes what a NIC's frames need and
+ * writes their headers. */
+#define OFL_MAX_HDRS 256            /* a TSO packet's headers, at most (Ethernet to TCP options) */
+struct ofl_cut {                    /* a TSO packet being cut: one per NIC queue, or on the stack */
+    struct vx_pkt big;              /* the packet (big.len 0: none); only read, it may be lent */
+    uint8_t  hdrs[OFL_MAX_HDRS];    /* its headers, read once: each segment starts from them */
+    uint32_t l3, l4, payload;       /* offsets of the IP header, the TCP header, the payload */
+    uint32_t mss, nsegs;            /* gso_size, and segments in all (0: not started) */
+    uint32_t next, index;           /* payload bytes and segments already cut */
+    bool     ipv6;
+    bool     out_partial;           /* for a guest with GUEST_CSUM: NEEDS_CSUM, not a full checksum */
+};
+typedef void ofl_send_fn(void *ctx, struct vx_pkt *pkts, int n);
+int  ofl_to_nic(struct ofl_cut *cut, struct vx_vring *tx, struct vx_pkt *frames, int filled, int nframes);
+void ofl_to_guest(struct vx_vring *tx, const struct vx_vring *rx, struct vx_pkt *pkts, int n,
+                  struct vx_pkt *scratch, ofl_send_fn *send, void *ctx);
+void ofl_from_nic(struct vx_vring *rx, struct vx_pkt *pkts, int n);
+/* The pieces, for the unit tests and the fuzz target. */
+uint16_t ofl_checksum(const void *data, size_t len);   /* RFC 1071, ready to store */
+int  ofl_complete_csum(struct vx_pkt *p);               /* NEEDS_CSUM done in p->data; -1: offsets outside */
+int  ofl_cut_start(struct ofl_cut *cut, const struct vx_vring *tx, uint32_t room, const char **why);
+int  ofl_cut_next(struct ofl_cut *cut, struct vx_pkt *out, int n);
 
 /* pcap.c: --pcap FILE, every forwarded packet in a pcap file (LINKTYPE_LINUX_SLL).
  * main.c opens it before anything starts and closes it after the PMDs stop;

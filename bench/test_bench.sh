@@ -10,6 +10,7 @@
 #
 # Needs dpdk-testpmd (a failure under CI=true when missing, as every test with a peer); the forward
 # path and the hugepages only as root (otherwise the bench skips them, and so do these checks).
+# Then the TCP rows' harness (bench/bench_tcp.sh): a bad knob, and its smallest run (two guests).
 set -u
 . "$(dirname "$0")/../tests/lib.sh"
 cd "$(dirname "$0")/.." || exit 1
@@ -35,7 +36,8 @@ leftovers() {
     [ -z "$(ls -A "$BENCH_TMP")" ] || echo "files in TMPDIR: $(ls -A "$BENCH_TMP" | tr '\n' ' ')"
     ip netns list 2>/dev/null | grep -q "^vxbench-$pid\b" && echo "netns vxbench-$pid"
     ip link show "vxbh$pid" >/dev/null 2>&1 && echo "veth vxbh$pid"
-    grep -q "vxbench" /proc/mounts && grep "vxbench" /proc/mounts | grep -q hugetlbfs && echo "a hugetlbfs mount of a bench"
+    # Only this test's benches (their TMPDIR): another bench may be running on the machine meanwhile.
+    grep -F "$BENCH_TMP" /proc/mounts | grep -q hugetlbfs && echo "a hugetlbfs mount of a bench"
     for p in /var/run/dpdk/vxb-fe-"$pid" /var/run/dpdk/vxb-be-"$pid" "${XDG_RUNTIME_DIR:-/tmp}"/dpdk/vxb-fe-"$pid"; do
         [ -e "$p" ] && echo "DPDK runtime directory $p"
     done
@@ -97,5 +99,29 @@ check "what it had started is stopped (children were: ${kids:-none})" \
     eval 'for k in $kids; do kill -0 "$k" 2>/dev/null && exit 1; done; [ -n "$kids" ]'
 left=$(leftovers "$pid")
 check "nothing left after Ctrl-C${left:+: $left}" [ -z "$left" ]
+
+# ---- 4. the TCP rows (bench/bench_tcp.sh): a bad knob, then the smallest run: one configuration,
+# guest to guest, one transfer of 1 MB (two TCG guests boot: about 15 s)
+BENCH_TCP_SAMPLES=0 bench/bench_tcp.sh >"$OUT" 2>&1
+rc=$?
+check "bench_tcp: BENCH_TCP_SAMPLES=0 is refused with exit status 2 (got $rc)" [ "$rc" = 2 ]
+if [ $ROOT = 1 ] && command -v qemu-system-x86_64 >/dev/null; then
+    BENCH_TCP_CONFIGS=offloads BENCH_TCP_PATHS=g2g BENCH_TCP_SAMPLES=1 BENCH_TCP_BYTES=1000000 \
+        bench/bench_tcp.sh >"$OUT" 2>&1 &
+    BENCH_PID=$!
+    wait "$BENCH_PID"
+    rc=$? pid=$BENCH_PID BENCH_PID=''
+    sed 's/^/# /' "$OUT"
+    check "a short bench_tcp run exits with status 0 (got $rc)" [ "$rc" = 0 ]
+    # "guest -> guest  600 (540-651)        -                     -"
+    check "bench_tcp: the guest -> guest row has Mbit/s and a range" \
+        grep -Eq "^guest -> guest +[0-9]+ \([0-9]+-[0-9]+\)" "$OUT"
+    check "bench_tcp: chains per 64 KiB from vhost-xdp's counters" grep -Eq "[0-9]+\.[0-9] chains .* per 64 KiB" "$OUT"
+    left=$( { ps -eo args= | grep -F "$BENCH_TMP" | grep -v grep; ip netns list | grep "^vxbt-$pid\b";
+              ip -br link | grep "vxbt.*$pid"; } 2>/dev/null)
+    check "bench_tcp: nothing left (guests, vhost-xdp, netns, veths, taps, bridge)${left:+: $left}" [ -z "$left" ]
+else
+    skip "bench_tcp's run needs root and qemu-system-x86_64"
+fi
 
 done_testing

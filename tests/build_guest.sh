@@ -30,13 +30,22 @@
 #                     virtio_net shows only through ethtool -S (printed by /bin/ethstats, below).
 #                     Once at the start: "VXQUEUES tx=N rx=M" (eth0's queues in sysfs) and "VXXPS
 #                     tx-0=MASK ..." (which CPUs use each TX queue).
+#   vxtest=agent      eth0 up, then commands from the test, one per line "ID COMMAND...", read from the
+#                     second serial port (ttyS1: start_guest's GUEST_AGENT in tests/lib.sh), each run by
+#                     the guest's shell (a trailing & runs it in the background) and answered on the
+#                     console with "VXDONE ID rc=N"; "VXAGENT ready" first.  Its helpers:
+#                     `csum_errors` prints "VXCSUM tcp=N udp=N udp6=N", the receive checksum errors the
+#                     kernel counted (InCsumErrors of /proc/net/snmp and snmp6); /bin/tcpcheck is
+#                     tests/tcpcheck.c (a TCP transfer checked byte for byte).  Used by tests/test_tcp.sh.
 #   (no vxtest)       a shell on the console.
 # Every mode first prints "VXFEATURES <bits>" (the virtio feature bits the driver negotiated,
 # /sys/.../features: character i is bit i) and "VXREADY" once eth0 is up. Optional: vxip=A.B.C.D/N,
-# vxpeer=A.B.C.D override the addresses. The guest never powers off: it runs until QEMU is killed.
+# vxpeer=A.B.C.D override the addresses, vxip6=ADDR/N adds an IPv6 address (without duplicate address
+# detection, so it is usable at once). The guest never powers off: it runs until QEMU is killed.
 #
 # /bin/ethstats is tests/guest_ethstats.c (ethtool -S through ioctl SIOCETHTOOL: busybox has no
-# ethtool), compiled here with `${CC:-gcc} -static -Os`: the initramfs has no C library.
+# ethtool) and /bin/tcpcheck is tests/tcpcheck.c, both compiled here with `${CC:-gcc} -static -Os`: the
+# initramfs has no C library.
 #
 # Needs: busybox-static (/bin/busybox), a C compiler with a static libc (libc6-dev), and either apt (Debian 12, after `apt-get update`) or
 # GUEST_KERNEL_DEB=path/to/linux-image-6.1*-amd64.deb. Skips the build when OUTDIR is up to date.
@@ -151,7 +160,7 @@ out=$(cd "$out" && pwd)
 # Tests may run in parallel: one build at a time per OUTDIR.
 if command -v flock >/dev/null 2>&1; then exec 9>"$out/.lock"; flock 9; fi
 
-stamp=$(cat "$0" "$here/guest_ethstats.c" "$busybox" 2>/dev/null | cksum | cut -d' ' -f1)
+stamp=$(cat "$0" "$here/guest_ethstats.c" "$here/tcpcheck.c" "$busybox" 2>/dev/null | cksum | cut -d' ' -f1)
 if [ -f "$out/vmlinuz" ] && [ -f "$out/initramfs.cpio.gz" ] && [ "$(cat "$out/.stamp" 2>/dev/null)" = "$stamp" ]; then
     echo "build_guest.sh: $out is up to date" >&2
     exit 0
@@ -215,6 +224,8 @@ for m in $modules $tool_modules; do cp "$out/kernel/$m.ko" "$root/lib/modules/";
 # ethtool -S for the guest: static, since the initramfs has busybox and nothing else.
 ${CC:-gcc} -static -Os -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -o "$root/bin/ethstats" "$here/guest_ethstats.c" 2>"$tmp/cc.log" ||
     die "cannot build a static tests/guest_ethstats.c with ${CC:-gcc} -static (install gcc and libc6-dev, glibc's libc.a): $(head -n 3 "$tmp/cc.log")"
+${CC:-gcc} -static -Os -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -o "$root/bin/tcpcheck" "$here/tcpcheck.c" 2>"$tmp/cc.log" ||
+    die "cannot build a static tests/tcpcheck.c with ${CC:-gcc} -static: $(head -n 3 "$tmp/cc.log")"
 
 cat > "$root/init" <<'EOF'
 #!/bin/sh
@@ -229,13 +240,14 @@ for m in MODULES; do
     insmod /lib/modules/$m.ko || echo "VXERROR insmod $m failed"
 done
 
-mode= ip=10.0.0.2/24 peer=10.0.0.1
+mode= ip=10.0.0.2/24 peer=10.0.0.1 ip6=
 pps=0 secs=10 sizes=64 dstmac=ff:ff:ff:ff:ff:ff
 for arg in $(cat /proc/cmdline); do
     case $arg in
     vxtest=*)   mode=${arg#vxtest=} ;;
     vxip=*)     ip=${arg#vxip=} ;;
     vxpeer=*)   peer=${arg#vxpeer=} ;;
+    vxip6=*)    ip6=${arg#vxip6=} ;;
     vxpps=*)    pps=${arg#vxpps=} ;;
     vxsecs=*)   secs=${arg#vxsecs=} ;;
     vxsize=*)   sizes=${arg#vxsize=} ;;
@@ -256,6 +268,10 @@ net_up() {
     ip link set lo up
     ip link set eth0 up
     ip addr add "$ip" dev eth0
+    if [ -n "$ip6" ]; then
+        echo 0 > /proc/sys/net/ipv6/conf/eth0/accept_dad
+        ip -6 addr add "$ip6" dev eth0
+    fi
     echo "VXFEATURES $(cat /sys/class/net/eth0/device/features)"
     echo "VXREADY"
 }
@@ -344,12 +360,32 @@ mode_blast() {
     echo "VXSTAT rx_packets=$(counter rx_packets) tx_packets=$(counter tx_packets)"
 }
 
+# Agent: the test drives the guest through the second serial port (ttyS1), raw, without echo: one
+# command per line, "ID COMMAND...", run here; "VXDONE ID rc=N" on the console when it returns.
+# snmp PROTO FIELD: a counter of /proc/net/snmp (its lines come in pairs: names, then values).
+snmp() { awk -v p="$1:" -v f="$2" '$1 == p { if (!n) { for (i = 2; i <= NF; i++) if ($i == f) n = i } else { print $n; exit } }' /proc/net/snmp; }
+csum_errors() {
+    echo "VXCSUM tcp=$(snmp Tcp InCsumErrors) udp=$(snmp Udp InCsumErrors) udp6=$(awk '$1 == "Udp6InCsumErrors" { print $2 }' /proc/net/snmp6)"
+}
+mode_agent() {
+    net_up || return
+    exec 3<>/dev/ttyS1
+    stty raw -echo <&3
+    echo "VXAGENT ready"
+    while read -r id cmd <&3; do
+        eval "$cmd"
+        echo "VXDONE $id rc=$?"
+    done
+    echo "VXERROR agent: ttyS1 closed"
+}
+
 # New modes: add mode_NAME here and a line in the case below.
 case $mode in
 loopback) mode_loopback ;;
 ping)     mode_ping ;;
 mqping)   mode_mqping ;;
 blast)    mode_blast ;;
+agent)    mode_agent ;;
 '')       net_up; setsid cttyhack sh ;;
 *)        echo "VXERROR unknown vxtest=$mode" ;;
 esac

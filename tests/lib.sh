@@ -153,13 +153,18 @@ kvm_runs_a_kernel() {
 # second guest on the same link needs another).  Two variables, set for one call, make a multiqueue
 # guest: GUEST_SMP=N gives it N CPUs (default 1), GUEST_NETDEV_OPTS is added to -netdev, e.g.
 #   GUEST_SMP=2 GUEST_NETDEV_OPTS=,queues=2 start_guest "$dir" a "$sock" mqping ,mq=on
+# A third, GUEST_AGENT=PATH, gives the guest a second serial port on the fifos PATH.in and PATH.out
+# (made here), for vxtest=agent: agent_cmd below sends it commands.
 start_guest() {
     local dir=$1 name=$2 sock=$3 mode=$4 devopts=${5:-} chardev=${6:-reconnect=1}
-    local kargs=${7:-} mac=${8:-52:54:00:12:34:56}
+    local kargs=${7:-} mac=${8:-52:54:00:12:34:56} agent=()
+    if [ -n "${GUEST_AGENT:-}" ]; then
+        mkfifo "$GUEST_AGENT.in" "$GUEST_AGENT.out" && agent=(-serial "pipe:$GUEST_AGENT")
+    fi
     guest_accel
     # shellcheck disable=SC2086  # GUEST_ACCEL_ARGS is two or four words
     qemu-system-x86_64 $GUEST_ACCEL_ARGS -machine q35 -smp "${GUEST_SMP:-1}" -m 256M -nodefaults -no-user-config \
-        -display none -no-reboot -serial "file:$dir/$name.serial" \
+        -display none -no-reboot -serial "file:$dir/$name.serial" "${agent[@]}" \
         -object memory-backend-memfd,id=mem,size=256M,share=on -numa node,memdev=mem \
         -chardev "socket,id=chr0,path=$sock,$chardev" \
         -netdev "vhost-user,id=net0,chardev=chr0${GUEST_NETDEV_OPTS:-}" \
@@ -168,6 +173,18 @@ start_guest() {
         -append "console=ttyS0 quiet panic=-1 vxtest=$mode${kargs:+ $kargs}" \
         < /dev/null > "$dir/$name.qemu.log" 2>&1 &
     QEMU_PID=$!
+}
+
+# agent_cmd SERIAL AGENT ID CMD [SECS]: run CMD in a guest in agent mode (its console in SERIAL, its
+# GUEST_AGENT path AGENT), and wait for its "VXDONE ID rc=N" (default: 60 s).  ID must be new for this
+# guest.  Status: N, or 124 if it did not answer in time.  CMD's output is on the console.
+agent_cmd() {
+    local serial=$1 agent=$2 id=$3 cmd=$4 secs=${5:-60} rc
+    # QEMU holds the fifo open for reading (O_RDWR): this open never blocks.
+    printf '%s %s\n' "$id" "$cmd" > "$agent.in" || return 1
+    wait_for "guest command $id ($cmd)" "$secs" grep -aq "VXDONE $id rc=" "$serial" || return 124
+    rc=$(tr -d '\r' < "$serial" | sed -n "s/.*VXDONE $id rc=\([0-9]*\).*/\1/p" | tail -n 1)
+    return "${rc:-1}"
 }
 
 # guest_features SERIAL: the feature bits the guest driver negotiated (character i = bit i).

@@ -56,8 +56,8 @@ check "stop in order: GET_VRING_BASE and its reply, then the disconnect" in_orde
     '^--- 4\. ' '<- GET_VRING_BASE \(11\)' '-> GET_VRING_BASE \(11\)' '= frontend disconnected'
 
 has() { grep -Eq -- "$1" "$out"; }
-check "our GET_FEATURES reply names the features we offer (MRG_RXBUF, INDIRECT_DESC, EVENT_IDX, PROTOCOL_FEATURES, VERSION_1 among them)" \
-    has '-> GET_FEATURES \(1\) flags=0x5\[v1,REPLY\] size=8 0x[0-9a-f]+ \((.*\|)?MRG_RXBUF\|INDIRECT_DESC\|EVENT_IDX\|PROTOCOL_FEATURES\|VERSION_1(\|.*)?\)$'
+check "our GET_FEATURES reply names the features we offer (CSUM, HOST_TSO4, MRG_RXBUF, INDIRECT_DESC, EVENT_IDX, PROTOCOL_FEATURES, VERSION_1 among them)" \
+    has '-> GET_FEATURES \(1\) flags=0x5\[v1,REPLY\] size=8 0x[0-9a-f]+ \(CSUM\|(.*\|)?HOST_TSO4\|(.*\|)?MRG_RXBUF\|(.*\|)?INDIRECT_DESC\|EVENT_IDX\|PROTOCOL_FEATURES\|VERSION_1(\|.*)?\)$'
 check "the guest's SET_FEATURES names VERSION_1, MRG_RXBUF, EVENT_IDX" \
     has '<- SET_FEATURES \(2\) flags=0x1\[v1\] size=8 0x[0-9a-f]+ \((.*\|)?MRG_RXBUF\|(.*\|)?EVENT_IDX\|(.*\|)?VERSION_1(\|.*)?\)$'
 check "SET_MEM_TABLE: NEED_REPLY, the 256 MiB region (gpa, size, uaddr, mmap_offset) and its fd" \

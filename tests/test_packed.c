@@ -488,6 +488,61 @@ static void t_tx_indirect(void)
     end();
 }
 
+/* Towards small buffers (the AF_XDP port): vq_dequeue_burst_big, as in
+ * test_virtqueue's t_tx_big, across the end of a size-5 ring; and the RX
+ * header taken from the packet. */
+static void t_tx_big(void)
+{
+    begin("TX towards small buffers: a TSO packet and an over-long one go to big, each ending its burst, across the wrap");
+    ring_setup(5, PACKED | F(VIRTIO_NET_F_CSUM), false);
+    g.next_avail = g.next_used = 3;
+    vr.last_avail_idx = vr.last_used_idx = 3;
+    uint16_t a = tx_add(HDR + 100, 1, 170);
+    uint16_t b = tx_add(HDR + 150, 2, 171);
+    host[buf_gpa(b, 0) - GPA + 1] = 1;          /* its header: gso_type TCPV4 */
+    tx_add(HDR + 1000, 2, 172);                 /* 1000 bytes: longer than the 200-byte buffers */
+    static uint8_t bigbuf[VX_PKT_MAX];
+    struct vx_pkt big = { .room = VX_PKT_MAX, .data = bigbuf };
+    uint32_t sizes[2] = { 200, 200 };
+    for (int round = 0; round < 2; round++) {
+        for (int i = 0; i < NOUT; i++)
+            out[i] = (struct vx_pkt){ .len = 0xdeadbeef, .room = sizes[round], .data = out_buf[i] };
+        int got = vq_dequeue_burst_big(&vr, out, NOUT, &big);
+        if (round == 0)
+            CHECK(got == 1 && out[0].len == 100 && same_as_pattern(out[0].data, 100, 170, 0) && big.len == 150 &&
+                  big.hdr.gso_type == 1 && same_as_pattern(big.data, 150, 171, 0),
+                  "first burst: %d packets, big %u bytes, gso_type %u", got, big.len, big.hdr.gso_type);
+        else
+            CHECK(got == 0 && big.len == 1000 && big.bufs == 2 && same_as_pattern(big.data, 1000, 172, 0),
+                  "second burst: %d packets, big %u bytes in %u buffers", got, big.len, big.bufs);
+    }
+    uint16_t id, flags;
+    uint32_t len;
+    CHECK(drv_used(&id, &len, &flags) && id == a, "used id %u, want %u", id, a);
+    CHECK(drv_used(&id, &len, &flags) && id == b, "used id %u, want %u", id, b);
+    CHECK(drv_used(&id, &len, &flags), "the third chain used");
+    check_in_step();
+    CHECK(vr.stats.packets == 3 && vr.stats.bytes == 1250 && vr.stats.drops == 0, "stats: %llu packets, %llu bytes",
+          (unsigned long long)vr.stats.packets, (unsigned long long)vr.stats.bytes);
+    end();
+
+    begin("RX: the packet's header is written in front of it (packed, GUEST_CSUM; one buffer and mergeable)");
+    for (int mrg = 0; mrg < 2; mrg++) {
+        ring_setup(8, PACKED | F(VIRTIO_NET_F_GUEST_CSUM) | (mrg ? MRG : 0), true);
+        uint16_t ids[3];
+        for (int i = 0; i < 3; i++)
+            ids[i] = rx_add(1, 400);
+        struct vx_pkt p = mkpkt(0, mrg ? 900 : 300, 173);
+        p.hdr = (struct vx_net_hdr){ .flags = 1, .gso_type = 1, .hdr_len = 66, .gso_size = 100, .csum_start = 34,
+                                     .csum_offset = 16 };
+        int sent = vq_enqueue_burst(&vr, &p, 1);
+        const uint8_t *h = host + (buf_gpa(ids[0], 0) - GPA);
+        CHECK(sent == 1 && !memcmp(h, &p.hdr, 10) && h[10] == (mrg ? 3 : 1) && h[11] == 0,
+              "%s: sent %d, header %02x %02x, num_buffers %u", mrg ? "mergeable" : "one buffer", sent, h[0], h[1], h[10]);
+    }
+    end();
+}
+
 /* === TX lending: vq_dequeue_burst_lend() (guest to guest) ================ */
 
 /*
@@ -1415,6 +1470,7 @@ int main(void)
     t_tx_wrap();
     t_tx_in_order();
     t_tx_indirect();
+    t_tx_big();
     t_tx_lend();
     t_rx_wrap();
     t_rx_too_big();

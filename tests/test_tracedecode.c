@@ -397,13 +397,27 @@ static void check_handshake_and_replies(void)
     }
     session_open();
 
+    /* The offloads first (issue 13), then what every device offers;
+     * --no-offloads (dev.no_offloads) takes the eight offload bits away. */
+    uint64_t base = 1ull << VIRTIO_NET_F_MTU | 1ull << VIRTIO_NET_F_MRG_RXBUF | 1ull << VIRTIO_NET_F_GUEST_ANNOUNCE |
+                    1ull << VIRTIO_RING_F_INDIRECT_DESC | 1ull << VIRTIO_RING_F_EVENT_IDX | 1ull << 30 |
+                    1ull << VIRTIO_F_VERSION_1 | 1ull << VIRTIO_F_RING_PACKED | 1ull << VIRTIO_F_IN_ORDER;
+    uint64_t offloads = 1ull << VIRTIO_NET_F_CSUM | 1ull << VIRTIO_NET_F_GUEST_CSUM | 1ull << VIRTIO_NET_F_GUEST_TSO4 |
+                        1ull << VIRTIO_NET_F_GUEST_TSO6 | 1ull << VIRTIO_NET_F_GUEST_ECN |
+                        1ull << VIRTIO_NET_F_HOST_TSO4 | 1ull << VIRTIO_NET_F_HOST_TSO6 | 1ull << VIRTIO_NET_F_HOST_ECN;
+    dev.no_offloads = true;
     const char *log = exchange(REQ_GET_FEATURES, F_V1, NULL, 0, NULL, 0);
     snprintf(want, sizeof want, "trace: -> GET_FEATURES (1) flags=0x5[v1,REPLY] size=8 0x%" PRIx64
-             " (MTU|MRG_RXBUF|INDIRECT_DESC|EVENT_IDX|PROTOCOL_FEATURES|VERSION_1|RING_PACKED|IN_ORDER)",
-             (uint64_t)(1ull << VIRTIO_NET_F_MTU | 1ull << VIRTIO_NET_F_MRG_RXBUF | 1ull << VIRTIO_RING_F_INDIRECT_DESC |
-                        1ull << VIRTIO_RING_F_EVENT_IDX | 1ull << 30 | 1ull << VIRTIO_F_VERSION_1 |
-                        1ull << VIRTIO_F_RING_PACKED | 1ull << VIRTIO_F_IN_ORDER));
-    check_has(log, want, "reply to GET_FEATURES: the features we offer, by name");
+             " (MTU|MRG_RXBUF|GUEST_ANNOUNCE|INDIRECT_DESC|EVENT_IDX|PROTOCOL_FEATURES|VERSION_1|RING_PACKED|IN_ORDER)",
+             base);
+    check_has(log, want, "reply to GET_FEATURES with --no-offloads: no offload bit, by name");
+    dev.no_offloads = false;
+    log = exchange(REQ_GET_FEATURES, F_V1, NULL, 0, NULL, 0);
+    snprintf(want, sizeof want, "trace: -> GET_FEATURES (1) flags=0x5[v1,REPLY] size=8 0x%" PRIx64
+             " (CSUM|GUEST_CSUM|MTU|GUEST_TSO4|GUEST_TSO6|GUEST_ECN|HOST_TSO4|HOST_TSO6|HOST_ECN|MRG_RXBUF|"
+             "GUEST_ANNOUNCE|INDIRECT_DESC|EVENT_IDX|PROTOCOL_FEATURES|VERSION_1|RING_PACKED|IN_ORDER)",
+             base | offloads);
+    check_has(log, want, "reply to GET_FEATURES: the features we offer (the offloads too), by name");
     check(strstr(log, "trace: <- GET_FEATURES") && strstr(log, "trace: <- GET_FEATURES") < strstr(log, "trace: ->"),
           "the request's line comes before our reply's");
 

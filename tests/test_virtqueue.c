@@ -939,6 +939,102 @@ static void t_tx_room(void)
     end();
 }
 
+/* The virtio-net header (issue 13): copied out of a TX chain into
+ * pkts[].hdr only when the guest negotiated VIRTIO_NET_F_CSUM (without it
+ * the header asks nothing, §5.1.6.2), read once even when it is split over
+ * descriptors; and written into an RX buffer from the packet's hdr. */
+static void t_net_header(void)
+{
+    begin("TX: the header goes into pkts[].hdr with CSUM (split over two descriptors), stays zero without");
+    for (int csum = 0; csum < 2; csum++) {
+        ring_setup(256, V1 | (csum ? F(VIRTIO_NET_F_CSUM) : 0), 0, false, false);
+        static const uint32_t lens[] = { 4, 8 + 100 };      /* the header: 4 bytes, then 8 with the frame */
+        tx_offer(0, lens, 2, 150);
+        int r = deq(VX_BURST);
+        CHECK(r == 1, "returned %d", r);
+        check_tx_pkt(0, 100, 150);
+        const uint8_t *h = (const uint8_t *)&out[0].hdr;
+        bool junk = true, zero = true;      /* build_chain's header bytes are 0xC0 | offset */
+        for (int k = 0; k < 10; k++) {
+            junk &= h[k] == (0xC0 | k);
+            zero &= h[k] == 0;
+        }
+        CHECK(csum ? junk : zero, "%s CSUM: hdr %02x %02x %02x ... %02x", csum ? "with" : "without", h[0], h[1], h[2],
+              h[9]);
+        end();
+        if (!csum)
+            begin("TX: ... (with CSUM)");
+    }
+
+    begin("RX: the packet's header is written in front of it (GUEST_CSUM), zeros without; num_buffers after it");
+    for (int gc = 0; gc < 2; gc++) {
+        ring_setup(256, V1 | MRG | (gc ? F(VIRTIO_NET_F_GUEST_CSUM) : 0), 0, true, false);
+        static const uint32_t one[] = { 2048 };
+        rx_offer(0, one, 1);
+        struct vx_pkt p = mkpkt(0, 300, 151);
+        p.hdr = (struct vx_net_hdr){ .flags = 1, .gso_type = 4, .hdr_len = 74, .gso_size = 1220, .csum_start = 54,
+                                     .csum_offset = 16 };
+        int r = enq(&p, 1);
+        CHECK(r == 1, "returned %d", r);
+        const uint8_t *b = hva(g.desc[0].addr);
+        static const uint8_t zeros[10];
+        CHECK(!memcmp(b, gc ? (const void *)&p.hdr : zeros, 10) && b[10] == 1 && b[11] == 0,
+              "%s GUEST_CSUM: header %02x %02x %02x %02x ..., num_buffers %u", gc ? "with" : "without", b[0], b[1],
+              b[2], b[3], b[10] | b[11] << 8);
+    }
+    end();
+}
+
+/* Towards a port of small buffers (the AF_XDP port's UMEM frames): a TSO
+ * packet, or a packet longer than its buffer, goes into `big` (a buffer of
+ * VX_PKT_MAX) instead, and ends the burst; the next burst goes on after it. */
+static void t_tx_big(void)
+{
+    begin("TX towards small buffers: a TSO packet (fits, copied) and an over-long one (read again) go to big, each ending its burst");
+    ring_setup(256, V1 | F(VIRTIO_NET_F_CSUM), 0, false, false);
+    static const uint32_t a[] = { 12 + 100 }, b[] = { 12 + 300 }, c[] = { 12, 3000, 2000 }, d[] = { 12 + 64 };
+    tx_offer(0, a, 1, 160);
+    tx_offer(1, b, 1, 161);
+    tx_offer(2, c, 3, 162);
+    tx_offer(5, d, 1, 163);
+    for (int d0 = 0; d0 < 6; d0 += d0 == 2 ? 3 : 1)     /* plain headers (descriptors 0, 1, 2, 5) ... */
+        memset(hva(g.desc[d0].addr), 0, 12);
+    hva(g.desc[1].addr)[1] = 1;                         /* ... but packet b's: gso_type TCPV4 */
+    static uint8_t *bigbuf;
+    if (!bigbuf)
+        bigbuf = guarded_tail(VX_PKT_MAX);
+    struct vx_pkt big = { .len = 0xdeadbeef, .room = VX_PKT_MAX, .data = bigbuf };
+    for (int i = 0; i < NOUT; i++)
+        out[i] = (struct vx_pkt){ .len = 0xdeadbeef, .room = 2048, .data = out_buf[i] + VX_PKT_MAX - 2048 };
+    int r = vq_dequeue_burst_big(&vr, out, VX_BURST, &big);
+    CHECK(r == 1 && big.len == 300 && big.hdr.gso_type == 1, "first burst: %d packets, big %u bytes (gso_type %u)",
+          r, big.len, big.hdr.gso_type);
+    check_tx_pkt(0, 100, 160);
+    for (uint32_t k = 0; big.len == 300 && k < 300; k++)
+        if (big.data[k] != pat(161, k)) {
+            CHECK(0, "big: byte %u", k);
+            break;
+        }
+    check_indexes(2, 2);
+    for (int i = 0; i < NOUT; i++)
+        out[i] = (struct vx_pkt){ .len = 0xdeadbeef, .room = 2048, .data = out_buf[i] + VX_PKT_MAX - 2048 };
+    r = vq_dequeue_burst_big(&vr, out, VX_BURST, &big);
+    CHECK(r == 0 && big.len == 5000 && big.hdr.gso_type == 0 && big.bufs == 3,
+          "second burst: %d packets, big %u bytes in %u buffers", r, big.len, big.bufs);
+    for (uint32_t k = 0; big.len == 5000 && k < 5000; k++)
+        if (big.data[k] != pat(162, k)) {
+            CHECK(0, "big: byte %u", k);
+            break;
+        }
+    r = vq_dequeue_burst_big(&vr, out, VX_BURST, &big);
+    CHECK(r == 1 && big.len == 0, "third burst: %d packets, big %u", r, big.len);
+    check_tx_pkt(0, 64, 163);
+    check_indexes(4, 4);
+    check_stats(4, 100 + 300 + 5000 + 64, 0, 0);
+    CHECK(!vr.broken, "ring broken");
+    end();
+}
+
 /* A legal chain (shorter than num) of many small descriptors: the packet may
  * be carried or dropped, but the chain is consumed and the ring goes on. */
 static void t_tx_long_chain(void)
@@ -1992,6 +2088,8 @@ int main(void)
     t_tx_in_order();
     t_tx_drops();
     t_tx_room();
+    t_net_header();
+    t_tx_big();
     t_tx_long_chain();
     t_tx_lend();
 

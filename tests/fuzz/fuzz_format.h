@@ -74,7 +74,8 @@ enum {                         /* what an attached fd is */
 
 struct vqf_header {
     uint8_t  features;      /* bit 0 MRG_RXBUF, 1 INDIRECT_DESC, 2 EVENT_IDX, 3 VERSION_1,
-                               4 RING_PACKED (fuzz_virtqueue: ring size 1 + size_log2) */
+                               4 RING_PACKED (fuzz_virtqueue: ring size 1 + size_log2),
+                               5 CSUM + HOST_TSO4/6 + HOST_ECN (fuzz_virtqueue: headers copied) */
     uint8_t  size_log2;     /* ring size 1 << (size_log2 % 9): 1..256 */
     uint16_t last_avail;    /* SET_VRING_BASE */
     uint32_t desc_off;      /* ring areas: offsets from VQF_UVA0, modulo 2 regions */
@@ -94,7 +95,8 @@ struct vqf_op {
 } __attribute__((packed));
 
 enum {
-    VQF_DEQUEUE,    /* vq_dequeue_burst(n % 33 packets, each of room a) */
+    VQF_DEQUEUE,    /* vq_dequeue_burst(n % 33 packets, each of room a); b bit 0: vq_dequeue_burst_big
+                       and offload.c's ofl_to_nic (fuzz_virtqueue) */
     VQF_ENQUEUE,    /* vq_enqueue_burst(n % 33 packets, lengths a + i * (b & 0xffff), modulo VX_PKT_MAX + 1) */
     VQF_POKE,       /* the guest writes u32 b at offset (n << 16 | a) of guest memory (frontend virtual order) */
     VQF_AVAIL_IDX,  /* the guest sets avail->idx = a */
@@ -102,5 +104,22 @@ enum {
     VQF_REATTACH,   /* the control thread attaches the ring again (as after a new memory table) */
     VQF_NOPS
 };
+
+/* === fuzz_offload ========================================================= *
+ *
+ * Input: struct ofz_header, then one frame (the rest of the input, at most
+ * 65535 bytes).  The frame goes, with the header, `copies` times in one
+ * burst, through one of offload.c's three directions; the TX and RX rings'
+ * offload features come from the two bit masks.
+ */
+struct ofz_header {
+    uint8_t  entry;         /* % 3: 0 guest -> NIC (ofl_to_nic), 1 guest -> guest (ofl_to_guest),
+                               2 NIC -> guest (ofl_from_nic) */
+    uint8_t  tx_bits;       /* the sender: bit 0 CSUM, 1 HOST_TSO4, 2 HOST_TSO6, 3 HOST_ECN */
+    uint8_t  rx_bits;       /* the receiver: bit 0 GUEST_CSUM, 1 GUEST_TSO4, 2 GUEST_TSO6, 3 GUEST_ECN */
+    uint8_t  copies;        /* the burst holds the frame (copies % 4) + 1 times */
+    uint16_t room;          /* NIC frames of 128 + room % 3969 bytes (128..4096) */
+    uint8_t  hdr[10];       /* struct vx_net_hdr, as the guest wrote it */
+} __attribute__((packed));
 
 #endif

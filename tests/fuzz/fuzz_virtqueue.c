@@ -138,11 +138,13 @@ static bool packed_want_call(const struct vx_vring *vr, const struct ring_snapsh
 }
 
 static void check_burst_packed(struct vx_vring *vr, bool dequeue, int n, int ret, const struct ring_snapshot *s0,
-                               const struct vx_pkt *pkts, uint32_t room)
+                               const struct vx_pkt *pkts, uint32_t room, const struct vx_pkt *big)
 {
     struct ring_snapshot s1 = snap(vr);
-    CHECK(ret >= 0 && ret <= n);
-    CHECK(s1.stats.packets - s0->stats.packets == (uint64_t)ret);
+    int in_big = big && big->len;       /* vq_dequeue_burst_big: a packet in big, counted too */
+    CHECK(ret >= 0 && ret + in_big <= n);
+    CHECK(s1.stats.packets - s0->stats.packets == (uint64_t)(ret + in_big));
+    CHECK(!in_big || (big->len <= big->room && (big->len > room || big->hdr.gso_type)));
     CHECK(s1.stats.broken == (s1.broken ? 1u : 0u));
     CHECK(!s0->broken || s1.broken);
     CHECK(s1.last_avail < vr->num && s1.last_used == s1.last_avail && s1.used_wrap == s1.avail_wrap);
@@ -153,9 +155,10 @@ static void check_burst_packed(struct vx_vring *vr, bool dequeue, int n, int ret
         return;
     }
     if (dequeue) {
-        uint64_t bytes = 0;
+        uint64_t bytes = in_big ? big->len : 0;
         for (int i = 0; i < ret; i++) {
             CHECK(pkts[i].len <= room);
+            CHECK(!big || !pkts[i].hdr.gso_type || !pkts[i].len);   /* with big, a TSO packet goes there */
             bytes += pkts[i].len;
         }
         CHECK(s1.stats.bytes - s0->stats.bytes == bytes);
@@ -166,14 +169,17 @@ static void check_burst_packed(struct vx_vring *vr, bool dequeue, int n, int ret
 }
 
 static void check_burst(struct vx_vring *vr, bool dequeue, int n, int ret, const struct ring_snapshot *s0,
-                        uint16_t avail_idx, const struct vx_pkt *pkts, uint32_t room, uint64_t len_sum)
+                        uint16_t avail_idx, const struct vx_pkt *pkts, uint32_t room, uint64_t len_sum,
+                        const struct vx_pkt *big)
 {
     struct ring_snapshot s1 = snap(vr);
     uint16_t adv = s1.last_avail - s0->last_avail, used_adv = s1.last_used - s0->last_used;
     uint16_t pending = avail_idx - s0->last_avail;
+    int in_big = big && big->len;       /* vq_dequeue_burst_big: a packet in big, counted too */
 
-    CHECK(ret >= 0 && ret <= n);
-    CHECK(s1.stats.packets - s0->stats.packets == (uint64_t)ret);
+    CHECK(ret >= 0 && ret + in_big <= n);
+    CHECK(s1.stats.packets - s0->stats.packets == (uint64_t)(ret + in_big));
+    CHECK(!in_big || (big->len <= big->room && (big->len > room || big->hdr.gso_type)));
     CHECK(s1.stats.broken == (s1.broken ? 1u : 0u));   /* marked once, never cleared here */
     CHECK(!s0->broken || s1.broken);
     if (s0->broken || pending > vr->num) {
@@ -190,11 +196,12 @@ static void check_burst(struct vx_vring *vr, bool dequeue, int n, int ret, const
     CHECK(used_adv == adv);
     CHECK((uint16_t)(avail_idx - s1.last_avail) <= pending);
     if (dequeue) {
-        CHECK(ret <= adv);
-        CHECK(s1.stats.drops - s0->stats.drops == (uint64_t)(adv - ret));
-        uint64_t bytes = 0;
+        CHECK(ret + in_big <= adv);
+        CHECK(s1.stats.drops - s0->stats.drops == (uint64_t)(adv - ret - in_big));
+        uint64_t bytes = in_big ? big->len : 0;
         for (int i = 0; i < ret; i++) {
             CHECK(pkts[i].len <= room);
+            CHECK(!big || !pkts[i].hdr.gso_type || !pkts[i].len);   /* with big, a TSO packet goes there */
             bytes += pkts[i].len;
         }
         CHECK(s1.stats.bytes - s0->stats.bytes == bytes);
@@ -227,6 +234,12 @@ static void check_burst(struct vx_vring *vr, bool dequeue, int n, int ret, const
     CHECK(eventfd_fired() == want);
 }
 
+/* Guest TX: a burst of n, each packet's room `a`; with b bit 0, towards a
+ * port of small buffers (vq_dequeue_burst_big, as the AF_XDP port): a TSO
+ * packet, or one longer than its room, lands in big (VX_PKT_MAX, ending at
+ * a redzone), and the burst then goes through offload.c as to a NIC. */
+static uint8_t *big_buf;
+
 static void do_dequeue(struct vx_vring *vr, const struct vqf_op *op)
 {
     int n = op->n % (VX_BURST + 1);
@@ -234,15 +247,22 @@ static void do_dequeue(struct vx_vring *vr, const struct vqf_op *op)
     struct vx_pkt pkts[VX_BURST];
     for (int i = 0; i < n; i++)     /* the room ends at the buffer's ASan redzone */
         pkts[i] = (struct vx_pkt){ .len = 0xdeadbeef, .room = room, .data = pkt_buf[i] + VX_PKT_MAX - room };
+    struct ofl_cut cut = { .big = { .room = VX_PKT_MAX, .data = big_buf } };
+    struct vx_pkt *big = (op->b & 1) ? &cut.big : NULL;
     struct ring_snapshot s0 = snap(vr);
-    if (vr->packed) {
-        int ret = vq_dequeue_burst(vr, pkts, n);
-        check_burst_packed(vr, true, n, ret, &s0, pkts, room);
-        return;
+    uint16_t avail_idx = vr->packed ? 0 : vr->avail->idx;
+    int ret = big ? vq_dequeue_burst_big(vr, pkts, n, big) : vq_dequeue_burst(vr, pkts, n);
+    if (vr->packed)
+        check_burst_packed(vr, true, n, ret, &s0, pkts, room, big);
+    else
+        check_burst(vr, true, n, ret, &s0, avail_idx, pkts, room, 0, big);
+    if (big && room >= 128) {       /* what the AF_XDP port does next; room: a frame holds headers */
+        int filled = ofl_to_nic(&cut, vr, pkts, ret, n);
+        CHECK(filled >= 0 && filled <= n);
+        for (int polls = 0; cut.big.len && polls < 1100; polls++)
+            filled = ofl_to_nic(&cut, vr, pkts, 0, n ? n : 1);
+        CHECK(cut.big.len == 0 || n == 0);
     }
-    uint16_t avail_idx = vr->avail->idx;
-    int ret = vq_dequeue_burst(vr, pkts, n);
-    check_burst(vr, true, n, ret, &s0, avail_idx, pkts, room, 0);
 }
 
 static void do_enqueue(struct vx_vring *vr, const struct vqf_op *op)
@@ -259,12 +279,12 @@ static void do_enqueue(struct vx_vring *vr, const struct vqf_op *op)
     struct ring_snapshot s0 = snap(vr);
     if (vr->packed) {
         int ret = vq_enqueue_burst(vr, pkts, n);
-        check_burst_packed(vr, false, n, ret, &s0, pkts, 0);
+        check_burst_packed(vr, false, n, ret, &s0, pkts, 0, NULL);
         return;
     }
     uint16_t avail_idx = vr->avail->idx;
     int ret = vq_enqueue_burst(vr, pkts, n);
-    check_burst(vr, false, n, ret, &s0, avail_idx, pkts, 0, sum);
+    check_burst(vr, false, n, ret, &s0, avail_idx, pkts, 0, sum, NULL);
 }
 
 /* === The input ============================================================ */
@@ -276,6 +296,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         init();
         for (int i = 0; i < VX_BURST; i++)
             memset(pkt_buf[i], 0x5a, VX_PKT_MAX);
+        big_buf = malloc(VX_PKT_MAX);
         initialised = true;
     }
     struct vqf_header h;
@@ -314,6 +335,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (h.features & 8) features |= 1ull << VIRTIO_F_VERSION_1;
     bool packed = h.features & 16;
     if (packed) features |= 1ull << VIRTIO_F_RING_PACKED;
+    if (h.features & 32) features |= 1ull << VIRTIO_NET_F_CSUM | 1ull << VIRTIO_NET_F_HOST_TSO4 |
+                                     1ull << VIRTIO_NET_F_HOST_TSO6 | 1ull << VIRTIO_NET_F_HOST_ECN;
     struct vx_vring vr = { .index = 1, .num = packed ? (uint16_t)(1 + h.size_log2) : (uint16_t)(1u << (h.size_log2 % 9)),
                            .kick_fd = -1, .call_fd = (h.layout & 4) ? call_fd : -1, .err_fd = -1,
                            .last_avail_idx = packed ? h.last_avail & 0x7fff : h.last_avail,

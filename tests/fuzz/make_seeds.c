@@ -1,5 +1,5 @@
 /*
- * tests/fuzz/make_seeds.c - writes the seed corpora of the two fuzz targets.
+ * tests/fuzz/make_seeds.c - writes the seed corpora of the three fuzz targets.
  *
  *   cc -std=gnu11 -I. -o build-fuzz/make_seeds tests/fuzz/make_seeds.c
  *   build-fuzz/make_seeds tests/fuzz/corpus        (what `make fuzz-seeds` does)
@@ -597,10 +597,128 @@ static void seeds_virtqueue(void)
     free(s);
 }
 
+/* === fuzz_offload: frames with headers (fuzz_format.h, struct ofz_header) === */
+
+/* The pseudo-header sum of a TCP/UDP frame laid out as below, folded: what
+ * a sender leaves in the checksum field for the hardware (CHECKSUM_PARTIAL). */
+static uint16_t of_pseudo(const uint8_t *f, uint32_t l3, uint32_t l4, uint32_t end, bool v6, uint8_t proto)
+{
+    uint32_t acc = proto + ((end - l4) >> 16) + ((end - l4) & 0xffff);
+    for (uint32_t i = v6 ? l3 + 8 : l3 + 12; i < (v6 ? l3 + 40 : l3 + 20); i += 2)
+        acc += (uint32_t)(f[i] << 8 | f[i + 1]);
+    while (acc >> 16)
+        acc = (acc & 0xffff) + (acc >> 16);
+    return (uint16_t)acc;
+}
+
+/* Ethernet (+ VLAN), IPv4 or IPv6, TCP (20 + 12 bytes of options) or UDP,
+ * `payload` bytes; the transport checksum left partial, the IPv4 header
+ * checksum right.  Returns the length and the transport offset in *l4. */
+static uint32_t of_frame(uint8_t *f, bool v6, bool vlan, bool tcp, uint32_t payload, uint32_t *l4out)
+{
+    uint32_t l3 = vlan ? 18 : 14, l4 = l3 + (v6 ? 40 : 20), end = l4 + (tcp ? 32 : 8) + payload;
+    memset(f, 0, end);
+    memcpy(f, "\x52\x54\x00\x12\x34\x57\x52\x54\x00\x12\x34\x56", 12);
+    if (vlan)
+        memcpy(f + 12, "\x81\x00\x00\x05", 4);
+    f[l3 - 2] = v6 ? 0x86 : 0x08, f[l3 - 1] = v6 ? 0xdd : 0x00;
+    uint8_t proto = tcp ? 6 : 17;
+    if (v6) {
+        f[l3] = 0x60, f[l3 + 4] = (uint8_t)((end - l4) >> 8), f[l3 + 5] = (uint8_t)(end - l4), f[l3 + 6] = proto;
+        f[l3 + 7] = 64, f[l3 + 8] = f[l3 + 24] = 0xfd, f[l3 + 23] = 2, f[l3 + 39] = 3;
+    } else {
+        f[l3] = 0x45, f[l3 + 2] = (uint8_t)((end - l3) >> 8), f[l3 + 3] = (uint8_t)(end - l3), f[l3 + 8] = 64;
+        f[l3 + 9] = proto, f[l3 + 12] = f[l3 + 16] = 10, f[l3 + 15] = 2, f[l3 + 19] = 3;
+        uint32_t acc = 0;
+        for (uint32_t i = l3; i < l4; i += 2)
+            acc += (uint32_t)(f[i] << 8 | f[i + 1]);
+        while (acc >> 16)
+            acc = (acc & 0xffff) + (acc >> 16);
+        f[l3 + 10] = (uint8_t)(~acc >> 8), f[l3 + 11] = (uint8_t)~acc;
+    }
+    f[l4] = 0x9c, f[l4 + 1] = 0x40, f[l4 + 2] = 0x13, f[l4 + 3] = 0x89;
+    if (tcp) {
+        f[l4 + 7] = 1, f[l4 + 12] = 0x80, f[l4 + 13] = 0x18, f[l4 + 14] = 0x01;
+        memcpy(f + l4 + 20, "\x01\x01\x08\x0a\0\0\0\x01\0\0\0\x02", 12);
+    } else {
+        f[l4 + 4] = (uint8_t)((end - l4) >> 8), f[l4 + 5] = (uint8_t)(end - l4);
+    }
+    for (uint32_t i = 0; i < payload; i++)
+        f[end - payload + i] = (uint8_t)(i * 7 + 1);
+    uint16_t ps = of_pseudo(f, l3, l4, end, v6, proto);
+    uint32_t at = l4 + (tcp ? 16 : 6);
+    f[at] = (uint8_t)(ps >> 8), f[at + 1] = (uint8_t)ps;
+    *l4out = l4;
+    return end;
+}
+
+static void of_seed(const char *name, uint8_t entry, uint8_t tx_bits, uint8_t rx_bits, uint8_t copies,
+                    bool v6, bool vlan, bool tcp, uint32_t payload, uint8_t gso_type, uint16_t gso_size)
+{
+    static struct buf o;
+    static uint8_t f[65536];
+    uint32_t l4, len = of_frame(f, v6, vlan, tcp, payload, &l4);
+    struct ofz_header h = { .entry = entry, .tx_bits = tx_bits, .rx_bits = rx_bits, .copies = copies, .room = 4096 - 128 };
+    struct vx_net_hdr hdr = { .flags = 1, .gso_type = gso_type, .hdr_len = (uint16_t)(l4 + 32),
+                              .gso_size = gso_size, .csum_start = (uint16_t)l4, .csum_offset = tcp ? 16 : 6 };
+    memcpy(h.hdr, &hdr, sizeof hdr);
+    o.n = 0;
+    put(&o, &h, sizeof h);
+    put(&o, f, len);
+    save("fuzz_offload", name, &o);
+}
+
+/* fuzz_virtqueue: a TX ring of a guest with CSUM and HOST_TSO4 (features
+ * bit 5): a NEEDS_CSUM UDP packet in one buffer, then a TSO packet (1500
+ * bytes of payload at gso_size 500) as header + frame, then the same again;
+ * dequeued towards small buffers (vq_dequeue_burst_big, then ofl_to_nic). */
+static void seed_virtqueue_tso(void)
+{
+    struct vq_seed *s = calloc(1, sizeof *s);
+    static uint8_t f[4096];
+    uint32_t l4;
+    vq_begin(s, FV1 | FIND | 32, 3, 0, 4);
+    uint32_t udp_len = of_frame(f, false, false, false, 100, &l4);
+    struct vx_net_hdr hdr = { .flags = 1, .csum_start = (uint16_t)l4, .csum_offset = 6 };
+    uint8_t h12[12] = { 0 };
+    memcpy(h12, &hdr, sizeof hdr);
+    vq_poke(s, VQ_BUFS, h12, 12);
+    vq_poke(s, VQ_BUFS + 12, f, udp_len);
+    vq_desc(s, VQ_DESC, 0, VQ_BUFS, 12 + udp_len, 0, 0);
+    uint32_t tcp_len = of_frame(f, false, false, true, 1500, &l4);
+    hdr = (struct vx_net_hdr){ .flags = 1, .gso_type = 1, .hdr_len = (uint16_t)(l4 + 32), .gso_size = 500,
+                               .csum_start = (uint16_t)l4, .csum_offset = 16 };
+    memcpy(h12, &hdr, sizeof hdr);
+    vq_poke(s, VQ_BUFS + 0x400, h12, 12);
+    vq_poke(s, VQ_BUFS + 0x800, f, tcp_len);
+    vq_desc(s, VQ_DESC, 1, VQ_BUFS + 0x400, 12, VRING_DESC_F_NEXT, 2);
+    vq_desc(s, VQ_DESC, 2, VQ_BUFS + 0x800, tcp_len, 0, 0);
+    uint16_t heads[3] = { 0, 1, 0 };
+    vq_avail(s, 8, heads, 3, 0, 0, 0);
+    vq_op(s, VQF_DEQUEUE, 32, 1514, 1);
+    vq_op(s, VQF_DEQUEUE, 32, 1514, 1);
+    vq_save("tx_tso_big", s);
+    free(s);
+}
+
+static void seeds_offload(void)
+{
+    seed_virtqueue_tso();
+    of_seed("nic_tso4", 0, 15, 0, 0, false, false, true, 9000, 1, 1448);
+    of_seed("nic_tso6_vlan", 0, 15, 0, 0, true, true, true, 5000, 4, 1220);
+    of_seed("nic_csum_udp_burst", 0, 1, 0, 3, false, false, false, 300, 0, 0);
+    of_seed("guest_tso4_cut", 1, 15, 0, 1, false, false, true, 20000, 1, 1448);
+    of_seed("guest_tso6_cut_partial", 1, 15, 1, 0, true, false, true, 7000, 4, 1000);
+    of_seed("guest_tso4_whole", 1, 15, 15, 2, false, true, true, 30000, 0x81, 1448);
+    of_seed("guest_csum_completed", 1, 1, 0, 3, true, false, false, 999, 0, 0);
+    of_seed("nic_partial_tcp4", 2, 0, 1, 0, false, false, true, 1448, 0, 0);
+    of_seed("nic_partial_udp6", 2, 0, 0, 0, true, true, false, 61, 0, 0);
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 2) {
-        fprintf(stderr, "usage: %s CORPUS-DIR   (writes CORPUS-DIR/fuzz_vhost_user/*, CORPUS-DIR/fuzz_virtqueue/*)\n",
+        fprintf(stderr, "usage: %s CORPUS-DIR   (writes CORPUS-DIR/fuzz_vhost_user/*, fuzz_virtqueue/*, fuzz_offload/*)\n",
                 argv[0]);
         return 2;
     }
@@ -611,5 +729,6 @@ int main(int argc, char **argv)
     }
     seeds_vhost_user();
     seeds_virtqueue();
+    seeds_offload();
     return 0;
 }
