@@ -8,7 +8,7 @@
 #   make clean
 CC      ?= gcc
 CFLAGS  ?= -O2 -g
-CFLAGS  += -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror -pthread
+CFLAGS  += -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Werror -pthread
 LDFLAGS += -pthread
 
 SRCS    = main.c vhost_user.c virtqueue.c pmd_loop.c nic_afxdp.c pcap.c fault.c offload.c
@@ -69,7 +69,7 @@ test: vhost-xdp $(TESTS)
 # Sanitizers: the same sources built apart in build-asan/, then the unit,
 # protocol, hostile and trace tests run against them (the last two drive the ASan
 # binary, which aborts on the first error: the test then fails).
-ASAN_FLAGS = -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror -pthread -O1 -g \
+ASAN_FLAGS = -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Werror -pthread -O1 -g \
 	-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 asan: $(SRCS) $(HDRS) tests/unit.h tests/test_virtqueue.c tests/test_packed.c tests/test_ringview.c tests/test_protocol.c tests/test_hostile.c \
 	tests/test_offload.c \
@@ -143,7 +143,7 @@ bench: vhost-xdp tests/tcpcheck
 FUZZ_CC      ?= clang
 comma        := ,
 FUZZ_SECONDS ?= 60
-FUZZ_FLAGS    = -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror -pthread -O1 -g -I. \
+FUZZ_FLAGS    = -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Werror -pthread -O1 -g -I. \
 	-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 FUZZ_VU_SRCS  = tests/fuzz/fuzz_vhost_user.c vhost_user.c virtqueue.c pmd_loop.c nic_afxdp.c pcap.c fault.c offload.c
 FUZZ_VQ_SRCS  = tests/fuzz/fuzz_virtqueue.c virtqueue.c offload.c

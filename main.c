@@ -379,11 +379,9 @@ static int parse_options(int argc, char **argv, struct config *cfg)
 /* === 2. Stats and the ring view ========================================== */
 
 /*
- * Each counter read here has one writer, the PMD thread that polls its ring
- * (virtqueue.c, pmd_loop.c) or its NIC queue (nic_afxdp.c), which adds to
- * it with a relaxed atomic store: with no second writer a locked add would
- * protect nothing and cost the packet path.  This thread only reads them
- * (sum_rings, nic_snapshot), so --stats never slows a packet down.
+ * Every counter read here has one writer, a poll thread, and this thread only
+ * reads it (sum_rings, nic_snapshot) with relaxed loads (vhost_xdp.h,
+ * "Threads, atomics and counters"): --stats never slows a packet down.
  */
 
 /* The counters of every ring, summed.  The names are the guest's point of
@@ -515,9 +513,8 @@ static void close_nics(void)
 }
 
 /* The counters of NIC queue port k, or of all of them summed (k = -1), read
- * field by field with relaxed atomic loads: a plain struct copy of memory
- * the PMD thread is writing would be a data race (the compiler may tear or
- * merge such reads); these loads are plain movs on x86. */
+ * field by field: a plain struct copy of memory the PMD thread is writing
+ * would be a data race (the compiler may tear or merge such reads). */
 static struct nic_stats nic_snapshot(int k)
 {
     struct nic_stats c = { 0 };
@@ -635,7 +632,7 @@ static void view_guarded(struct vx_dev *dev, int ring, FILE *out)
     void *addr = NULL;
     uintptr_t none = 0;
     if (vx_guarded(view_one, &a, &addr) == VX_FAULTED && vx_fault_log(dev->opt.socket_path, "ring view", &dev->mem, addr))
-        atomic_compare_exchange_strong(&dev->mem_fault, &none, (uintptr_t)addr);
+        __atomic_compare_exchange_n(&dev->mem_fault, &none, (uintptr_t)addr, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
 }
 
 /* --ring-view, SIGUSR1: every attached ring of every device, formatted
@@ -655,7 +652,7 @@ static void print_ring_views(void)
         for (int i = 0; i < VX_MAX_VRINGS; i++)
             n += devs[d].vrings[i].attached;
         fprintf(out, "vhost-xdp: ring view: %s%d ring%s started\n", dev_labels[d], n, n == 1 ? "" : "s");
-        for (int i = 0; i < VX_MAX_VRINGS && !atomic_load(&devs[d].mem_fault); i++)  /* a fault: no more */
+        for (int i = 0; i < VX_MAX_VRINGS && !__atomic_load_n(&devs[d].mem_fault, __ATOMIC_SEQ_CST); i++)  /* a fault: no more */
             if (devs[d].vrings[i].attached)
                 view_guarded(&devs[d], i, out);
         if (n)

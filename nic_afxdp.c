@@ -125,12 +125,6 @@ struct nic_port {
     struct nic_stats stats;     /* written by the poll thread only */
 };
 
-/* Counters: one writer (the poll thread), read by main.c's stats thread.
- * A relaxed atomic store is a plain mov on x86 but keeps the compiler from
- * tearing or caching it, as in pmd_loop.c. */
-#define STAT_ADD(p, field, n) \
-    __atomic_store_n(&(p)->stats.field, (p)->stats.field + (n), __ATOMIC_RELAXED)
-
 /* bpf(2) has no glibc wrapper: call it by number.  Every command takes the
  * same union, and the size tells the kernel which version of it we know.
  * Each caller memsets the whole union first (`= { 0 }` need only zero its
@@ -1131,14 +1125,14 @@ int nic_rx_burst(struct nic_port *p, struct vx_pkt *pkts, int n)
     ring_cons_release(&p->rx, avail);
     if (bad) {
         ring_prod_submit(&p->fill, bad);
-        STAT_ADD(p, invalid_descs, avail - (uint32_t)got);
+        vx_counter_add(p->stats.invalid_descs, avail - (uint32_t)got);
     }
-    STAT_ADD(p, rx_packets, (uint64_t)got);
-    STAT_ADD(p, rx_bytes, bytes);
+    vx_counter_add(p->stats.rx_packets, (uint64_t)got);
+    vx_counter_add(p->stats.rx_bytes, bytes);
     /* Has the kernel taken every frame we offered?  Then it has nowhere to
      * put the next packet and drops it: we are slower than the wire. */
     if (__atomic_load_n(p->fill.consumer, __ATOMIC_ACQUIRE) == p->fill.cached_prod)
-        STAT_ADD(p, rx_fill_empty, 1);
+        vx_counter_add(p->stats.rx_fill_empty, 1);
     return got;
 }
 
@@ -1153,7 +1147,7 @@ void nic_rx_release(struct nic_port *p, const struct vx_pkt *pkts, int n)
     for (int i = 0; i < n; i++) {
         uint64_t addr = umem_addr(p, pkts[i].data);
         if (addr >= p->umem_size || put == room) {
-            STAT_ADD(p, invalid_descs, 1);          /* not one of our RX frames */
+            vx_counter_add(p->stats.invalid_descs, 1);          /* not one of our RX frames */
             continue;
         }
         *fill_slot(p, p->fill.cached_prod + put++) = addr & ~(uint64_t)(p->frame_size - 1);
@@ -1201,7 +1195,7 @@ static void tx_kick(struct nic_port *p)
 static void tx_free_frame(struct nic_port *p, uint64_t addr)
 {
     if (addr >= p->umem_size || p->tx_nfree == p->tx_frames) {
-        STAT_ADD(p, invalid_descs, 1);
+        vx_counter_add(p->stats.invalid_descs, 1);
         return;
     }
     p->tx_free[p->tx_nfree++] = addr & ~(uint64_t)(p->frame_size - 1);
@@ -1232,7 +1226,7 @@ int nic_tx_alloc(struct nic_port *p, struct vx_pkt *pkts, int n)
     if (n <= 0)
         return 0;
     if (p->tx_nfree == 0) {
-        STAT_ADD(p, tx_ring_full, 1);   /* every TX frame is in flight: the guest waits */
+        vx_counter_add(p->stats.tx_ring_full, 1);   /* every TX frame is in flight: the guest waits */
         return 0;
     }
     /* The whole frame is the caller's, from its first byte: in copy mode
@@ -1270,12 +1264,12 @@ void nic_tx_submit(struct nic_port *p, struct vx_pkt *pkts, int nfilled, int nal
         if (addr >= p->umem_size || pkts[i].len == 0 || pkts[i].len > p->frame_size - in_frame) {
             tx_free_frame(p, addr);     /* counts it as invalid if not ours */
             if (addr < p->umem_size)
-                STAT_ADD(p, invalid_descs, 1);
+                vx_counter_add(p->stats.invalid_descs, 1);
             continue;
         }
         if (sent == room) {
             tx_free_frame(p, addr);
-            STAT_ADD(p, tx_ring_full, 1);
+            vx_counter_add(p->stats.tx_ring_full, 1);
             continue;
         }
         struct xdp_desc *d = &descs[(p->tx.cached_prod + sent) & p->tx.mask];
@@ -1297,8 +1291,8 @@ void nic_tx_submit(struct nic_port *p, struct vx_pkt *pkts, int nfilled, int nal
      * could miss a wakeup request made just after the kernel last looked. */
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
     tx_kick(p);
-    STAT_ADD(p, tx_packets, sent);
-    STAT_ADD(p, tx_bytes, bytes);
+    vx_counter_add(p->stats.tx_packets, sent);
+    vx_counter_add(p->stats.tx_bytes, bytes);
 }
 
 /* === nic_close: leave the interface as we found it ======================== */

@@ -69,11 +69,6 @@
  * (TCP_MIN_MSS), 745 segments for 64 KiB. */
 #define OFL_MAX_SEGS 1024
 
-static inline void stat_add(uint64_t *counter, uint64_t n)
-{
-    __atomic_store_n(counter, *counter + n, __ATOMIC_RELAXED);   /* one writer: see virtqueue.c */
-}
-
 static inline uint16_t get16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }    /* network order */
 static inline void put16(uint8_t *p, uint32_t v) { p[0] = (uint8_t)(v >> 8); p[1] = (uint8_t)v; }
 static inline uint32_t get32(const uint8_t *p) { return (uint32_t)get16(p) << 16 | get16(p + 2); }
@@ -435,8 +430,8 @@ static const char *ofl_check_tx(struct vx_pkt *p)
  * first on each ring (since it started) is logged with the whole header. */
 static void ofl_bad(struct vx_vring *tx, const struct vx_pkt *p, const char *why)
 {
-    stat_add(&tx->stats.bad_hdr, 1);
-    stat_add(&tx->stats.drops, 1);
+    vx_counter_add(tx->stats.bad_hdr, 1);
+    vx_counter_add(tx->stats.drops, 1);
     if (tx->bad_hdr_logged)
         return;
     tx->bad_hdr_logged = true;
@@ -468,7 +463,7 @@ static int ofl_fix_burst(struct vx_vring *tx, struct vx_pkt *pkts, int n)
                 continue;
             }
             if (p->hdr.flags && ofl_complete_csum(p) == 0)
-                stat_add(&tx->stats.csum_sw, 1);
+                vx_counter_add(tx->stats.csum_sw, 1);
         }
         if (i != kept) {
             struct vx_pkt keep = pkts[i];
@@ -505,13 +500,13 @@ int ofl_to_nic(struct ofl_cut *cut, struct vx_vring *tx, struct vx_pkt *frames, 
             if (why)
                 ofl_bad(tx, &cut->big, why);
             else                        /* a frame too long for the port: as vq_dequeue_burst would */
-                stat_add(&tx->stats.drops, 1);
+                vx_counter_add(tx->stats.drops, 1);
             cut->big.len = cut->nsegs = 0;
             return filled;
         }
         cut->out_partial = false;       /* the wire wants every checksum in full */
-        stat_add(&tx->stats.tso, 1);
-        stat_add(&tx->stats.segments, (uint64_t)segs);
+        vx_counter_add(tx->stats.tso, 1);
+        vx_counter_add(tx->stats.segments, (uint64_t)segs);
         if (__builtin_expect(vx_trace_rings, 0))
             ofl_trace(tx, &cut->big, "cut for the NIC into", segs);
     }
@@ -551,7 +546,7 @@ static enum ofl_need ofl_need(struct vx_vring *tx, const struct vx_vring *rx, st
             ofl_bad(tx, p, why);
             return OFL_DROP;
         }
-        stat_add(&tx->stats.tso, 1);
+        vx_counter_add(tx->stats.tso, 1);
         bool v4 = (p->hdr.gso_type & (uint8_t)~GSO_ECN) == GSO_TCPV4;
         bool whole = guest_csum && (rf & (1ull << (v4 ? VIRTIO_NET_F_GUEST_TSO4 : VIRTIO_NET_F_GUEST_TSO6))) &&
                      (!(p->hdr.gso_type & GSO_ECN) || (rf & (1ull << VIRTIO_NET_F_GUEST_ECN)));
@@ -562,7 +557,7 @@ static enum ofl_need ofl_need(struct vx_vring *tx, const struct vx_vring *rx, st
             p->hdr.hdr_len = (uint16_t)cut.payload;
             return OFL_AS_IS;
         }
-        stat_add(&tx->stats.segments, (uint64_t)segs);
+        vx_counter_add(tx->stats.segments, (uint64_t)segs);
         return OFL_CUT;
     }
     if (p->hdr.flags && !guest_csum)
@@ -592,7 +587,7 @@ static void ofl_to_guest_slow(struct vx_vring *tx, const struct vx_vring *rx, st
             c->len = pkts[i].len;
             c->hdr = pkts[i].hdr;
             if (ofl_complete_csum(c) == 0)  /* checked by ofl_check_tx: it fits */
-                stat_add(&tx->stats.csum_sw, 1);
+                vx_counter_add(tx->stats.csum_sw, 1);
             out[nout++] = *c;
         } else if (need[i] == OFL_CUT) {
             /* Segments into the scratch buffers, handed on whenever out[]
@@ -677,11 +672,11 @@ void ofl_to_guest(struct vx_vring *tx, const struct vx_vring *rx, struct vx_pkt 
  * and is not computed here: such frames go on as they are, counted, and the
  * log says once what to change.  ofl_from_nic writes every frame's header.
  */
-static _Atomic bool ofl_partial_said, ofl_sctp_said;
+static bool ofl_partial_said, ofl_sctp_said;
 
-static void ofl_say_once(_Atomic bool *said, const char *what)
+static void ofl_say_once(bool *said, const char *what)
 {
-    if (!atomic_exchange(said, true))
+    if (!__atomic_exchange_n(said, true, __ATOMIC_SEQ_CST))
         vx_log("%s", what);
 }
 
@@ -724,9 +719,9 @@ void ofl_from_nic(struct vx_vring *rx, struct vx_pkt *pkts, int n)
         pkts[i].hdr = (struct vx_net_hdr){ 0 };
         int r = ofl_nic_frame(&pkts[i], guest_csum);
         if (r > 0) {
-            stat_add(&rx->stats.partial, 1);
+            vx_counter_add(rx->stats.partial, 1);
             if (!guest_csum)
-                stat_add(&rx->stats.csum_sw, 1);
+                vx_counter_add(rx->stats.csum_sw, 1);
             ofl_say_once(&ofl_partial_said, "frames from the NIC carry TCP/UDP checksums left for the hardware "
                          "(CHECKSUM_PARTIAL: the sender's TX checksum offload, on by default on a veth): vhost-xdp "
                          "completes them (NEEDS_CSUM to a guest with GUEST_CSUM, else in software)");
@@ -734,7 +729,7 @@ void ofl_from_nic(struct vx_vring *rx, struct vx_pkt *pkts, int n)
                 ofl_trace(rx, &pkts[i], guest_csum ? "partial checksum from the NIC, given as NEEDS_CSUM"
                                                    : "partial checksum from the NIC, completed", 0);
         } else if (r < 0) {
-            stat_add(&rx->stats.bad_hdr, 1);
+            vx_counter_add(rx->stats.bad_hdr, 1);
             ofl_say_once(&ofl_sctp_said, "a frame from the NIC carries an SCTP checksum left for the hardware "
                          "(CRC32c, the sender's TX checksum offload), which vhost-xdp does not compute: the guest "
                          "will drop it; turn the offload off where the frame comes from: ethtool -K IFACE tx off "

@@ -94,10 +94,10 @@ _Static_assert(sizeof(struct sll_header) == 16, "SLL header is 16 bytes");
 
 struct pcap_ring {
     uint8_t *bytes;                     /* PCAP_RING_BYTES, a power of two */
-    _Atomic uint64_t head;              /* bytes ever written: the PMD's */
-    _Atomic uint64_t tail;              /* bytes ever taken: the writer's */
-    _Atomic uint64_t not_captured;      /* ring full: the PMD's, read by --stats */
-    _Atomic uint64_t after_limit;       /* capture stopped: not copied (the PMD's) */
+    uint64_t head;              /* bytes ever written: the PMD's */
+    uint64_t tail;              /* bytes ever taken: the writer's */
+    uint64_t not_captured;      /* ring full: the PMD's, read by --stats */
+    uint64_t after_limit;       /* capture stopped: not copied (the PMD's) */
 };
 
 /* The capture: set up by main.c's thread before the PMDs start. */
@@ -110,21 +110,12 @@ static struct {
     int nrings;
     pthread_t writer;
     bool writer_started;
-    _Atomic bool stop_writer;
-    _Atomic bool full;                  /* limit reached or write error: capture stopped */
-    _Atomic uint64_t captured;          /* records in the file (the writer's) */
-    _Atomic uint64_t discarded;         /* records drained but not written once the
+    bool stop_writer;
+    bool full;                  /* limit reached or write error: capture stopped */
+    uint64_t captured;          /* records in the file (the writer's) */
+    uint64_t discarded;         /* records drained but not written once the
                                            capture stopped (the writer's) */
 } pcap;
-
-/* Add n to a counter that has one writer, the calling thread, and is read
- * by --stats: a relaxed load and store is enough (no other thread's add can
- * be lost), costs a PMD thread no locked instruction, and --stats reads the
- * value whole. */
-static void counter_add(_Atomic uint64_t *c, uint64_t n)
-{
-    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n, memory_order_relaxed);
-}
 
 /* Copy len bytes in at byte counter `at`, wrapping round the ring's end:
  * a record is stored in at most two pieces, so the writer can fwrite it in
@@ -167,8 +158,8 @@ void pcap_burst(struct pcap_ring *r, enum pcap_dir dir, const struct vx_pkt *pkt
     /* Capture stopped: count, copy nothing.  Relaxed: a burst or two copied
      * after the writer stopped costs nothing but the copy (the writer counts
      * and discards them). */
-    if (atomic_load_explicit(&pcap.full, memory_order_relaxed)) {
-        counter_add(&r->after_limit, (uint64_t)n);
+    if (__atomic_load_n(&pcap.full, __ATOMIC_RELAXED)) {
+        vx_counter_add(r->after_limit, (uint64_t)n);
         return;
     }
     /* pcap timestamps are wall-clock time, in seconds and microseconds; a
@@ -177,9 +168,9 @@ void pcap_burst(struct pcap_ring *r, enum pcap_dir dir, const struct vx_pkt *pkt
     clock_gettime(CLOCK_REALTIME, &ts);
     struct pcap_record_header rh = { .ts_sec = (uint32_t)ts.tv_sec, .ts_usec = (uint32_t)(ts.tv_nsec / 1000) };
     /* relaxed: only this thread writes `head`. */
-    uint64_t head = atomic_load_explicit(&r->head, memory_order_relaxed);
+    uint64_t head = __atomic_load_n(&r->head, __ATOMIC_RELAXED);
     /* acquire: the writer has finished reading the bytes before `tail`. */
-    uint64_t tail = atomic_load_explicit(&r->tail, memory_order_acquire);
+    uint64_t tail = __atomic_load_n(&r->tail, __ATOMIC_ACQUIRE);
     uint64_t lost = 0;
     for (int i = 0; i < n; i++) {
         struct sll_header sll;
@@ -200,9 +191,9 @@ void pcap_burst(struct pcap_ring *r, enum pcap_dir dir, const struct vx_pkt *pkt
         head += total;
     }
     /* release: the writer sees the bytes before it sees the new head. */
-    atomic_store_explicit(&r->head, head, memory_order_release);
+    __atomic_store_n(&r->head, head, __ATOMIC_RELEASE);
     if (lost)
-        counter_add(&r->not_captured, lost);
+        vx_counter_add(r->not_captured, lost);
 }
 
 /* === The writer thread ==================================================== */
@@ -228,23 +219,23 @@ static bool ring_write(struct pcap_ring *r, uint64_t at, uint32_t len)
 static bool write_record(struct pcap_ring *r, uint64_t at, uint32_t total)
 {
     bool over_limit = pcap.file_bytes + total > pcap.limit;
-    if (!atomic_load(&pcap.full) && (over_limit || !ring_write(r, at, total))) {
+    if (!__atomic_load_n(&pcap.full, __ATOMIC_SEQ_CST) && (over_limit || !ring_write(r, at, total))) {
         char why[300];
         if (over_limit)
             snprintf(why, sizeof why, "reached --pcap-limit (%llu bytes)", (unsigned long long)pcap.limit);
         else
             snprintf(why, sizeof why, "write error: %s", strerror(errno));
         vx_log("pcap: %s: %s after %llu packets: capture stopped", pcap.path, why,
-               (unsigned long long)atomic_load(&pcap.captured));
-        atomic_store(&pcap.full, true);
+               (unsigned long long)__atomic_load_n(&pcap.captured, __ATOMIC_SEQ_CST));
+        __atomic_store_n(&pcap.full, true, __ATOMIC_SEQ_CST);
     }
     /* Only this thread writes `discarded` and `captured`. */
-    if (atomic_load(&pcap.full)) {
-        counter_add(&pcap.discarded, 1);
+    if (__atomic_load_n(&pcap.full, __ATOMIC_SEQ_CST)) {
+        vx_counter_add(pcap.discarded, 1);
         return false;
     }
     pcap.file_bytes += total;
-    counter_add(&pcap.captured, 1);
+    vx_counter_add(pcap.captured, 1);
     return true;
 }
 
@@ -254,9 +245,9 @@ static bool write_record(struct pcap_ring *r, uint64_t at, uint32_t total)
 static int drain_ring(struct pcap_ring *r)
 {
     /* relaxed: only this thread writes `tail`. */
-    uint64_t tail = atomic_load_explicit(&r->tail, memory_order_relaxed);
+    uint64_t tail = __atomic_load_n(&r->tail, __ATOMIC_RELAXED);
     /* acquire: the PMD's bytes before `head` are all there. */
-    uint64_t head = atomic_load_explicit(&r->head, memory_order_acquire);
+    uint64_t head = __atomic_load_n(&r->head, __ATOMIC_ACQUIRE);
     int moved = 0;
     while (tail != head) {
         /* The record header says how long the record is; it may itself be
@@ -271,7 +262,7 @@ static int drain_ring(struct pcap_ring *r)
         tail += total;
     }
     /* release: we are done with these bytes; the PMD may overwrite them. */
-    atomic_store_explicit(&r->tail, tail, memory_order_release);
+    __atomic_store_n(&r->tail, tail, __ATOMIC_RELEASE);
     return moved;
 }
 
@@ -286,7 +277,7 @@ static void *pcap_writer(void *arg)
 {
     (void)arg;
     for (;;) {
-        bool stopping = atomic_load(&pcap.stop_writer);    /* read before the last drain */
+        bool stopping = __atomic_load_n(&pcap.stop_writer, __ATOMIC_SEQ_CST);    /* read before the last drain */
         int moved = 0;
         for (int i = 0; i < pcap.nrings; i++)
             moved += drain_ring(pcap.rings[i]);
@@ -395,12 +386,12 @@ int pcap_start(void)
 /* Totals for --stats and the exit line. */
 void pcap_counts(uint64_t *captured, uint64_t *not_captured, uint64_t *after_limit)
 {
-    *captured = atomic_load_explicit(&pcap.captured, memory_order_relaxed);
+    *captured = __atomic_load_n(&pcap.captured, __ATOMIC_RELAXED);
     *not_captured = 0;
-    *after_limit = atomic_load_explicit(&pcap.discarded, memory_order_relaxed);
+    *after_limit = __atomic_load_n(&pcap.discarded, __ATOMIC_RELAXED);
     for (int i = 0; i < pcap.nrings; i++) {
-        *not_captured += atomic_load_explicit(&pcap.rings[i]->not_captured, memory_order_relaxed);
-        *after_limit += atomic_load_explicit(&pcap.rings[i]->after_limit, memory_order_relaxed);
+        *not_captured += __atomic_load_n(&pcap.rings[i]->not_captured, __ATOMIC_RELAXED);
+        *after_limit += __atomic_load_n(&pcap.rings[i]->after_limit, __ATOMIC_RELAXED);
     }
 }
 
@@ -420,7 +411,7 @@ void pcap_close(void)
     /* The writer reads stop_writer before its last pass over the rings, so
      * the records the PMDs made before they stopped are all in that pass. */
     if (pcap.writer_started) {
-        atomic_store(&pcap.stop_writer, true);
+        __atomic_store_n(&pcap.stop_writer, true, __ATOMIC_SEQ_CST);
         pthread_join(pcap.writer, NULL);
     }
     uint64_t captured, not_captured, after_limit;

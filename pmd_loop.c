@@ -58,8 +58,8 @@ struct pmd_thread {
     pthread_t tid;
     int id;                         /* owns queue pairs id, id + nthreads, ... */
     int cpu;                        /* pinned CPU, or -1 */
-    _Atomic uint64_t epoch;         /* loop iterations finished */
-    _Atomic bool running;
+    uint64_t epoch;         /* loop iterations finished */
+    bool running;
     struct pcap_ring *pcap;             /* --pcap: this thread's capture ring, else NULL */
     uint32_t idle_iterations;           /* --pmd-sleep: empty polls in a row ... */
     uint32_t sleep_ns;                  /* ... and the current back-off */
@@ -88,7 +88,7 @@ static uint32_t pmd_sleep_max_ns;   /* --pmd-sleep, 0: poll without sleeping */
 /* AF_XDP: a TSO packet being cut into frames, per NIC queue (offload.c,
  * ofl_to_nic); each with a buffer of VX_PKT_MAX, owned by the queue's thread. */
 static struct ofl_cut pmd_cuts[VX_MAX_QUEUE_PAIRS];
-static _Atomic bool pmd_exit;
+static bool pmd_exit;
 
 static void pmd_fault_recover(struct pmd_thread *t);   /* "Guest memory faults" */
 static void pmd_wake_prepare(void);                    /* "Stuck threads" */
@@ -137,9 +137,9 @@ static void pmd_build_rarp(uint8_t *f, const uint8_t mac[6])
 static int pmd_rarp_take(struct vx_dev *dev, const struct vx_vring *tx, struct vx_pkt *pkt)
 {
     if (tx->index != 1 || pkt->room < RARP_FRAME_LEN ||
-        !atomic_load_explicit(&dev->rarp_request, memory_order_relaxed))
+        !__atomic_load_n(&dev->rarp_request, __ATOMIC_RELAXED))
         return 0;
-    uint64_t request = atomic_exchange(&dev->rarp_request, 0);
+    uint64_t request = __atomic_exchange_n(&dev->rarp_request, 0, __ATOMIC_SEQ_CST);
     if (!(request & VX_RARP_PENDING))
         return 0;       /* a disconnect took it back meanwhile */
     uint8_t mac[6];
@@ -166,7 +166,7 @@ static int pmd_rarp_take(struct vx_dev *dev, const struct vx_vring *tx, struct v
  */
 static int pmd_mtu_filter(struct vx_dev *dev, struct vx_vring *rx, struct vx_pkt *pkts, int n)
 {
-    uint32_t mtu = atomic_load_explicit(&dev->mtu, memory_order_relaxed);
+    uint32_t mtu = __atomic_load_n(&dev->mtu, __ATOMIC_RELAXED);
     if (!mtu)
         return n;
     int kept = 0;
@@ -183,7 +183,7 @@ static int pmd_mtu_filter(struct vx_dev *dev, struct vx_vring *rx, struct vx_pkt
         kept++;
     }
     if (kept < n)
-        __atomic_store_n(&rx->stats.drops, rx->stats.drops + (n - kept), __ATOMIC_RELAXED);
+        vx_counter_add(rx->stats.drops, (n - kept));
     return kept;
 }
 
@@ -236,10 +236,10 @@ static void pmd_deliver_send(void *arg, struct vx_pkt *pkts, int n)
     struct pmd_delivery *d = arg;
     int fit = pmd_mtu_filter(d->to, d->rx, pkts, n);
     int sent = 0;
-    if (atomic_load(&d->rx->ready))
+    if (__atomic_load_n(&d->rx->ready, __ATOMIC_SEQ_CST))
         sent = vq_enqueue_burst(d->rx, pkts, fit);
     else
-        __atomic_store_n(&d->rx->stats.drops, d->rx->stats.drops + fit, __ATOMIC_RELAXED);
+        vx_counter_add(d->rx->stats.drops, fit);
     if (d->t->pcap)
         pcap_burst(d->t->pcap, PCAP_TO_GUEST, pkts, sent);
 }
@@ -258,7 +258,7 @@ static void pmd_deliver(void *arg, struct vx_pkt *pkts, int n)
 static int pmd_guest_to_guest(struct pmd_thread *t, struct vx_dev *from, struct vx_vring *tx,
                               struct vx_dev *to, struct vx_vring *rx)
 {
-    if (!atomic_load(&tx->ready))
+    if (!__atomic_load_n(&tx->ready, __ATOMIC_SEQ_CST))
         return 0;
     /* Lent frames leave pkts[].data pointing into guest memory: each burst
      * starts again from the thread's own buffers. */
@@ -312,7 +312,7 @@ static int pmd_afxdp_pair(struct pmd_thread *t, struct vx_dev *dev, struct vx_vr
 {
     int moved = 0;
     t->held_nic = nic;      /* held_tx, held_rx: the frames a guest memory fault must give back */
-    bool guest_tx = atomic_load(&tx->ready);
+    bool guest_tx = __atomic_load_n(&tx->ready, __ATOMIC_SEQ_CST);
     if (guest_tx || cut->big.len) {
         int frames = t->held_tx = nic_tx_alloc(nic, t->nic_tx, VX_BURST);
         if (guest_tx && !cut->big.len && frames) {
@@ -330,7 +330,7 @@ static int pmd_afxdp_pair(struct pmd_thread *t, struct vx_dev *dev, struct vx_vr
      * in the AF_XDP RX ring (thousands deep), so a guest that falls behind
      * for a moment loses nothing.  With no guest RX ring at all, drain and
      * count the drops rather than let the kernel drop silently. */
-    bool guest = atomic_load(&rx->ready);
+    bool guest = __atomic_load_n(&rx->ready, __ATOMIC_SEQ_CST);
     int want = guest ? vq_avail_buffers(rx) : VX_BURST;
     int n = t->held_rx = nic_rx_burst(nic, t->nic_rx, want < VX_BURST ? want : VX_BURST);
     if (n == 0)
@@ -342,7 +342,7 @@ static int pmd_afxdp_pair(struct pmd_thread *t, struct vx_dev *dev, struct vx_vr
         sent = vq_enqueue_burst(rx, t->nic_rx, fit);
     }
     else
-        __atomic_store_n(&rx->stats.drops, rx->stats.drops + fit, __ATOMIC_RELAXED);
+        vx_counter_add(rx->stats.drops, fit);
     if (t->pcap)            /* before the frames go back to the kernel */
         pcap_burst(t->pcap, PCAP_TO_GUEST, t->nic_rx, sent);
     nic_rx_release(nic, t->nic_rx, n);
@@ -402,7 +402,7 @@ static void *pmd_main(void *arg)
     vx_guard_set(&t->guard);
     if (sigsetjmp(t->guard.env, 0))
         pmd_fault_recover(t);
-    while (!atomic_load_explicit(&pmd_exit, memory_order_relaxed)) {
+    while (!__atomic_load_n(&pmd_exit, __ATOMIC_RELAXED)) {
         int moved = 0;
         /* Only the pairs offered (--queues): no ring beyond them can start. */
         for (int k = t->id; k < (int)dev->queue_pairs; k += pmd_nthreads) {
@@ -419,9 +419,9 @@ static void *pmd_main(void *arg)
         /* seq_cst, not release: this store must not pass the `ready` loads
          * of the next iteration, or pmd_quiesce() could see this epoch and
          * return while we are already inside a ring it has just stopped. */
-        atomic_store(&t->epoch, atomic_load_explicit(&t->epoch, memory_order_relaxed) + 1);
+        __atomic_store_n(&t->epoch, __atomic_load_n(&t->epoch, __ATOMIC_RELAXED) + 1, __ATOMIC_SEQ_CST);
     }
-    atomic_store(&t->running, false);
+    __atomic_store_n(&t->running, false, __ATOMIC_SEQ_CST);
     return NULL;
 }
 
@@ -475,11 +475,11 @@ int pmd_start(struct vx_dev *devs, int ndevs, struct nic_port **nics, int nnics,
             CPU_SET(t->cpu, &set);
             pthread_attr_setaffinity_np(&attr, sizeof set, &set);
         }
-        atomic_store(&t->running, true);
+        __atomic_store_n(&t->running, true, __ATOMIC_SEQ_CST);
         int err = pthread_create(&t->tid, &attr, pmd_main, t);
         pthread_attr_destroy(&attr);
         if (err) {
-            atomic_store(&t->running, false);
+            __atomic_store_n(&t->running, false, __ATOMIC_SEQ_CST);
             vx_log("pmd %d: cannot start thread%s%d: %s", i, t->cpu >= 0 ? " on CPU " : "",
                    t->cpu >= 0 ? t->cpu : 0, strerror(err));
             return -1;
@@ -510,12 +510,12 @@ bool pmd_quiesce(void)
 {
     uint64_t seen[PMD_MAX_THREADS];
     for (int i = 0; i < pmd_nthreads; i++)
-        seen[i] = atomic_load(&pmd_threads[i].epoch);
+        seen[i] = __atomic_load_n(&pmd_threads[i].epoch, __ATOMIC_SEQ_CST);
     double start = vx_now(), woken = start;
     for (int i = 0; i < pmd_nthreads; i++) {
-        if (pmd_threads[i].stuck && atomic_load(&pmd_threads[i].running))
+        if (pmd_threads[i].stuck && __atomic_load_n(&pmd_threads[i].running, __ATOMIC_SEQ_CST))
             return false;   /* pmd_stop() has waited for it already */
-        while (atomic_load(&pmd_threads[i].running) && atomic_load(&pmd_threads[i].epoch) == seen[i]) {
+        while (__atomic_load_n(&pmd_threads[i].running, __ATOMIC_SEQ_CST) && __atomic_load_n(&pmd_threads[i].epoch, __ATOMIC_SEQ_CST) == seen[i]) {
             struct timespec ts = { 0, 1000 };
             nanosleep(&ts, NULL);
             double t = vx_now();
@@ -536,7 +536,7 @@ bool pmd_quiesce(void)
  * were left; their buffers are not freed (they may still use them). */
 int pmd_stop(void)
 {
-    atomic_store(&pmd_exit, true);
+    __atomic_store_n(&pmd_exit, true, __ATOMIC_SEQ_CST);
     double end = vx_now() + PMD_STUCK_SECONDS;
     int left = 0;
     for (int i = 0; i < pmd_started; i++) {
@@ -618,9 +618,9 @@ static void pmd_fault_recover(struct pmd_thread *t)
         for (int k = t->id; k < (int)dev->queue_pairs; k += pmd_nthreads) {
             for (int r = 2 * k; r <= 2 * k + 1; r++) {
                 struct vx_vring *vr = &dev->vrings[r];
-                if (atomic_load(&vr->ready) && !vr->broken) {
+                if (__atomic_load_n(&vr->ready, __ATOMIC_SEQ_CST) && !vr->broken) {
                     __atomic_store_n(&vr->broken, true, __ATOMIC_RELAXED);
-                    __atomic_store_n(&vr->stats.broken, vr->stats.broken + 1, __ATOMIC_RELAXED);
+                    vx_counter_add(vr->stats.broken, 1);
                 }
             }
         }
@@ -628,7 +628,7 @@ static void pmd_fault_recover(struct pmd_thread *t)
          * thread, which resets the connection at its next wake-up (within a
          * second: vhost_user.c, vu_deadline) and clears mem_fault. */
         uintptr_t none = 0;
-        if (atomic_compare_exchange_strong(&dev->mem_fault, &none, (uintptr_t)addr)) {
+        if (__atomic_compare_exchange_n(&dev->mem_fault, &none, (uintptr_t)addr, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
             char who[32];
             snprintf(who, sizeof who, "poll thread %d", t->id);
             vx_fault_log(dev->opt.socket_path, who, &dev->mem, addr);
@@ -694,7 +694,7 @@ static void pmd_wake_accept(void)
 
 static void pmd_wake(struct pmd_thread *t)
 {
-    if (atomic_load(&t->running))
+    if (__atomic_load_n(&t->running, __ATOMIC_SEQ_CST))
         pthread_kill(t->tid, PMD_WAKE_SIGNAL);
 }
 
@@ -704,7 +704,7 @@ static void pmd_wake(struct pmd_thread *t)
 static bool pmd_shutting_down(void)
 {
     sigset_t pending;
-    return atomic_load(&pmd_exit) ||
+    return __atomic_load_n(&pmd_exit, __ATOMIC_SEQ_CST) ||
            (sigpending(&pending) == 0 && (sigismember(&pending, SIGTERM) || sigismember(&pending, SIGINT)));
 }
 
@@ -716,7 +716,7 @@ void pmd_watchdog(void)
     double now = vx_now();
     for (int i = 0; i < pmd_started; i++) {
         struct pmd_thread *t = &pmd_threads[i];
-        uint64_t epoch = atomic_load(&t->epoch);
+        uint64_t epoch = __atomic_load_n(&t->epoch, __ATOMIC_SEQ_CST);
         if (epoch != t->watch_epoch) {
             t->watch_epoch = epoch;
             t->watch_since = now;

@@ -336,8 +336,8 @@ static bool vu_rings_stop(struct vx_dev *dev, uint64_t rings)
 {
     bool any = false;
     for (int i = 0; i < VX_MAX_VRINGS; i++) {
-        if ((rings & (1ull << i)) && atomic_load(&dev->vrings[i].ready)) {
-            atomic_store(&dev->vrings[i].ready, false);
+        if ((rings & (1ull << i)) && __atomic_load_n(&dev->vrings[i].ready, __ATOMIC_SEQ_CST)) {
+            __atomic_store_n(&dev->vrings[i].ready, false, __ATOMIC_SEQ_CST);
             any = true;
         }
     }
@@ -390,7 +390,7 @@ static int vu_rings_resume(struct vx_dev *dev)
                        vr->mrg_rxbuf ? ", mergeable RX buffers" : "", vr->event_idx ? ", event idx" : "");
         }
         /* Release: the PMD that loads ready == true sees every field above. */
-        atomic_store_explicit(&vr->ready, true, memory_order_release);
+        __atomic_store_n(&vr->ready, true, __ATOMIC_RELEASE);
     }
     return ret;
 }
@@ -477,7 +477,7 @@ static void vu_reset_device(struct vx_dev *dev)
         return;
     }
     /* The rings are ours now: a fault a poll thread reported is dealt with. */
-    atomic_store(&dev->mem_fault, 0);
+    __atomic_store_n(&dev->mem_fault, 0, __ATOMIC_SEQ_CST);
     for (int i = 0; i < VX_MAX_VRINGS; i++) {
         struct vx_vring *vr = &dev->vrings[i];
         struct vx_ring_stats stats = vr->stats;
@@ -501,8 +501,8 @@ static void vu_reset_device(struct vx_dev *dev)
     dev->protocol_features = 0;
     dev->owner_set = false;
     dev->status = 0;
-    atomic_store(&dev->mtu, 0);
-    atomic_store(&dev->rarp_request, 0);    /* a RARP for a guest that has gone is not sent */
+    __atomic_store_n(&dev->mtu, 0, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&dev->rarp_request, 0, __ATOMIC_SEQ_CST);    /* a RARP for a guest that has gone is not sent */
 }
 
 /* GET_FEATURES: the virtio feature bits we can do, plus bit 30
@@ -919,7 +919,7 @@ static int vu_net_set_mtu(struct vx_dev *dev, struct vu_msg *msg)
                VX_MTU_MIN, dev->mtu_max);
         return VU_NACK;     /* QEMU then reports it and leaves the device stopped */
     }
-    atomic_store(&dev->mtu, (uint32_t)mtu);
+    __atomic_store_n(&dev->mtu, (uint32_t)mtu, __ATOMIC_SEQ_CST);
     vx_log("NET_SET_MTU %" PRIu64 " accepted (largest %u)", mtu, dev->mtu_max);
     return VU_OK;
 }
@@ -951,7 +951,7 @@ static int vu_send_rarp(struct vx_dev *dev, struct vu_msg *msg)
     uint64_t request = VX_RARP_PENDING;
     for (int i = 0; i < 6; i++)
         request |= (uint64_t)mac[i] << (8 * i);
-    atomic_store(&dev->rarp_request, request);
+    __atomic_store_n(&dev->rarp_request, request, __ATOMIC_SEQ_CST);
     vx_log("SEND_RARP: a RARP from %02x:%02x:%02x:%02x:%02x:%02x will go out on queue pair 0, as if the guest sent it",
            mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]);
     return VU_OK;
@@ -1702,7 +1702,7 @@ double vu_deadline(const struct vx_dev *dev)
 {
     if (dev->conn_fd < 0)
         return 0;
-    if (atomic_load_explicit(&dev->mem_fault, memory_order_relaxed))
+    if (__atomic_load_n(&dev->mem_fault, __ATOMIC_RELAXED))
         return 1e-9;
     double t = 0;
     if (dev->io.in_len)
@@ -1853,7 +1853,7 @@ static int vu_attach_guarded(struct vx_dev *dev, struct vx_vring *vr)
  * memory is no longer whole, so it is reset; vu_reset_device clears it. */
 static bool vu_mem_fault_pending(struct vx_dev *dev)
 {
-    if (!atomic_load(&dev->mem_fault))
+    if (!__atomic_load_n(&dev->mem_fault, __ATOMIC_SEQ_CST))
         return false;
     vx_log("%s: connection reset after a guest memory fault in a poll thread", dev->opt.socket_path);
     return true;

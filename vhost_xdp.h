@@ -21,7 +21,6 @@
 
 #include <setjmp.h>
 #include <stdarg.h>
-#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -61,6 +60,39 @@
 #define VIRTIO_F_VERSION_1              32
 #define VIRTIO_F_RING_PACKED            34
 #define VIRTIO_F_IN_ORDER               35  /* buffers used in the order they were made available (§2.7.9, §2.8.8) */
+
+/* === Threads, atomics and counters ======================================= */
+
+/*
+ * The memory-model lesson, told once.  vhost-xdp's threads (the control
+ * thread, the poll threads, the pcap writer) and the guest's CPUs share
+ * memory with no lock anywhere.  Every shared access goes through GCC's
+ * __atomic builtins, on plain types: they work on the guest's ring fields as
+ * <linux/virtio_ring.h> declares them (plain __u16s we cannot make _Atomic),
+ * so one vocabulary serves the rings, the hand-over flags and the counters.
+ * The order each access asks for says what it publishes or waits for:
+ *   __ATOMIC_RELAXED   nothing but the value itself, whole (no tearing);
+ *   __ATOMIC_ACQUIRE   a load after which the other side's earlier writes
+ *                      are visible (avail->idx, then the entries it covers);
+ *   __ATOMIC_RELEASE   a store before which our writes are visible
+ *                      (the bytes and used entries, then used->idx);
+ *   __ATOMIC_SEQ_CST   also keeps a store and a later load in order, which
+ *                      release/acquire do not: the ring hand-over (`ready`
+ *                      and the poll threads' epochs) and every "publish,
+ *                      then look at the other side's flag" of virtio's
+ *                      notification suppression need exactly that.
+ *
+ * Counters.  Every counter (packets, bytes, drops, broken rings, the NIC's,
+ * the capture's) has exactly one writer, the thread that owns its ring,
+ * queue or file, and is read by the control thread for --stats and the exit
+ * lines.  With one writer, an add is a relaxed load and a relaxed store: no
+ * other thread's add can be lost, so no locked instruction is needed (on x86
+ * each is a plain mov), and the reader, with its own relaxed load, never
+ * sees half a value.  vx_counter_add() is that add, for every counter of
+ * every file; a reader uses __atomic_load_n(&counter, __ATOMIC_RELAXED).
+ */
+#define vx_counter_add(counter, n) \
+    __atomic_store_n(&(counter), __atomic_load_n(&(counter), __ATOMIC_RELAXED) + (n), __ATOMIC_RELAXED)
 
 /* === Time and logging =================================================== */
 
@@ -163,8 +195,8 @@ static inline void *vx_uva_to_va(const struct vx_mem *mem, uint64_t uva, uint64_
 
 /* === 2. One virtqueue =================================================== */
 
-/* Counters are written only by the PMD thread that owns the ring (relaxed
- * stores, plain movs on x86) and read by the control thread for --stats. */
+/* Counters (vx_counter_add): written by the poll thread that owns the ring,
+ * read by the control thread for --stats. */
 struct vx_ring_stats {
     uint64_t packets;   /* packets moved (TX: taken from guest, RX: given to guest) */
     uint64_t bytes;     /* their bytes, without the virtio-net header */
@@ -240,7 +272,7 @@ struct vx_vring {
     bool     bad_hdr_logged;        /* offload.c: the first refused header is logged, the rest counted */
 
     /* The handover flag (see vhost_user.c, "Taking rings away"). */
-    _Atomic bool ready;
+    bool ready;
     /* Interrupts not sent: the call eventfd refused the write (virtqueue.c,
      * vq_call), written by the PMD like `stats`.  32 bits, in the struct's
      * tail padding: a counter in `stats` made each ring 16 bytes longer,
@@ -276,19 +308,19 @@ struct vx_dev {
     /* NET_SET_MTU: the guest's MTU (0: never set).  Atomic: the control
      * thread may set it while the PMDs read it, once per burst, to drop
      * frames to the guest above it (pmd_loop.c, pmd_mtu_filter). */
-    _Atomic uint32_t mtu;
+    uint32_t mtu;
     /* SEND_RARP, handed from the control thread to the PMD that polls queue
      * pair 0 in one atomic word: bits 0-47 the MAC (the payload's first 6
      * bytes, in wire order), bit 63 "a frame is waiting".  The PMD takes it
      * with an exchange, so a second SEND_RARP before the first is sent just
      * replaces the MAC, and no byte is ever read half written. */
-    _Atomic uint64_t rarp_request;  /* 0: nothing to send */
+    uint64_t rarp_request;  /* 0: nothing to send */
     struct vx_mem mem;
     struct vx_vring vrings[VX_MAX_VRINGS];
     /* A poll thread found this device's guest memory gone (SIGBUS: the
      * frontend truncated a region's file): the faulting address, for the
      * control thread to reset the connection (vhost_user.c); 0: none. */
-    _Atomic uintptr_t mem_fault;
+    uintptr_t mem_fault;
     /* The connection's unfinished business, kept between two wake-ups of the
      * control loop so that no read or write ever waits on the frontend
      * (vhost_user.c, "Second reading: I/O without waiting"): a message read

@@ -56,13 +56,6 @@
  * (vq_trace_call is kept out of line). */
 bool vx_trace_rings;
 
-/* Counters are read by the control thread: a relaxed store is a plain mov on
- * x86, with no lock prefix, yet the reader never sees a torn value. */
-static inline void stat_add(uint64_t *counter, uint64_t n)
-{
-    __atomic_store_n(counter, *counter + n, __ATOMIC_RELAXED);
-}
-
 /* A ring the guest has written nonsense into: one line names the ring and
  * what was wrong, then the ring is left alone.  The entry points at the end
  * of this file test `broken` first and go no further; only the frontend
@@ -77,7 +70,7 @@ void vq_mark_broken(struct vx_vring *vr, const char *fmt, ...)
     va_end(ap);
     vx_log("ring %u: %s: ring broken, stopped until the frontend restarts it", vr->index, msg);
     __atomic_store_n(&vr->broken, true, __ATOMIC_RELAXED);    /* --stats reads it */
-    stat_add(&vr->stats.broken, 1);
+    vx_counter_add(vr->stats.broken, 1);
 }
 
 /* === Attaching a ring to guest memory ==================================== */
@@ -603,9 +596,9 @@ static int vq_split_dequeue_burst(struct vx_vring *vr, struct vx_pkt *pkts, int 
     if (vr->in_order && used_idx != vr->last_used_idx)
         vq_put_used(vr, vr->last_used_idx, last_head, 0);
     vq_publish_used(vr, used_idx);
-    stat_add(&vr->stats.packets, got + (big && big->len));
-    stat_add(&vr->stats.bytes, bytes);
-    stat_add(&vr->stats.drops, drops);
+    vx_counter_add(vr->stats.packets, got + (big && big->len));
+    vx_counter_add(vr->stats.bytes, bytes);
+    vx_counter_add(vr->stats.drops, drops);
     return got;
 }
 
@@ -740,7 +733,7 @@ static int vq_split_enqueue_burst(struct vx_vring *vr, struct vx_pkt *pkts, int 
     uint16_t avail_idx;
     int pending = vq_avail_count(vr, &avail_idx);
     if (pending <= 0) {
-        stat_add(&vr->stats.drops, n);
+        vx_counter_add(vr->stats.drops, n);
         return 0;
     }
     uint16_t a = vr->last_avail_idx, u = vr->last_used_idx;
@@ -765,9 +758,9 @@ static int vq_split_enqueue_burst(struct vx_vring *vr, struct vx_pkt *pkts, int 
      * out of buffers half way took none (vq_split_enqueue_one). */
     vr->last_avail_idx = a;
     vq_publish_used(vr, u);
-    stat_add(&vr->stats.packets, sent);
-    stat_add(&vr->stats.bytes, bytes);
-    stat_add(&vr->stats.drops, drops);
+    vx_counter_add(vr->stats.packets, sent);
+    vx_counter_add(vr->stats.bytes, bytes);
+    vx_counter_add(vr->stats.drops, drops);
     return sent;
 }
 
@@ -1003,9 +996,9 @@ static int vq_packed_dequeue_burst(struct vx_vring *vr, struct vx_pkt *pkts, int
     }
     vq_packed_use_batch(vr, vr->in_order ? batch_slots : 0, batch_id);
     vq_packed_notify(vr, old_slot, old_wrap);
-    stat_add(&vr->stats.packets, got + (big && big->len));
-    stat_add(&vr->stats.bytes, bytes);
-    stat_add(&vr->stats.drops, drops);
+    vx_counter_add(vr->stats.packets, got + (big && big->len));
+    vx_counter_add(vr->stats.bytes, bytes);
+    vx_counter_add(vr->stats.drops, drops);
     return got;
 }
 
@@ -1111,11 +1104,11 @@ static int vq_packed_enqueue_one(struct vx_vring *vr, const struct vx_pkt *pkt, 
     bool wrap = vr->avail_wrap_counter;
     struct vq_chain first = { 0, 0 };
     uint32_t done = 0, first_len = 0, slots = 0;
-    for (uint32_t b = 0; b < nbufs; b++) {
-        uint32_t start = b == 0 ? vr->hdr_len : 0;
+    for (uint32_t i = 0; i < nbufs; i++) {
+        uint32_t start = i == 0 ? vr->hdr_len : 0;
         struct vq_copy cp = { .part = { { hdr, 0, 0 }, { pkt->data + done, start, pkt->len - done } },
                               .to_chain = true };
-        if (b == 0)
+        if (i == 0)
             cp.part[0].len = vr->hdr_len;   /* the header, in the first buffer only */
         struct vq_chain chain;
         int64_t total = vq_walk_chain(vr, slot, true, &cp, &chain);
@@ -1128,7 +1121,7 @@ static int vq_packed_enqueue_one(struct vx_vring *vr, const struct vx_pkt *pkt, 
         }
         uint64_t room = (uint64_t)total - start;
         uint32_t n = room < pkt->len - done ? (uint32_t)room : pkt->len - done;
-        if (b == 0)
+        if (i == 0)
             first = chain, first_len = start + n;
         else
             vq_packed_put_used(vr, slot, wrap, chain.id, n);
@@ -1169,9 +1162,9 @@ static int vq_packed_enqueue_burst(struct vx_vring *vr, struct vx_pkt *pkts, int
     drops += n - k;
     vq_packed_flush_used(vr, &batch);
     vq_packed_notify(vr, old_slot, old_wrap);
-    stat_add(&vr->stats.packets, sent);
-    stat_add(&vr->stats.bytes, bytes);
-    stat_add(&vr->stats.drops, drops);
+    vx_counter_add(vr->stats.packets, sent);
+    vx_counter_add(vr->stats.bytes, bytes);
+    vx_counter_add(vr->stats.drops, drops);
     return sent;
 }
 
@@ -1275,7 +1268,7 @@ int vq_dequeue_burst_lend(struct vx_vring *vr, struct vx_pkt *pkts, int n, vq_de
 int vq_enqueue_burst(struct vx_vring *vr, struct vx_pkt *pkts, int n)
 {
     if (vr->broken) {
-        stat_add(&vr->stats.drops, n);
+        vx_counter_add(vr->stats.drops, n);
         return 0;
     }
     return vr->packed ? vq_packed_enqueue_burst(vr, pkts, n) : vq_split_enqueue_burst(vr, pkts, n);
@@ -1393,7 +1386,7 @@ void vq_ring_view(const struct vx_vring *vr, FILE *out)
                                : vr->avail && vr->used;
     if (!attached || !vr->num)
         return;     /* never attached */
-    bool ready = atomic_load_explicit(&vr->ready, memory_order_relaxed);
+    bool ready = __atomic_load_n(&vr->ready, __ATOMIC_RELAXED);
     bool broken = __atomic_load_n(&vr->broken, __ATOMIC_RELAXED);
     fprintf(out, "  ring %u (%s of pair %u): size %u, %s%s%s\n", vr->index, vr->index & 1 ? "TX" : "RX",
             vr->index / 2, vr->num, vr->packed ? "packed, " : "", broken ? "broken" : ready ? "running" : "stopped",
@@ -1466,7 +1459,7 @@ void vq_ring_view(const struct vx_vring *vr, FILE *out)
 static void __attribute__((cold, noinline)) vq_call_failed(struct vx_vring *vr)
 {
     int err = errno;
-    __atomic_store_n(&vr->calls_dropped, vr->calls_dropped + 1, __ATOMIC_RELAXED);     /* as stat_add */
+    vx_counter_add(vr->calls_dropped, 1);
     if (err == EINTR) {
         vq_mark_broken(vr, "writing its call eventfd blocked until the poll thread was interrupted: the frontend "
                            "cleared the fd's O_NONBLOCK");

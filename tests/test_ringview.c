@@ -42,7 +42,7 @@ static struct vx_vring ring(uint32_t index, uint16_t num, uint16_t avail_idx, ui
                            .event_idx = event_idx, .last_avail_idx = last_avail, .last_used_idx = used_idx };
     vr.avail->idx = avail_idx;
     vr.used->idx = used_idx;
-    atomic_store(&vr.ready, true);
+    __atomic_store_n(&vr.ready, true, __ATOMIC_SEQ_CST);
     return vr;
 }
 
@@ -158,7 +158,7 @@ int main(void)
      * offered is 'a'; ring stopped and broken says so. */
     {
         struct vx_vring vr = ring(2, 256, 7, 5, 5, false);
-        atomic_store(&vr.ready, false);
+        __atomic_store_n(&vr.ready, false, __ATOMIC_SEQ_CST);
         vr.broken = true;
         char *t = view(&vr);
         check(strstr(t, "size 256, broken") != NULL, "case 3: broken ring says so", t);

@@ -267,8 +267,8 @@ ssize_t __wrap_recvmsg(int fd, struct msghdr *mh, int flags)
             cm->cmsg_type = SCM_RIGHTS;
             cm->cmsg_len = CMSG_LEN(nfds * sizeof(int));
             for (int i = 0; i < nfds; i++) {
-                int fd = pool_take(wire.chunk[c].kinds[i]);
-                memcpy(CMSG_DATA(cm) + i * sizeof(int), &fd, sizeof fd);
+                int given = pool_take(wire.chunk[c].kinds[i]);
+                memcpy(CMSG_DATA(cm) + i * sizeof(int), &given, sizeof given);
             }
             mh->msg_controllen = CMSG_SPACE(nfds * sizeof(int));
         }
@@ -383,7 +383,7 @@ static void check_device(void)
     for (uint32_t i = 0; i < VX_MAX_VRINGS; i++) {
         const struct vx_vring *vr = &dev.vrings[i];
         CHECK(vr->index == i);
-        if (!atomic_load(&vr->ready))
+        if (!__atomic_load_n(&vr->ready, __ATOMIC_SEQ_CST))
             continue;
         CHECK(i < 2 * dev.queue_pairs);
         CHECK(vr->attached && vr->mem == &dev.mem);
@@ -465,7 +465,7 @@ static void deliver_to_rx(void *rx, struct vx_pkt *pkts, int n)
     delivered = n;
     for (int i = 0; i < n; i++)
         CHECK(pkts[i].len <= pkts[i].room);
-    if (atomic_load(&((struct vx_vring *)rx)->ready))
+    if (__atomic_load_n(&((struct vx_vring *)rx)->ready, __ATOMIC_SEQ_CST))
         burst_enqueue(rx, pkts, n);
 }
 
@@ -484,7 +484,7 @@ static void poll_rings(uint8_t n_extra, uint16_t len)
     struct vx_pkt pkts[VX_BURST];
     for (uint32_t k = 0; k < dev.queue_pairs; k++) {
         struct vx_vring *rx = &dev.vrings[2 * k], *tx = &dev.vrings[2 * k + 1];
-        if (atomic_load(&tx->ready)) {
+        if (__atomic_load_n(&tx->ready, __ATOMIC_SEQ_CST)) {
             for (int i = 0; i < VX_BURST; i++)  /* room ends at an ASan redzone */
                 pkts[i] = (struct vx_pkt){ .room = VX_PKT_MAX, .data = pkt_buf[i] };
             burst_forward(tx, rx, pkts);
@@ -493,7 +493,7 @@ static void poll_rings(uint8_t n_extra, uint16_t len)
         uint32_t l = len;       /* < VX_PKT_MAX */
         for (int i = 0; i < n; i++)
             pkts[i] = (struct vx_pkt){ .len = l, .room = l, .data = pkt_buf[i] + VX_PKT_MAX - l };
-        if (n && atomic_load(&rx->ready))
+        if (n && __atomic_load_n(&rx->ready, __ATOMIC_SEQ_CST))
             burst_enqueue(rx, pkts, n);
     }
 }
