@@ -1,5 +1,6 @@
 # vhost-xdp: one binary, libc + pthreads only.
 #   make            build ./vhost-xdp
+#   make count      how long the first reading is, and the product's comment share
 #   make test       build everything and run every test (ends with "N passed, N failed, N skipped")
 #   make asan       ASan + UBSan build; runs the unit, protocol and hostile tests
 #   make valgrind   the protocol test with vhost-xdp under valgrind's memcheck
@@ -111,6 +112,12 @@ clean:
 	rm -rf vhost-xdp $(TESTS) build-asan
 
 .PHONY: all test asan valgrind clean
+
+# The first reading's length and the product's comment share (tests/count_lines.sh says how it counts).
+count:
+	@tests/count_lines.sh
+
+.PHONY: count
 
 # The demo (labs/demo.sh): installs what is missing (asking first), builds vhost-xdp and the guest,
 # runs until Ctrl-C and removes everything it made.  It needs root for the network namespace and the
