@@ -160,7 +160,8 @@ setup_memory() {
     mkdir -p "$TMP/huge" && mount -t hugetlbfs -o pagesize=2M none "$TMP/huge" || { MEM_SAID+=" (mounting hugetlbfs failed)"; return 0; }
     HUGE_MOUNT=$TMP/huge
     # --single-file-segments: one file per memory list, so virtio_user's memory table stays within
-    # vhost-user's 8 regions (see DESIGN.md).
+    # vhost-user's 8 regions (without it, DPDK's default hugepage mode sends more than 8 regions and
+    # the backend refuses the table: "Too many memory regions").
     MEM_ARGS=(-m 256 --single-file-segments --huge-dir "$HUGE_MOUNT")
     MEM_SAID="2 MiB hugepages"
     [ "$HUGE_ADDED" -gt 0 ] && MEM_SAID+=" ($HUGE_ADDED reserved with vm.nr_hugepages for this run, given back at the end)"

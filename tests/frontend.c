@@ -1192,7 +1192,7 @@ static bool make_eventfds(struct conn *c)
     return true;
 }
 
-/* QEMU 7.2, from shared/reference/qemu-7.2-vhost-user-sequence.md. */
+/* QEMU 7.2, in the order labs/traces/qemu-7.2.trace records. */
 static bool handshake_qemu(struct conn *c, const struct fe_opts *o)
 {
     /* Phase 1: what QEMU sends as soon as it connects. */
@@ -1237,7 +1237,7 @@ static bool handshake_qemu(struct conn *c, const struct fe_opts *o)
     return add_status(c, VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_DRIVER_OK);
 }
 
-/* DPDK 22.11 virtio_user (DESIGN.md): call fds before SET_FEATURES, the
+/* DPDK 22.11 virtio_user (labs/traces/dpdk-22.11.trace): call fds before SET_FEATURES, the
  * memory table at DRIVER_OK, then all RX rings before the TX rings, each
  * enabled at the end. */
 static bool handshake_dpdk(struct conn *c, const struct fe_opts *o)
@@ -1868,7 +1868,7 @@ void pring_close(struct pring *r)
     r->kick_fd = r->call_fd = -1;
 }
 
-/* DPDK virtio_user's order (DESIGN.md): SET_OWNER, features, call fds,
+/* DPDK virtio_user's order (labs/traces/dpdk-22.11.trace): SET_OWNER, features, call fds,
  * SET_FEATURES (RING_PACKED before SET_VRING_NUM: a packed ring's size need
  * not be a power of two), the memory table, then each ring at `base`.  With
  * `create`, the guest memory and both rings are made first (empty, as

@@ -265,8 +265,8 @@ uint16_t *avail_event(struct ring *r);
 /* === One connection ====================================================== */
 
 enum fe_style {
-    STYLE_QEMU,     /* QEMU 7.2 (shared/reference/qemu-7.2-vhost-user-sequence.md) */
-    STYLE_DPDK,     /* DPDK 22.11 virtio_user (DESIGN.md) */
+    STYLE_QEMU,     /* QEMU 7.2 (labs/traces/qemu-7.2.trace) */
+    STYLE_DPDK,     /* DPDK 22.11 virtio_user (labs/traces/dpdk-22.11.trace) */
 };
 
 struct fe_opts {

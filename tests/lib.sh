@@ -144,7 +144,7 @@ kvm_runs_a_kernel() {
 }
 
 # start_guest DIR NAME SOCK MODE [DEVICE_OPTIONS] [CHARDEV_OPTIONS] [KERNEL_ARGS] [MAC]: boot the test
-# guest (kernel and initramfs in $GUEST, from tests/build_guest.sh) with the DESIGN.md recipe, under
+# guest (kernel and initramfs in $GUEST, from tests/build_guest.sh) as the README's "Lab 1" command does, under
 # KVM or TCG as guest_accel decides, its virtio-net on the vhost-user socket SOCK; vxtest=MODE picks
 # what the guest does.  Serial console in DIR/NAME.serial, QEMU's own output in DIR/NAME.qemu.log;
 # sets QEMU_PID.  CHARDEV_OPTIONS default to reconnect=1 (QEMU connects, and reconnects after the

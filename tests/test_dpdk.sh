@@ -21,7 +21,7 @@
 #                    the reference this test was developed against.
 #   CI=true          a missing dpdk-testpmd is a failure, not a skip.
 #
-# testpmd pitfalls (see DESIGN.md): it needs two lcores (both pinned on one CPU here) and --total-num-mbufs
+# testpmd pitfalls: it needs two lcores (both pinned on one CPU here) and --total-num-mbufs
 # to fit in -m 256; its stdout is block-buffered when redirected, so its log is read only after "quit";
 # it is driven through a fifo on stdin that this script holds open (EOF on stdin makes a
 # non-interactive testpmd exit at once).

@@ -15,8 +15,8 @@
  *      private temporary directory and counts its open fds;
  *   2. for two configurations (MRG_RXBUF acked, MRG_RXBUF not acked), makes
  *      two connections one after the other; on each:
- *        - the QEMU 7.2 handshake (shared/reference/qemu-7.2-vhost-user-
- *          sequence.md), validating every reply;
+ *        - the QEMU 7.2 handshake (labs/traces/qemu-7.2.trace), validating
+ *          every reply;
  *        - one memfd region whose guest_phys_addr differs from its
  *          userspace_addr, so descriptor addresses (guest-physical) and
  *          SET_VRING_ADDR addresses (front-end virtual) are both exercised;

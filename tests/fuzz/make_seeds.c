@@ -226,7 +226,7 @@ static void vu_header(struct buf *o, uint8_t queue_pairs, bool trace)
 static const uint64_t our_features = F(VIRTIO_F_VERSION_1) | F(VHOST_USER_F_PROTOCOL_FEATURES) |
     F(VIRTIO_NET_F_MRG_RXBUF) | F(VIRTIO_RING_F_INDIRECT_DESC) | F(VIRTIO_RING_F_EVENT_IDX);
 
-/* QEMU 7.2 with a Linux guest (shared/reference/qemu-7.2-vhost-user-sequence.md),
+/* QEMU 7.2 with a Linux guest (labs/traces/qemu-7.2.trace),
  * against what we offer: protocol features MQ|REPLY_ACK, one region at gpa 0. */
 static void qemu_session(struct buf *o, uint32_t base)
 {
