@@ -9,8 +9,10 @@ pass=0 fail=0 skipped=0
 for t in $list; do
     echo "# ---- $t"
     out=$(mktemp)
+    start=$SECONDS
     "./$t" 2>&1 | tee "$out"
     rc=${PIPESTATUS[0]}
+    echo "# ---- $t: $((SECONDS - start)) s"
     p=$(grep -c '^ok ' "$out" | tr -d ' ')
     s=$(grep -c '^ok .*# SKIP' "$out" | tr -d ' ')
     f=$(grep -c '^not ok ' "$out" | tr -d ' ')
