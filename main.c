@@ -863,13 +863,13 @@ static int check_more_options(struct config *cfg)
 /* === What set-up says: the MTU, VM-to-VM, the offloads, the NIC queues === */
 
 /* Said at the start, before the sockets exist, so that a user reads what a
- * frontend will be offered before one connects.  With --loopback:
- *   vhost-xdp: MTU: a frontend may set up to 65535 (NET_SET_MTU), what the port carries
- *   vhost-xdp: offloads: checksum and TSO offered (CSUM, GUEST_CSUM, HOST_TSO4/6, GUEST_TSO4/6, ECN)
- *   The MTU line first: a
+ * frontend will be offered before one connects.  The MTU line first: a
  * QEMU given a larger host_mtu refuses the device, and this line is where
  * its user finds the number to give.  Then which offloads, and who does
- * the work the NIC needs (offload.c). */
+ * the work the NIC needs (offload.c).  With --loopback:
+ *   vhost-xdp: MTU: a frontend may set up to 65535 (NET_SET_MTU), what the port carries
+ *   vhost-xdp: offloads: checksum and TSO offered (CSUM, GUEST_CSUM, HOST_TSO4/6, GUEST_TSO4/6, ECN)
+ */
 static void log_offers(const struct config *cfg)
 {
     vx_log("MTU: a frontend may set up to %u (NET_SET_MTU)%s", devs[0].mtu_max,
@@ -1106,7 +1106,10 @@ static void stats_snapshot(void)
 
 /* One --stats round: for each device its line, its offload line and, if it
  * offers several queue pairs, a line per pair; the NIC's line (--iface),
- * then one per NIC queue if there are several; the capture's (--pcap). */
+ * then one per NIC queue if there are several; the capture's (--pcap).
+ * The rates are over the time that really passed since the last round, not
+ * over --stats SECONDS: on a loaded machine poll() returns late, and the
+ * nominal interval would overstate them. */
 static void print_all_stats(double now)
 {
     double secs = now - stats.at;
@@ -1147,15 +1150,6 @@ static void stats_tick(double every, double now, double *wake)
         *wake = stats.at + every;
 }
 
-/* ", N calls dropped": the exit line's tail, when the guest's call eventfds
- * refused some interrupts (a static buffer). */
-static const char *calls_text(uint64_t n)
-{
-    static char text[48];
-    snprintf(text, sizeof text, ", %llu calls dropped", (unsigned long long)n);
-    return text;
-}
-
 /* The exit lines, after shutdown has stopped every thread that counts, so
  * the totals are exact.  With --iface the NIC's comes first (from README's
  * Lab 4 run):
@@ -1182,11 +1176,13 @@ static void print_totals(void)
     for (int d = 0; d < ndevs; d++) {
         for (int k = -1; k < (devs[d].queue_pairs > 1 ? (int)devs[d].queue_pairs : 0); k++) {
             struct totals fin = sum_rings(&devs[d], k);
+            char calls[48] = "";    /* ", N calls dropped" once the call eventfds refused some */
             if (k < 0) {
+                if (fin.calls_dropped)
+                    snprintf(calls, sizeof calls, ", %llu calls dropped", (unsigned long long)fin.calls_dropped);
                 vx_log("exit: %sfrom guest %llu packets, to guest %llu packets, %llu drops, %llu broken rings%s",
                        dev_label(d), (unsigned long long)fin.tx_packets, (unsigned long long)fin.rx_packets,
-                       (unsigned long long)fin.drops, (unsigned long long)fin.broken,
-                       fin.calls_dropped ? calls_text(fin.calls_dropped) : "");
+                       (unsigned long long)fin.drops, (unsigned long long)fin.broken, calls);
                 print_offload_line("exit", dev_label(d), &fin);
             } else
                 vx_log("exit: %squeue pair %d: from guest %llu packets, to guest %llu packets, %llu drops",
@@ -1350,7 +1346,9 @@ static bool kick_watched(int d, int ring)
     return !w->gone && w->reads < KICK_READS;
 }
 
-/* Add the kick fds to watch to the poll set, after the devices' sockets. */
+/* Add the kick fds to watch to the poll set, after the devices' sockets.
+ * An fd read KICK_READS times this second is left out until the next
+ * second: its eventfd keeps counting meanwhile, nothing is lost. */
 static void trace_kicks_poll(struct poll_set *ps)
 {
     for (int d = 0; d < ndevs; d++) {
