@@ -616,15 +616,76 @@ static int vu_reset_owner(struct vx_dev *dev, struct vu_msg *msg)
     return VU_OK;
 }
 
+/* SET_MEM_TABLE, region i as the frontend describes it: may it be mapped?
+ * Its sums must not wrap (a size of 0, or an end past 2^64, would make
+ * every bounds check on it meaningless), and it must not overlap one
+ * before it: two regions claiming the same guest-physical bytes would make
+ * vx_gpa_to_va()'s answer depend on which region it tries first. */
+static bool vu_region_valid(const struct vu_memory *m, uint32_t i)
+{
+    const struct vu_memory_region *r = &m->regions[i];
+    if (r->memory_size == 0 || r->mmap_offset > UINT64_MAX - r->memory_size ||
+        r->guest_phys_addr > UINT64_MAX - r->memory_size || r->userspace_addr > UINT64_MAX - r->memory_size) {
+        vx_log("SET_MEM_TABLE: region %u: size 0x%" PRIx64 " offset 0x%" PRIx64 " invalid or wrapping",
+               i, r->memory_size, r->mmap_offset);
+        return false;
+    }
+    for (uint32_t j = 0; j < i; j++) {
+        const struct vu_memory_region *o = &m->regions[j];
+        if (r->guest_phys_addr < o->guest_phys_addr + o->memory_size &&
+            o->guest_phys_addr < r->guest_phys_addr + r->memory_size) {
+            vx_log("SET_MEM_TABLE: region %u (gpa 0x%" PRIx64 ") overlaps region %u", i, r->guest_phys_addr, j);
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Map region i from its fd into *out: 0, or -1 (logged, nothing mapped).
+ * We map from offset 0 of the fd and add mmap_offset ourselves: the offset
+ * need not be page aligned.  A hugetlbfs fd wants a length that is a whole
+ * number of huge pages (its st_blksize). */
+static int vu_map_region(const struct vu_memory_region *r, int fd, uint32_t i, struct vx_mem_region *out)
+{
+    struct stat st;
+    uint64_t len = r->mmap_offset + r->memory_size;
+    if (fstat(fd, &st) < 0) {
+        vx_log("SET_MEM_TABLE: region %u: fstat of its fd failed: %s", i, strerror(errno));
+        return -1;
+    }
+    /* A region that runs past the end of its file would map, and then
+     * SIGBUS us at the first access beyond the end: refuse it now. */
+    if (S_ISREG(st.st_mode) && (uint64_t)st.st_size < len) {
+        vx_log("SET_MEM_TABLE: region %u: offset 0x%" PRIx64 " + size 0x%" PRIx64 " is beyond the end of its "
+               "file (0x%llx bytes)", i, r->mmap_offset, r->memory_size, (unsigned long long)st.st_size);
+        return -1;
+    }
+    if (st.st_blksize > 0)
+        len = (len + st.st_blksize - 1) / st.st_blksize * st.st_blksize;
+    /* MAP_SHARED: the guest's writes must reach us and ours the guest;
+     * a private mapping would be a copy that neither side sees. */
+    void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED) {
+        vx_log("SET_MEM_TABLE: region %u: mmap of %" PRIu64 " bytes failed: %s", i, len, strerror(errno));
+        return -1;
+    }
+    *out = (struct vx_mem_region){
+        .guest_phys_addr = r->guest_phys_addr, .memory_size = r->memory_size,
+        .userspace_addr = r->userspace_addr, .mmap_offset = r->mmap_offset,
+        .mmap_addr = p, .mmap_size = len, .host = (uint8_t *)p + r->mmap_offset,
+    };
+    return 0;
+}
+
 /*
  * SET_MEM_TABLE: "sets the memory map regions on the back-end so it can
  * translate the vring addresses"; one fd per region rides with the message.
  * QEMU sends one region per RAM block it shares (one for a guest whose RAM
  * is a single `-object memory-backend-memfd,share=on`, as in the labs), at
  * device start, with NEED_REPLY when REPLY_ACK is on so that it waits until
- * we have mapped it.  DPDK virtio_user sends
- * its own memory segments, with guest_phys_addr == userspace_addr (it has
- * no guest: its "physical" addresses are its virtual ones).
+ * we have mapped it.  DPDK virtio_user sends its own memory segments, with
+ * guest_phys_addr == userspace_addr (it has no guest: its "physical"
+ * addresses are its virtual ones).
  *
  * The frontend may send a new table while rings run (DPDK virtio_user does
  * when its memory grows): the rings were taken away by the dispatcher, so
@@ -638,54 +699,11 @@ static int vu_set_mem_table(struct vx_dev *dev, struct vu_msg *msg)
     struct vx_mem mem = { 0 };
 
     for (uint32_t i = 0; i < m->nregions; i++) {
-        const struct vu_memory_region *r = &m->regions[i];
-        if (r->memory_size == 0 || r->mmap_offset > UINT64_MAX - r->memory_size ||
-            r->guest_phys_addr > UINT64_MAX - r->memory_size || r->userspace_addr > UINT64_MAX - r->memory_size) {
-            vx_log("SET_MEM_TABLE: region %u: size 0x%" PRIx64 " offset 0x%" PRIx64 " invalid or wrapping",
-                   i, r->memory_size, r->mmap_offset);
-            goto fail;
+        if (!vu_region_valid(m, i) || vu_map_region(&m->regions[i], msg->fds[i], i, &mem.regions[i]) < 0) {
+            vu_unmap_memory(&mem);      /* the regions mapped so far */
+            return VU_FAIL;
         }
-        /* Two regions claiming the same guest-physical bytes would make
-         * vx_gpa_to_va()'s answer depend on which region it tries first. */
-        for (uint32_t j = 0; j < i; j++) {
-            const struct vu_memory_region *o = &m->regions[j];
-            if (r->guest_phys_addr < o->guest_phys_addr + o->memory_size &&
-                o->guest_phys_addr < r->guest_phys_addr + r->memory_size) {
-                vx_log("SET_MEM_TABLE: region %u (gpa 0x%" PRIx64 ") overlaps region %u", i, r->guest_phys_addr, j);
-                goto fail;
-            }
-        }
-        /* Map from offset 0 of the fd and add mmap_offset ourselves: the
-         * offset need not be page aligned.  A hugetlbfs fd wants a length
-         * that is a whole number of huge pages (its st_blksize). */
-        struct stat st;
-        uint64_t len = r->mmap_offset + r->memory_size;
-        if (fstat(msg->fds[i], &st) < 0) {
-            vx_log("SET_MEM_TABLE: region %u: fstat of its fd failed: %s", i, strerror(errno));
-            goto fail;
-        }
-        /* A region that runs past the end of its file would map, and then
-         * SIGBUS us at the first access beyond the end: refuse it now. */
-        if (S_ISREG(st.st_mode) && (uint64_t)st.st_size < len) {
-            vx_log("SET_MEM_TABLE: region %u: offset 0x%" PRIx64 " + size 0x%" PRIx64 " is beyond the end of its "
-                   "file (0x%llx bytes)", i, r->mmap_offset, r->memory_size, (unsigned long long)st.st_size);
-            goto fail;
-        }
-        if (st.st_blksize > 0)
-            len = (len + st.st_blksize - 1) / st.st_blksize * st.st_blksize;
-        /* MAP_SHARED: the guest's writes must reach us and ours the guest;
-         * a private mapping would be a copy that neither side sees. */
-        void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, msg->fds[i], 0);
-        if (p == MAP_FAILED) {
-            vx_log("SET_MEM_TABLE: region %u: mmap of %" PRIu64 " bytes failed: %s", i, len, strerror(errno));
-            goto fail;
-        }
-        mem.regions[i] = (struct vx_mem_region){
-            .guest_phys_addr = r->guest_phys_addr, .memory_size = r->memory_size,
-            .userspace_addr = r->userspace_addr, .mmap_offset = r->mmap_offset,
-            .mmap_addr = p, .mmap_size = len, .host = (uint8_t *)p + r->mmap_offset,
-        };
-        /* Counted as each region maps: `fail` unmaps exactly these. */
+        /* Counted as each region maps: vu_unmap_memory unmaps exactly these. */
         mem.nregions = i + 1;
     }
     vu_unmap_memory(&dev->mem);
@@ -694,9 +712,6 @@ static int vu_set_mem_table(struct vx_dev *dev, struct vu_msg *msg)
     for (int i = 0; i < VX_MAX_VRINGS; i++)
         dev->vrings[i].attached = false;
     return VU_OK;
-fail:
-    vu_unmap_memory(&mem);
-    return VU_FAIL;
 }
 
 /* SET_VRING_NUM: "set the size of the queue", the first of the messages
