@@ -10,20 +10,33 @@
  * us.  This file runs only on the main thread.
  *
  * Spec: QEMU docs/interop/vhost-user.rst ("Message Specification", "Ring
- * states", "Front-end message types"); the observed QEMU 7.2 sequence is in
- * shared/reference/.
+ * states", "Front-end message types").  What real frontends send, message by
+ * message, as vhost-xdp --trace printed it: labs/traces/qemu-7.2.trace (a
+ * Linux guest, boot to shutdown) and labs/traces/dpdk-22.11.trace (testpmd's
+ * virtio_user, start to quit).  Reading one of them beside this file is the
+ * quickest way in.
  *
- * Read in this order:
- *   1. the wire format (header, payloads);
- *   2. the message table: the index of the whole protocol;
- *   3. taking rings away from the PMD threads and handing them back;
+ * FIRST READING, in this order (what a QEMU or DPDK guest needs on a split
+ * ring with one queue pair):
+ *   1. the wire format: header, payloads, fds;
+ *   2. the message table: the index of the whole protocol, every message
+ *      with its handler, wherever that handler lives;
+ *   3. taking rings away from the poll threads and handing them back (the
+ *      epoch hand-over: the one hard concurrency problem of the file);
  *   4. one handler per message, named after it;
- *   5. reading, checking and dispatching one message; replies; --trace;
- *   6. the socket: server and client mode, disconnect;
- *   7. second reading: what no frontend may do to us (hang the control
- *      thread on a message it sends slowly or a reply it never reads, give
- *      us an fd that blocks, shrink guest memory under us), and how each is
- *      refused.
+ *   5. one message: check it, dispatch it, reply;
+ *   6. the socket: server and client mode, disconnect.
+ *
+ * SECOND READING, after the line "Second reading", each under its banner:
+ *   - the packed ring's position in GET/SET_VRING_BASE;
+ *   - multiqueue: GET_QUEUE_NUM;
+ *   - NET_SET_MTU, SEND_RARP, SET/GET_STATUS;
+ *   - --trace: decoding each message into one line;
+ *   - what no frontend may do to us (hang the control thread on a message
+ *     it sends slowly or a reply it never reads, give us an fd that blocks,
+ *     shrink guest memory under us), and how each is refused: the reading
+ *     of the socket itself lives there, since it is all about not waiting.
+ * The first reading calls into these through one named function each.
  */
 #include "vhost_xdp.h"
 
@@ -157,7 +170,8 @@ struct vu_request {
     bool changes_rings;             /* take the rings from the PMDs first (section 3) */
 };
 
-/* One handler per message, named after it; defined in section 4, in table order. */
+/* One handler per message, named after it.  The ones a split ring with one
+ * queue pair needs are defined in section 4, in table order: */
 static int vu_get_features(struct vx_dev *, struct vu_msg *);
 static int vu_set_features(struct vx_dev *, struct vu_msg *);
 static int vu_set_owner(struct vx_dev *, struct vu_msg *);
@@ -172,8 +186,10 @@ static int vu_set_vring_call(struct vx_dev *, struct vu_msg *);
 static int vu_set_vring_err(struct vx_dev *, struct vu_msg *);
 static int vu_get_protocol_features(struct vx_dev *, struct vu_msg *);
 static int vu_set_protocol_features(struct vx_dev *, struct vu_msg *);
-static int vu_get_queue_num(struct vx_dev *, struct vu_msg *);
 static int vu_set_vring_enable(struct vx_dev *, struct vu_msg *);
+/* The others are second reading, each under its banner after the marker:
+ * "Multiqueue" and "NET_SET_MTU, SEND_RARP, SET/GET_STATUS". */
+static int vu_get_queue_num(struct vx_dev *, struct vu_msg *);
 static int vu_send_rarp(struct vx_dev *, struct vu_msg *);
 static int vu_net_set_mtu(struct vx_dev *, struct vu_msg *);
 static int vu_set_status(struct vx_dev *, struct vu_msg *);
@@ -189,11 +205,26 @@ static int vu_get_status(struct vx_dev *, struct vu_msg *);
  *
  * The "owner" column is false for the messages QEMU sends *before*
  * SET_OWNER: at start-up it asks GET_FEATURES, GET/SET_PROTOCOL_FEATURES and
- * GET_QUEUE_NUM first (shared/reference/, phase 1).  The "rings" column is
- * true for every message that changes something a PMD thread reads while it
- * runs a ring: the memory table, the features (they fix the ring layout and
- * the header length), a ring's size, addresses, base, eventfds or enabled
- * bit.  SET_VRING_ERR is not among them: no PMD ever writes the error fd.
+ * GET_QUEUE_NUM first (the first lines of labs/traces/qemu-7.2.trace).  The
+ * "rings" column is true for every message that changes something a PMD
+ * thread reads while it runs a ring: the memory table, the features (they
+ * fix the ring layout and the header length), a ring's size, addresses,
+ * base, eventfds or enabled bit.  SET_VRING_ERR is not among them: no PMD
+ * ever writes the error fd.
+ *
+ * A QEMU 7.2 session in outline (labs/traces/qemu-7.2.trace has every line):
+ *   connect:   GET_FEATURES, GET/SET_PROTOCOL_FEATURES, GET_QUEUE_NUM,
+ *              SET_OWNER, GET_FEATURES, SET_VRING_CALL and SET_VRING_ERR
+ *              per ring, SET_VRING_ENABLE 1 (the rings do not exist yet);
+ *   DRIVER_OK: SET_FEATURES, SET_STATUS 8, SET_MEM_TABLE, then per ring
+ *              NUM, BASE, ADDR, KICK (the ring starts), a new CALL;
+ *              SET_STATUS 15;
+ *   stop:      SET_STATUS 0, GET_VRING_BASE per ring (the ring stops).
+ * DPDK 22.11's virtio_user (labs/traces/dpdk-22.11.trace) begins with
+ * SET_OWNER, sends the call fds before SET_FEATURES, starts each ring on
+ * SET_VRING_ENABLE 1 after its KICK, and stops with SET_VRING_ENABLE 0 and
+ * then GET_VRING_BASE.  The same handlers serve both orders: a ring runs
+ * once it has everything it needs (vu_ring_can_run), whatever came last.
  */
 static const struct vu_request vu_requests[] = {
     /*  #                            name                    handler                   payload     reply       owner  rings */
@@ -243,6 +274,13 @@ static const struct vu_request vu_requests[] = {
 };
 #define VU_NREQUESTS (sizeof vu_requests / sizeof vu_requests[0])
 
+/* The frontend may send any u32 as a request: past the end of the table,
+ * or on a gap in it (such as 0), the name is UNKNOWN. */
+static const char *vu_request_name(uint32_t request)
+{
+    return request < VU_NREQUESTS && vu_requests[request].name ? vu_requests[request].name : "UNKNOWN";
+}
+
 /*
  * What we offer.  VERSION_1 and PROTOCOL_FEATURES are what QEMU 7.2 needs
  * (without bit 30 it falls back to userspace virtio); INDIRECT_DESC keeps a
@@ -268,9 +306,13 @@ static const struct vu_request vu_requests[] = {
  * control queue that needs, a backend only offers the bit.  UFO and USO
  * (UDP segmentation) are not offered.
  * Not offered, and why: CTRL_VQ and the rest of the control features are
- * handled inside QEMU and never reach a backend; LOG_ALL (live migration's dirty log) and IOMMU_PLATFORM are
- * left out until everything else works (DESIGN.md: QEMU 7.2 has bugs around
- * the last one).  PROTOCOL_F_STATUS is offered: see vu_set_status for the
+ * handled inside QEMU and never reach a backend.  LOG_ALL (live migration's
+ * dirty log) would have us mark every page we write in a log shared with
+ * QEMU (SET_LOG_BASE).  ACCESS_PLATFORM (IOMMU_PLATFORM) would turn every
+ * address in the rings into an I/O virtual address, translated by tables
+ * the frontend sends in IOTLB_MSG and that we would ask it for over a
+ * channel of our own (BACKEND_REQ; vhost-user.rst "IOMMU support").
+ * Neither is needed to forward packets.  PROTOCOL_F_STATUS is offered: see vu_set_status for the
  * QEMU 7.2 bug around it and why it does not bite us.
  */
 static uint64_t vu_offered_features(const struct vx_dev *dev)
@@ -314,6 +356,17 @@ static const uint64_t vu_offered_protocol_features =
  *      guest memory again and set `ready` (a release: all the fields we wrote
  *      are visible to the PMD that sees ready == true).
  *
+ * Step 2 is an epoch hand-over.  Each PMD thread counts the loop iterations
+ * it has finished (its epoch, pmd_loop.c) and tests a ring's `ready` once per
+ * iteration before it touches the ring.  pmd_quiesce() notes every thread's
+ * epoch and waits until each has moved on: an iteration that began before
+ * step 1 has then ended, and every later one has seen ready == false.  It
+ * is the grace period of the kernel's RCU, with the end of an iteration as
+ * the quiescent state.  Why not a lock: the PMD would take it for every
+ * burst, millions of times a second, to protect against a message that
+ * comes a few times per guest boot; this way the data path pays one load of
+ * a flag that stays true, and the control thread pays the wait.
+ *
  * The dispatcher does 1-2 before, and 4 after, every message whose table
  * entry says changes_rings.  It costs a few microseconds per such message,
  * which only arrive at start, stop and reconfiguration.  A message about one
@@ -324,7 +377,13 @@ static const uint64_t vu_offered_protocol_features =
  */
 #define VU_ALL_RINGS UINT64_MAX     /* a bit per ring: every ring */
 
-static int vu_attach_guarded(struct vx_dev *dev, struct vx_vring *vr);     /* section 7 */
+/* Second reading ("What no frontend may do to us", rule 4): vq_attach()
+ * guarded against a fault in guest memory. */
+static int vu_attach_guarded(struct vx_dev *dev, struct vx_vring *vr);
+/* Second reading ("--trace"): a line when a ring starts, stops or is
+ * enabled, at the --trace level that asks for it; nothing otherwise. */
+enum vu_ring_event { VU_RING_STARTED, VU_RING_STOPPED, VU_RING_DROPPED, VU_RING_ENABLE };
+static void vu_trace_ring(const struct vx_dev *dev, const struct vx_vring *vr, enum vu_ring_event event);
 
 /* Steps 1 and 2.  The stores are seq_cst, not merely release: each must be
  * visible before pmd_quiesce() reads the PMDs' epochs.  A store followed by
@@ -378,16 +437,13 @@ static int vu_rings_resume(struct vx_dev *dev)
             continue;
         if (!vr->attached) {
             /* vq_attach reads and writes the ring: guarded against a guest
-             * memory fault (section 7). */
+             * memory fault (second reading). */
             if (vu_attach_guarded(dev, vr) < 0) {
                 ret = -1;   /* logged; the ring stays stopped */
                 continue;
             }
             vr->attached = true;
-            if (dev->opt.trace)
-                vx_log("trace: ring %u started: size %u%s, last_avail_idx %u, used idx %u, %u-byte header%s%s",
-                       i, vr->num, vr->packed ? " packed" : "", vr->last_avail_idx, vr->last_used_idx, vr->hdr_len,
-                       vr->mrg_rxbuf ? ", mergeable RX buffers" : "", vr->event_idx ? ", event idx" : "");
+            vu_trace_ring(dev, vr, VU_RING_STARTED);
         }
         /* Release: the PMD that loads ready == true sees every field above. */
         __atomic_store_n(&vr->ready, true, __ATOMIC_RELEASE);
@@ -397,9 +453,21 @@ static int vu_rings_resume(struct vx_dev *dev)
 
 /* === 4. The handlers ===================================================== */
 
-/* Section 7's helpers that the handlers below call. */
-static int vu_take_eventfd(struct vu_msg *msg, const char *what, int *slot);
-static bool vu_mem_fault_pending(struct vx_dev *dev);
+/*
+ * What a handler may count on when it runs (the dispatcher, section 5, has
+ * seen to it): the message is well formed for its request (size, fds,
+ * version, SET_OWNER first where the table says so); msg->ring is the ring
+ * it names, checked; and if the table says "rings", that ring (or every
+ * ring) has been taken away from the poll threads.  So a handler only says
+ * what the message means.  It returns VU_OK, VU_REPLY after writing its
+ * reply into msg->payload, VU_FAIL (logged) to reset the connection, or
+ * VU_NACK.  First the helpers they share; then the handlers in table order.
+ */
+
+/* Second-reading helpers that the handlers below call. */
+static int vu_take_eventfd(struct vu_msg *msg, const char *what, int *slot);   /* "What no frontend ...", rule 3 */
+static void vu_set_packed_base(struct vx_vring *vr, uint32_t base);             /* "The packed ring" */
+static uint32_t vu_packed_base(const struct vx_vring *vr);                      /* "The packed ring" */
 
 /* The ring a message names, or NULL (logged) if there is no such ring.
  * The index sits in the payload's first field: vu_vring_state and
@@ -431,18 +499,6 @@ static bool vu_only_offered(const char *what, uint64_t bits, uint64_t offered)
     if (extra)
         vx_log("%s: 0x%" PRIx64 " has bits we never offered (0x%" PRIx64 ")", what, bits, extra);
     return extra == 0;
-}
-
-/* Some messages exist only under a protocol feature: vhost-user.rst says,
- * in each one's description, that the frontend sends it only once that
- * feature is negotiated.  One sent without it is a frontend that broke the
- * protocol: logged here; the caller refuses it and the connection resets. */
-static bool vu_negotiated(const struct vx_dev *dev, int bit, const char *what, const char *feature)
-{
-    if (dev->protocol_features & (1ull << bit))
-        return true;
-    vx_log("%s: sent without %s negotiated", what, feature);
-    return false;
 }
 
 /* Every fd this file holds (the connection, the listening socket, a ring's
@@ -551,9 +607,8 @@ static int vu_set_owner(struct vx_dev *dev, struct vu_msg *msg)
  * rings"; the spec now recommends that a backend ignore it or do just
  * that, and warns that also discarding the connection's state, as some
  * backends did, leads to bugs.  We do discard it all (rings, memory,
- * features, SET_OWNER), back to a fresh connection.  It is in neither of
- * the sequences recorded for QEMU 7.2 and DPDK 22.11 (shared/reference/,
- * DESIGN.md): both stop rings with GET_VRING_BASE. */
+ * features, SET_OWNER), back to a fresh connection.  Neither QEMU 7.2 nor
+ * DPDK 22.11 sends it (labs/traces/): both stop rings with GET_VRING_BASE. */
 static int vu_reset_owner(struct vx_dev *dev, struct vu_msg *msg)
 {
     (void)msg;
@@ -561,14 +616,76 @@ static int vu_reset_owner(struct vx_dev *dev, struct vu_msg *msg)
     return VU_OK;
 }
 
+/* SET_MEM_TABLE, region i as the frontend describes it: may it be mapped?
+ * Its sums must not wrap (a size of 0, or an end past 2^64, would make
+ * every bounds check on it meaningless), and it must not overlap one
+ * before it: two regions claiming the same guest-physical bytes would make
+ * vx_gpa_to_va()'s answer depend on which region it tries first. */
+static bool vu_region_valid(const struct vu_memory *m, uint32_t i)
+{
+    const struct vu_memory_region *r = &m->regions[i];
+    if (r->memory_size == 0 || r->mmap_offset > UINT64_MAX - r->memory_size ||
+        r->guest_phys_addr > UINT64_MAX - r->memory_size || r->userspace_addr > UINT64_MAX - r->memory_size) {
+        vx_log("SET_MEM_TABLE: region %u: size 0x%" PRIx64 " offset 0x%" PRIx64 " invalid or wrapping",
+               i, r->memory_size, r->mmap_offset);
+        return false;
+    }
+    for (uint32_t j = 0; j < i; j++) {
+        const struct vu_memory_region *o = &m->regions[j];
+        if (r->guest_phys_addr < o->guest_phys_addr + o->memory_size &&
+            o->guest_phys_addr < r->guest_phys_addr + r->memory_size) {
+            vx_log("SET_MEM_TABLE: region %u (gpa 0x%" PRIx64 ") overlaps region %u", i, r->guest_phys_addr, j);
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Map region i from its fd into *out: 0, or -1 (logged, nothing mapped).
+ * We map from offset 0 of the fd and add mmap_offset ourselves: the offset
+ * need not be page aligned.  A hugetlbfs fd wants a length that is a whole
+ * number of huge pages (its st_blksize). */
+static int vu_map_region(const struct vu_memory_region *r, int fd, uint32_t i, struct vx_mem_region *out)
+{
+    struct stat st;
+    uint64_t len = r->mmap_offset + r->memory_size;
+    if (fstat(fd, &st) < 0) {
+        vx_log("SET_MEM_TABLE: region %u: fstat of its fd failed: %s", i, strerror(errno));
+        return -1;
+    }
+    /* A region that runs past the end of its file would map, and then
+     * SIGBUS us at the first access beyond the end: refuse it now. */
+    if (S_ISREG(st.st_mode) && (uint64_t)st.st_size < len) {
+        vx_log("SET_MEM_TABLE: region %u: offset 0x%" PRIx64 " + size 0x%" PRIx64 " is beyond the end of its "
+               "file (0x%llx bytes)", i, r->mmap_offset, r->memory_size, (unsigned long long)st.st_size);
+        return -1;
+    }
+    if (st.st_blksize > 0)
+        len = (len + st.st_blksize - 1) / st.st_blksize * st.st_blksize;
+    /* MAP_SHARED: the guest's writes must reach us and ours the guest;
+     * a private mapping would be a copy that neither side sees. */
+    void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED) {
+        vx_log("SET_MEM_TABLE: region %u: mmap of %" PRIu64 " bytes failed: %s", i, len, strerror(errno));
+        return -1;
+    }
+    *out = (struct vx_mem_region){
+        .guest_phys_addr = r->guest_phys_addr, .memory_size = r->memory_size,
+        .userspace_addr = r->userspace_addr, .mmap_offset = r->mmap_offset,
+        .mmap_addr = p, .mmap_size = len, .host = (uint8_t *)p + r->mmap_offset,
+    };
+    return 0;
+}
+
 /*
  * SET_MEM_TABLE: "sets the memory map regions on the back-end so it can
  * translate the vring addresses"; one fd per region rides with the message.
- * QEMU sends one region per RAM block it shares (one, for the guests of
- * DESIGN.md's memfd line), at device start, with NEED_REPLY when REPLY_ACK
- * is on so that it waits until we have mapped it.  DPDK virtio_user sends
- * its own memory segments, with guest_phys_addr == userspace_addr (it has
- * no guest: its "physical" addresses are its virtual ones).
+ * QEMU sends one region per RAM block it shares (one for a guest whose RAM
+ * is a single `-object memory-backend-memfd,share=on`, as in the labs), at
+ * device start, with NEED_REPLY when REPLY_ACK is on so that it waits until
+ * we have mapped it.  DPDK virtio_user sends its own memory segments, with
+ * guest_phys_addr == userspace_addr (it has no guest: its "physical"
+ * addresses are its virtual ones).
  *
  * The frontend may send a new table while rings run (DPDK virtio_user does
  * when its memory grows): the rings were taken away by the dispatcher, so
@@ -582,54 +699,11 @@ static int vu_set_mem_table(struct vx_dev *dev, struct vu_msg *msg)
     struct vx_mem mem = { 0 };
 
     for (uint32_t i = 0; i < m->nregions; i++) {
-        const struct vu_memory_region *r = &m->regions[i];
-        if (r->memory_size == 0 || r->mmap_offset > UINT64_MAX - r->memory_size ||
-            r->guest_phys_addr > UINT64_MAX - r->memory_size || r->userspace_addr > UINT64_MAX - r->memory_size) {
-            vx_log("SET_MEM_TABLE: region %u: size 0x%" PRIx64 " offset 0x%" PRIx64 " invalid or wrapping",
-                   i, r->memory_size, r->mmap_offset);
-            goto fail;
+        if (!vu_region_valid(m, i) || vu_map_region(&m->regions[i], msg->fds[i], i, &mem.regions[i]) < 0) {
+            vu_unmap_memory(&mem);      /* the regions mapped so far */
+            return VU_FAIL;
         }
-        /* Two regions claiming the same guest-physical bytes would make
-         * vx_gpa_to_va()'s answer depend on which region it tries first. */
-        for (uint32_t j = 0; j < i; j++) {
-            const struct vu_memory_region *o = &m->regions[j];
-            if (r->guest_phys_addr < o->guest_phys_addr + o->memory_size &&
-                o->guest_phys_addr < r->guest_phys_addr + r->memory_size) {
-                vx_log("SET_MEM_TABLE: region %u (gpa 0x%" PRIx64 ") overlaps region %u", i, r->guest_phys_addr, j);
-                goto fail;
-            }
-        }
-        /* Map from offset 0 of the fd and add mmap_offset ourselves: the
-         * offset need not be page aligned.  A hugetlbfs fd wants a length
-         * that is a whole number of huge pages (its st_blksize). */
-        struct stat st;
-        uint64_t len = r->mmap_offset + r->memory_size;
-        if (fstat(msg->fds[i], &st) < 0) {
-            vx_log("SET_MEM_TABLE: region %u: fstat of its fd failed: %s", i, strerror(errno));
-            goto fail;
-        }
-        /* A region that runs past the end of its file would map, and then
-         * SIGBUS us at the first access beyond the end: refuse it now. */
-        if (S_ISREG(st.st_mode) && (uint64_t)st.st_size < len) {
-            vx_log("SET_MEM_TABLE: region %u: offset 0x%" PRIx64 " + size 0x%" PRIx64 " is beyond the end of its "
-                   "file (0x%llx bytes)", i, r->mmap_offset, r->memory_size, (unsigned long long)st.st_size);
-            goto fail;
-        }
-        if (st.st_blksize > 0)
-            len = (len + st.st_blksize - 1) / st.st_blksize * st.st_blksize;
-        /* MAP_SHARED: the guest's writes must reach us and ours the guest;
-         * a private mapping would be a copy that neither side sees. */
-        void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, msg->fds[i], 0);
-        if (p == MAP_FAILED) {
-            vx_log("SET_MEM_TABLE: region %u: mmap of %" PRIu64 " bytes failed: %s", i, len, strerror(errno));
-            goto fail;
-        }
-        mem.regions[i] = (struct vx_mem_region){
-            .guest_phys_addr = r->guest_phys_addr, .memory_size = r->memory_size,
-            .userspace_addr = r->userspace_addr, .mmap_offset = r->mmap_offset,
-            .mmap_addr = p, .mmap_size = len, .host = (uint8_t *)p + r->mmap_offset,
-        };
-        /* Counted as each region maps: `fail` unmaps exactly these. */
+        /* Counted as each region maps: vu_unmap_memory unmaps exactly these. */
         mem.nregions = i + 1;
     }
     vu_unmap_memory(&dev->mem);
@@ -638,9 +712,6 @@ static int vu_set_mem_table(struct vx_dev *dev, struct vu_msg *msg)
     for (int i = 0; i < VX_MAX_VRINGS; i++)
         dev->vrings[i].attached = false;
     return VU_OK;
-fail:
-    vu_unmap_memory(&mem);
-    return VU_FAIL;
 }
 
 /* SET_VRING_NUM: "set the size of the queue", the first of the messages
@@ -697,24 +768,23 @@ static int vu_set_vring_addr(struct vx_dev *dev, struct vu_msg *msg)
  * a backend crash, QEMU's guess: the used index it finds in the ring.  The
  * frontend decides, not us, because it is the one that outlives us: after a
  * reconnect we know nothing, and starting anywhere else would hand the guest
- * a descriptor chain twice or skip one. */
+ * a descriptor chain twice or skip one.  A split ring's index is a free-
+ * running u16 (virtio 1.2 §2.7.6: it wraps at 65536, not at the ring size),
+ * so any value up to 0xffff is a valid place to start. */
 static int vu_set_vring_base(struct vx_dev *dev, struct vu_msg *msg)
 {
     struct vx_vring *vr = msg->ring;
     uint32_t base = msg->payload.state.num;
     if (dev->features & (1ull << VIRTIO_F_RING_PACKED)) {
-        /* Packed (vhost-user.rst): bits 0-14 the slot, bit 15 the avail wrap
-         * counter; the used side resumes at the same place (vq_attach). */
-        vr->last_avail_idx = base & 0x7fff;
-        vr->avail_wrap_counter = base & 0x8000;
-        vr->last_used_idx = vr->last_avail_idx;
-        vr->used_wrap_counter = vr->avail_wrap_counter;
+        vu_set_packed_base(vr, base);       /* a slot and a wrap counter */
     } else if (base > 0xffff) {
         vx_log("SET_VRING_BASE: ring %u: base %u does not fit a split ring's u16 index", vr->index, base);
         return VU_FAIL;
     } else {
         vr->last_avail_idx = (uint16_t)base;
     }
+    /* The packed ring checks a position that came from the frontend against
+     * the ring itself when it starts; the split ring has no need to. */
     vr->base_from_frontend = true;
     vr->attached = false;
     return VU_OK;
@@ -730,17 +800,14 @@ static int vu_set_vring_base(struct vx_dev *dev, struct vu_msg *msg)
 static int vu_get_vring_base(struct vx_dev *dev, struct vu_msg *msg)
 {
     struct vx_vring *vr = msg->ring;
-    if (dev->opt.trace >= VX_TRACE_RINGS && vr->attached)
-        vx_log("trace: ring %u stopped (GET_VRING_BASE): last_avail_idx %u, used idx %u%s", vr->index,
-               vr->last_avail_idx, vr->last_used_idx, vr->broken ? ", was broken" : "");
+    vu_trace_ring(dev, vr, VU_RING_STOPPED);
     vr->kick_received = false;
     vr->attached = false;
     vr->broken = false;     /* the frontend restarts it from scratch */
     vu_close_fd(&vr->kick_fd);
-    msg->payload.state.num = vr->last_avail_idx;
-    if (dev->features & (1ull << VIRTIO_F_RING_PACKED))    /* wrap counters in bits 15 and 31 */
-        msg->payload.state.num |= (uint32_t)vr->avail_wrap_counter << 15 | (uint32_t)vr->last_used_idx << 16 |
-                                  (uint32_t)vr->used_wrap_counter << 31;
+    /* The reply reuses the request's payload: same ring index, num = where
+     * to resume. */
+    msg->payload.state.num = dev->features & (1ull << VIRTIO_F_RING_PACKED) ? vu_packed_base(vr) : vr->last_avail_idx;
     return VU_REPLY;
 }
 
@@ -748,8 +815,9 @@ static int vu_get_vring_base(struct vx_dev *dev, struct vu_msg *msg)
  * differ only in which of the ring's fds they replace.  The old fd is closed
  * first: QEMU sends a new call fd at every device start, and each one we
  * held on to would leak.  The new fd, if any, moves into the ring (the
- * dispatcher will not close it) once vu_take_eventfd (section 7) has checked
- * that it is an eventfd and made it non-blocking; anything else is refused.
+ * dispatcher will not close it) once vu_take_eventfd (second reading) has
+ * checked that it is an eventfd and made it non-blocking; anything else is
+ * refused.
  * With NOFD (bit 8) no fd came and the ring has none of that kind. */
 
 /* SET_VRING_KICK: the eventfd the frontend signals when the guest has made
@@ -774,9 +842,11 @@ static int vu_set_vring_kick(struct vx_dev *dev, struct vu_msg *msg)
  * KVM's irqfd, or its own handler); virtqueue.c writes it when the guest
  * asks (notification suppression, §2.7.7 and §2.7.10).  QEMU sends one per
  * ring at connection time and another at every device start; DPDK
- * virtio_user sends them before SET_FEATURES though it polls.  It is in the table's "rings" column because a PMD writes
- * this fd: closing it under a running PMD would have the PMD write to a
- * closed fd number, or to whatever file reuses it. */
+ * virtio_user sends them before SET_FEATURES though it polls.  It is in the
+ * table's "rings" column because a PMD writes this fd: closing it under a
+ * running PMD would have the PMD write to a closed fd number, or to
+ * whatever file reuses it.  A new fd may fail where the old one did not:
+ * its first failure is logged again (virtqueue.c logs one per fd). */
 static int vu_set_vring_call(struct vx_dev *dev, struct vu_msg *msg)
 {
     (void)dev;
@@ -819,58 +889,6 @@ static int vu_set_protocol_features(struct vx_dev *dev, struct vu_msg *msg)
     return VU_OK;
 }
 
-/* GET_QUEUE_NUM (with PROTOCOL_F_MQ): how many queue pairs we can serve;
- * the frontend uses at most that many (--queues, default 1).  QEMU asks
- * only when MQ was negotiated, and refuses a device with more pairs
- * (-netdev queues=N) than this: "The maximum number of queues supported by
- * the backend is N".  DPDK virtio_user's queues=N devarg meets the same
- * limit. */
-static int vu_get_queue_num(struct vx_dev *dev, struct vu_msg *msg)
-{
-    msg->payload.u64 = dev->queue_pairs;
-    return VU_REPLY;
-}
-
-/*
- * SET_STATUS / GET_STATUS (with PROTOCOL_F_STATUS): the virtio device status
- * byte (virtio 1.2 §2.1: ACKNOWLEDGE 1, DRIVER 2, DRIVER_OK 4, FEATURES_OK 8,
- * DEVICE_NEEDS_RESET 64, FAILED 128) as the driver sets it.  QEMU 7.2 reads
- * it back before each SET_STATUS (it adds FEATURES_OK after SET_FEATURES,
- * DRIVER_OK when the device starts); DPDK virtio_user fails its port if
- * FEATURES_OK is not in what GET_STATUS answers.  So we keep the byte and
- * answer it as it was set; FEATURES_OK stays, because SET_FEATURES has
- * already refused any bit we never offered.
- *
- * Status 0 is a device reset (§2.1.2), yet it does NOT reset our rings:
- * QEMU 7.2 sends SET_STATUS 0 *before* the GET_VRING_BASE that stops each
- * ring (shared/reference, phase 3; QEMU later swapped the two, "vhost-user:
- * send SET_STATUS 0 after GET_VRING_BASE"), and needs the real
- * last_avail_idx from those replies to restart the guest's rings.  The
- * rings stop, as before, on GET_VRING_BASE.  FAILED: the driver gave up;
- * we say so, nothing else changes.
- */
-static int vu_set_status(struct vx_dev *dev, struct vu_msg *msg)
-{
-    if (!vu_negotiated(dev, VHOST_USER_PROTOCOL_F_STATUS, "SET_STATUS", "PROTOCOL_F_STATUS"))
-        return VU_FAIL;
-    if (msg->payload.u64 > 0xff) {
-        vx_log("SET_STATUS 0x%" PRIx64 ": not a device status (one byte, virtio 1.2 §2.1)", msg->payload.u64);
-        return VU_FAIL;
-    }
-    if ((msg->payload.u64 & 128) && !(dev->status & 128))
-        vx_log("SET_STATUS 0x%" PRIx64 ": the driver set FAILED", msg->payload.u64);
-    dev->status = (uint8_t)msg->payload.u64;
-    return VU_OK;
-}
-
-static int vu_get_status(struct vx_dev *dev, struct vu_msg *msg)
-{
-    if (!vu_negotiated(dev, VHOST_USER_PROTOCOL_F_STATUS, "GET_STATUS", "PROTOCOL_F_STATUS"))
-        return VU_FAIL;
-    msg->payload.u64 = dev->status;
-    return VU_REPLY;
-}
-
 /* SET_VRING_ENABLE: with PROTOCOL_FEATURES a started ring also has to be
  * enabled before we touch it.  QEMU 7.2 sends enable=1 for rings 0/1 at
  * connection time, long before the rings exist (see vu_ring_can_run), and
@@ -887,9 +905,463 @@ static int vu_set_vring_enable(struct vx_dev *dev, struct vu_msg *msg)
         return VU_FAIL;
     }
     vr->enabled = msg->payload.state.num;
-    if (dev->opt.trace >= VX_TRACE_RINGS)
-        vx_log("trace: ring %u %s", vr->index, vr->enabled ? "enabled" : "disabled");
+    vu_trace_ring(dev, vr, VU_RING_ENABLE);
     return VU_OK;
+}
+
+/* === 5. One message: check, dispatch, reply ============================== */
+
+/*
+ * A message arrives as its 12-byte header and `size` bytes of payload, with
+ * any fds in SCM_RIGHTS beside the header's first byte.  The frontend writes
+ * it with one sendmsg(), so one recvmsg() of the header and one of the
+ * payload would read it whole; but a hostile frontend may send it a byte at
+ * a time, or never finish, and the control thread serves every device.  So
+ * the reading is vu_io_receive()'s (second reading, "What no frontend may do
+ * to us"): it never waits, and hands over only a whole message, its fds in
+ * msg.fds.  From there, this section: check the message against its row of
+ * the table, take rings away if the row says so, run the handler, hand the
+ * rings back, reply.
+ */
+static int vu_io_receive(struct vx_dev *dev, struct vu_msg *msg);
+static int vu_io_send(struct vx_dev *dev, const void *bytes, size_t len);
+/* Second reading ("--trace"): one line for a message, `dir` "<-" for one
+ * received and "->" for our reply, when --trace is on; nothing otherwise. */
+static void vu_trace(const struct vx_dev *dev, const char *dir, const struct vu_msg *msg, enum vu_payload_kind kind);
+
+/* Send a reply: same request, flags = VERSION|REPLY exactly, payload of the
+ * size its kind has.  Every reply we send is 8 bytes of payload (a u64, or a
+ * vu_vring_state for GET_VRING_BASE) and carries no fd.  It is handed to
+ * vu_io_send(), which sends what the socket takes now and keeps the rest for
+ * later: a frontend that does not read its replies cannot stop us. */
+static int vu_send_reply(struct vx_dev *dev, struct vu_msg *msg, enum vu_payload_kind kind)
+{
+    _Static_assert(sizeof(struct vu_vring_state) == sizeof(uint64_t), "every reply payload is 8 bytes");
+    msg->hdr.flags = VHOST_USER_VERSION | VHOST_USER_REPLY_MASK;
+    msg->hdr.size = sizeof(uint64_t);
+    msg->nfds = 0;
+    vu_trace(dev, "->", msg, kind);
+    uint8_t bytes[sizeof msg->hdr + sizeof(uint64_t)];
+    memcpy(bytes, &msg->hdr, sizeof msg->hdr);
+    memcpy(bytes + sizeof msg->hdr, &msg->payload, sizeof(uint64_t));
+    return vu_io_send(dev, bytes, sizeof bytes);
+}
+
+/* Is this message well formed for its request: version, payload size, fd
+ * count?  Returns NULL if so, else what is wrong.  The size must be exact,
+ * not merely large enough: a short payload would leave fields the handler
+ * reads as zeros, and we refuse rather than guess.  A missing fd would leave
+ * a region or ring without the file it names; an extra one means the
+ * frontend and we disagree about the message. */
+static const char *vu_check_msg(const struct vx_dev *dev, const struct vu_msg *msg, const struct vu_request *req,
+                                char *why, size_t size)
+{
+    uint32_t want_size = 0, want_fds = 0;
+    if ((msg->hdr.flags & 3) != VHOST_USER_VERSION) {
+        snprintf(why, size, "version %u, expected 1", msg->hdr.flags & 3);
+        return why;
+    }
+    switch (req->payload) {
+    case P_NONE:
+        break;
+    case P_U64: case P_FEATURES: case P_PROTOCOL: case P_ACK: case P_MAC:
+        want_size = sizeof(uint64_t);
+        break;
+    case P_RING_FD:
+        want_size = sizeof(uint64_t);
+        want_fds = msg->payload.u64 & VHOST_USER_VRING_NOFD ? 0 : 1;
+        break;
+    case P_STATE:
+        want_size = sizeof(struct vu_vring_state);
+        break;
+    case P_ADDR:
+        want_size = sizeof(struct vu_vring_addr);
+        break;
+    case P_MEM:
+        /* The size depends on nregions, so nregions must be there first. */
+        if (msg->hdr.size < 8) {
+            snprintf(why, size, "payload size %u, expected at least 8 (nregions, padding)", msg->hdr.size);
+            return why;
+        }
+        if (msg->payload.memory.nregions == 0 || msg->payload.memory.nregions > VX_MAX_REGIONS) {
+            snprintf(why, size, "nregions %u not in 1..%d", msg->payload.memory.nregions, VX_MAX_REGIONS);
+            return why;
+        }
+        want_fds = msg->payload.memory.nregions;
+        want_size = 8 + want_fds * sizeof(struct vu_memory_region);
+        break;
+    }
+    if (msg->hdr.size != want_size) {
+        snprintf(why, size, "payload size %u, expected %u", msg->hdr.size, want_size);
+        return why;
+    }
+    if ((uint32_t)msg->nfds != want_fds) {
+        snprintf(why, size, "%d fds attached, expected %u", msg->nfds, want_fds);
+        return why;
+    }
+    if (req->needs_owner && !dev->owner_set) {
+        snprintf(why, size, "sent before SET_OWNER");
+        return why;
+    }
+    return NULL;
+}
+
+/* Fds a handler did not take are ours to close, whatever happened. */
+static void vu_close_fds(struct vu_msg *msg)
+{
+    for (int i = 0; i < msg->nfds; i++)
+        close(msg->fds[i]);
+    msg->nfds = 0;
+}
+
+/*
+ * Act on one message, read whole (vu_io_receive), its fds in msg.fds.
+ * Returns -1 when the connection must be reset: the frontend sent something
+ * malformed or refused.  We never try to resynchronise with a peer that got
+ * the protocol wrong.
+ */
+static int vu_dispatch_one(struct vx_dev *dev, struct vu_msg *msg)
+{
+    uint32_t rq = msg->hdr.request;
+    const struct vu_request *req = rq < VU_NREQUESTS && vu_requests[rq].name ? &vu_requests[rq] : NULL;
+    vu_trace(dev, "<-", msg, req ? req->payload : P_NONE);
+    /* A message we refuse before its handler runs (not understood,
+     * malformed, or naming no ring of ours) is answered below as a handler
+     * that failed: a nack if the frontend waits for one, so that it reports
+     * an error rather than hang, then the reset. */
+    int r = VU_FAIL;
+    if (!req || !req->handler) {
+        vx_log("request %u (%s) not supported: we did not offer the feature it belongs to", rq, vu_request_name(rq));
+        goto reply;
+    }
+    char why[120];
+    if (vu_check_msg(dev, msg, req, why, sizeof why)) {
+        vx_log("%s: malformed: %s", req->name, why);
+        goto reply;
+    }
+    bool names_ring = req->payload == P_STATE || req->payload == P_ADDR || req->payload == P_RING_FD;
+    msg->ring = names_ring ? vu_ring(dev, req, &msg->payload) : NULL;
+    if (names_ring && !msg->ring)
+        goto reply;
+
+    /* Which rings to take away: the one the message names, else all. */
+    if (req->changes_rings && !vu_rings_stop(dev, msg->ring ? 1ull << msg->ring->index : VU_ALL_RINGS)) {
+        vx_log("%s: not done: the poll threads did not give the rings back (shutting down)", req->name);
+        goto reply;
+    }
+    r = req->handler(dev, msg);
+    if (req->changes_rings && vu_rings_resume(dev) < 0)
+        r = VU_FAIL;        /* a ring it started cannot run: malformed, reset */
+
+reply:
+    /* The fds the handler did not take (SET_MEM_TABLE's, once mapped; all
+     * of a refused message's): closed before the reply, which sets nfds = 0. */
+    vu_close_fds(msg);
+    bool need_reply = msg->hdr.flags & VHOST_USER_NEED_REPLY;
+    bool reply_ack = dev->protocol_features & (1ull << VHOST_USER_PROTOCOL_F_REPLY_ACK);
+    int ret = 0;
+    /* A message with a reply of its own (the GET_* ones) answers with it,
+     * NEED_REPLY or not; any other message is acknowledged only when the
+     * frontend asked (NEED_REPLY) and REPLY_ACK was negotiated. */
+    if (r == VU_REPLY) {
+        ret = vu_send_reply(dev, msg, req->reply);
+    } else if (need_reply && reply_ack) {
+        /* REPLY_ACK: a u64, 0 for success (vhost-user.rst "REPLY_ACK"). */
+        msg->payload.u64 = r == VU_FAIL || r == VU_NACK;
+        ret = vu_send_reply(dev, msg, P_ACK);
+    }
+    return r == VU_FAIL ? -1 : ret;
+}
+
+/* === 6. The socket ======================================================= */
+
+/*
+ * Server mode (the default): we listen on --socket and the frontend
+ * connects: QEMU with `-chardev socket,path=...,reconnect=1`, DPDK with
+ * net_virtio_user's path=.  Client mode (--client): the frontend listens
+ * (QEMU's server=on, virtio_user's server=1) and we connect, retrying every
+ * second.  Either way we serve one connection at a time, and everything the
+ * frontend told us lives and dies with it.
+ *
+ * Read vu_init() first, then the two functions main.c's loop calls,
+ * vu_poll_fd() and vu_handle_event(), then connect and disconnect.
+ */
+
+/* The frontend has gone (QEMU quit or was killed, the virtio_user port
+ * closed), or we reset the connection over a message we refused.  All it
+ * gave us is dropped, as for a fresh connection; the counters stay.  A
+ * frontend that comes back starts again from the beginning and tells each
+ * ring where to resume (SET_VRING_BASE). */
+static void vu_io_forget(struct vx_dev *dev);   /* second reading, rule 1 */
+
+static void vu_disconnect(struct vx_dev *dev)
+{
+    vu_rings_stop(dev, VU_ALL_RINGS);     /* first, so the indices traced below hold still */
+    for (int i = 0; i < VX_MAX_VRINGS; i++)
+        vu_trace_ring(dev, &dev->vrings[i], VU_RING_DROPPED);
+    vu_reset_device(dev);
+    vu_io_forget(dev);
+    vu_close_fd(&dev->conn_fd);
+    vx_log("frontend disconnected%s%s; %s", dev->opt.name_socket ? " from " : "",
+           dev->opt.name_socket ? dev->opt.socket_path : "",
+           dev->opt.client ? "reconnecting every second" : "waiting for the next one");
+    dev->waiting_logged = dev->opt.client;
+}
+
+/* The connection is non-blocking (SOCK_NONBLOCK), and every read and write
+ * on it says MSG_DONTWAIT as well: the control thread serves every device,
+ * the signals and --stats, so it never waits for one frontend (second
+ * reading, "What no frontend may do to us", rule 1). */
+static void vu_connected(struct vx_dev *dev, int fd)
+{
+    dev->conn_fd = fd;
+    dev->waiting_logged = false;
+    vx_log("frontend connected on %s", dev->opt.socket_path);
+}
+
+/* sun_path holds 108 bytes with the NUL: a longer path cannot name a unix
+ * socket at all, so it is refused rather than cut short. */
+static int vu_make_addr(struct sockaddr_un *sa, const char *path)
+{
+    memset(sa, 0, sizeof *sa);
+    sa->sun_family = AF_UNIX;
+    if (strlen(path) >= sizeof sa->sun_path) {
+        vx_log("socket path %s is longer than %zu bytes", path, sizeof sa->sun_path - 1);
+        return -1;
+    }
+    strcpy(sa->sun_path, path);
+    return 0;
+}
+
+/* Client mode: one attempt; main.c calls us again a second later.  The
+ * wait is logged once, not every second: a frontend that starts later is
+ * the normal case (QEMU started after vhost-xdp). */
+static void vu_try_connect(struct vx_dev *dev)
+{
+    struct sockaddr_un sa;
+    if (vu_make_addr(&sa, dev->opt.socket_path) < 0)
+        return;
+    /* Non-blocking: a frontend whose listen backlog is full makes connect()
+     * fail with EAGAIN (a unix socket never connects half way), where a
+     * blocking one would wait until it accepts. */
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0)
+        return;
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0) {
+        vu_connected(dev, fd);
+        return;
+    }
+    if (!dev->waiting_logged)
+        vx_log("waiting for a frontend to listen on %s (%s)", dev->opt.socket_path, strerror(errno));
+    dev->waiting_logged = true;
+    close(fd);
+}
+
+/* Before any connection: the rings' fds are -1, not the 0 of a static
+ * struct (fd 0 is stdin, and vu_close_fd would close it).  In server mode,
+ * the listening socket. */
+int vu_init(struct vx_dev *dev, const struct vu_options *opt)
+{
+    dev->opt = *opt;
+    dev->listen_fd = -1;
+    dev->conn_fd = -1;
+    for (int i = 0; i < VX_MAX_VRINGS; i++) {
+        dev->vrings[i].index = i;
+        dev->vrings[i].kick_fd = dev->vrings[i].call_fd = dev->vrings[i].err_fd = -1;
+        dev->vrings[i].avail_wrap_counter = dev->vrings[i].used_wrap_counter = 1;  /* §2.8.1 */
+        dev->vrings[i].base_from_frontend = true;
+    }
+    /* The path first, in both modes: one that cannot fit a sockaddr_un is a
+     * clear error now, not a client retrying every second for ever. */
+    struct sockaddr_un sa;
+    if (vu_make_addr(&sa, opt->socket_path) < 0)
+        return -1;
+    if (opt->client)
+        return 0;
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        vx_log("socket: %s", strerror(errno));
+        return -1;
+    }
+    /* A socket file left by a crashed run is removed; one that somebody is
+     * listening on is not ours to take. */
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0) {
+        vx_log("%s: another process is listening on it", opt->socket_path);
+        close(fd);
+        return -1;
+    }
+    close(fd);
+    struct stat st;
+    if (lstat(opt->socket_path, &st) == 0 && S_ISSOCK(st.st_mode))
+        unlink(opt->socket_path);
+    /* Backlog 1: we serve one frontend at a time, and main.c does not poll
+     * the listening socket while one is connected; a second one waits. */
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0 || listen(fd, 1) < 0) {
+        vx_log("%s: cannot listen: %s", opt->socket_path, strerror(errno));
+        vu_close_fd(&fd);
+        return -1;
+    }
+    dev->listen_fd = fd;
+    vx_log("listening on %s", opt->socket_path);
+    return 0;
+}
+
+/* What main.c's loop sleeps on: the connection when there is one, else
+ * the listening socket (server mode) or -1 (client mode: nothing to wait
+ * on, the loop calls vu_handle_event() every second instead). */
+int vu_poll_fd(struct vx_dev *dev)
+{
+    return dev->conn_fd >= 0 ? dev->conn_fd : dev->listen_fd;
+}
+
+/* One step: what has come of the next message read, and the message acted
+ * on once it is whole; a connection accepted; or one connect attempt.  At
+ * most one message per call, so that main.c's loop sees a signal between
+ * any two.  vu_io_receive() also finishes a reply the socket could not take
+ * at once, enforces the deadlines and acts on a fault a poll thread found
+ * in this device's memory (second reading): any of them may reset the
+ * connection. */
+void vu_handle_event(struct vx_dev *dev)
+{
+    if (dev->conn_fd >= 0) {
+        struct vu_msg msg;
+        int r = vu_io_receive(dev, &msg);
+        if (r > 0)
+            r = vu_dispatch_one(dev, &msg);
+        if (r < 0)
+            vu_disconnect(dev);
+    } else if (!dev->opt.client) {
+        int fd = accept4(dev->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        if (fd >= 0)
+            vu_connected(dev, fd);
+    } else {
+        vu_try_connect(dev);
+    }
+}
+
+/* At exit: as a disconnect (rings taken away, memory unmapped), then the
+ * listening socket and its file, so that nothing is left that a frontend
+ * could connect to and hang on. */
+void vu_cleanup(struct vx_dev *dev)
+{
+    vu_reset_device(dev);
+    vu_io_forget(dev);
+    vu_close_fd(&dev->conn_fd);
+    if (dev->listen_fd >= 0)
+        unlink(dev->opt.socket_path);
+    vu_close_fd(&dev->listen_fd);
+}
+
+/* === Second reading: packed ring, multiqueue, MTU/RARP/STATUS, --trace, hardening === */
+
+/*
+ * Everything below serves a frontend beyond the first reading's split ring
+ * with one queue pair, or watches and defends the protocol rather than
+ * speaking it.  Each part is reached from the first reading by one named
+ * call (or, for the handlers, by its row in vu_requests[]), so it can be
+ * read in any order:
+ *   - the packed ring: what a ring's position looks like in GET/SET_VRING_BASE;
+ *   - multiqueue: GET_QUEUE_NUM, and what else changes with several pairs;
+ *   - NET_SET_MTU, SEND_RARP, SET/GET_STATUS: three protocol features that
+ *     hand the device a value;
+ *   - --trace: one decoded line per message and per ring event;
+ *   - what no frontend may do to us: reading and writing the socket without
+ *     ever waiting, deadlines, the fds we accept, faults in guest memory.
+ */
+
+/* === The packed ring: where a ring resumes ================================ */
+
+/*
+ * A split ring's position is one free-running u16 (the avail index), and
+ * the used side is in guest memory for anyone to read.  A packed ring (virtio
+ * 1.2 §2.8) has neither: a position is a slot, 0..num-1, plus a wrap counter
+ * that flips each time the slot passes the end of the ring (§2.8.1: both
+ * counters start at 1), and nothing in guest memory says where the device
+ * stopped.  So vhost-user.rst ("Vring descriptor indices for packed
+ * virtqueues") packs both sides into the 32-bit `num` of SET/GET_VRING_BASE:
+ *
+ *   bits 0-14  the next avail slot      bit 15  the avail wrap counter
+ *   bits 16-30 the next used slot       bit 31  the used wrap counter
+ *
+ * QEMU 7.2 with packed=on starts a fresh ring with 0x80008000: slot 0 on
+ * both sides, both counters 1.
+ */
+
+/* SET_VRING_BASE, packed: we read the avail half only.  We use every chain
+ * within the burst that took it, in ring order, so whenever a ring stops its
+ * used position equals its avail position; the used half can only say the
+ * same or be wrong.  The position may be stale all the same (after a backend
+ * crash QEMU resends the last one it had): vq_attach() checks it against the
+ * descriptors' flags (virtqueue.c, vq_packed_find_position). */
+static void vu_set_packed_base(struct vx_vring *vr, uint32_t base)
+{
+    vr->last_avail_idx = base & 0x7fff;
+    vr->avail_wrap_counter = base & 0x8000;
+    vr->last_used_idx = vr->last_avail_idx;
+    vr->used_wrap_counter = vr->avail_wrap_counter;
+}
+
+/* GET_VRING_BASE, packed: both halves, as the frontend will send them back
+ * in SET_VRING_BASE when the ring starts again. */
+static uint32_t vu_packed_base(const struct vx_vring *vr)
+{
+    return vr->last_avail_idx | (uint32_t)vr->avail_wrap_counter << 15 | (uint32_t)vr->last_used_idx << 16 |
+           (uint32_t)vr->used_wrap_counter << 31;
+}
+
+/* === Multiqueue: GET_QUEUE_NUM ============================================= */
+
+/*
+ * With --queues N (N > 1) we offer VIRTIO_NET_F_MQ, and the frontend may
+ * run N queue pairs on one connection: rings 2k (RX) and 2k+1 (TX) for pair
+ * k.  Little else changes in this file, which is why multiqueue needs no
+ * more than this banner:
+ *   - vu_ring() refuses a ring index beyond the pairs we offered, so every
+ *     handler's ring is one a poll thread polls;
+ *   - QEMU keeps one vhost device per queue pair on the same socket, so the
+ *     connection-time questions (GET_FEATURES, SET_PROTOCOL_FEATURES, the
+ *     call and err fds) and SET_FEATURES come once per pair: asking or
+ *     setting the same thing again is harmless;
+ *   - QEMU leaves the rings of the pairs the guest has not switched on
+ *     (ethtool -L) at SET_VRING_ENABLE 0, and vu_ring_can_run() leaves them
+ *     stopped;
+ *   - which poll thread serves pair k is pmd_loop.c's business (k mod the
+ *     number of threads).
+ */
+
+/* GET_QUEUE_NUM (with PROTOCOL_F_MQ): how many queue pairs we can serve;
+ * the frontend uses at most that many (--queues, default 1).  QEMU asks
+ * only when MQ was negotiated, and refuses a device with more pairs
+ * (-netdev queues=N) than this: "The maximum number of queues supported by
+ * the backend is N".  DPDK virtio_user's queues=N devarg meets the same
+ * limit. */
+static int vu_get_queue_num(struct vx_dev *dev, struct vu_msg *msg)
+{
+    msg->payload.u64 = dev->queue_pairs;
+    return VU_REPLY;
+}
+
+/* === NET_SET_MTU, SEND_RARP, SET/GET_STATUS ================================= */
+
+/*
+ * Three protocol features, each of which hands the device one value: the
+ * guest's MTU, a MAC to announce after a migration, the virtio status byte.
+ * None changes a ring, so none takes rings away: the two values a poll
+ * thread reads (the MTU, the RARP request) go to it through one atomic word
+ * each.  Each message exists only under its feature, which we check first.
+ */
+
+/* Some messages exist only under a protocol feature: vhost-user.rst says,
+ * in each one's description, that the frontend sends it only once that
+ * feature is negotiated.  One sent without it is a frontend that broke the
+ * protocol: logged here; the caller refuses it and the connection resets. */
+static bool vu_negotiated(const struct vx_dev *dev, int bit, const char *what, const char *feature)
+{
+    if (dev->protocol_features & (1ull << bit))
+        return true;
+    vx_log("%s: sent without %s negotiated", what, feature);
+    return false;
 }
 
 /*
@@ -957,9 +1429,58 @@ static int vu_send_rarp(struct vx_dev *dev, struct vu_msg *msg)
     return VU_OK;
 }
 
-/* === 5. One message: read, check, dispatch, reply ======================== */
+/*
+ * SET_STATUS / GET_STATUS (with PROTOCOL_F_STATUS): the virtio device status
+ * byte (virtio 1.2 §2.1: ACKNOWLEDGE 1, DRIVER 2, DRIVER_OK 4, FEATURES_OK 8,
+ * DEVICE_NEEDS_RESET 64, FAILED 128) as the driver sets it.  QEMU 7.2 reads
+ * it back before each bit it adds (FEATURES_OK after SET_FEATURES,
+ * DRIVER_OK when the device starts); DPDK virtio_user fails its port if
+ * FEATURES_OK is not in what GET_STATUS answers.  So we keep the byte and
+ * answer it as it was set; FEATURES_OK stays, because SET_FEATURES has
+ * already refused any bit we never offered.
+ *
+ * Status 0 is a device reset (§2.1.2), yet it does NOT reset our rings:
+ * QEMU 7.2 sends SET_STATUS 0 *before* the GET_VRING_BASE that stops each
+ * ring (the last lines of labs/traces/qemu-7.2.trace; QEMU later swapped
+ * the two, "vhost-user: send SET_STATUS 0 after GET_VRING_BASE"), and needs
+ * the real last_avail_idx from those replies to restart the guest's rings.  The
+ * rings stop, as before, on GET_VRING_BASE.  FAILED: the driver gave up;
+ * we say so, nothing else changes.
+ */
+static int vu_set_status(struct vx_dev *dev, struct vu_msg *msg)
+{
+    if (!vu_negotiated(dev, VHOST_USER_PROTOCOL_F_STATUS, "SET_STATUS", "PROTOCOL_F_STATUS"))
+        return VU_FAIL;
+    if (msg->payload.u64 > 0xff) {
+        vx_log("SET_STATUS 0x%" PRIx64 ": not a device status (one byte, virtio 1.2 §2.1)", msg->payload.u64);
+        return VU_FAIL;
+    }
+    if ((msg->payload.u64 & 128) && !(dev->status & 128))
+        vx_log("SET_STATUS 0x%" PRIx64 ": the driver set FAILED", msg->payload.u64);
+    dev->status = (uint8_t)msg->payload.u64;
+    return VU_OK;
+}
 
-/* --- --trace: one line per message -------------------------------------- */
+static int vu_get_status(struct vx_dev *dev, struct vu_msg *msg)
+{
+    if (!vu_negotiated(dev, VHOST_USER_PROTOCOL_F_STATUS, "GET_STATUS", "PROTOCOL_F_STATUS"))
+        return VU_FAIL;
+    msg->payload.u64 = dev->status;
+    return VU_REPLY;
+}
+
+/* === --trace: one line per message, one per ring event ==================== */
+
+/*
+ * --trace prints every message as the spec describes it, and our reply;
+ * --trace=rings adds a line when a ring starts, stops or is enabled.  The
+ * first reading calls in at one place each: vu_trace() from the dispatcher
+ * for a message received and from vu_send_reply() for a reply, and
+ * vu_trace_ring() where a ring changes state.  Both return at once without
+ * --trace.  Sample output: labs/traces/qemu-7.2.trace and
+ * labs/traces/dpdk-22.11.trace.  The lines are built here and nowhere else;
+ * tests/test_tracedecode.c checks each kind of payload.
+ */
 
 /*
  * Names of the virtio feature bits (GET/SET_FEATURES), as the spec names
@@ -1092,21 +1613,16 @@ static void vu_append_payload(struct vu_line *l, const union vu_payload *p, enum
     }
 }
 
-/* The frontend may send any u32 as a request: past the end of the table,
- * or on a gap in it (such as 0), the name is UNKNOWN. */
-static const char *vu_request_name(uint32_t request)
-{
-    return request < VU_NREQUESTS && vu_requests[request].name ? vu_requests[request].name : "UNKNOWN";
-}
-
 /*
  * --trace: one line per message, decoded the way the spec describes it:
  *   "<-" what the frontend sent, "->" our reply; the request's name and
  *   number, the header flags, the size, the payload of `kind`, the fds that
  *   came with it (their numbers in this process).
  */
-static void vu_trace(const char *dir, const struct vu_msg *msg, enum vu_payload_kind kind)
+static void vu_trace(const struct vx_dev *dev, const char *dir, const struct vu_msg *msg, enum vu_payload_kind kind)
 {
+    if (!dev->opt.trace)
+        return;
     struct vu_line l = { .len = 0 };
     vu_append(&l, "%s %s (%u)", dir, vu_request_name(msg->hdr.request), msg->hdr.request);
     vu_append_flags(&l, msg->hdr.flags);
@@ -1120,343 +1636,46 @@ static void vu_trace(const char *dir, const struct vu_msg *msg, enum vu_payload_
     vx_log("trace: %s", l.text);
 }
 
-/* Section 7: the connection's I/O, which never waits on the frontend. */
-static int vu_io_receive(struct vx_dev *dev, struct vu_msg *msg);
-static int vu_io_send(struct vx_dev *dev, const void *bytes, size_t len);
-
-/* Send a reply: same request, flags = VERSION|REPLY exactly, payload of the
- * size its kind has.  Every reply we send is 8 bytes of payload (a u64, or a
- * vu_vring_state for GET_VRING_BASE) and carries no fd.  It is handed to
- * vu_io_send(), which sends what the socket takes now and keeps the rest for
- * later: a frontend that does not read its replies cannot stop us. */
-static int vu_send_reply(struct vx_dev *dev, struct vu_msg *msg, enum vu_payload_kind kind)
-{
-    _Static_assert(sizeof(struct vu_vring_state) == sizeof(uint64_t), "every reply payload is 8 bytes");
-    msg->hdr.flags = VHOST_USER_VERSION | VHOST_USER_REPLY_MASK;
-    msg->hdr.size = sizeof(uint64_t);
-    msg->nfds = 0;
-    if (dev->opt.trace)
-        vu_trace("->", msg, kind);
-    uint8_t bytes[sizeof msg->hdr + sizeof(uint64_t)];
-    memcpy(bytes, &msg->hdr, sizeof msg->hdr);
-    memcpy(bytes + sizeof msg->hdr, &msg->payload, sizeof(uint64_t));
-    return vu_io_send(dev, bytes, sizeof bytes);
-}
-
-/* Is this message well formed for its request: version, payload size, fd
- * count?  Returns NULL if so, else what is wrong.  The size must be exact,
- * not merely large enough: a short payload would leave fields the handler
- * reads as zeros, and we refuse rather than guess.  A missing fd would leave
- * a region or ring without the file it names; an extra one means the
- * frontend and we disagree about the message. */
-static const char *vu_check_msg(const struct vx_dev *dev, const struct vu_msg *msg, const struct vu_request *req,
-                                char *why, size_t size)
-{
-    uint32_t want_size = 0, want_fds = 0;
-    if ((msg->hdr.flags & 3) != VHOST_USER_VERSION) {
-        snprintf(why, size, "version %u, expected 1", msg->hdr.flags & 3);
-        return why;
-    }
-    switch (req->payload) {
-    case P_NONE:
-        break;
-    case P_U64: case P_FEATURES: case P_PROTOCOL: case P_ACK: case P_MAC:
-        want_size = sizeof(uint64_t);
-        break;
-    case P_RING_FD:
-        want_size = sizeof(uint64_t);
-        want_fds = msg->payload.u64 & VHOST_USER_VRING_NOFD ? 0 : 1;
-        break;
-    case P_STATE:
-        want_size = sizeof(struct vu_vring_state);
-        break;
-    case P_ADDR:
-        want_size = sizeof(struct vu_vring_addr);
-        break;
-    case P_MEM:
-        /* The size depends on nregions, so nregions must be there first. */
-        if (msg->hdr.size < 8) {
-            snprintf(why, size, "payload size %u, expected at least 8 (nregions, padding)", msg->hdr.size);
-            return why;
-        }
-        if (msg->payload.memory.nregions == 0 || msg->payload.memory.nregions > VX_MAX_REGIONS) {
-            snprintf(why, size, "nregions %u not in 1..%d", msg->payload.memory.nregions, VX_MAX_REGIONS);
-            return why;
-        }
-        want_fds = msg->payload.memory.nregions;
-        want_size = 8 + want_fds * sizeof(struct vu_memory_region);
-        break;
-    }
-    if (msg->hdr.size != want_size) {
-        snprintf(why, size, "payload size %u, expected %u", msg->hdr.size, want_size);
-        return why;
-    }
-    if ((uint32_t)msg->nfds != want_fds) {
-        snprintf(why, size, "%d fds attached, expected %u", msg->nfds, want_fds);
-        return why;
-    }
-    if (req->needs_owner && !dev->owner_set) {
-        snprintf(why, size, "sent before SET_OWNER");
-        return why;
-    }
-    return NULL;
-}
-
-/* Fds a handler did not take are ours to close, whatever happened. */
-static void vu_close_fds(struct vu_msg *msg)
-{
-    for (int i = 0; i < msg->nfds; i++)
-        close(msg->fds[i]);
-    msg->nfds = 0;
-}
-
 /*
- * Act on one message, read whole (vu_io_receive), its fds in msg.fds.
- * Returns -1 when the connection must be reset: the frontend sent something
- * malformed or refused.  We never try to resynchronise with a peer that got
- * the protocol wrong.
+ * A ring changes state.  A start is shown at every --trace level: it is
+ * where the handshake ends and packets begin, and its line says what the
+ * ring will do (layout, header length, mergeable buffers, event idx).
+ * Stops and the enabled bit only at --trace=rings, and a stop only for a
+ * ring that had started.  VU_RING_STOPPED is GET_VRING_BASE, VU_RING_DROPPED
+ * a frontend that went away with the ring running.
  */
-static int vu_dispatch_one(struct vx_dev *dev, struct vu_msg *msg)
+static void vu_trace_ring(const struct vx_dev *dev, const struct vx_vring *vr, enum vu_ring_event event)
 {
-    uint32_t rq = msg->hdr.request;
-    const struct vu_request *req = rq < VU_NREQUESTS && vu_requests[rq].name ? &vu_requests[rq] : NULL;
-    if (dev->opt.trace)
-        vu_trace("<-", msg, req ? req->payload : P_NONE);
-    /* A message we refuse before its handler runs (not understood,
-     * malformed, or naming no ring of ours) is answered below as a handler
-     * that failed: a nack if the frontend waits for one, so that it reports
-     * an error rather than hang, then the reset. */
-    int r = VU_FAIL;
-    if (!req || !req->handler) {
-        vx_log("request %u (%s) not supported: we did not offer the feature it belongs to", rq, vu_request_name(rq));
-        goto reply;
-    }
-    char why[120];
-    if (vu_check_msg(dev, msg, req, why, sizeof why)) {
-        vx_log("%s: malformed: %s", req->name, why);
-        goto reply;
-    }
-    bool names_ring = req->payload == P_STATE || req->payload == P_ADDR || req->payload == P_RING_FD;
-    msg->ring = names_ring ? vu_ring(dev, req, &msg->payload) : NULL;
-    if (names_ring && !msg->ring)
-        goto reply;
-
-    /* Which rings to take away: the one the message names, else all. */
-    if (req->changes_rings && !vu_rings_stop(dev, msg->ring ? 1ull << msg->ring->index : VU_ALL_RINGS)) {
-        vx_log("%s: not done: the poll threads did not give the rings back (shutting down)", req->name);
-        goto reply;
-    }
-    r = req->handler(dev, msg);
-    if (req->changes_rings && vu_rings_resume(dev) < 0)
-        r = VU_FAIL;        /* a ring it started cannot run: malformed, reset */
-
-reply:
-    /* The fds the handler did not take (SET_MEM_TABLE's, once mapped; all
-     * of a refused message's): closed before the reply, which sets nfds = 0. */
-    vu_close_fds(msg);
-    bool need_reply = msg->hdr.flags & VHOST_USER_NEED_REPLY;
-    bool reply_ack = dev->protocol_features & (1ull << VHOST_USER_PROTOCOL_F_REPLY_ACK);
-    int ret = 0;
-    /* A message with a reply of its own (the GET_* ones) answers with it,
-     * NEED_REPLY or not; any other message is acknowledged only when the
-     * frontend asked (NEED_REPLY) and REPLY_ACK was negotiated. */
-    if (r == VU_REPLY) {
-        ret = vu_send_reply(dev, msg, req->reply);
-    } else if (need_reply && reply_ack) {
-        /* REPLY_ACK: a u64, 0 for success (vhost-user.rst "REPLY_ACK"). */
-        msg->payload.u64 = r == VU_FAIL || r == VU_NACK;
-        ret = vu_send_reply(dev, msg, P_ACK);
-    }
-    return r == VU_FAIL ? -1 : ret;
-}
-
-/* === 6. The socket ======================================================= */
-
-/*
- * Server mode (the default): we listen on --socket and the frontend
- * connects: QEMU with `-chardev socket,path=...,reconnect=1`, DPDK with
- * net_virtio_user's path=.  Client mode (--client): the frontend listens
- * (QEMU's server=on, virtio_user's server=1) and we connect, retrying every
- * second.  Either way we serve one connection at a time, and everything the
- * frontend told us lives and dies with it.
- *
- * Read vu_init() first, then the two functions main.c's loop calls,
- * vu_poll_fd() and vu_handle_event(), then connect and disconnect.
- */
-
-/* The frontend has gone (QEMU quit or was killed, the virtio_user port
- * closed), or we reset the connection over a message we refused.  All it
- * gave us is dropped, as for a fresh connection; the counters stay.  A
- * frontend that comes back starts again from the beginning and tells each
- * ring where to resume (SET_VRING_BASE). */
-static void vu_io_forget(struct vx_dev *dev);   /* section 7 */
-
-static void vu_disconnect(struct vx_dev *dev)
-{
-    vu_rings_stop(dev, VU_ALL_RINGS);     /* first, so the indices below hold still */
-    for (int i = 0; dev->opt.trace >= VX_TRACE_RINGS && i < VX_MAX_VRINGS; i++)
-        if (dev->vrings[i].attached)
-            vx_log("trace: ring %d stopped (frontend disconnected): last_avail_idx %u, used idx %u", i,
-                   dev->vrings[i].last_avail_idx, dev->vrings[i].last_used_idx);
-    vu_reset_device(dev);
-    vu_io_forget(dev);
-    vu_close_fd(&dev->conn_fd);
-    vx_log("frontend disconnected%s%s; %s", dev->opt.name_socket ? " from " : "",
-           dev->opt.name_socket ? dev->opt.socket_path : "",
-           dev->opt.client ? "reconnecting every second" : "waiting for the next one");
-    dev->waiting_logged = dev->opt.client;
-}
-
-/* The connection is non-blocking (SOCK_NONBLOCK), and every read and write
- * on it says MSG_DONTWAIT as well: the control thread serves every device,
- * the signals and --stats, so it never waits for one frontend (section 7). */
-static void vu_connected(struct vx_dev *dev, int fd)
-{
-    dev->conn_fd = fd;
-    dev->waiting_logged = false;
-    vx_log("frontend connected on %s", dev->opt.socket_path);
-}
-
-/* sun_path holds 108 bytes with the NUL: a longer path cannot name a unix
- * socket at all, so it is refused rather than cut short. */
-static int vu_make_addr(struct sockaddr_un *sa, const char *path)
-{
-    memset(sa, 0, sizeof *sa);
-    sa->sun_family = AF_UNIX;
-    if (strlen(path) >= sizeof sa->sun_path) {
-        vx_log("socket path %s is longer than %zu bytes", path, sizeof sa->sun_path - 1);
-        return -1;
-    }
-    strcpy(sa->sun_path, path);
-    return 0;
-}
-
-/* Client mode: one attempt; main.c calls us again a second later.  The
- * wait is logged once, not every second: a frontend that starts later is
- * the normal case (QEMU started after vhost-xdp). */
-static void vu_try_connect(struct vx_dev *dev)
-{
-    struct sockaddr_un sa;
-    if (vu_make_addr(&sa, dev->opt.socket_path) < 0)
-        return;
-    /* Non-blocking: a frontend whose listen backlog is full makes connect()
-     * fail with EAGAIN (a unix socket never connects half way), where a
-     * blocking one would wait until it accepts. */
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (fd < 0)
-        return;
-    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0) {
-        vu_connected(dev, fd);
-        return;
-    }
-    if (!dev->waiting_logged)
-        vx_log("waiting for a frontend to listen on %s (%s)", dev->opt.socket_path, strerror(errno));
-    dev->waiting_logged = true;
-    close(fd);
-}
-
-/* Before any connection: the rings' fds are -1, not the 0 of a static
- * struct (fd 0 is stdin, and vu_close_fd would close it).  In server mode,
- * the listening socket. */
-int vu_init(struct vx_dev *dev, const struct vu_options *opt)
-{
-    dev->opt = *opt;
-    dev->listen_fd = -1;
-    dev->conn_fd = -1;
-    for (int i = 0; i < VX_MAX_VRINGS; i++) {
-        dev->vrings[i].index = i;
-        dev->vrings[i].kick_fd = dev->vrings[i].call_fd = dev->vrings[i].err_fd = -1;
-        dev->vrings[i].avail_wrap_counter = dev->vrings[i].used_wrap_counter = 1;  /* §2.8.1 */
-        dev->vrings[i].base_from_frontend = true;
-    }
-    /* The path first, in both modes: one that cannot fit a sockaddr_un is a
-     * clear error now, not a client retrying every second for ever. */
-    struct sockaddr_un sa;
-    if (vu_make_addr(&sa, opt->socket_path) < 0)
-        return -1;
-    if (opt->client)
-        return 0;
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        vx_log("socket: %s", strerror(errno));
-        return -1;
-    }
-    /* A socket file left by a crashed run is removed; one that somebody is
-     * listening on is not ours to take. */
-    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0) {
-        vx_log("%s: another process is listening on it", opt->socket_path);
-        close(fd);
-        return -1;
-    }
-    close(fd);
-    struct stat st;
-    if (lstat(opt->socket_path, &st) == 0 && S_ISSOCK(st.st_mode))
-        unlink(opt->socket_path);
-    /* Backlog 1: we serve one frontend at a time, and main.c does not poll
-     * the listening socket while one is connected; a second one waits. */
-    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0 || listen(fd, 1) < 0) {
-        vx_log("%s: cannot listen: %s", opt->socket_path, strerror(errno));
-        vu_close_fd(&fd);
-        return -1;
-    }
-    dev->listen_fd = fd;
-    vx_log("listening on %s", opt->socket_path);
-    return 0;
-}
-
-/* What main.c's loop sleeps on: the connection when there is one, else
- * the listening socket (server mode) or -1 (client mode: nothing to wait
- * on, the loop calls vu_handle_event() every second instead). */
-int vu_poll_fd(struct vx_dev *dev)
-{
-    return dev->conn_fd >= 0 ? dev->conn_fd : dev->listen_fd;
-}
-
-/* One step: what has come of the next message read, and the message acted
- * on once it is whole; a connection accepted; or one connect attempt.  At
- * most one message per call, so that main.c's loop sees a signal between
- * any two.  vu_io_receive() also finishes a reply the socket could not take
- * at once, enforces the deadlines and acts on a fault a poll thread found
- * in this device's memory (section 7): any of them may reset the
- * connection. */
-void vu_handle_event(struct vx_dev *dev)
-{
-    if (dev->conn_fd >= 0) {
-        struct vu_msg msg;
-        int r = vu_io_receive(dev, &msg);
-        if (r > 0)
-            r = vu_dispatch_one(dev, &msg);
-        if (r < 0)
-            vu_disconnect(dev);
-    } else if (!dev->opt.client) {
-        int fd = accept4(dev->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
-        if (fd >= 0)
-            vu_connected(dev, fd);
-    } else {
-        vu_try_connect(dev);
+    switch (event) {
+    case VU_RING_STARTED:
+        if (dev->opt.trace)
+            vx_log("trace: ring %u started: size %u%s, last_avail_idx %u, used idx %u, %u-byte header%s%s",
+                   vr->index, vr->num, vr->packed ? " packed" : "", vr->last_avail_idx, vr->last_used_idx,
+                   vr->hdr_len, vr->mrg_rxbuf ? ", mergeable RX buffers" : "", vr->event_idx ? ", event idx" : "");
+        break;
+    case VU_RING_STOPPED:
+        if (dev->opt.trace >= VX_TRACE_RINGS && vr->attached)
+            vx_log("trace: ring %u stopped (GET_VRING_BASE): last_avail_idx %u, used idx %u%s", vr->index,
+                   vr->last_avail_idx, vr->last_used_idx, vr->broken ? ", was broken" : "");
+        break;
+    case VU_RING_DROPPED:
+        if (dev->opt.trace >= VX_TRACE_RINGS && vr->attached)
+            vx_log("trace: ring %u stopped (frontend disconnected): last_avail_idx %u, used idx %u", vr->index,
+                   vr->last_avail_idx, vr->last_used_idx);
+        break;
+    case VU_RING_ENABLE:
+        if (dev->opt.trace >= VX_TRACE_RINGS)
+            vx_log("trace: ring %u %s", vr->index, vr->enabled ? "enabled" : "disabled");
+        break;
     }
 }
 
-/* At exit: as a disconnect (rings taken away, memory unmapped), then the
- * listening socket and its file, so that nothing is left that a frontend
- * could connect to and hang on. */
-void vu_cleanup(struct vx_dev *dev)
-{
-    vu_reset_device(dev);
-    vu_io_forget(dev);
-    vu_close_fd(&dev->conn_fd);
-    if (dev->listen_fd >= 0)
-        unlink(dev->opt.socket_path);
-    vu_close_fd(&dev->listen_fd);
-}
-
-/* === 7. Second reading: what no frontend may do to us ==================== */
+/* === What no frontend may do to us ========================================= */
 
 /*
  * The frontend is hostile until proven otherwise (it may be a compromised
  * QEMU, or a program written to hurt us), and it holds several levers on this
- * process that the first reading above does not show.  The rules, and where
+ * process that the first reading does not show.  The rules, and where
  * each is enforced:
  *
  *   1. No frontend holds the control thread.  That thread serves every
@@ -1490,7 +1709,8 @@ void vu_cleanup(struct vx_dev *dev)
  */
 #define VU_IO_DEADLINE 2.0      /* seconds; see rule 2 */
 
-static int vu_io_overdue(struct vx_dev *dev);
+static int vu_io_overdue(struct vx_dev *dev);           /* rule 2 */
+static bool vu_mem_fault_pending(struct vx_dev *dev);   /* rule 4 */
 
 /* --- Rule 1: I/O that never waits ----------------------------------------- */
 

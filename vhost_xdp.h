@@ -323,7 +323,7 @@ struct vx_dev {
     uintptr_t mem_fault;
     /* The connection's unfinished business, kept between two wake-ups of the
      * control loop so that no read or write ever waits on the frontend
-     * (vhost_user.c, "Second reading: I/O without waiting"): a message read
+     * (vhost_user.c, "What no frontend may do to us", rule 1): a message read
      * in part, with the fds that came with its first bytes, and a reply sent
      * in part.  `in` holds a header and the largest payload we accept. */
     struct vu_io {
