@@ -34,12 +34,24 @@
  * queue pair's poll thread owns its port alone (SPSC rings, no lock).  The
  * program sends each packet to the socket of the queue it arrived on; the
  * NIC's RSS (or, on a veth, the peer's choice of TX queue) spreads flows.
+ * The first queue's port is the lab sheet below; the others repeat its
+ * steps 4 to 6 (second reading, "More queues").
  *
- * Read in this order: the port (the data structures), the XDP program, the
- * set-up steps one function each, nic_open() which runs them in the order the
- * kernel needs them, the ring arithmetic, the data path (RX, then TX), and
- * nic_close().  Only nic_rx_* and nic_tx_* run on the poll thread; they never
- * block and make a syscall only when the kernel asks for one (need_wakeup).
+ * Read in this order.  FIRST READING, a lab sheet: the port (the data
+ * structures), the XDP program, then the set-up steps one function each in
+ * the order the kernel needs them (1 the interface, 2 the XSKMAP and the
+ * program, 3 the program attached through a BPF link, 4 the socket and its
+ * UMEM, 5 the four rings and their arithmetic, 6 the RX frames, bind and
+ * the XSKMAP entry), nic_open() which runs them, the data path (RX, then
+ * TX) and nic_close().  Only nic_rx_* and nic_tx_* run on the poll thread;
+ * they never block and make a syscall only when the kernel asks for one
+ * (need_wakeup).
+ *
+ * SECOND READING, after the "Second reading" marker: the netlink messages
+ * that read the interface's state and repair a stale XDP program an earlier
+ * run left, what kernels older than 5.9 need, the queues after the first,
+ * the long error diagnostics, and the counters main.c reads.  The first
+ * reading calls each of them from one place, and names it there.
  */
 #include "vhost_xdp.h"
 
@@ -67,10 +79,6 @@
  * At most 15 characters: BPF_OBJ_NAME_LEN is 16 with the NUL. */
 #define NIC_PROG_NAME "vx_xsk_redirect"
 #define NIC_MAP_NAME  "vx_xsks"
-/* A just-closed socket keeps its queue for ~20 ms (bind_socket); a second
- * is 50 times that, so a slow machine gets through, while a queue that
- * another process really holds is reported within a second. */
-#define BIND_EBUSY_RETRY_MS 1000
 
 /* === The port ============================================================ */
 
@@ -142,19 +150,22 @@ static uint64_t ptr_to_u64(const void *ptr)
     return (uint64_t)(uintptr_t)ptr;
 }
 
-/* What to add to an EPERM: the capabilities each step needs
- * (bpf(2): CAP_BPF + CAP_NET_ADMIN for XDP programs and XSKMAPs since 5.8,
- * CAP_SYS_ADMIN before; netlink RTM_SETLINK: CAP_NET_ADMIN; socket(AF_XDP):
- * CAP_NET_RAW). */
-static const char *perm_hint(int err)
-{
-    if (err != EPERM && err != EACCES)
-        return "";
-    if (geteuid() != 0)
-        return ": not root; run as root, or give vhost-xdp the capabilities "
-               "(setcap cap_net_admin,cap_bpf,cap_net_raw,cap_ipc_lock+ep vhost-xdp)";
-    return ": root, but without CAP_NET_ADMIN + CAP_BPF + CAP_NET_RAW (a container or setpriv?)";
-}
+/* The second-reading helpers the steps call, one call site each, all
+ * defined after the "Second reading" marker under the banner named here. */
+struct link_info;
+static int  link_query(unsigned ifindex, struct link_info *li);                 /* Netlink */
+static int  replace_stale_programs(struct nic_port *p, const struct link_info *li);  /* Stale programs */
+static int  attach_through_netlink(struct nic_port *p, uint32_t mode_flag);     /* Older kernels */
+static void detach_through_netlink(const struct nic_port *p);                   /* Older kernels */
+static void raise_memlock_limit(void);                                          /* Older kernels */
+static int  open_more_queues(struct nic_port **ports, const struct nic_options *opt, uint32_t n);  /* More queues */
+static const char *perm_hint(int err);                                          /* When a step fails */
+static const char *native_xdp_hint(int err);
+static int  check_queue_range(const struct nic_port *p, uint32_t last);
+static void prog_load_failed(const struct nic_port *p, union bpf_attr *a);
+static void umem_reg_failed(const struct nic_port *p, int err);
+static int  bind_retry(const struct nic_port *p, const struct sockaddr_xdp *sxdp, bool zerocopy);
+static void log_kernel_drops(const struct nic_port *p);                        /* Instruments */
 
 /* === The XDP program ======================================================
  *
@@ -198,179 +209,15 @@ static const struct bpf_insn xsk_redirect_prog[] = {
 
 /* === Step 1: the interface: exists, up, which XDP program it has =========
  *
- * One RTM_GETLINK answers all three (the same message `ip link show` sends).
- * The same netlink socket type detaches a program (RTM_SETLINK with IFLA_XDP
- * { IFLA_XDP_FD = -1 }): the way `ip link set dev IF xdp off` does it.
+ * One RTM_GETLINK netlink message answers all three: the message `ip link
+ * show` sends.  link_query() sends it and reads the answer into this
+ * (second reading, "Netlink": a message format of its own, not AF_XDP).
  */
 
 struct link_info {
     unsigned flags;             /* ifi_flags: IFF_UP, ... */
     uint32_t drv_prog_id, skb_prog_id, hw_prog_id;  /* XDP program in each mode, 0 = none */
 };
-
-/* An RTM_GETLINK or RTM_SETLINK request: netlink header, the link's
- * ifinfomsg, then attributes.  64 bytes of attributes hold what we send at
- * most: IFLA_XDP nesting IFLA_XDP_FD and IFLA_XDP_FLAGS (3 x 8 bytes).
- * Every field the request does not name is zero; in an RTM_SETLINK,
- * ifi_flags = ifi_change = 0 leaves the interface's flags (up, ...) alone. */
-struct link_req {
-    struct nlmsghdr  nh;
-    struct ifinfomsg ifi;
-    char             attrs[64];
-};
-
-/* Append one attribute to a netlink message (attributes are TLVs aligned to
- * 4 bytes: include/uapi/linux/netlink.h). */
-static struct rtattr *nl_add_attr(struct nlmsghdr *nh, unsigned short type, const void *data,
-                                  unsigned short len)
-{
-    struct rtattr *rta = (struct rtattr *)((char *)nh + NLMSG_ALIGN(nh->nlmsg_len));
-    rta->rta_type = type;
-    rta->rta_len = RTA_LENGTH(len);
-    if (len)
-        memcpy(RTA_DATA(rta), data, len);
-    nh->nlmsg_len = NLMSG_ALIGN(nh->nlmsg_len) + RTA_ALIGN(rta->rta_len);
-    return rta;
-}
-
-/* The kernel's own sentence for an error ("extended ack", NETLINK_EXT_ACK),
- * e.g. "Native and generic XDP can't be active at the same time." */
-static void nl_ext_ack_message(const struct nlmsghdr *nh, char *msg, size_t msglen)
-{
-    const struct nlmsgerr *err = NLMSG_DATA(nh);
-    size_t off = NLMSG_HDRLEN + sizeof *err;
-    msg[0] = '\0';
-    if (!(nh->nlmsg_flags & NLM_F_ACK_TLVS))
-        return;
-    if (!(nh->nlmsg_flags & NLM_F_CAPPED))      /* our request is echoed first */
-        off += err->msg.nlmsg_len - NLMSG_HDRLEN;
-    if (off >= nh->nlmsg_len)
-        return;
-    int len = (int)(nh->nlmsg_len - NLMSG_ALIGN(off));
-    for (const struct rtattr *a = (const void *)((const char *)nh + NLMSG_ALIGN(off)); RTA_OK(a, len);
-         a = RTA_NEXT(a, len))
-        if (a->rta_type == NLMSGERR_ATTR_MSG)
-            snprintf(msg, msglen, "%.*s", (int)RTA_PAYLOAD(a), (const char *)RTA_DATA(a));
-}
-
-/* Send one request to the kernel's rtnetlink and read its one answer: the
- * link for RTM_GETLINK, an ACK (error 0) or an error for RTM_SETLINK.
- * Returns 0, or -1 with errno and the kernel's sentence in msg. */
-static int nl_transact(struct nlmsghdr *req, void *reply, size_t replylen, char *msg, size_t msglen)
-{
-    msg[0] = '\0';
-    /* One socket per request, closed at once: set-up runs a handful of
-     * requests, and a fresh socket never holds an answer meant for an
-     * earlier one.  No bind(): the kernel gives it an address on sendto. */
-    int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
-    if (fd < 0)
-        return -1;
-    int one = 1;
-    setsockopt(fd, SOL_NETLINK, NETLINK_EXT_ACK, &one, sizeof one);  /* errors come with a sentence */
-    setsockopt(fd, SOL_NETLINK, NETLINK_CAP_ACK, &one, sizeof one);  /* ...without our request echoed */
-    struct sockaddr_nl kernel = { .nl_family = AF_NETLINK };
-    req->nlmsg_seq = 1;
-    ssize_t n = -1;
-    if (sendto(fd, req, req->nlmsg_len, 0, (struct sockaddr *)&kernel, sizeof kernel) >= 0)
-        n = recv(fd, reply, replylen, 0);
-    int err = errno;
-    close(fd);
-    if (n < 0) {
-        errno = err;
-        return -1;
-    }
-    /* An answer larger than our buffer arrives cut short: its nlmsg_len
-     * then exceeds what we read, and NLMSG_OK says no. */
-    struct nlmsghdr *nh = reply;
-    if (!NLMSG_OK(nh, (size_t)n)) {
-        errno = EPROTO;
-        return -1;
-    }
-    if (nh->nlmsg_type == NLMSG_ERROR) {
-        const struct nlmsgerr *e = NLMSG_DATA(nh);
-        if (e->error == 0)
-            return 0;           /* the ACK */
-        nl_ext_ack_message(nh, msg, msglen);
-        errno = -e->error;
-        return -1;
-    }
-    return 0;
-}
-
-/* RTM_GETLINK for one interface: its flags and the ids of the XDP programs
- * it has.  The answer carries every attribute of the link (statistics, VF
- * and queue information, ...): 32 KiB is room for any ordinary interface. */
-static int link_query(unsigned ifindex, struct link_info *li)
-{
-    /* No NLM_F_ACK: the answer is the link itself (or an error). */
-    struct link_req req = {
-        .nh = { .nlmsg_len = NLMSG_LENGTH(sizeof req.ifi), .nlmsg_type = RTM_GETLINK,
-                .nlmsg_flags = NLM_F_REQUEST },
-        .ifi = { .ifi_family = AF_UNSPEC, .ifi_index = (int)ifindex },
-    };
-    char reply[32768], msg[256];
-    memset(li, 0, sizeof *li);
-    if (nl_transact(&req.nh, reply, sizeof reply, msg, sizeof msg) < 0)
-        return -1;
-
-    struct nlmsghdr *nh = (struct nlmsghdr *)reply;
-    struct ifinfomsg *ifi = NLMSG_DATA(nh);
-    li->flags = ifi->ifi_flags;
-    int len = (int)IFLA_PAYLOAD(nh);
-    for (struct rtattr *a = IFLA_RTA(ifi); RTA_OK(a, len); a = RTA_NEXT(a, len)) {
-        if ((a->rta_type & NLA_TYPE_MASK) != IFLA_XDP)
-            continue;
-        /* IFLA_XDP nests one attribute per mode that has a program
-         * (net/core/rtnetlink.c, rtnl_xdp_fill). */
-        int xlen = (int)RTA_PAYLOAD(a);
-        for (struct rtattr *x = RTA_DATA(a); RTA_OK(x, xlen); x = RTA_NEXT(x, xlen)) {
-            uint32_t id = *(uint32_t *)RTA_DATA(x);
-            switch (x->rta_type & NLA_TYPE_MASK) {
-            case IFLA_XDP_DRV_PROG_ID: li->drv_prog_id = id; break;
-            case IFLA_XDP_SKB_PROG_ID: li->skb_prog_id = id; break;
-            case IFLA_XDP_HW_PROG_ID:  li->hw_prog_id = id; break;
-            }
-        }
-    }
-    return 0;
-}
-
-/* RTM_SETLINK IFLA_XDP { FD = prog_fd (-1: detach), FLAGS = mode }. */
-static int link_set_xdp(unsigned ifindex, int prog_fd, uint32_t flags, char *msg, size_t msglen)
-{
-    /* NLM_F_ACK: a successful RTM_SETLINK is otherwise answered with
-     * nothing at all, and nl_transact's recv() would wait for ever. */
-    struct link_req req = {
-        .nh = { .nlmsg_len = NLMSG_LENGTH(sizeof req.ifi), .nlmsg_type = RTM_SETLINK,
-                .nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK },
-        .ifi = { .ifi_family = AF_UNSPEC, .ifi_index = (int)ifindex },
-    };
-    char reply[1024];           /* an ACK, or an error with the kernel's sentence */
-    struct rtattr *xdp = nl_add_attr(&req.nh, IFLA_XDP | NLA_F_NESTED, NULL, 0);
-    nl_add_attr(&req.nh, IFLA_XDP_FD, &prog_fd, sizeof prog_fd);
-    nl_add_attr(&req.nh, IFLA_XDP_FLAGS, &flags, sizeof flags);
-    /* The nest's length is known only now: it covers its two children. */
-    xdp->rta_len = (unsigned short)((char *)&req.nh + req.nh.nlmsg_len - (char *)xdp);
-    return nl_transact(&req.nh, reply, sizeof reply, msg, msglen);
-}
-
-/* Number of RX queues the kernel has active (real_num_rx_queues): one
- * rx-N directory each in sysfs (Documentation/ABI/testing/sysfs-class-net-queues).
- * -1 if sysfs does not tell (then bind() will). */
-static int count_rx_queues(const char *ifname)
-{
-    char path[64 + IF_NAMESIZE];
-    snprintf(path, sizeof path, "/sys/class/net/%s/queues", ifname);
-    DIR *d = opendir(path);
-    if (!d)
-        return -1;
-    int n = 0;
-    for (struct dirent *e; (e = readdir(d)) != NULL;)
-        if (strncmp(e->d_name, "rx-", 3) == 0)
-            n++;
-    closedir(d);
-    return n;
-}
 
 /* Each check here turns what would otherwise be a puzzling failure later
  * (EINVAL from bind, or a socket that never receives) into one line that
@@ -398,33 +245,15 @@ static int check_interface(struct nic_port *p, const struct nic_options *opt, ui
         vx_log("%s: interface is down: `ip link set dev %s up` first", p->ifname, p->ifname);
         return -1;
     }
-    int nqueues = count_rx_queues(p->ifname);
-    if (nqueues > 0 && last >= (uint32_t)nqueues) {
-        vx_log("%s: queue %u out of range: the interface has %d RX queue%s (0..%d; see `ethtool -l %s`)",
-               p->ifname, last, nqueues, nqueues == 1 ? "" : "s", nqueues - 1, p->ifname);
-        return -1;
-    }
-    return 0;
+    /* A queue the interface does not have: bind() would say only EINVAL. */
+    return check_queue_range(p, last);
 }
 
 /* === Step 2: the XSKMAP and the program ====================================
  *
  * The XSKMAP is an array of AF_XDP sockets indexed by queue id; the program
  * refers to it by fd, so the map must exist before the program is loaded.
- * Kernels before 5.11 charge maps and programs to RLIMIT_MEMLOCK (newer ones
- * to the memory cgroup): raise the limit when we may.
  */
-static void raise_memlock_limit(void)
-{
-    struct rlimit unlimited = { RLIM_INFINITY, RLIM_INFINITY }, cur;
-    if (setrlimit(RLIMIT_MEMLOCK, &unlimited) == 0)
-        return;
-    /* Without CAP_SYS_RESOURCE we can still lift the soft limit to the hard one. */
-    if (getrlimit(RLIMIT_MEMLOCK, &cur) == 0 && cur.rlim_cur < cur.rlim_max) {
-        cur.rlim_cur = cur.rlim_max;
-        setrlimit(RLIMIT_MEMLOCK, &cur);
-    }
-}
 
 /* The map is indexed by queue id, so it must reach our last queue: last + 1
  * entries.  The others stay empty, and the program's fallback (XDP_PASS)
@@ -471,100 +300,22 @@ static int load_program(struct nic_port *p)
     p->prog_fd = sys_bpf(BPF_PROG_LOAD, &a);
     if (p->prog_fd >= 0)
         return 0;
-    int err = errno;
-    vx_log("%s: bpf(BPF_PROG_LOAD) rejected the XDP program: %s%s", p->ifname, strerror(err), perm_hint(err));
-    if (err == EPERM || err == EACCES)
-        return -1;
-    /* Load it again with the verifier's log on, to show why.  (Not the first
-     * time: the log costs time and a buffer, and is empty on success.)  Ours
-     * takes a few hundred bytes; 64 KiB is room to spare, static rather
-     * than on the stack. */
-    static char log[65536];
-    log[0] = '\0';
-    a.log_level = 1;
-    a.log_buf = ptr_to_u64(log);
-    a.log_size = sizeof log;
-    int fd = sys_bpf(BPF_PROG_LOAD, &a);
-    if (fd >= 0)
-        close(fd);
-    fprintf(stderr, "--- verifier log ---\n%s--- end of verifier log ---\n", log);
+    prog_load_failed(p, &a);    /* one line, and the verifier's log ("When a step fails") */
     return -1;
 }
 
-/* === Step 3: replace a stale program, attach ours =========================
+/* === Step 3: attach the program to the interface ==========================
  *
- * A program attached through netlink (by `ip link set dev IF xdp ...`, by
- * another tool, or by a vhost-xdp that ran on a kernel without XDP links and
- * died) outlives its process and blocks ours: the kernel refuses a BPF link
- * on an interface that already has a program in that mode (EBUSY), and a
- * program in generic mode next to one in native mode (EEXIST).  We detach it
- * with netlink and say so.  A program held by a BPF link belongs to a live
- * process: netlink cannot detach it (EBUSY) and we do not try harder.
- */
-/* A program's name from its id (what RTM_GETLINK reports), for the log
- * line: BPF_PROG_GET_FD_BY_ID, then BPF_OBJ_GET_INFO_BY_FD.  Without the
- * privilege for the first, the name is "?". */
-static void prog_name_by_id(uint32_t id, char *name, size_t len)
-{
-    union bpf_attr a;
-    struct bpf_prog_info info;
-    snprintf(name, len, "?");
-    memset(&a, 0, sizeof a);
-    a.prog_id = id;
-    int fd = sys_bpf(BPF_PROG_GET_FD_BY_ID, &a);
-    if (fd < 0)
-        return;
-    /* Zeroed: the kernel reads some of info's fields as requests (buffer
-     * pointers and counts for the instructions, the map ids, ...), and
-     * info_len says how much of it we have: it fills in no more. */
-    memset(&info, 0, sizeof info);
-    memset(&a, 0, sizeof a);
-    a.info.bpf_fd = (uint32_t)fd;
-    a.info.info_len = sizeof info;
-    a.info.info = ptr_to_u64(&info);
-    if (sys_bpf(BPF_OBJ_GET_INFO_BY_FD, &a) == 0 && info.name[0])
-        snprintf(name, len, "%s", info.name);
-    close(fd);
-}
-
-/* Every mode's program found by check_interface(), detached in turn, each
- * with one line saying what it was and who probably left it. */
-static int replace_stale_programs(struct nic_port *p, const struct link_info *li)
-{
-    const struct { uint32_t id; uint32_t flags; const char *mode; } attached[] = {
-        { li->drv_prog_id, XDP_FLAGS_DRV_MODE, "native" },
-        { li->skb_prog_id, XDP_FLAGS_SKB_MODE, "generic" },
-        { li->hw_prog_id,  XDP_FLAGS_HW_MODE,  "offloaded" },
-    };
-    for (size_t i = 0; i < sizeof attached / sizeof attached[0]; i++) {
-        if (attached[i].id == 0)
-            continue;
-        char name[BPF_OBJ_NAME_LEN + 1], msg[256];
-        prog_name_by_id(attached[i].id, name, sizeof name);
-        if (link_set_xdp(p->ifindex, -1, attached[i].flags, msg, sizeof msg) < 0) {
-            if (errno == EBUSY)
-                vx_log("%s: XDP program id %u \"%s\" (%s mode) is held by a BPF link, so another running "
-                       "process owns it (another vhost-xdp?): stop that first", p->ifname, attached[i].id,
-                       name, attached[i].mode);
-            else
-                vx_log("%s: cannot detach the XDP program id %u \"%s\" (%s mode) found on it: %s%s%s%s",
-                       p->ifname, attached[i].id, name, attached[i].mode, strerror(errno),
-                       msg[0] ? " (" : "", msg, msg[0] ? ")" : "");
-            return -1;
-        }
-        vx_log("%s: replaced a stale XDP program left on the interface: id %u \"%s\" (%s mode, attached "
-               "through netlink by %s) detached", p->ifname, attached[i].id, name, attached[i].mode,
-               strcmp(name, NIC_PROG_NAME) == 0 ? "an earlier vhost-xdp" : "another tool");
-    }
-    return 0;
-}
-
-/*
+ * From here on every packet the interface receives runs the program.
+ * Before that, nic_open() clears the interface of a program an earlier run
+ * left attached through netlink, which would block ours (second reading,
+ * "Stale programs").
+ *
  * BPF_LINK_CREATE (Linux >= 5.9) ties the attachment to a file descriptor:
  * when the last fd of the link closes, which includes the process dying of
  * SIGKILL, the kernel detaches the program and the interface is as it was.
  * Older kernels answer EINVAL (no such attach type): attach through netlink
- * then, and detach by hand in nic_close().
+ * then, and detach by hand in nic_close() (second reading, "Older kernels").
  */
 static int attach_program(struct nic_port *p, uint32_t mode_flag)
 {
@@ -575,34 +326,9 @@ static int attach_program(struct nic_port *p, uint32_t mode_flag)
     a.link_create.attach_type = BPF_XDP;
     a.link_create.flags = mode_flag;
     p->link_fd = sys_bpf(BPF_LINK_CREATE, &a);
-    if (p->link_fd >= 0 || errno != EINVAL)
-        return p->link_fd >= 0 ? 0 : -1;
-
-    /* UPDATE_IF_NOEXIST: without it netlink silently replaces whatever
-     * program the interface has, even one attached since we looked. */
-    char msg[256];
-    if (link_set_xdp(p->ifindex, p->prog_fd, mode_flag | XDP_FLAGS_UPDATE_IF_NOEXIST, msg, sizeof msg) < 0) {
-        if (msg[0])
-            vx_log("%s: netlink attach: %s", p->ifname, msg);
-        return -1;
-    }
-    p->netlink_attached = true;
-    vx_log("%s: BPF_LINK_CREATE refused (kernel older than 5.9?): attached through netlink instead; "
-           "if vhost-xdp is killed the program stays until the next run replaces it", p->ifname);
-    return 0;
-}
-
-/* Why the driver's (native) XDP refused us, in words. */
-static const char *native_xdp_hint(int err)
-{
-    switch (err) {
-    case EOPNOTSUPP: return ": the driver has no native XDP";
-    case ERANGE:     return ": MTU too large for XDP (veth: the peer's MTU)";
-    case ENOSPC:     return ": veth needs at least as many RX queues as its peer has TX queues";
-    case EBUSY:
-    case EEXIST:     return ": another XDP program appeared on the interface";
-    default:         return "";
-    }
+    if (p->link_fd >= 0)
+        return 0;
+    return errno == EINVAL ? attach_through_netlink(p, mode_flag) : -1;
 }
 
 /* --xdp-mode: native (in the driver, before any sk_buff exists: the fast
@@ -677,17 +403,7 @@ static int create_socket_and_umem(struct nic_port *p)
      * where frames start at multiples of chunk_size: what lets
      * addr & ~(frame_size - 1) find the frame of any address. */
     if (setsockopt(p->xsk_fd, SOL_XDP, XDP_UMEM_REG, &reg, sizeof reg) < 0) {
-        int err = errno;
-        struct rlimit rl;
-        getrlimit(RLIMIT_MEMLOCK, &rl);
-        if (err == ENOBUFS || err == ENOMEM || err == EPERM)
-            vx_log("%s: registering the UMEM (%llu MiB) failed: %s: it is locked memory and RLIMIT_MEMLOCK "
-                   "is %lld KiB; raise it (`ulimit -l unlimited`, LimitMEMLOCK= in systemd) or give the "
-                   "process CAP_IPC_LOCK", p->ifname, (unsigned long long)(p->umem_size >> 20),
-                   strerror(err), rl.rlim_cur == RLIM_INFINITY ? -1LL : (long long)(rl.rlim_cur >> 10));
-        else
-            vx_log("%s: XDP_UMEM_REG (%u frames of %u bytes) failed: %s", p->ifname, p->frame_count,
-                   p->frame_size, strerror(err));
+        umem_reg_failed(p, errno);      /* RLIMIT_MEMLOCK, most often ("When a step fails") */
         return -1;
     }
     return 0;
@@ -770,7 +486,10 @@ static int create_rings(struct nic_port *p)
 /* === Ring arithmetic ======================================================
  *
  * Indexes run freely and wrap at 2^32; entries in use = producer - consumer
- * in unsigned arithmetic.  The ordering contract with the kernel
+ * in unsigned arithmetic, right across the wrap: producer 3 and consumer
+ * 0xfffffffe are 5 entries, in slots 0xfffffffe & mask ... 2 & mask.  The
+ * ring's size being a power of two is what makes `& mask` agree with the
+ * wrap at 2^32.  The ordering contract with the kernel
  * (net/xdp/xsk_queue.h, the comment above struct xdp_ring):
  *   producer: check room (load consumer), write entries, then store-release
  *             the producer index, so the entries are visible before it;
@@ -876,27 +595,12 @@ static int bind_socket(struct nic_port *p, bool zerocopy)
         .sxdp_ifindex = p->ifindex,
         .sxdp_queue_id = p->queue,
     };
-    /* A socket closed a moment ago (our previous run) keeps the queue busy
-     * until the kernel's deferred cleanup runs: EBUSY for ~20 ms. */
-    for (int waited_ms = 0;; waited_ms += 10) {
-        if (bind(p->xsk_fd, (struct sockaddr *)&sxdp, sizeof sxdp) == 0)
-            break;
-        int err = errno;
-        if (err == EBUSY && waited_ms < BIND_EBUSY_RETRY_MS) {
-            nanosleep(&(struct timespec){ 0, 10 * 1000 * 1000 }, NULL);     /* 10 ms */
-            continue;
-        }
-        if (zerocopy && err == EOPNOTSUPP)
-            vx_log("%s: the driver does not support AF_XDP zero-copy (%s; veth never does): "
-                   "drop --zerocopy to use copy mode", p->ifname, strerror(err));
-        else if (err == EBUSY)
-            vx_log("%s: queue %u is taken by another AF_XDP socket (still EBUSY after %d ms)", p->ifname,
-                   p->queue, BIND_EBUSY_RETRY_MS);
-        else
-            vx_log("%s: bind(AF_XDP, queue %u) failed: %s%s", p->ifname, p->queue, strerror(err),
-                   err == EINVAL ? " (queue id out of range?)" : "");
+    /* On failure bind_retry() waits out a queue that our previous run's
+     * socket still holds (EBUSY for ~20 ms), or says in one line why the
+     * queue cannot be had ("When a step fails"). */
+    if (bind(p->xsk_fd, (struct sockaddr *)&sxdp, sizeof sxdp) < 0 && bind_retry(p, &sxdp, zerocopy) < 0)
         return -1;
-    }
+
     /* Ask what we got rather than assume it; should the kernel not say,
      * the mode we forced with the bind flag is the mode we have. */
     struct xdp_options xo = { 0 };
@@ -1003,19 +707,33 @@ static int open_queue(struct nic_port *p, const struct nic_options *opt, int map
 /* The set-up, one step per line, in the order the kernel needs them: the
  * interface's program and map once (in ports[0]), then a socket per queue.
  * Any failure has been logged in one line by its step; everything made so
- * far is closed again and ports[] is all NULL. */
+ * far is closed again and ports[] is all NULL.
+ *
+ * What the steps leave behind, to look at from a shell while vhost-xdp runs
+ * (IF is the --iface, PID vhost-xdp's process; the values from a veth):
+ *   its log     "IF: XDP program attached (BPF link)" after step 3, then
+ *               "IF queue 0: AF_XDP port ready: XDP native (drv), copy;
+ *               UMEM 4096 frames x 4096 B (2048 RX, 2048 TX)" after step 6
+ *   ip link show dev IF       "xdp" after the MTU ("xdpgeneric" in generic
+ *               mode) and "prog/xdp id N name vx_xsk_redirect tag ... jited"
+ *   ls -l /proc/PID/fd        anon_inode:bpf-map and anon_inode:bpf-prog
+ *               (step 2), anon_inode:bpf_link (step 3), socket:[N] (step 4)
+ *   cat /proc/PID/fdinfo/FD   for the map: map_type 17 (XSKMAP), key_size 4,
+ *               max_entries; the program: prog_type 6 (XDP), verified_insns 5
+ *               (six slots: the 64-bit load is one instruction in two); the
+ *               link: link_type xdp and the interface's ifindex
+ * Once vhost-xdp has exited, `ip link show dev IF` shows no program again.
+ */
 int nic_open(struct nic_port **ports, const struct nic_options *opt)
 {
     struct link_info li;
-    struct nic_port *p;
     uint32_t n = opt->nqueues ? opt->nqueues : 1;
     uint32_t last = opt->queue + n - 1;     /* queues opt->queue .. last */
     memset(ports, 0, n * sizeof *ports);
-    for (uint32_t k = 0; k < n; k++)
-        if (!(ports[k] = port_new(opt)))
-            goto fail;
-    p = ports[0];
-    raise_memlock_limit();
+    struct nic_port *p = ports[0] = port_new(opt);
+    if (!p)
+        goto fail;
+    raise_memlock_limit();      /* kernels before 5.11 charge BPF maps to it ("Older kernels") */
 
     /* 1. the interface exists, is up, has those queues; what XDP it has now */
     if (check_interface(p, opt, last, &li) < 0)
@@ -1027,21 +745,13 @@ int nic_open(struct nic_port **ports, const struct nic_options *opt)
     if (replace_stale_programs(p, &li) < 0 || attach_in_mode(p, opt) < 0)
         goto fail;
     vx_log("%s: XDP program attached (%s)", p->ifname, p->netlink_attached ? "through netlink" : "BPF link");
-    /* 4-6, once per queue.  The other queues' ports copy the interface's
-     * name, index and XDP mode from the first; they hold no program (their
-     * prog, map and link fds stay -1, netlink_attached false), so closing
-     * them detaches nothing. */
-    for (uint32_t k = 0; k < n; k++) {
-        p = ports[k];
-        p->queue = opt->queue + k;
-        if (k > 0) {
-            memcpy(p->ifname, ports[0]->ifname, sizeof p->ifname);
-            p->ifindex = ports[0]->ifindex;
-            p->xdp_flags = ports[0]->xdp_flags;
-        }
-        if (open_queue(p, opt, ports[0]->map_fd) < 0)
-            goto fail;
-    }
+    /* 4-6. the first queue's socket, UMEM and rings, bound and in the XSKMAP */
+    p->queue = opt->queue;
+    if (open_queue(p, opt, p->map_fd) < 0)
+        goto fail;
+    /* The same for each further queue of --queue Q-R ("More queues") */
+    if (n > 1 && open_more_queues(ports, opt, n) < 0)
+        goto fail;
     return 0;
 
 fail:
@@ -1050,23 +760,6 @@ fail:
         ports[k] = NULL;
     }
     return -1;
-}
-
-/* struct nic_port is this file's own: main.c reads the counters, the
- * mode's name and the queue id through these three. */
-const struct nic_stats *nic_stats(const struct nic_port *p)
-{
-    return &p->stats;
-}
-
-uint32_t nic_queue(const struct nic_port *p)
-{
-    return p->queue;
-}
-
-const char *nic_mode_name(const struct nic_port *p)
-{
-    return p->mode_name;
 }
 
 /* === Data path: RX ========================================================
@@ -1297,24 +990,6 @@ void nic_tx_submit(struct nic_port *p, struct vx_pkt *pkts, int nfilled, int nal
 
 /* === nic_close: leave the interface as we found it ======================== */
 
-/* The kernel's own drop counters, once, if anything was lost: drops that
- * happen in the kernel (RX ring full, no fill frame) never pass through
- * our code, so only XDP_STATISTICS can tell. */
-static void log_kernel_drops(const struct nic_port *p)
-{
-    /* Zeroed: a kernel before 5.9 fills in only the first three counters. */
-    struct xdp_statistics st = { 0 };
-    socklen_t optlen = sizeof st;
-    if (getsockopt(p->xsk_fd, SOL_XDP, XDP_STATISTICS, &st, &optlen) < 0)
-        return;
-    if (st.rx_dropped || st.rx_invalid_descs || st.tx_invalid_descs || st.rx_ring_full ||
-        st.rx_fill_ring_empty_descs)
-        vx_log("%s queue %u: the kernel dropped: rx %llu, rx ring full %llu, fill ring empty %llu, "
-               "invalid descriptors rx %llu tx %llu", p->ifname, p->queue, (unsigned long long)st.rx_dropped,
-               (unsigned long long)st.rx_ring_full, (unsigned long long)st.rx_fill_ring_empty_descs,
-               (unsigned long long)st.rx_invalid_descs, (unsigned long long)st.tx_invalid_descs);
-}
-
 void nic_close(struct nic_port *p)
 {
     if (!p)
@@ -1324,13 +999,10 @@ void nic_close(struct nic_port *p)
      * (Only the first queue's port holds the program: close it first.) */
     if (p->link_fd >= 0)
         close(p->link_fd);
-    if (p->netlink_attached) {
-        char msg[256];
-        if (link_set_xdp(p->ifindex, -1, p->xdp_flags, msg, sizeof msg) < 0)
-            vx_log("%s: detaching the XDP program failed: %s %s", p->ifname, strerror(errno), msg);
-    }
+    if (p->netlink_attached)
+        detach_through_netlink(p);          /* kernels before 5.9 ("Older kernels") */
     if (p->xsk_fd >= 0)
-        log_kernel_drops(p);        /* while the socket still exists */
+        log_kernel_drops(p);        /* while the socket still exists ("Instruments") */
     /* The rings, then the socket, then the UMEM: the kernel stops using the
      * UMEM only once the socket is closed. */
     struct xsk_ring *rings[] = { &p->fill, &p->comp, &p->rx, &p->tx };
@@ -1350,4 +1022,510 @@ void nic_close(struct nic_port *p)
         close(p->map_fd);
     free(p->tx_free);
     free(p);
+}
+
+/* === Second reading: netlink, stale programs, old kernels, more queues, errors, instruments ====== */
+
+/* === Netlink: the interface's state, and its XDP program ==================
+ *
+ * rtnetlink is the interface `ip link` speaks to the kernel: a datagram
+ * socket (AF_NETLINK, NETLINK_ROUTE) on which we send a request and read
+ * the answer.  A message is a header, a fixed struct, then attributes:
+ *
+ *   struct nlmsghdr    length, type (RTM_GETLINK, RTM_SETLINK), flags, seq
+ *   struct ifinfomsg   which interface (ifi_index), its flags (IFF_UP, ...)
+ *   struct rtattr ...  type-length-value attributes, each 4-byte aligned;
+ *                      one may nest others (IFLA_XDP holds IFLA_XDP_FD, ...)
+ *
+ * Two requests serve us: RTM_GETLINK asks for a link (link_query: is it
+ * up, which XDP programs it has), RTM_SETLINK with IFLA_XDP { IFLA_XDP_FD =
+ * -1 } detaches a program, as `ip link set dev IF xdp off` does
+ * (link_set_xdp: stale programs, and kernels without BPF links).
+ */
+
+/* An RTM_GETLINK or RTM_SETLINK request: netlink header, the link's
+ * ifinfomsg, then attributes.  64 bytes of attributes hold what we send at
+ * most: IFLA_XDP nesting IFLA_XDP_FD and IFLA_XDP_FLAGS (20 bytes).
+ * Every field the request does not name is zero; in an RTM_SETLINK,
+ * ifi_flags = ifi_change = 0 leaves the interface's flags (up, ...) alone.
+ * The detach request (link_set_xdp with prog_fd -1), 52 bytes in all:
+ *
+ *   nlmsghdr   len 52, RTM_SETLINK, NLM_F_REQUEST | NLM_F_ACK, seq 1  16 B
+ *   ifinfomsg  family AF_UNSPEC, ifi_index = the interface             16 B
+ *   rtattr     IFLA_XDP | NLA_F_NESTED, len 20 (itself and the two)     4 B
+ *     rtattr   IFLA_XDP_FD, len 8: -1                                    8 B
+ *     rtattr   IFLA_XDP_FLAGS, len 8: the mode, e.g. XDP_FLAGS_SKB_MODE  8 B
+ */
+struct link_req {
+    struct nlmsghdr  nh;
+    struct ifinfomsg ifi;
+    char             attrs[64];
+};
+
+/* Append one attribute to a netlink message (attributes are TLVs aligned to
+ * 4 bytes: include/uapi/linux/netlink.h). */
+static struct rtattr *nl_add_attr(struct nlmsghdr *nh, unsigned short type, const void *data,
+                                  unsigned short len)
+{
+    struct rtattr *rta = (struct rtattr *)((char *)nh + NLMSG_ALIGN(nh->nlmsg_len));
+    rta->rta_type = type;
+    rta->rta_len = RTA_LENGTH(len);
+    if (len)
+        memcpy(RTA_DATA(rta), data, len);
+    nh->nlmsg_len = NLMSG_ALIGN(nh->nlmsg_len) + RTA_ALIGN(rta->rta_len);
+    return rta;
+}
+
+/* The kernel's own sentence for an error ("extended ack", NETLINK_EXT_ACK),
+ * e.g. "Native and generic XDP can't be active at the same time." */
+static void nl_ext_ack_message(const struct nlmsghdr *nh, char *msg, size_t msglen)
+{
+    const struct nlmsgerr *err = NLMSG_DATA(nh);
+    size_t off = NLMSG_HDRLEN + sizeof *err;
+    msg[0] = '\0';
+    if (!(nh->nlmsg_flags & NLM_F_ACK_TLVS))
+        return;
+    if (!(nh->nlmsg_flags & NLM_F_CAPPED))      /* our request is echoed first */
+        off += err->msg.nlmsg_len - NLMSG_HDRLEN;
+    if (off >= nh->nlmsg_len)
+        return;
+    int len = (int)(nh->nlmsg_len - NLMSG_ALIGN(off));
+    for (const struct rtattr *a = (const void *)((const char *)nh + NLMSG_ALIGN(off)); RTA_OK(a, len);
+         a = RTA_NEXT(a, len))
+        if (a->rta_type == NLMSGERR_ATTR_MSG)
+            snprintf(msg, msglen, "%.*s", (int)RTA_PAYLOAD(a), (const char *)RTA_DATA(a));
+}
+
+/* Send one request to the kernel's rtnetlink and read its one answer: the
+ * link for RTM_GETLINK, an ACK (error 0) or an error for RTM_SETLINK.
+ * Returns 0, or -1 with errno and the kernel's sentence in msg. */
+static int nl_transact(struct nlmsghdr *req, void *reply, size_t replylen, char *msg, size_t msglen)
+{
+    msg[0] = '\0';
+    /* One socket per request, closed at once: set-up runs a handful of
+     * requests, and a fresh socket never holds an answer meant for an
+     * earlier one.  No bind(): the kernel gives it an address on sendto. */
+    int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+    if (fd < 0)
+        return -1;
+    int one = 1;
+    setsockopt(fd, SOL_NETLINK, NETLINK_EXT_ACK, &one, sizeof one);  /* errors come with a sentence */
+    setsockopt(fd, SOL_NETLINK, NETLINK_CAP_ACK, &one, sizeof one);  /* ...without our request echoed */
+    struct sockaddr_nl kernel = { .nl_family = AF_NETLINK };
+    req->nlmsg_seq = 1;
+    ssize_t n = -1;
+    if (sendto(fd, req, req->nlmsg_len, 0, (struct sockaddr *)&kernel, sizeof kernel) >= 0)
+        n = recv(fd, reply, replylen, 0);
+    int err = errno;
+    close(fd);
+    if (n < 0) {
+        errno = err;
+        return -1;
+    }
+    /* An answer larger than our buffer arrives cut short: its nlmsg_len
+     * then exceeds what we read, and NLMSG_OK says no. */
+    struct nlmsghdr *nh = reply;
+    if (!NLMSG_OK(nh, (size_t)n)) {
+        errno = EPROTO;
+        return -1;
+    }
+    if (nh->nlmsg_type == NLMSG_ERROR) {
+        const struct nlmsgerr *e = NLMSG_DATA(nh);
+        if (e->error == 0)
+            return 0;           /* the ACK */
+        nl_ext_ack_message(nh, msg, msglen);
+        errno = -e->error;
+        return -1;
+    }
+    return 0;
+}
+
+/* RTM_GETLINK for one interface: its flags and the ids of the XDP programs
+ * it has.  The answer carries every attribute of the link (statistics, VF
+ * and queue information, ...): 32 KiB is room for any ordinary interface. */
+static int link_query(unsigned ifindex, struct link_info *li)
+{
+    /* No NLM_F_ACK: the answer is the link itself (or an error). */
+    struct link_req req = {
+        .nh = { .nlmsg_len = NLMSG_LENGTH(sizeof req.ifi), .nlmsg_type = RTM_GETLINK,
+                .nlmsg_flags = NLM_F_REQUEST },
+        .ifi = { .ifi_family = AF_UNSPEC, .ifi_index = (int)ifindex },
+    };
+    char reply[32768], msg[256];
+    memset(li, 0, sizeof *li);
+    if (nl_transact(&req.nh, reply, sizeof reply, msg, sizeof msg) < 0)
+        return -1;
+
+    struct nlmsghdr *nh = (struct nlmsghdr *)reply;
+    struct ifinfomsg *ifi = NLMSG_DATA(nh);
+    li->flags = ifi->ifi_flags;
+    int len = (int)IFLA_PAYLOAD(nh);
+    for (struct rtattr *a = IFLA_RTA(ifi); RTA_OK(a, len); a = RTA_NEXT(a, len)) {
+        if ((a->rta_type & NLA_TYPE_MASK) != IFLA_XDP)
+            continue;
+        /* IFLA_XDP nests one attribute per mode that has a program
+         * (net/core/rtnetlink.c, rtnl_xdp_fill). */
+        int xlen = (int)RTA_PAYLOAD(a);
+        for (struct rtattr *x = RTA_DATA(a); RTA_OK(x, xlen); x = RTA_NEXT(x, xlen)) {
+            uint32_t id = *(uint32_t *)RTA_DATA(x);
+            switch (x->rta_type & NLA_TYPE_MASK) {
+            case IFLA_XDP_DRV_PROG_ID: li->drv_prog_id = id; break;
+            case IFLA_XDP_SKB_PROG_ID: li->skb_prog_id = id; break;
+            case IFLA_XDP_HW_PROG_ID:  li->hw_prog_id = id; break;
+            }
+        }
+    }
+    return 0;
+}
+
+/* RTM_SETLINK IFLA_XDP { FD = prog_fd (-1: detach), FLAGS = mode }. */
+static int link_set_xdp(unsigned ifindex, int prog_fd, uint32_t flags, char *msg, size_t msglen)
+{
+    /* NLM_F_ACK: a successful RTM_SETLINK is otherwise answered with
+     * nothing at all, and nl_transact's recv() would wait for ever. */
+    struct link_req req = {
+        .nh = { .nlmsg_len = NLMSG_LENGTH(sizeof req.ifi), .nlmsg_type = RTM_SETLINK,
+                .nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK },
+        .ifi = { .ifi_family = AF_UNSPEC, .ifi_index = (int)ifindex },
+    };
+    char reply[1024];           /* an ACK, or an error with the kernel's sentence */
+    struct rtattr *xdp = nl_add_attr(&req.nh, IFLA_XDP | NLA_F_NESTED, NULL, 0);
+    nl_add_attr(&req.nh, IFLA_XDP_FD, &prog_fd, sizeof prog_fd);
+    nl_add_attr(&req.nh, IFLA_XDP_FLAGS, &flags, sizeof flags);
+    /* The nest's length is known only now: it covers its two children. */
+    xdp->rta_len = (unsigned short)((char *)&req.nh + req.nh.nlmsg_len - (char *)xdp);
+    return nl_transact(&req.nh, reply, sizeof reply, msg, msglen);
+}
+
+/* === Stale programs: what an earlier run left on the interface ===========
+ *
+ * A program attached through netlink (by `ip link set dev IF xdp ...`, by
+ * another tool, or by a vhost-xdp that ran on a kernel without XDP links and
+ * died) outlives its process and blocks ours: the kernel refuses a BPF link
+ * on an interface that already has a program in that mode (EBUSY), and a
+ * program in generic mode next to one in native mode (EEXIST).  We detach it
+ * with netlink and say so.  A program held by a BPF link belongs to a live
+ * process: netlink cannot detach it (EBUSY) and we do not try harder.
+ *
+ * What it looks like (tests/test_afxdp.sh leaves such a program with
+ * tests/afxdp_tool netlink-attach, then starts a port on the interface):
+ *   vhost-xdp: IF: replaced a stale XDP program left on the interface: id 525
+ *     "stale_test" (generic mode, attached through netlink by another tool) detached
+ *   vhost-xdp: IF: XDP program attached (BPF link)
+ */
+
+/* A program's name from its id (what RTM_GETLINK reports), for the log
+ * line: BPF_PROG_GET_FD_BY_ID, then BPF_OBJ_GET_INFO_BY_FD.  Without the
+ * privilege for the first, the name is "?". */
+static void prog_name_by_id(uint32_t id, char *name, size_t len)
+{
+    union bpf_attr a;
+    struct bpf_prog_info info;
+    snprintf(name, len, "?");
+    memset(&a, 0, sizeof a);
+    a.prog_id = id;
+    int fd = sys_bpf(BPF_PROG_GET_FD_BY_ID, &a);
+    if (fd < 0)
+        return;
+    /* Zeroed: the kernel reads some of info's fields as requests (buffer
+     * pointers and counts for the instructions, the map ids, ...), and
+     * info_len says how much of it we have: it fills in no more. */
+    memset(&info, 0, sizeof info);
+    memset(&a, 0, sizeof a);
+    a.info.bpf_fd = (uint32_t)fd;
+    a.info.info_len = sizeof info;
+    a.info.info = ptr_to_u64(&info);
+    if (sys_bpf(BPF_OBJ_GET_INFO_BY_FD, &a) == 0 && info.name[0])
+        snprintf(name, len, "%s", info.name);
+    close(fd);
+}
+
+/* Every mode's program found by check_interface(), detached in turn, each
+ * with one line saying what it was and who probably left it. */
+static int replace_stale_programs(struct nic_port *p, const struct link_info *li)
+{
+    const struct { uint32_t id; uint32_t flags; const char *mode; } attached[] = {
+        { li->drv_prog_id, XDP_FLAGS_DRV_MODE, "native" },
+        { li->skb_prog_id, XDP_FLAGS_SKB_MODE, "generic" },
+        { li->hw_prog_id,  XDP_FLAGS_HW_MODE,  "offloaded" },
+    };
+    for (size_t i = 0; i < sizeof attached / sizeof attached[0]; i++) {
+        if (attached[i].id == 0)
+            continue;
+        char name[BPF_OBJ_NAME_LEN + 1], msg[256];
+        prog_name_by_id(attached[i].id, name, sizeof name);
+        if (link_set_xdp(p->ifindex, -1, attached[i].flags, msg, sizeof msg) < 0) {
+            if (errno == EBUSY)
+                vx_log("%s: XDP program id %u \"%s\" (%s mode) is held by a BPF link, so another running "
+                       "process owns it (another vhost-xdp?): stop that first", p->ifname, attached[i].id,
+                       name, attached[i].mode);
+            else
+                vx_log("%s: cannot detach the XDP program id %u \"%s\" (%s mode) found on it: %s%s%s%s",
+                       p->ifname, attached[i].id, name, attached[i].mode, strerror(errno),
+                       msg[0] ? " (" : "", msg, msg[0] ? ")" : "");
+            return -1;
+        }
+        vx_log("%s: replaced a stale XDP program left on the interface: id %u \"%s\" (%s mode, attached "
+               "through netlink by %s) detached", p->ifname, attached[i].id, name, attached[i].mode,
+               strcmp(name, NIC_PROG_NAME) == 0 ? "an earlier vhost-xdp" : "another tool");
+    }
+    return 0;
+}
+
+/* === Older kernels: no BPF links (before 5.9), RLIMIT_MEMLOCK (before 5.11) */
+
+/* Attach through netlink, as `ip link set dev IF xdp...` does.  The
+ * attachment then belongs to the interface, not to a file descriptor: it
+ * outlives us if we are killed, and nic_close() must detach it by hand. */
+static int attach_through_netlink(struct nic_port *p, uint32_t mode_flag)
+{
+    /* UPDATE_IF_NOEXIST: without it netlink silently replaces whatever
+     * program the interface has, even one attached since we looked. */
+    char msg[256];
+    if (link_set_xdp(p->ifindex, p->prog_fd, mode_flag | XDP_FLAGS_UPDATE_IF_NOEXIST, msg, sizeof msg) < 0) {
+        if (msg[0])
+            vx_log("%s: netlink attach: %s", p->ifname, msg);
+        return -1;
+    }
+    p->netlink_attached = true;
+    vx_log("%s: BPF_LINK_CREATE refused (kernel older than 5.9?): attached through netlink instead; "
+           "if vhost-xdp is killed the program stays until the next run replaces it", p->ifname);
+    return 0;
+}
+
+/* nic_close(): the netlink attachment's undo (a BPF link needs none). */
+static void detach_through_netlink(const struct nic_port *p)
+{
+    char msg[256];
+    if (link_set_xdp(p->ifindex, -1, p->xdp_flags, msg, sizeof msg) < 0)
+        vx_log("%s: detaching the XDP program failed: %s %s", p->ifname, strerror(errno), msg);
+}
+
+/* Kernels before 5.11 charge maps and programs to RLIMIT_MEMLOCK (newer
+ * ones to the memory cgroup): raise the limit when we may. */
+static void raise_memlock_limit(void)
+{
+    struct rlimit unlimited = { RLIM_INFINITY, RLIM_INFINITY }, cur;
+    if (setrlimit(RLIMIT_MEMLOCK, &unlimited) == 0)
+        return;
+    /* Without CAP_SYS_RESOURCE we can still lift the soft limit to the hard one. */
+    if (getrlimit(RLIMIT_MEMLOCK, &cur) == 0 && cur.rlim_cur < cur.rlim_max) {
+        cur.rlim_cur = cur.rlim_max;
+        setrlimit(RLIMIT_MEMLOCK, &cur);
+    }
+}
+
+/* === More queues: several sockets on one program and one XSKMAP ==========
+ *
+ * --queue Q-R: nic_open() has set up the interface's program and map and
+ * the first queue's socket in ports[0].  Each further queue gets steps 4 to
+ * 6 again: a socket with its own UMEM and rings, bound to its queue, in its
+ * slot of the same XSKMAP.  These ports copy the interface's name, index and
+ * XDP mode from the first; they hold no program (their prog, map and link
+ * fds stay -1, netlink_attached false), so closing them detaches nothing.
+ *
+ * The XSKMAP then holds XSKMAP[Q+k] = socket k, and the program, which
+ * looks up ctx->rx_queue_index, hands each packet to the socket of the
+ * queue it arrived on.  Each socket has a UMEM of its own rather than one
+ * UMEM shared (XDP_SHARED_UMEM): in a shared one the frames are one pool,
+ * which the poll threads of different queues would have to hand out
+ * between them, lock and all; apart, every frame, ring and free stack of a
+ * queue is its thread's alone.  Each port logs its own "queue N: AF_XDP
+ * port ready" line; --stats and the exit lines count each queue apart.
+ */
+static int open_more_queues(struct nic_port **ports, const struct nic_options *opt, uint32_t n)
+{
+    for (uint32_t k = 1; k < n; k++) {
+        struct nic_port *p = ports[k] = port_new(opt);
+        if (!p)
+            return -1;
+        memcpy(p->ifname, ports[0]->ifname, sizeof p->ifname);
+        p->ifindex = ports[0]->ifindex;
+        p->xdp_flags = ports[0]->xdp_flags;
+        p->queue = opt->queue + k;
+        if (open_queue(p, opt, ports[0]->map_fd) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* === When a step fails: errors in words ===================================
+ *
+ * Each of these turns an errno that says little (EPERM, EINVAL, ENOBUFS,
+ * EBUSY) into one line that names the object and says what to do; the
+ * tests and labs grep these lines, so their words stay as they are.
+ */
+
+/* What to add to an EPERM: the capabilities each step needs
+ * (bpf(2): CAP_BPF + CAP_NET_ADMIN for XDP programs and XSKMAPs since 5.8,
+ * CAP_SYS_ADMIN before; netlink RTM_SETLINK: CAP_NET_ADMIN; socket(AF_XDP):
+ * CAP_NET_RAW). */
+static const char *perm_hint(int err)
+{
+    if (err != EPERM && err != EACCES)
+        return "";
+    if (geteuid() != 0)
+        return ": not root; run as root, or give vhost-xdp the capabilities "
+               "(setcap cap_net_admin,cap_bpf,cap_net_raw,cap_ipc_lock+ep vhost-xdp)";
+    return ": root, but without CAP_NET_ADMIN + CAP_BPF + CAP_NET_RAW (a container or setpriv?)";
+}
+
+/* Why the driver's (native) XDP refused us, in words. */
+static const char *native_xdp_hint(int err)
+{
+    switch (err) {
+    case EOPNOTSUPP: return ": the driver has no native XDP";
+    case ERANGE:     return ": MTU too large for XDP (veth: the peer's MTU)";
+    case ENOSPC:     return ": veth needs at least as many RX queues as its peer has TX queues";
+    case EBUSY:
+    case EEXIST:     return ": another XDP program appeared on the interface";
+    default:         return "";
+    }
+}
+
+/* Number of RX queues the kernel has active (real_num_rx_queues): one
+ * rx-N directory each in sysfs (Documentation/ABI/testing/sysfs-class-net-queues).
+ * -1 if sysfs does not tell (then bind() will). */
+static int count_rx_queues(const char *ifname)
+{
+    char path[64 + IF_NAMESIZE];
+    snprintf(path, sizeof path, "/sys/class/net/%s/queues", ifname);
+    DIR *d = opendir(path);
+    if (!d)
+        return -1;
+    int n = 0;
+    for (struct dirent *e; (e = readdir(d)) != NULL;)
+        if (strncmp(e->d_name, "rx-", 3) == 0)
+            n++;
+    closedir(d);
+    return n;
+}
+
+/* Step 1: the last queue asked for must exist.  Checked here, since bind()
+ * would answer only EINVAL. */
+static int check_queue_range(const struct nic_port *p, uint32_t last)
+{
+    int nqueues = count_rx_queues(p->ifname);
+    if (nqueues > 0 && last >= (uint32_t)nqueues) {
+        vx_log("%s: queue %u out of range: the interface has %d RX queue%s (0..%d; see `ethtool -l %s`)",
+               p->ifname, last, nqueues, nqueues == 1 ? "" : "s", nqueues - 1, p->ifname);
+        return -1;
+    }
+    return 0;
+}
+
+/* Step 2: BPF_PROG_LOAD refused the program (`a`, as load_program() sent
+ * it).  Unless the refusal was for want of privilege, load it again with the
+ * verifier's log on, to show why.  (Not the first time: the log costs time
+ * and a buffer, and is empty on success.)  Ours takes a few hundred bytes;
+ * 64 KiB is room to spare, static rather than on the stack. */
+static void prog_load_failed(const struct nic_port *p, union bpf_attr *a)
+{
+    int err = errno;
+    vx_log("%s: bpf(BPF_PROG_LOAD) rejected the XDP program: %s%s", p->ifname, strerror(err), perm_hint(err));
+    if (err == EPERM || err == EACCES)
+        return;
+    static char log[65536];
+    log[0] = '\0';
+    a->log_level = 1;
+    a->log_buf = ptr_to_u64(log);
+    a->log_size = sizeof log;
+    int fd = sys_bpf(BPF_PROG_LOAD, a);
+    if (fd >= 0)
+        close(fd);
+    fprintf(stderr, "--- verifier log ---\n%s--- end of verifier log ---\n", log);
+}
+
+/* Step 4: XDP_UMEM_REG refused the UMEM.  Most often it is over
+ * RLIMIT_MEMLOCK (the pinned pages count against it): say so, with the
+ * limit and the ways to raise it. */
+static void umem_reg_failed(const struct nic_port *p, int err)
+{
+    struct rlimit rl;
+    getrlimit(RLIMIT_MEMLOCK, &rl);
+    if (err == ENOBUFS || err == ENOMEM || err == EPERM)
+        vx_log("%s: registering the UMEM (%llu MiB) failed: %s: it is locked memory and RLIMIT_MEMLOCK "
+               "is %lld KiB; raise it (`ulimit -l unlimited`, LimitMEMLOCK= in systemd) or give the "
+               "process CAP_IPC_LOCK", p->ifname, (unsigned long long)(p->umem_size >> 20),
+               strerror(err), rl.rlim_cur == RLIM_INFINITY ? -1LL : (long long)(rl.rlim_cur >> 10));
+    else
+        vx_log("%s: XDP_UMEM_REG (%u frames of %u bytes) failed: %s", p->ifname, p->frame_count,
+               p->frame_size, strerror(err));
+}
+
+/* Step 6: bind() failed with errno.  A socket closed a moment ago (our
+ * previous run) keeps the queue busy until the kernel's deferred cleanup
+ * runs: EBUSY for ~20 ms, so bind again every 10 ms for a while.  A second
+ * is 50 times that, so a slow machine gets through, while a queue that
+ * another process really holds is reported within a second.  Returns 0
+ * once bound, or -1 after one line saying why not. */
+#define BIND_EBUSY_RETRY_MS 1000
+
+static int bind_retry(const struct nic_port *p, const struct sockaddr_xdp *sxdp, bool zerocopy)
+{
+    for (int waited_ms = 0;; waited_ms += 10) {
+        int err = errno;
+        if (err == EBUSY && waited_ms < BIND_EBUSY_RETRY_MS) {
+            nanosleep(&(struct timespec){ 0, 10 * 1000 * 1000 }, NULL);     /* 10 ms */
+            if (bind(p->xsk_fd, (const struct sockaddr *)sxdp, sizeof *sxdp) == 0)
+                return 0;
+            continue;
+        }
+        if (zerocopy && err == EOPNOTSUPP)
+            vx_log("%s: the driver does not support AF_XDP zero-copy (%s; veth never does): "
+                   "drop --zerocopy to use copy mode", p->ifname, strerror(err));
+        else if (err == EBUSY)
+            vx_log("%s: queue %u is taken by another AF_XDP socket (still EBUSY after %d ms)", p->ifname,
+                   p->queue, BIND_EBUSY_RETRY_MS);
+        else
+            vx_log("%s: bind(AF_XDP, queue %u) failed: %s%s", p->ifname, p->queue, strerror(err),
+                   err == EINVAL ? " (queue id out of range?)" : "");
+        return -1;
+    }
+}
+
+/* === Instruments: the counters main.c reads, the kernel's own drops =======
+ *
+ * Two views of loss.  Ours (struct nic_stats, written by the poll thread
+ * with vx_counter_add: see vhost_xdp.h, "Threads, atomics and counters"):
+ * what the poll thread itself sees, such as a burst after which the kernel
+ * held every frame we had offered it (rx_fill_empty: the next packet has
+ * nowhere to go) or a poll with no free TX frame (tx_ring_full); main.c
+ * prints them with --stats and at exit.  The kernel's (XDP_STATISTICS): packets it
+ * dropped before we could see them, printed once at close if any.
+ */
+
+/* struct nic_port is this file's own: main.c reads the counters, the
+ * mode's name and the queue id through these three. */
+const struct nic_stats *nic_stats(const struct nic_port *p)
+{
+    return &p->stats;
+}
+
+uint32_t nic_queue(const struct nic_port *p)
+{
+    return p->queue;
+}
+
+const char *nic_mode_name(const struct nic_port *p)
+{
+    return p->mode_name;
+}
+
+/* The kernel's own drop counters, once, if anything was lost: drops that
+ * happen in the kernel (RX ring full, no fill frame) never pass through
+ * our code, so only XDP_STATISTICS can tell. */
+static void log_kernel_drops(const struct nic_port *p)
+{
+    /* Zeroed: a kernel before 5.9 fills in only the first three counters. */
+    struct xdp_statistics st = { 0 };
+    socklen_t optlen = sizeof st;
+    if (getsockopt(p->xsk_fd, SOL_XDP, XDP_STATISTICS, &st, &optlen) < 0)
+        return;
+    if (st.rx_dropped || st.rx_invalid_descs || st.tx_invalid_descs || st.rx_ring_full ||
+        st.rx_fill_ring_empty_descs)
+        vx_log("%s queue %u: the kernel dropped: rx %llu, rx ring full %llu, fill ring empty %llu, "
+               "invalid descriptors rx %llu tx %llu", p->ifname, p->queue, (unsigned long long)st.rx_dropped,
+               (unsigned long long)st.rx_ring_full, (unsigned long long)st.rx_fill_ring_empty_descs,
+               (unsigned long long)st.rx_invalid_descs, (unsigned long long)st.tx_invalid_descs);
 }
