@@ -17,8 +17,9 @@
 #   2. testpmd stopped and started again in the same boot: the PMD resets the device (SET_STATUS 0),
 #      QEMU stops the rings (GET_VRING_BASE) and sets them up again from slot 0 on the same
 #      connection; the frames circulate again;
-#   3. counts agree: over both runs vhost-xdp took from the guest exactly what testpmd sent, and gave
-#      back at most the 128 frames in flight more than testpmd received (testpmd stops reading first);
+#   3. counts agree: over both runs vhost-xdp took from the guest exactly what testpmd sent, gave
+#      back at most the 128 frames in flight more than testpmd received (testpmd stops reading first),
+#      and counted as drops whatever it took and could not give back (nothing vanishes);
 #   4. vhost-xdp killed (SIGKILL) under a running testpmd (txonly, split ring) and started again on
 #      the same socket: QEMU reconnects and restarts each ring where its used->idx stands, and
 #      testpmd's TX counter moves again;
@@ -100,13 +101,17 @@ circulated() {
     rx=$(pmd_field rx "$END") tx=$(pmd_field tx "$END") rc=$(pmd_field rc "$END")
     isnum "$rx" && isnum "$tx" && [ "$rc" = 0 ] && [ "$rx" -gt $((20 * TXFIRST_FRAMES)) ] && [ "$tx" -ge "$rx" ]
 }
-# agree LOG TX RX: vhost-xdp's exit lines against testpmd's totals: from guest = TX exactly, no drops,
-# and to guest = from guest (loopback) between RX and RX + 128 x RUNS (the frames in flight when
-# testpmd stopped reading: delivered, never read).
+# agree LOG TX RX [RUNS]: vhost-xdp's exit lines against testpmd's totals: from guest = TX exactly;
+# every frame taken from the guest was either given back to it or counted as a drop (to guest +
+# drops = from guest: nothing vanishes); to guest between RX and RX + 128 x RUNS (the frames in
+# flight when testpmd stopped reading: delivered, never read), and the drops no more than those
+# 128 x RUNS either. (Drops do happen, rarely: when testpmd stops, the device is reset and the RX
+# ring can stop, or fill, while a burst from the TX ring is on its way; seen once in CI, 32 frames.)
 agree() {
     local from to d
     from=$(exit_count "$1" 'from guest') to=$(exit_count "$1" 'to guest') d=$(drops "$1")
-    isnum "$from" && isnum "$to" && [ "$from" = "$2" ] && [ "$to" = "$from" ] && [ "$d" = 0 ] &&
+    isnum "$from" && isnum "$to" && isnum "$d" && [ "$from" = "$2" ] && [ $((to + d)) = "$from" ] &&
+        [ "$d" -le $((${4:-1} * TXFIRST_FRAMES)) ] &&
         [ "$to" -ge "$3" ] && [ "$to" -le $(($3 + ${4:-1} * TXFIRST_FRAMES)) ]
 }
 features() { grep -a '<- SET_FEATURES' "$1" | tail -n 1 | sed 's/.*(\(.*\)).*/\1/'; }
@@ -185,7 +190,7 @@ check "no interrupt sent ($(calls) call lines) and at most one kick per ring and
 stop_vx 0
 tx12=$(( $(pmd_field tx "$run1") + $(pmd_field tx "${run2:-tx=0}") ))
 rx12=$(( $(pmd_field rx "$run1") + $(pmd_field rx "${run2:-rx=0}") ))
-check "port 0: vhost-xdp from guest $(exit_count "$dir/vx0.log" 'from guest') = testpmd TX $tx12; to guest $(exit_count "$dir/vx0.log" 'to guest') = that, within 2 x 128 of testpmd RX $rx12" \
+check "port 0: vhost-xdp from guest $(exit_count "$dir/vx0.log" 'from guest') = testpmd TX $tx12; to guest $(exit_count "$dir/vx0.log" 'to guest') + $(drops "$dir/vx0.log") drops = that, within 2 x 128 of testpmd RX $rx12" \
     agree "$dir/vx0.log" "$tx12" "$rx12" 2
 
 # === 4. vhost-xdp killed under a running testpmd (txonly: it keeps sending), and started again ===
@@ -225,7 +230,7 @@ for port in 1 2; do
     if run_io "$port" cmd && circulated; then ok "port $port ($what): testpmd's io frames circulate ($END)"
     else not_ok "port $port ($what): testpmd's io frames circulate (${END:-no VXRUN end line})"; continue; fi
     stop_vx "$port"
-    check "port $port: vhost-xdp from guest $(exit_count "$dir/vx$port.log" 'from guest') = testpmd TX $(pmd_field tx "$END"), to guest within 128 of RX $(pmd_field rx "$END")" \
+    check "port $port: vhost-xdp from guest $(exit_count "$dir/vx$port.log" 'from guest') = testpmd TX $(pmd_field tx "$END"), to guest (+ drops) within 128 of RX $(pmd_field rx "$END")" \
         agree "$dir/vx$port.log" "$(pmd_field tx "$END")" "$(pmd_field rx "$END")"
 done
 check "port 1 (packed=on): RING_PACKED negotiated ($(features "$dir/vx1.log"))" has_feature "$dir/vx1.log" RING_PACKED
