@@ -7,7 +7,9 @@
  *   2. one virtqueue ("vring") as the backend sees it, with the rule for who
  *      may touch which field (the control thread or a poll-mode thread);
  *   3. the device: one vhost-user connection with its rings;
- *   4. the small API each .c file offers to the file on its left.
+ *   4. the small API each .c file offers to the file on its left;
+ * then, after the "Second reading" line, what the second reading's files
+ * (offload.c, pcap.c, fault.c) and instruments offer: skip it the first time.
  *
  * Data flows left to right and each file only calls to its right or into
  * this header:
@@ -375,17 +377,8 @@ int  vq_dequeue_burst(struct vx_vring *vr, struct vx_pkt *pkts, int n);
 typedef void vq_deliver_fn(void *ctx, struct vx_pkt *pkts, int n);
 int  vq_dequeue_burst_lend(struct vx_vring *vr, struct vx_pkt *pkts, int n, vq_deliver_fn *deliver, void *ctx);
 int  vq_enqueue_burst(struct vx_vring *vr, struct vx_pkt *pkts, int n);  /* delivered ones first */
-/* As vq_dequeue_burst, for a port whose buffers are smaller than a TSO
- * packet (UMEM frames): a packet longer than its pkts[k].room, or one with
- * a gso_type, goes into *big instead (up to big->room) and ends the burst;
- * big->len stays 0 when none did.  offload.c cuts it into segments. */
-int  vq_dequeue_burst_big(struct vx_vring *vr, struct vx_pkt *pkts, int n, struct vx_pkt *big);
 int  vq_avail_buffers(struct vx_vring *vr);   /* RX buffers the guest offers now */
 void vq_mark_broken(struct vx_vring *vr, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* --ring-view and SIGUSR1: a picture of an attached ring, read-only, safe
- * from the control thread while the PMD runs; the legend once per print. */
-void vq_ring_view(const struct vx_vring *vr, FILE *out);
-void vq_ring_view_legend(FILE *out);
 
 /* nic_afxdp.c: the NIC port through an AF_XDP socket. */
 enum nic_xdp_mode { NIC_XDP_AUTO, NIC_XDP_NATIVE, NIC_XDP_SKB };
@@ -412,6 +405,41 @@ void nic_rx_release(struct nic_port *p, const struct vx_pkt *pkts, int n);  /* f
 int  nic_tx_alloc(struct nic_port *p, struct vx_pkt *pkts, int n);          /* free frames to fill */
 void nic_tx_submit(struct nic_port *p, struct vx_pkt *pkts, int nfilled, int nalloc);
 void nic_close(struct nic_port *p);         /* ports[0] first: it holds the XDP program */
+
+/* pmd_loop.c: the poll-mode threads. */
+/* devs[0..ndevs-1]: one device, or two that are each other's port (VM-to-VM).
+ * nic NULL with one device: loopback.  sleep_max_us (--pmd-sleep): idle
+ * back-off, 0 = always poll. */
+int  pmd_start(struct vx_dev *devs, int ndevs, struct nic_port **nics, int nnics, const int *cpus, int ncpus,
+               uint32_t sleep_max_us);
+bool pmd_quiesce(void);     /* return once no PMD is inside a ring it read as ready; false only
+                               when shutting down with a PMD that did not finish in time */
+int  pmd_stop(void);        /* the threads that did not stop in time (left to the exit) */
+void pmd_watchdog(void);    /* the control loop, every wake-up: a PMD stuck in a system call is interrupted */
+
+/* vhost_user.c: the control plane, run by main.c's thread. */
+int  vu_init(struct vx_dev *dev, const struct vu_options *opt);
+int  vu_poll_fd(struct vx_dev *dev);       /* fd main.c polls: listen or connection (-1 = retry later) */
+short vu_poll_events(const struct vx_dev *dev);    /* ... for POLLIN, or POLLOUT while a reply waits */
+double vu_deadline(const struct vx_dev *dev);      /* when to call vu_handle_event anyway (0: no need) */
+void vu_handle_event(struct vx_dev *dev);  /* called when that fd is ready, at the deadline, or every second */
+void vu_cleanup(struct vx_dev *dev);
+
+/* === Second reading: the offloads, pcap, guest memory faults, the ring view === */
+
+/* Each of these is called from one place in the first reading, or from a
+ * second-reading part of a file: read them with the second reading. */
+
+/* virtqueue.c, second reading: the ring view, and the dequeue for TSO packets. */
+/* --ring-view and SIGUSR1: a picture of an attached ring, read-only, safe
+ * from the control thread while the PMD runs; the legend once per print. */
+void vq_ring_view(const struct vx_vring *vr, FILE *out);
+void vq_ring_view_legend(FILE *out);
+/* As vq_dequeue_burst, for a port whose buffers are smaller than a TSO
+ * packet (UMEM frames): a packet longer than its pkts[k].room, or one with
+ * a gso_type, goes into *big instead (up to big->room) and ends the burst;
+ * big->len stays 0 when none did.  offload.c cuts it into segments. */
+int  vq_dequeue_burst_big(struct vx_vring *vr, struct vx_pkt *pkts, int n, struct vx_pkt *big);
 
 /* offload.c (second reading): checksums and TCP segmentation, one call per
  * direction from pmd_loop.c.  ofl_to_nic completes the checksums of a burst
@@ -457,25 +485,6 @@ void pcap_burst(struct pcap_ring *r, enum pcap_dir dir, const struct vx_pkt *pkt
 bool pcap_enabled(void);
 void pcap_counts(uint64_t *captured, uint64_t *not_captured, uint64_t *after_limit);
 void pcap_close(void);                                  /* drain, flush, close, log totals */
-
-/* pmd_loop.c: the poll-mode threads. */
-/* devs[0..ndevs-1]: one device, or two that are each other's port (VM-to-VM).
- * nic NULL with one device: loopback.  sleep_max_us (--pmd-sleep): idle
- * back-off, 0 = always poll. */
-int  pmd_start(struct vx_dev *devs, int ndevs, struct nic_port **nics, int nnics, const int *cpus, int ncpus,
-               uint32_t sleep_max_us);
-bool pmd_quiesce(void);     /* return once no PMD is inside a ring it read as ready; false only
-                               when shutting down with a PMD that did not finish in time */
-int  pmd_stop(void);        /* the threads that did not stop in time (left to the exit) */
-void pmd_watchdog(void);    /* the control loop, every wake-up: a PMD stuck in a system call is interrupted */
-
-/* vhost_user.c: the control plane, run by main.c's thread. */
-int  vu_init(struct vx_dev *dev, const struct vu_options *opt);
-int  vu_poll_fd(struct vx_dev *dev);       /* fd main.c polls: listen or connection (-1 = retry later) */
-short vu_poll_events(const struct vx_dev *dev);    /* ... for POLLIN, or POLLOUT while a reply waits */
-double vu_deadline(const struct vx_dev *dev);      /* when to call vu_handle_event anyway (0: no need) */
-void vu_handle_event(struct vx_dev *dev);  /* called when that fd is ready, at the deadline, or every second */
-void vu_cleanup(struct vx_dev *dev);
 
 /* fault.c: a SIGBUS in guest memory (the frontend truncated the file behind
  * a region) caught in the thread that touched it, never a crash.  A thread
