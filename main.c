@@ -880,8 +880,8 @@ static void log_offers(const struct config *cfg)
         vx_log("offloads: none offered (--no-offloads): guests send MTU-sized segments, checksummed");
     else
         vx_log("offloads: checksum and TSO offered (CSUM, GUEST_CSUM, HOST_TSO4/6, GUEST_TSO4/6, ECN)%s",
-               cfg->nic.ifname ? "; towards the NIC, checksums and segmentation in software in the poll thread "
-                                 "(AF_XDP TX checksum metadata is not used)" : "");
+               cfg->nic.ifname ? "; towards the NIC, segmentation in software in the poll thread, checksums "
+                                 "as the port's \"TX checksums\" line says" : "");
 }
 
 /* --queue Q-R: the port line names the range and how the pairs map onto
@@ -935,7 +935,7 @@ struct totals {
     uint64_t drops;                     /* lost here: no RX buffer, too big, ring not ready */
     uint64_t broken;                    /* times a ring was found malformed and stopped */
     uint64_t calls_dropped;             /* interrupts the call eventfd refused (virtqueue.c, vq_call) */
-    uint64_t tso, segments, csum_sw, partial, bad_hdr;     /* offload.c's, see vx_ring_stats */
+    uint64_t tso, segments, csum_sw, csum_nic, partial, bad_hdr;   /* offload.c's, see vx_ring_stats */
 };
 
 /* A counter a poll thread is writing, read whole. */
@@ -956,7 +956,7 @@ static struct totals sum_rings(const struct vx_dev *dev, int pair)
         *(i & 1 ? &t.tx_bytes : &t.rx_bytes) += LOAD(s->bytes);
         t.calls_dropped += LOAD(dev->vrings[i].calls_dropped);
 #define ADD(f) t.f += LOAD(s->f)
-        ADD(drops); ADD(broken); ADD(tso); ADD(segments); ADD(csum_sw); ADD(partial); ADD(bad_hdr);
+        ADD(drops); ADD(broken); ADD(tso); ADD(segments); ADD(csum_sw); ADD(csum_nic); ADD(partial); ADD(bad_hdr);
 #undef ADD
     }
     return t;
@@ -1039,15 +1039,18 @@ static void print_pair_stats(const char *label, int pair, const struct totals *n
  *                TX checksum offload), given on as NEEDS_CSUM or completed;
  *   bad headers  packets dropped for a header we refuse (and frames from
  *                the NIC we cannot fix).
+ *   left to the NIC's kernel  NEEDS_CSUM packets and TSO segments whose
+ *                checksum the AF_XDP port's kernel completes (TX metadata,
+ *                nic_afxdp.c's "TX checksums by the kernel").
  * `what` is "stats" or "exit": the same line serves both. */
 static void print_offload_line(const char *what, const char *label, const struct totals *t)
 {
-    if (!(t->tso | t->csum_sw | t->partial | t->bad_hdr))
+    if (!(t->tso | t->csum_sw | t->csum_nic | t->partial | t->bad_hdr))
         return;
     fprintf(stderr, "vhost-xdp: %s: %soffloads: TSO packets %llu (cut into %llu segments), checksums completed "
-            "%llu, partial checksums from the NIC %llu, bad headers %llu\n", what, label, (unsigned long long)t->tso,
-            (unsigned long long)t->segments, (unsigned long long)t->csum_sw, (unsigned long long)t->partial,
-            (unsigned long long)t->bad_hdr);
+            "%llu, partial checksums from the NIC %llu, bad headers %llu, checksums left to the NIC's kernel %llu\n",
+            what, label, (unsigned long long)t->tso, (unsigned long long)t->segments, (unsigned long long)t->csum_sw,
+            (unsigned long long)t->partial, (unsigned long long)t->bad_hdr, (unsigned long long)t->csum_nic);
 }
 
 /* The NIC's line: rates since the last line; the three trouble counters

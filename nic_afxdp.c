@@ -72,6 +72,7 @@
 #include <linux/if_xdp.h>       /* the AF_XDP socket API */
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
+#include <linux/virtio_net.h>     /* VIRTIO_NET_HDR_F_NEEDS_CSUM */
 
 /* Names the kernel keeps with the program and the map, so that `ip link`,
  * `bpftool prog` and `bpftool map` show whose they are, and so that a
@@ -128,6 +129,11 @@ struct nic_port {
      * other, so a flood in one direction cannot starve the other. */
     uint64_t *tx_free;
     uint32_t  tx_nfree, tx_frames;
+    /* 0, or the room for AF_XDP's TX metadata before each TX packet when
+     * the kernel completes checksums for us (tx_csum): second reading,
+     * "TX checksums by the kernel". */
+    uint32_t  tx_headroom;
+    bool      tx_csum;
     bool      kick_error_logged;
 
     struct nic_stats stats;     /* written by the poll thread only */
@@ -166,6 +172,9 @@ static void prog_load_failed(const struct nic_port *p, union bpf_attr *a);
 static void umem_reg_failed(const struct nic_port *p, int err);
 static int  bind_retry(const struct nic_port *p, const struct sockaddr_xdp *sxdp, bool zerocopy);
 static void log_kernel_drops(const struct nic_port *p);                        /* Instruments */
+static int  umem_reg_tx_metadata(struct nic_port *p, struct xdp_umem_reg *reg);  /* TX checksums */
+static void tx_csum_decide(struct nic_port *p);
+static uint32_t tx_metadata_csum(struct nic_port *p, const struct vx_pkt *pkt);
 
 /* === The XDP program ======================================================
  *
@@ -401,7 +410,11 @@ static int create_socket_and_umem(struct nic_port *p)
     reg.headroom = 0;
     /* reg.flags stays 0: aligned-chunk mode (no XDP_UMEM_UNALIGNED_CHUNK_FLAG),
      * where frames start at multiples of chunk_size: what lets
-     * addr & ~(frame_size - 1) find the frame of any address. */
+     * addr & ~(frame_size - 1) find the frame of any address.
+     * A kernel that can complete TX checksums (Linux 6.11+) is asked for
+     * room to say where, first ("TX checksums by the kernel"). */
+    if (umem_reg_tx_metadata(p, &reg) == 0)
+        return 0;
     if (setsockopt(p->xsk_fd, SOL_XDP, XDP_UMEM_REG, &reg, sizeof reg) < 0) {
         umem_reg_failed(p, errno);      /* RLIMIT_MEMLOCK, most often ("When a step fails") */
         return -1;
@@ -701,6 +714,7 @@ static int open_queue(struct nic_port *p, const struct nic_options *opt, int map
              p->zerocopy ? "zerocopy" : "copy");
     vx_log("%s queue %u: AF_XDP port ready: XDP %s; UMEM %u frames x %u B (%u RX, %u TX)", p->ifname,
            p->queue, p->mode_name, p->frame_count, p->frame_size, p->frame_count / 2, p->tx_frames);
+    tx_csum_decide(p);      /* who completes TX checksums: the kernel, or offload.c */
     return 0;
 }
 
@@ -922,13 +936,14 @@ int nic_tx_alloc(struct nic_port *p, struct vx_pkt *pkts, int n)
         vx_counter_add(p->stats.tx_ring_full, 1);   /* every TX frame is in flight: the guest waits */
         return 0;
     }
-    /* The whole frame is the caller's, from its first byte: in copy mode
-     * the kernel copies a TX packet into an skb of its own, and a zero-copy
-     * driver sends straight from the frame; neither needs headroom. */
+    /* The frame is the caller's, from its first byte: in copy mode the
+     * kernel copies a TX packet into an skb of its own, and a zero-copy
+     * driver sends straight from the frame; neither needs headroom.  (Only
+     * the TX metadata does, when it is used: tx_headroom, 0 otherwise.) */
     int got = n < (int)p->tx_nfree ? n : (int)p->tx_nfree;
     for (int i = 0; i < got; i++) {
-        pkts[i].data = p->umem + p->tx_free[--p->tx_nfree];
-        pkts[i].room = p->frame_size;
+        pkts[i].data = p->umem + p->tx_free[--p->tx_nfree] + p->tx_headroom;
+        pkts[i].room = p->frame_size - p->tx_headroom;
         pkts[i].len = 0;
     }
     return got;
@@ -969,8 +984,12 @@ void nic_tx_submit(struct nic_port *p, struct vx_pkt *pkts, int nfilled, int nal
         d->addr = addr;
         d->len = pkts[i].len;
         /* No option bits: one whole packet (no XDP_PKT_CONTD), no TX
-         * metadata; a bit the kernel does not know makes it invalid. */
+         * metadata; a bit the kernel does not know makes it invalid.  A
+         * packet whose checksum offload.c left for the kernel (tx_csum)
+         * says where it goes, in the TX metadata. */
         d->options = 0;
+        if (p->tx_csum && (pkts[i].hdr.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM))
+            d->options = tx_metadata_csum(p, &pkts[i]);
         bytes += pkts[i].len;
         sent++;
     }
@@ -1482,6 +1501,108 @@ static int bind_retry(const struct nic_port *p, const struct sockaddr_xdp *sxdp,
                    err == EINVAL ? " (queue id out of range?)" : "");
         return -1;
     }
+}
+
+/* === TX checksums by the kernel: AF_XDP TX metadata (Linux 6.11+) ========
+ *
+ * A guest that negotiated VIRTIO_NET_F_CSUM sends TCP and UDP packets whose
+ * checksum field holds only the pseudo-header's sum, with csum_start and
+ * csum_offset saying where the rest is to be summed and stored (virtio 1.2
+ * §5.1.6.2): the hardware's job.  offload.c can do it in software; since
+ * Linux 6.8 an AF_XDP socket can also hand it to the kernel, per packet, in
+ * a small struct written just before the packet in its UMEM frame
+ * (Documentation/networking/xsk-tx-metadata.rst):
+ *
+ *      frame:  | struct xsk_tx_metadata (16 B) | packet ...
+ *                                              ^ xdp_desc.addr
+ *
+ * with the descriptor's option XDP_TX_METADATA and the metadata's flag
+ * XDP_TXMD_FLAGS_CHECKSUM: csum_start, csum_offset, counted from the
+ * packet's first byte, the very meaning of virtio's two fields.
+ *
+ * Three facts decide when we use it:
+ *   - the UMEM must be registered with tx_metadata_len (16) and, since Linux
+ *     6.11, the flag XDP_UMEM_TX_METADATA_LEN; a kernel that does not know
+ *     the flag refuses the registration with EINVAL, and we register again
+ *     without it (6.8-6.10 took tx_metadata_len without the flag: we do not
+ *     rely on them, so their checksums stay in software);
+ *   - in copy mode (every veth, every driver without AF_XDP zero-copy) the
+ *     kernel builds an skb from the frame and marks it CHECKSUM_PARTIAL at
+ *     csum_start/csum_offset, as its own TCP stack would: a device with
+ *     checksum offload completes it, the stack (validate_xmit_skb) does it in
+ *     software for one without, and over a veth to a local peer nobody
+ *     needs to (the peer's stack trusts a partial checksum that never left
+ *     the machine);
+ *   - in zero-copy mode the driver reads the metadata itself, and a driver
+ *     that cannot checksum ignores the request: the packet would leave with
+ *     a wrong checksum.  So with zero-copy we keep software checksums.
+ * The log says which one runs (one line per queue).  --no-offloads makes
+ * the question moot: without VIRTIO_NET_F_CSUM no packet asks for one.
+ */
+
+/* What include/uapi/linux/if_xdp.h has since 6.8/6.11; the build's own
+ * headers may be older (Debian 12's are 6.1). */
+#ifndef XDP_TX_METADATA
+#define XDP_TX_METADATA          (1 << 1)      /* xdp_desc.options: metadata precedes the packet */
+#endif
+#define VX_UMEM_TX_METADATA_LEN  (1 << 2)      /* XDP_UMEM_TX_METADATA_LEN: tx_metadata_len is meant */
+#define VX_TXMD_FLAGS_CHECKSUM   (1 << 1)      /* XDP_TXMD_FLAGS_CHECKSUM */
+struct vx_umem_reg {                           /* struct xdp_umem_reg as of 6.8 */
+    uint64_t addr, len;
+    uint32_t chunk_size, headroom, flags, tx_metadata_len;
+};
+struct vx_tx_metadata {                        /* union xsk_tx_metadata, the request half */
+    uint64_t flags;
+    uint16_t csum_start, csum_offset;
+    uint32_t pad;                              /* the union's other half is 8 bytes */
+};
+_Static_assert(sizeof(struct vx_umem_reg) == 32, "xdp_umem_reg as of Linux 6.8");
+_Static_assert(sizeof(struct vx_tx_metadata) == 16, "xsk_tx_metadata: 16 bytes");
+
+/* Register the UMEM as create_socket_and_umem() would, plus room for the
+ * metadata.  0: registered, TX packets start tx_headroom into their frames;
+ * -1: refused (an older kernel), nothing changed: register it plainly. */
+static int umem_reg_tx_metadata(struct nic_port *p, struct xdp_umem_reg *reg)
+{
+    struct vx_umem_reg r = { .addr = reg->addr, .len = reg->len, .chunk_size = reg->chunk_size,
+                             .headroom = reg->headroom, .flags = reg->flags | VX_UMEM_TX_METADATA_LEN,
+                             .tx_metadata_len = sizeof(struct vx_tx_metadata) };
+    if (setsockopt(p->xsk_fd, SOL_XDP, XDP_UMEM_REG, &r, sizeof r) < 0)
+        return -1;
+    p->tx_headroom = sizeof(struct vx_tx_metadata);
+    return 0;
+}
+
+/* After bind: the kernel completes checksums in copy mode only (see above). */
+static void tx_csum_decide(struct nic_port *p)
+{
+    p->tx_csum = p->tx_headroom && !p->zerocopy;
+    if (p->tx_csum)
+        vx_log("%s queue %u: TX checksums: completed by the kernel (AF_XDP TX metadata, copy mode)", p->ifname,
+               p->queue);
+    else
+        vx_log("%s queue %u: TX checksums: completed in software by vhost-xdp (%s)", p->ifname, p->queue,
+               p->tx_headroom ? "zero-copy: the driver might ignore the request"
+                              : "this kernel has no AF_XDP TX metadata; Linux 6.11 has");
+}
+
+/* For pmd_loop.c: may offload.c leave this port's checksums partial? */
+bool nic_tx_csum(const struct nic_port *p)
+{
+    return p->tx_csum;
+}
+
+/* The metadata of one packet that needs its checksum completed: offload.c
+ * checked that csum_start + csum_offset + 2 lies inside the packet (the
+ * kernel checks it again, and refuses the packet otherwise).  Returns the
+ * descriptor's options. */
+static uint32_t tx_metadata_csum(struct nic_port *p, const struct vx_pkt *pkt)
+{
+    (void)p;
+    struct vx_tx_metadata *m = (struct vx_tx_metadata *)(pkt->data - sizeof *m);
+    *m = (struct vx_tx_metadata){ .flags = VX_TXMD_FLAGS_CHECKSUM, .csum_start = pkt->hdr.csum_start,
+                                  .csum_offset = pkt->hdr.csum_offset };
+    return XDP_TX_METADATA;
 }
 
 /* === Instruments: the counters main.c reads, the kernel's own drops =======

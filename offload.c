@@ -447,11 +447,14 @@ static void ofl_bad(struct vx_vring *tx, const struct vx_pkt *p, const char *why
  * The wire takes only whole checksums and frames within its MTU, so what a
  * guest left for the hardware is done here, in the poll thread.  Packets of
  * the burst (in UMEM frames, ours to write) with NEEDS_CSUM get their
- * checksum completed in place; a bad header drops its packet, whose frame
- * moves behind the kept ones (nic_tx_submit gives those back unused).
- * Returns how many are kept, in order.
+ * checksum completed in place, unless the port's kernel completes them
+ * (`leave`: AF_XDP TX metadata, nic_afxdp.c's "TX checksums by the
+ * kernel"), in which case their header goes on to nic_tx_submit as it
+ * is, checked; a bad header drops its packet, whose frame moves behind the
+ * kept ones (nic_tx_submit gives those back unused).  Returns how many are
+ * kept, in order.
  */
-static int ofl_fix_burst(struct vx_vring *tx, struct vx_pkt *pkts, int n)
+static int ofl_fix_burst(struct vx_vring *tx, struct vx_pkt *pkts, int n, bool leave)
 {
     int kept = 0;
     for (int i = 0; i < n; i++) {
@@ -462,7 +465,9 @@ static int ofl_fix_burst(struct vx_vring *tx, struct vx_pkt *pkts, int n)
                 ofl_bad(tx, p, why);
                 continue;
             }
-            if (p->hdr.flags && ofl_complete_csum(p) == 0)
+            if (p->hdr.flags && leave)
+                vx_counter_add(tx->stats.csum_nic, 1);
+            else if (p->hdr.flags && ofl_complete_csum(p) == 0)
                 vx_counter_add(tx->stats.csum_sw, 1);
         }
         if (i != kept) {
@@ -489,7 +494,7 @@ int ofl_to_nic(struct ofl_cut *cut, struct vx_vring *tx, struct vx_pkt *frames, 
 {
     /* A guest without CSUM sends no header (vq_tx_copy): one branch. */
     if (filled > 0 && (tx->features & (1ull << VIRTIO_NET_F_CSUM)))
-        filled = ofl_fix_burst(tx, frames, filled);
+        filled = ofl_fix_burst(tx, frames, filled, cut->nic_csum);
     /* Then the TSO packet, if one is waiting, into the frames left. */
     if (!cut->big.len || nframes == 0)
         return filled;
@@ -504,9 +509,13 @@ int ofl_to_nic(struct ofl_cut *cut, struct vx_vring *tx, struct vx_pkt *frames, 
             cut->big.len = cut->nsegs = 0;
             return filled;
         }
-        cut->out_partial = false;       /* the wire wants every checksum in full */
+        /* The wire wants every checksum in full: computed here, or by the
+         * port's kernel from each segment's NEEDS_CSUM header (nic_csum). */
+        cut->out_partial = cut->nic_csum;
         vx_counter_add(tx->stats.tso, 1);
         vx_counter_add(tx->stats.segments, (uint64_t)segs);
+        if (cut->nic_csum)
+            vx_counter_add(tx->stats.csum_nic, (uint64_t)segs);
         if (__builtin_expect(vx_trace_rings, 0))
             ofl_trace(tx, &cut->big, "cut for the NIC into", segs);
     }

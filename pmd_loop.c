@@ -100,7 +100,7 @@ static int  pmd_mtu_filter(struct vx_dev *dev, struct vx_vring *rx, struct vx_pk
 static int  pmd_vm2vm_pair(struct pmd_thread *t, struct vx_dev *a, struct vx_dev *b, int k);   /* "VM-to-VM" */
 static void pmd_idle_setup(void);                      /* "Idle back-off" */
 static void pmd_idle_backoff(struct pmd_thread *t, int moved);
-static int  pmd_offload_start(int nnics);              /* "The offloads' buffers" */
+static int  pmd_offload_start(struct nic_port **nics, int nnics);              /* "The offloads' buffers" */
 static void pmd_offload_stop(void);
 static void pmd_fault_recover(struct pmd_thread *t);   /* "Guest memory faults" */
 static void pmd_wake_prepare(void);                    /* "Stuck threads" */
@@ -370,7 +370,7 @@ int pmd_start(struct vx_dev *devs, int ndevs, struct nic_port **nics, int nnics,
     /* Set once, before any thread starts (each reads it to find its pairs),
      * and never changed while one runs. */
     pmd_nthreads = n;
-    if (pmd_offload_start(nnics) < 0)   /* a TSO buffer per NIC queue ("The offloads' buffers") */
+    if (pmd_offload_start(nics, nnics) < 0)   /* a TSO buffer per NIC queue ("The offloads' buffers") */
         return -1;
     for (int i = 0; i < pmd_nthreads; i++)
         if (pmd_thread_start(&pmd_threads[i], i, ncpus > 0 ? cpus[i] : -1) < 0)
@@ -631,10 +631,11 @@ static void pmd_idle_setup(void)
  *     free frames run short.  One per NIC queue, used only by the thread
  *     that owns that queue.
  */
-static int pmd_offload_start(int nnics)
+static int pmd_offload_start(struct nic_port **nics, int nnics)
 {
     for (int k = 0; k < nnics && k < VX_MAX_QUEUE_PAIRS; k++) {
-        pmd_cuts[k] = (struct ofl_cut){ .big = { .room = VX_PKT_MAX, .data = malloc(VX_PKT_MAX) } };
+        pmd_cuts[k] = (struct ofl_cut){ .big = { .room = VX_PKT_MAX, .data = malloc(VX_PKT_MAX) },
+                                        .nic_csum = nic_tx_csum(nics[k]) };
         if (!pmd_cuts[k].big.data) {
             vx_log("NIC queue %d: out of memory for the TSO buffer", k);
             return -1;

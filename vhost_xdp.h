@@ -208,6 +208,7 @@ struct vx_ring_stats {
     uint64_t tso;       /* TX: TSO packets (gso_type set) the guest sent */
     uint64_t segments;  /* TX: segments vhost-xdp cut them into (0 for one that crossed whole) */
     uint64_t csum_sw;   /* checksums vhost-xdp computed (TX: NEEDS_CSUM; RX: partial ones from the NIC) */
+    uint64_t csum_nic;  /* TX: checksums left partial for the NIC port's kernel to complete */
     uint64_t partial;   /* RX: frames from the NIC holding a partial checksum (CHECKSUM_PARTIAL) */
     uint64_t bad_hdr;   /* TX: packets dropped for a header we refuse; RX: frames we could not fix */
 };
@@ -403,6 +404,8 @@ uint32_t nic_queue(const struct nic_port *p);
 int  nic_rx_burst(struct nic_port *p, struct vx_pkt *pkts, int n);          /* pkts point into UMEM */
 void nic_rx_release(struct nic_port *p, const struct vx_pkt *pkts, int n);  /* frames back to the fill ring */
 int  nic_tx_alloc(struct nic_port *p, struct vx_pkt *pkts, int n);          /* free frames to fill */
+/* ... each with its len and hdr set (hdr.flags NEEDS_CSUM: the kernel completes that checksum, on
+ * a port where nic_tx_csum() says it can; offload.c leaves it so only there). */
 void nic_tx_submit(struct nic_port *p, struct vx_pkt *pkts, int nfilled, int nalloc);
 void nic_close(struct nic_port *p);         /* ports[0] first: it holds the XDP program */
 
@@ -441,6 +444,10 @@ void vq_ring_view_legend(FILE *out);
  * big->len stays 0 when none did.  offload.c cuts it into segments. */
 int  vq_dequeue_burst_big(struct vx_vring *vr, struct vx_pkt *pkts, int n, struct vx_pkt *big);
 
+/* nic_afxdp.c, second reading: does the kernel complete this port's TX checksums
+ * (AF_XDP TX metadata, "TX checksums by the kernel")? */
+bool nic_tx_csum(const struct nic_port *p);
+
 /* offload.c (second reading): checksums and TCP segmentation, one call per
  * direction from pmd_loop.c.  ofl_to_nic completes the checksums of a burst
  * for the NIC and cuts a TSO packet (big, from vq_dequeue_burst_big) into
@@ -457,6 +464,7 @@ struct ofl_cut {                    /* a TSO packet being cut: one per NIC queue
     uint32_t next, index;           /* payload bytes and segments already cut */
     bool     ipv6;
     bool     out_partial;           /* for a guest with GUEST_CSUM: NEEDS_CSUM, not a full checksum */
+    bool     nic_csum;              /* the NIC port completes NEEDS_CSUM itself (nic_tx_csum) */
 };
 typedef void ofl_send_fn(void *ctx, struct vx_pkt *pkts, int n);
 int  ofl_to_nic(struct ofl_cut *cut, struct vx_vring *tx, struct vx_pkt *frames, int filled, int nframes);

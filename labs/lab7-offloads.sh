@@ -15,8 +15,8 @@
 # Steps: (1) A sends B N MiB, with vhost-xdp --trace=rings: one packet's header, the counters;
 # (2) C sends D the same, without offloads: the counters; (3) the two side by side: Mbit/s, chains
 # per 64 KiB, who computed the checksums; (4) vhost-xdp restarted on A's socket with --iface: A sends
-# the peer N MiB; vhost-xdp cuts each 64 KiB packet for the wire and computes every checksum, and
-# the peer's own partial checksums reach A as NEEDS_CSUM.  The transfers are tests/tcpcheck.c's with
+# the peer N MiB; vhost-xdp cuts each 64 KiB packet for the wire and leaves the TCP checksums to the
+# kernel (AF_XDP TX metadata) or computes them, and the peer's own partial checksums reach A as NEEDS_CSUM.  The transfers are tests/tcpcheck.c's with
 # -n (zeros, bytes counted: under an emulated CPU the pattern check would cost more than the network;
 # tests/test_tcp.sh checks every byte).  --ci (or LAB_CI=1): 8 MiB instead of 64, no pauses.
 set -u
@@ -196,8 +196,11 @@ lab_explain <<'EOF'
 
 A wire takes only MTU-sized frames with whole checksums, so here vhost-xdp does what a NIC's TSO
 does in hardware, in the poll thread: it cuts each 64 KiB packet into frames of headers + gso_size
-bytes (IP length and id, TCP sequence number and flags rewritten) and computes every IP and TCP
-checksum ("cut into N segments").  The other way, the peer's stack left its checksums for its veth
+bytes (IP length and id, TCP sequence number and flags rewritten), computes each IP header
+checksum, and leaves each TCP checksum to the kernel, as a NIC driver would be asked to: with
+AF_XDP's TX metadata (Linux 6.11+) each frame says where its checksum goes, and the kernel marks its
+skb CHECKSUM_PARTIAL ("checksums left to the NIC's kernel"; on an older kernel, or with zero-copy,
+vhost-xdp computes them, and the log's "TX checksums" line says so).  The other way, the peer's stack left its checksums for its veth
 "hardware" (CHECKSUM_PARTIAL, the veth's TX checksum offload): vhost-xdp recognises the
 pseudo-header sum in the field and hands such frames to A as NEEDS_CSUM ("partial checksums from
 the NIC"), which A may take as they are.

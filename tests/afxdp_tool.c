@@ -246,6 +246,7 @@ static int xsk_send(const struct tool_opts *o)
             continue;
         }
         for (int i = 0; i < n; i++, seq++) {
+            pkts[i].hdr = (struct vx_net_hdr){ 0 };     /* plain frames: no checksum for the kernel to complete */
             pkts[i].len = frame_len(seq);
             frame_build(pkts[i].data, seq, pkts[i].len);
             frame_print(pkts[i].data, pkts[i].len, seq);

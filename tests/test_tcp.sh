@@ -17,8 +17,9 @@
 #   2. VM-to-VM, A <-> C: the 64 KiB packets cross whole (TSO packets counted, 0 segments cut), into
 #      C's big-packet chains (no mergeable buffers) and A's mergeable buffers;
 #   3. --iface on a veth made by `ip link add type veth` (its peer's TX checksum offload on, as always):
-#      A <-> the peer in a netns: A's TSO packets are cut into frames and checksummed for the wire; the
-#      peer's partial checksums reach A as NEEDS_CSUM;
+#      A <-> the peer in a netns: A's TSO packets are cut into frames for the wire, their checksums left
+#      to the kernel (AF_XDP TX metadata: the log says so and every segment is counted) or, on a kernel
+#      without it, completed by vhost-xdp; the peer's partial checksums reach A as NEEDS_CSUM;
 #   4. the same with B: the peer's partial checksums are completed in software (B has no GUEST_CSUM).
 # In every case the receiving kernels' checksum error counters (InCsumErrors in /proc/net/snmp and
 # snmp6, in the guests and in the peer's netns) do not move.
@@ -255,6 +256,17 @@ for g in a b; do
     if [ $g = a ]; then
         check "A -> peer: TSO packets cut for the wire ($tso into $segs segments); peer -> A: $partial partial checksums passed on as NEEDS_CSUM" \
             eval '[ "${tso:-0}" -gt 0 ] && [ "${segs:-0}" -gt "${tso:-0}" ] && [ "${partial:-0}" -gt 0 ]' || diag "$log"
+        # Who completed A's TCP checksums towards the wire: the kernel, from AF_XDP's TX metadata
+        # (Linux 6.11+, copy mode: every segment left to it), or vhost-xdp where the log says so.
+        left=$(offload_field "$log" "" "checksums left to the NIC's kernel")
+        if grep -q "queue 0: TX checksums: completed by the kernel (AF_XDP TX metadata, copy mode)" "$log"; then
+            check "A -> peer: every segment's checksum left to the kernel (AF_XDP TX metadata): ${left:-?} >= $segs segments" \
+                eval '[ "${left:-0}" -ge "${segs:-1}" ]' || diag "$log"
+        else
+            check "A -> peer: the log says vhost-xdp completes the TX checksums itself, and none was left to the kernel" \
+                eval 'grep -q "queue 0: TX checksums: completed in software by vhost-xdp" "$log" && [ "${left:-0}" = 0 ]' ||
+                diag "$log"
+        fi
     else
         check "peer -> B: $partial partial checksums, completed in software ($csum checksums completed)" \
             eval '[ "${partial:-0}" -gt 0 ] && [ "${csum:-0}" -ge "${partial:-0}" ] && [ "${tso:-0}" = 0 ]' || diag "$log"
