@@ -10,7 +10,8 @@
 #
 # Needs dpdk-testpmd (a failure under CI=true when missing, as every test with a peer); the forward
 # path and the hugepages only as root (otherwise the bench skips them, and so do these checks).
-# Then the TCP rows' harness (bench/bench_tcp.sh): a bad knob, and its smallest run (two guests).
+# Then the TCP rows' harness (bench/bench_tcp.sh): a bad knob, and its smallest run (two guests);
+# and the ring code's instruction count (bench/ring_cost.sh): a bad knob, a small run, twice.
 set -u
 . "$(dirname "$0")/../tests/lib.sh"
 cd "$(dirname "$0")/.." || exit 1
@@ -122,6 +123,27 @@ if [ $ROOT = 1 ] && command -v qemu-system-x86_64 >/dev/null; then
     check "bench_tcp: nothing left (guests, vhost-xdp, netns, veths, taps, bridge)${left:+: $left}" [ -z "$left" ]
 else
     skip "bench_tcp's run needs root and qemu-system-x86_64"
+fi
+
+# The ring code's instruction count (bench/ring_cost.sh, make bench-cost): a bad knob, then a small
+# run whose four rows each hold a count, the same on a second run (a count, not a rate).
+if command -v valgrind >/dev/null; then
+    RING_COST_PACKETS=0 bench/ring_cost.sh >"$OUT" 2>&1
+    rc=$?
+    check "ring_cost: RING_COST_PACKETS=0 is refused with exit status 2 (got $rc)" [ "$rc" = 2 ]
+    RING_COST_PACKETS=3000 bench/ring_cost.sh >"$OUT" 2>&1
+    rc=$?
+    sed 's/^/# /' "$OUT"
+    rows=$(grep -Ec '^(split|packed) +(64|1518) B +[0-9]+\.[0-9]$' "$OUT")
+    check "ring_cost: exit status 0 and four rows of instructions per packet (got $rc, $rows rows)" \
+        eval '[ "$rc" = 0 ] && [ "$rows" = 4 ]'
+    first=$(grep -E '^(split|packed)' "$OUT")
+    RING_COST_PACKETS=3000 bench/ring_cost.sh 2>/dev/null | grep -E '^(split|packed)' >"$OUT"
+    check "ring_cost: the same counts on a second run" [ "$first" = "$(cat "$OUT")" ]
+elif [ "${CI:-}" = true ]; then
+    not_ok "ring_cost needs valgrind (apt-get install valgrind)"
+else
+    skip "ring_cost needs valgrind"
 fi
 
 done_testing
