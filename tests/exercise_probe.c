@@ -3,11 +3,13 @@
  * for tests/test_exercises.sh (the answers in labs/answers/ change vhost-xdp;
  * this is the guest that notices).
  *
- *   tests/exercise_probe BINARY kicks         Labs 2 and 6: notifications
- *   tests/exercise_probe BINARY tso [guest]   Lab 7: segments and checksums
+ *   tests/exercise_probe BINARY kicks               Labs 2 and 6: notifications
+ *   tests/exercise_probe BINARY tso [guest]         Lab 7: segments and checksums
+ *   tests/exercise_probe BINARY nic [guest] IFACE   Lab 7: the peer's checksums
  *
- * It starts BINARY --loopback (tests/frontend.c), does QEMU 7.2's handshake,
- * moves some traffic, and prints one line the shell test reads:
+ * It starts BINARY --loopback (tests/frontend.c; nic: BINARY --iface IFACE,
+ * under VX_BACKEND_WRAPPER, e.g. "ip netns exec NS"), does QEMU 7.2's
+ * handshake, moves some traffic, and prints one line the shell test reads:
  *
  *   kicks: "PROBE kicks event_idx=0|1 tx_kicks=N rx_kicks=N packets=N
  *     ping_tx_kicks=N pings=N".  2,000 frames go round the loopback as a
@@ -27,6 +29,11 @@
  *     (a GUEST_CSUM driver takes it unverified, §5.1.6.4), any other must
  *     carry correct IPv4 and TCP checksums, or it counts in csum_bad (the
  *     kernel's InCsumErrors).
+ *   nic: "PROBE nic guest_csum=0|1 tcp_frames=N csum_bad=N partial=N".  The
+ *     driver acks CSUM (and with `guest` GUEST_CSUM), runs the shell command
+ *     in $PROBE_SENDER (a peer behind IFACE opening TCP connections to us:
+ *     its SYNs leave its veth with partial checksums, CHECKSUM_PARTIAL), then
+ *     reads what came in from the NIC and checks it as in tso mode.
  *
  * Its own set-up steps are TAP lines (the shell test shows them as comments).
  */
@@ -176,6 +183,52 @@ static int probe_pings(struct conn *c)
     return back;
 }
 
+/* What the receiving kernel would make of one frame from the RX ring
+ * (header included): TCP/IPv4 frames are counted by source port, and
+ * either "partial" (NEEDS_CSUM: a GUEST_CSUM driver takes it unverified)
+ * or checked in full, a wrong IPv4 or TCP checksum counting as "bad". */
+struct tally { int tso, plain, tcp, bad, partial; };
+static void tally_frame(struct tally *t, const uint8_t *got, uint32_t n)
+{
+    const struct virtio_net_hdr_mrg_rxbuf *rh = (const void *)got;
+    const uint8_t *f = got + HDR_LEN, *ip = f + 14, *tcp = ip + 20;
+    uint32_t flen = n - HDR_LEN;
+    if (n < HDR_LEN + ETH_IP_TCP || get16(f + 12) != 0x0800 || ip[0] != 0x45 || ip[9] != 6)
+        return;
+    uint32_t port = get16(tcp);
+    t->tcp++;
+    t->tso += port == TSO_PORT;
+    t->plain += port == PLAIN_PORT;
+    if (rh->hdr.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) {
+        t->partial++;
+        return;
+    }
+    uint32_t tcp_len = get16(ip + 2) - 20;
+    bool ok = fold(sum16(0, ip, 20)) == 0xffff && tcp_len + 34 <= flen &&
+              fold(sum16(pseudo_sum(ip, tcp_len), tcp, tcp_len)) == 0xffff;
+    t->bad += !ok;
+}
+
+/* Lab 7: what came in from the NIC while the peer sent (PROBE_SENDER). */
+static int probe_nic(struct conn *c)
+{
+    struct pair *q = &c->qp[0];
+    const char *sender = getenv("PROBE_SENDER");
+    uint8_t got[4096];
+    struct tally t = { 0 };
+    int n;
+    if (!check(sender && *sender, "PROBE_SENDER names the peer's command"))
+        return 1;
+    int rc = system(sender);
+    diag("the sender exited with status %d", rc);
+    while ((n = recv_with_header(c, q, got, sizeof got, 1.0)) > 0)
+        tally_frame(&t, got, (uint32_t)n);
+    check(n == 0, "RX read%s%s", c->err[0] ? ": " : "", c->err);
+    printf("PROBE nic guest_csum=%d tcp_frames=%d csum_bad=%d partial=%d\n",
+           !!(c->features & BIT(VIRTIO_NET_F_GUEST_CSUM)), t.tcp, t.bad, t.partial);
+    return 0;
+}
+
 /* Lab 7: send the TSO packet and the plain frame, classify what comes back. */
 static int probe_tso(struct conn *c)
 {
@@ -194,53 +247,51 @@ static int probe_tso(struct conn *c)
     if (!check(send_with_header(c, q, &h, frame, len), "plain NEEDS_CSUM frame sent%s%s", c->err[0] ? ": " : "",
                c->err))
         return 1;
-    int tso = 0, plain = 0, bad = 0, partial = 0, n;
+    struct tally t = { 0 };
+    int n;
     /* Until nothing more comes for a second: the loopback answers in
      * microseconds, so the second is only for a loaded machine. */
-    while ((n = recv_with_header(c, q, got, sizeof got, 1.0)) > 0) {
-        const struct virtio_net_hdr_mrg_rxbuf *rh = (const void *)got;
-        const uint8_t *f = got + HDR_LEN, *ip = f + 14, *tcp = ip + 20;
-        uint32_t flen = (uint32_t)n - HDR_LEN;
-        if (flen < ETH_IP_TCP || get16(f + 12) != 0x0800)
-            continue;
-        uint32_t port = get16(tcp);
-        tso += port == TSO_PORT;
-        plain += port == PLAIN_PORT;
-        if (rh->hdr.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) {
-            partial++;
-            continue;
-        }
-        uint32_t tcp_len = get16(ip + 2) - 20;
-        bool ok = fold(sum16(0, ip, 20)) == 0xffff && tcp_len + 34 <= flen &&
-                  fold(sum16(pseudo_sum(ip, tcp_len), tcp, tcp_len)) == 0xffff;
-        bad += !ok;
-    }
+    while ((n = recv_with_header(c, q, got, sizeof got, 1.0)) > 0)
+        tally_frame(&t, got, (uint32_t)n);
     check(n == 0 && tx_wait_done(c, q), "every TX chain back, RX read%s%s", c->err[0] ? ": " : "", c->err);
     printf("PROBE tso guest_csum=%d guest_tso4=%d tso_frames=%d plain_frames=%d csum_bad=%d partial=%d\n",
-           !!(c->features & BIT(VIRTIO_NET_F_GUEST_CSUM)), !!(c->features & BIT(VIRTIO_NET_F_GUEST_TSO4)), tso,
-           plain, bad, partial);
+           !!(c->features & BIT(VIRTIO_NET_F_GUEST_CSUM)), !!(c->features & BIT(VIRTIO_NET_F_GUEST_TSO4)), t.tso,
+           t.plain, t.bad, t.partial);
     return 0;
 }
 
 int main(int argc, char **argv)
 {
-    if (argc < 3 || (strcmp(argv[2], "kicks") && strcmp(argv[2], "tso"))) {
-        fprintf(stderr, "usage: %s BINARY kicks|tso [guest]\n", argv[0]);
+    bool tso = argc > 2 && !strcmp(argv[2], "tso"), nic = argc > 2 && !strcmp(argv[2], "nic");
+    bool guest = argc > 3 && !strcmp(argv[3], "guest");
+    const char *iface = nic ? argv[guest ? 4 : 3] : NULL;
+    if (argc < 3 || (!tso && !nic && strcmp(argv[2], "kicks")) || (nic && !iface)) {
+        fprintf(stderr, "usage: %s BINARY kicks | tso [guest] | nic [guest] IFACE\n", argv[0]);
         return 2;
     }
-    bool tso = !strcmp(argv[2], "tso"), guest = argc > 3 && !strcmp(argv[3], "guest");
     static const char *const args[] = { "--trace=rings", NULL };
-    if (!fe_start("exercise_probe", 60, argv[1], args))
+    if (nic) {      /* BINARY --socket S --iface IFACE, not --loopback: fe_start's opening by hand */
+        const char *nic_args[] = { "--socket", sock_path, "--iface", iface, "--trace=rings", NULL };
+        if (!fe_setup("exercise_probe", 60) || !start_backend_argv(argv[1], nic_args) ||
+            !check(wait_for_socket(20), "back-end creates its socket")) {
+            print_backend_log(30);
+            return fe_finish() | 1;
+        }
+    } else if (!fe_start("exercise_probe", 60, argv[1], args)) {
         return 1;
+    }
     struct conn *c = conn_new("probe", false);
-    struct fe_opts o = { .style = STYLE_QEMU, .mrg_rxbuf = !tso, .npairs = 1 };
+    struct fe_opts o = { .style = STYLE_QEMU, .mrg_rxbuf = !tso && !nic, .npairs = 1 };
+    if (tso || nic)
+        o.more_features = BIT(VIRTIO_NET_F_CSUM) | (guest ? BIT(VIRTIO_NET_F_GUEST_CSUM) : 0);
     if (tso)
-        o.more_features = BIT(VIRTIO_NET_F_CSUM) | BIT(VIRTIO_NET_F_HOST_TSO4) |
-                          (guest ? BIT(VIRTIO_NET_F_GUEST_CSUM) | BIT(VIRTIO_NET_F_GUEST_TSO4) : 0);
+        o.more_features |= BIT(VIRTIO_NET_F_HOST_TSO4) | (guest ? BIT(VIRTIO_NET_F_GUEST_TSO4) : 0);
     struct pair *q = &c->qp[0];
     if (c && check(conn_connect(c), "connect") && check(handshake(c, &o), "handshake%s%s", c->err[0] ? ": " : "", c->err)) {
         if (tso) {
             probe_tso(c);
+        } else if (nic) {
+            probe_nic(c);
         } else if (check(traffic(c, q, KICK_FRAMES), "%d frames through the loopback%s%s", KICK_FRAMES,
                          c->err[0] ? ": " : "", c->err)) {
             unsigned long long stream_kicks = q->tx.kicks;
