@@ -24,8 +24,8 @@
 # An answer with no check here fails ("no check for ..."): a new answer needs its check.
 #   tests/test_exercises.sh [labN-M ...]    (default: every answer)
 # No rate or time is asserted; the only bounds are counts.  Needs dpdk-testpmd and strace, and root for
-# labs 4 and 5 (namespaces, XDP); a missing one is a skip, a failure under CI=true.  About 2 minutes on
-# a quiet machine.
+# the answers checked on the veth pair (labs 4, 5 and 7-1: namespaces, XDP); a missing one is a skip, a
+# failure under CI=true.  About 2 minutes on a quiet machine.
 set -u
 . "$(dirname "$0")/lib.sh"
 
