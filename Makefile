@@ -15,7 +15,8 @@ LDFLAGS += -pthread
 SRCS    = main.c vhost_user.c virtqueue.c pmd_loop.c nic_afxdp.c pcap.c fault.c offload.c
 HDRS    = vhost_xdp.h
 TESTS   = tests/test_virtqueue tests/test_packed tests/test_ringview tests/test_protocol tests/test_hostile tests/test_trace \
-	  tests/afxdp_tool tests/test_tracedecode tests/test_pcap tests/test_mtu_rarp tests/tcpcheck tests/test_offload
+	  tests/afxdp_tool tests/test_tracedecode tests/test_pcap tests/test_mtu_rarp tests/tcpcheck tests/test_offload \
+	  tests/exercise_probe
 FRONTEND = tests/frontend.c tests/frontend.h    # the vhost-user front-end both C protocol tests drive
 
 all: vhost-xdp
@@ -58,6 +59,10 @@ tests/test_pcap: tests/test_pcap.c $(FRONTEND)
 
 tests/test_mtu_rarp: tests/test_mtu_rarp.c $(FRONTEND)
 	$(CC) $(CFLAGS) -o $@ tests/test_mtu_rarp.c tests/frontend.c $(LDFLAGS)
+
+# The labs' exercises seen from the driver's side (tests/test_exercises.sh: kicks, segments, checksums).
+tests/exercise_probe: tests/exercise_probe.c $(FRONTEND)
+	$(CC) $(CFLAGS) -o $@ tests/exercise_probe.c tests/frontend.c $(LDFLAGS)
 
 # The --trace decoder, driven in-process through vu_handle_event() (no socket file).
 TRACEDECODE_SRCS = tests/test_tracedecode.c $(filter-out main.c,$(SRCS))   # every room but main()

@@ -278,6 +278,7 @@ struct fe_opts {
     struct { uint64_t gpa, size, mmap_offset, tail; } mem[FE_MAX_MEM];
     bool status;                    /* ack PROTOCOL_F_STATUS if offered; STYLE_QEMU then
                                        reads and sets the device status as QEMU 7.2 does */
+    uint64_t more_features;         /* more bits to ack if offered (offloads: tests/exercise_probe.c) */
 };
 
 /* One queue pair's traffic: the frames are numbered per pair. */
