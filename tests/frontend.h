@@ -278,6 +278,9 @@ struct fe_opts {
     struct { uint64_t gpa, size, mmap_offset, tail; } mem[FE_MAX_MEM];
     bool status;                    /* ack PROTOCOL_F_STATUS if offered; STYLE_QEMU then
                                        reads and sets the device status as QEMU 7.2 does */
+    bool resume;                    /* STYLE_DPDK: a session resumed, as virtio_user reconnects
+                                       (server=1) to a backend started again: SET_VRING_ENABLE 0
+                                       and GET_VRING_BASE for every ring, and no SET_OWNER */
 };
 
 /* One queue pair's traffic: the frames are numbered per pair. */
