@@ -1334,10 +1334,12 @@ static uint32_t vu_packed_base(const struct vx_vring *vr)
  * stops the device it had running (SET_VRING_ENABLE 0, then GET_VRING_BASE,
  * for each ring: we answer where a fresh ring stands, and it does not use
  * the answer), asks the features again (GET_FEATURES, GET/SET_PROTOCOL_
- * FEATURES) and starts its rings afresh; a packed ring from slot 0 wrap 1,
+ * FEATURES) and starts its rings again: a packed ring from slot 0 wrap 1,
  * since it resets its packed rings and drops what was in flight ("Packets on
- * the fly will be dropped").  It never sends SET_OWNER again: it did once,
- * when the port was created, and the session, to its mind, is the same one.
+ * the fly will be dropped"), a split ring with base 0 although it goes on
+ * where it was (virtqueue.c resumes it at used->idx, "Hardening: ring
+ * recovery").  It never sends SET_OWNER again: it did once, when the port
+ * was created, and the session, to its mind, is the same one.
  *
  * So the "owner" column of vu_requests[] says which messages belong to the
  * owner of a session, and when one arrives before SET_OWNER the dispatcher
