@@ -171,8 +171,11 @@ FUZZ_OF_SRCS  = tests/fuzz/fuzz_offload.c offload.c
 
 # The target plays the connection in memory, lends the fds it sends from pools
 # and counts the product's mappings: the product's recvmsg/send/close/mmap/munmap
-# are linked to the target's (tests/fuzz/fuzz_vhost_user.c, "The wire").
-FUZZ_VU_WRAP  = -Wl,--wrap=recvmsg,--wrap=send,--wrap=close,--wrap=mmap,--wrap=munmap
+# are linked to the target's (tests/fuzz/fuzz_vhost_user.c, "The wire"), and so
+# are fstat/readlink/fcntl/write, answered on pooled fds as the kernel would
+# ("The kernel's answers on pooled fds").
+FUZZ_VU_WRAP  = -Wl,--wrap=recvmsg,--wrap=send,--wrap=close,--wrap=mmap,--wrap=munmap \
+	-Wl,--wrap=fstat,--wrap=readlink,--wrap=fcntl,--wrap=write
 # The target's own code is built without coverage instrumentation: its
 # checks after every step would otherwise cost more than the product's code
 # (profiled) and count as "new coverage" that says nothing about the product.

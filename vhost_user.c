@@ -29,6 +29,7 @@
  *
  * SECOND READING, after the line "Second reading", each under its banner:
  *   - the packed ring's position in GET/SET_VRING_BASE;
+ *   - a frontend that comes back and resumes its session without SET_OWNER;
  *   - multiqueue: GET_QUEUE_NUM;
  *   - NET_SET_MTU, SEND_RARP, SET/GET_STATUS;
  *   - --trace: decoding each message into one line;
@@ -166,7 +167,7 @@ struct vu_request {
     int (*handler)(struct vx_dev *dev, struct vu_msg *msg);
     enum vu_payload_kind payload;   /* what the frontend sends */
     enum vu_payload_kind reply;     /* what we answer (P_NONE: nothing, except REPLY_ACK) */
-    bool needs_owner;               /* refused before SET_OWNER */
+    bool needs_owner;               /* the owner's: before SET_OWNER, makes the sender the owner */
     bool changes_rings;             /* take the rings from the PMDs first (section 3) */
 };
 
@@ -205,7 +206,10 @@ static int vu_get_status(struct vx_dev *, struct vu_msg *);
  *
  * The "owner" column is false for the messages QEMU sends *before*
  * SET_OWNER: at start-up it asks GET_FEATURES, GET/SET_PROTOCOL_FEATURES and
- * GET_QUEUE_NUM first (the first lines of labs/traces/qemu-7.2.trace).  The
+ * GET_QUEUE_NUM first (the first lines of labs/traces/qemu-7.2.trace).  One
+ * marked "owner" that comes before SET_OWNER is not refused: DPDK's
+ * virtio_user resumes its session so when it reconnects, and the message
+ * makes it the owner (second reading, "A frontend that comes back").  The
  * "rings" column is true for every message that changes something a PMD
  * thread reads while it runs a ring: the memory table, the features (they
  * fix the ring layout and the header length), a ring's size, addresses,
@@ -456,9 +460,9 @@ static int vu_rings_resume(struct vx_dev *dev)
 /*
  * What a handler may count on when it runs (the dispatcher, section 5, has
  * seen to it): the message is well formed for its request (size, fds,
- * version, SET_OWNER first where the table says so); msg->ring is the ring
- * it names, checked; and if the table says "rings", that ring (or every
- * ring) has been taken away from the poll threads.  So a handler only says
+ * version); the connection has an owner where the table says so; msg->ring
+ * is the ring it names, checked; and if the table says "rings", that ring
+ * (or every ring) has been taken away from the poll threads.  So a handler only says
  * what the message means.  It returns VU_OK, VU_REPLY after writing its
  * reply into msg->payload, VU_FAIL (logged) to reset the connection, or
  * VU_NACK.  First the helpers they share; then the handlers in table order.
@@ -593,9 +597,9 @@ static int vu_set_features(struct vx_dev *dev, struct vu_msg *msg)
 
 /* SET_OWNER: "this connection now owns the device", the spec's "session
  * start" flag.  QEMU sends it after the feature and queue questions; DPDK
- * virtio_user as its very first message.  Nothing to do but remember it:
- * messages that change the device are refused before it (the table's
- * "owner" column). */
+ * virtio_user as its very first message (and never again on a connection
+ * that resumes its session: second reading, "A frontend that comes back").
+ * Nothing to do but remember it. */
 static int vu_set_owner(struct vx_dev *dev, struct vu_msg *msg)
 {
     (void)msg;
@@ -924,6 +928,9 @@ static int vu_set_vring_enable(struct vx_dev *dev, struct vu_msg *msg)
  * rings back, reply.
  */
 static int vu_io_receive(struct vx_dev *dev, struct vu_msg *msg);
+/* Second reading ("A frontend that comes back"): a message the table says
+ * belongs to the owner came before SET_OWNER; it makes the frontend the owner. */
+static void vu_session_resume(struct vx_dev *dev, const char *first);
 static int vu_io_send(struct vx_dev *dev, const void *bytes, size_t len);
 /* Second reading ("--trace"): one line for a message, `dir` "<-" for one
  * received and "->" for our reply, when --trace is on; nothing otherwise. */
@@ -953,8 +960,7 @@ static int vu_send_reply(struct vx_dev *dev, struct vu_msg *msg, enum vu_payload
  * reads as zeros, and we refuse rather than guess.  A missing fd would leave
  * a region or ring without the file it names; an extra one means the
  * frontend and we disagree about the message. */
-static const char *vu_check_msg(const struct vx_dev *dev, const struct vu_msg *msg, const struct vu_request *req,
-                                char *why, size_t size)
+static const char *vu_check_msg(const struct vu_msg *msg, const struct vu_request *req, char *why, size_t size)
 {
     uint32_t want_size = 0, want_fds = 0;
     if ((msg->hdr.flags & 3) != VHOST_USER_VERSION) {
@@ -999,10 +1005,6 @@ static const char *vu_check_msg(const struct vx_dev *dev, const struct vu_msg *m
         snprintf(why, size, "%d fds attached, expected %u", msg->nfds, want_fds);
         return why;
     }
-    if (req->needs_owner && !dev->owner_set) {
-        snprintf(why, size, "sent before SET_OWNER");
-        return why;
-    }
     return NULL;
 }
 
@@ -1035,10 +1037,12 @@ static int vu_dispatch_one(struct vx_dev *dev, struct vu_msg *msg)
         goto reply;
     }
     char why[120];
-    if (vu_check_msg(dev, msg, req, why, sizeof why)) {
+    if (vu_check_msg(msg, req, why, sizeof why)) {
         vx_log("%s: malformed: %s", req->name, why);
         goto reply;
     }
+    if (req->needs_owner && !dev->owner_set)
+        vu_session_resume(dev, req->name);     /* no SET_OWNER: a frontend that came back (second reading) */
     bool names_ring = req->payload == P_STATE || req->payload == P_ADDR || req->payload == P_RING_FD;
     msg->ring = names_ring ? vu_ring(dev, req, &msg->payload) : NULL;
     if (names_ring && !msg->ring)
@@ -1262,6 +1266,7 @@ void vu_cleanup(struct vx_dev *dev)
  * call (or, for the handlers, by its row in vu_requests[]), so it can be
  * read in any order:
  *   - the packed ring: what a ring's position looks like in GET/SET_VRING_BASE;
+ *   - a frontend that comes back: DPDK's virtio_user resumes without SET_OWNER;
  *   - multiqueue: GET_QUEUE_NUM, and what else changes with several pairs;
  *   - NET_SET_MTU, SEND_RARP, SET/GET_STATUS: three protocol features that
  *     hand the device a value;
@@ -1308,6 +1313,52 @@ static uint32_t vu_packed_base(const struct vx_vring *vr)
 {
     return vr->last_avail_idx | (uint32_t)vr->avail_wrap_counter << 15 | (uint32_t)vr->last_used_idx << 16 |
            (uint32_t)vr->used_wrap_counter << 31;
+}
+
+/* === A frontend that comes back: no SET_OWNER ============================== */
+
+/*
+ * vhost-user.rst, VHOST_USER_SET_OWNER: "Issued when a new connection is
+ * established. It marks the sender as the frontend that owns the session.
+ * This can be used on the backend as a 'session start' flag."  QEMU sends it
+ * on every connection, after its first questions (GET_FEATURES, the
+ * protocol features, GET_QUEUE_NUM).  The spec does not say what a backend
+ * should do with a message that comes before it, and the two backends most
+ * frontends meet refuse nothing: DPDK's vhost library and QEMU's
+ * libvhost-user both take SET_OWNER as a no-op.
+ *
+ * One frontend depends on that.  DPDK 22.11's virtio_user with server=1
+ * listens, and we connect (--client).  When we are killed and started
+ * again, it accepts our new connection and carries on with the session it
+ * had (virtio_user_dev_server_reconnect, in DPDK's drivers/net/virtio): it
+ * stops the device it had running (SET_VRING_ENABLE 0, then GET_VRING_BASE,
+ * for each ring: we answer where a fresh ring stands, and it does not use
+ * the answer), asks the features again (GET_FEATURES, GET/SET_PROTOCOL_
+ * FEATURES) and starts its rings again: a packed ring from slot 0 wrap 1,
+ * since it resets its packed rings and drops what was in flight ("Packets on
+ * the fly will be dropped"), a split ring with base 0 although it goes on
+ * where it was (virtqueue.c resumes it at used->idx, "Hardening: ring
+ * recovery").  It never sends SET_OWNER again: it did once, when the port
+ * was created, and the session, to its mind, is the same one.
+ *
+ * So the "owner" column of vu_requests[] says which messages belong to the
+ * owner of a session, and when one arrives before SET_OWNER the dispatcher
+ * calls vu_session_resume(): the frontend becomes the owner, as SET_OWNER
+ * would have made it, and we say so once per connection.  A frontend gains
+ * nothing by this that it could not have had by sending SET_OWNER first;
+ * every message is still checked as before (size, fds, ring index, feature
+ * bits we never offered, eventfds, protocol features not negotiated): only
+ * the order is forgiven.  From labs/traces/dpdk-22.11-reconnect.trace:
+ *
+ *   <- SET_VRING_ENABLE (18) flags=0x1[v1] size=8 index=0 num=0
+ *   SET_VRING_ENABLE before SET_OWNER: taking it as the owner, as DPDK's
+ *     virtio_user does on reconnect (a session resumed)
+ */
+static void vu_session_resume(struct vx_dev *dev, const char *first)
+{
+    dev->owner_set = true;      /* so this is said once: reset with the connection (vu_reset_device) */
+    vx_log("%s before SET_OWNER: taking it as the owner, as DPDK's virtio_user does on reconnect (a session resumed)",
+           first);
 }
 
 /* === Multiqueue: GET_QUEUE_NUM ============================================= */

@@ -46,8 +46,8 @@
  * notification); IN_ORDER's one used entry per batch; TSO packets towards
  * small buffers (vq_dequeue_burst_big, offload.c's glue); the instruments
  * (--trace=rings' call lines, the ring view of --ring-view and SIGUSR1);
- * and the hardening (a call eventfd that refuses writes; where a packed
- * ring stands after a backend crash).
+ * and the hardening (a call eventfd that refuses writes; where a split or
+ * a packed ring stands after a backend crash).
  *
  * Host byte order is assumed little-endian (x86, arm64), as virtio 1.x
  * rings are; a big-endian port would add le16toh() and friends.
@@ -77,6 +77,7 @@ static int  vq_tx_to_big(struct vx_vring *vr, uint16_t head, const struct vx_pkt
                          struct vx_pkt *big);
 static void vq_trace_call(struct vx_vring *vr, uint16_t used_idx);
 static void vq_call_failed(struct vx_vring *vr);
+static void vq_split_check_base(struct vx_vring *vr);
 
 /* A ring the guest has written nonsense into: one line names the ring and
  * what was wrong, then the ring is left alone.  The entry points test
@@ -163,8 +164,11 @@ static int vq_split_attach(struct vx_vring *vr, const struct vx_mem *mem)
     vr->used = used;
     /* We complete every chain within the burst that took it, so after a
      * (re)start used->idx is where we resume; the frontend set last_avail_idx
-     * with SET_VRING_BASE. */
+     * with SET_VRING_BASE, and the two agree unless that base is stale
+     * (second reading, "Hardening: ring recovery"). */
     vr->last_used_idx = __atomic_load_n(&used->idx, __ATOMIC_ACQUIRE);
+    if (vr->base_from_frontend && vr->last_avail_idx != vr->last_used_idx)
+        vq_split_check_base(vr);
     /* We poll, so the guest's kicks are wasted VM exits: ask it not to kick
      * (§2.7.10).  With event idx the guest ignores this flag and kicks when
      * avail->idx passes avail_event, which we never move: at most one kick
@@ -1664,6 +1668,46 @@ static void __attribute__((cold, noinline)) vq_call_failed(struct vx_vring *vr)
         vx_log("ring %u: call eventfd write failed: %s%s: interrupts not sent are counted (calls dropped), logged once",
                vr->index, strerror(err), err == EAGAIN ? " (its counter is at its maximum)" : "");
     }
+}
+
+/* === Hardening: ring recovery, the split ring ============================ */
+
+/*
+ * Where does a split ring stand when it starts?  SET_VRING_BASE says where
+ * the frontend wants us to take the next chain (last_avail_idx), and
+ * used->idx in guest memory says how many chains the device before us
+ * completed.  We complete every chain within the burst that took it, so when
+ * a ring of ours stops the two are equal, and a frontend that asks us
+ * (GET_VRING_BASE) or reads used->idx back, as QEMU does after a backend
+ * crash, sends a base that agrees.
+ *
+ * DPDK 22.11's virtio_user does neither when it reconnects (server=1,
+ * after we were killed and started again): it sends base 0 for a split
+ * ring that goes on from where it was (it resets only its packed rings).
+ * Taking 0 would have us read avail entries the driver filled long ago, or,
+ * as here, more entries ahead than the ring holds: the ring would break.
+ * DPDK's own vhost library meets this by trusting used->idx whenever the
+ * two disagree, and so do we: the chains between used->idx and avail->idx
+ * are the ones still waiting (a TX frame the old process had taken without
+ * completing goes out again; what it held in RX buffers is lost).  Only a
+ * used->idx that is itself impossible, more than the ring's size behind
+ * avail->idx, is not taken: the frontend's base stays, and the first burst
+ * says what is wrong (vq_avail_count).
+ *
+ * From tests/test_dpdk_reconnect.sh (split ring, vhost-xdp killed mid-flow):
+ *   ring 1: split ring: SET_VRING_BASE 0 is not where the ring stands
+ *   (used->idx 4864): resuming there, 224 chains waiting
+ */
+static void vq_split_check_base(struct vx_vring *vr)
+{
+    uint16_t avail_idx = __atomic_load_n(&vr->avail->idx, __ATOMIC_ACQUIRE);
+    uint16_t waiting = (uint16_t)(avail_idx - vr->last_used_idx);
+    if (waiting > vr->num)
+        return;
+    vx_log("ring %u: split ring: SET_VRING_BASE %u is not where the ring stands (used->idx %u; a frontend that "
+           "reconnected after a crash?): resuming there, %u chains waiting", vr->index, vr->last_avail_idx,
+           vr->last_used_idx, waiting);
+    vr->last_avail_idx = vr->last_used_idx;
 }
 
 /* === Hardening: packed ring recovery ===================================== */

@@ -1239,11 +1239,28 @@ static bool handshake_qemu(struct conn *c, const struct fe_opts *o)
 
 /* DPDK 22.11 virtio_user (labs/traces/dpdk-22.11.trace): call fds before SET_FEATURES, the
  * memory table at DRIVER_OK, then all RX rings before the TX rings, each
- * enabled at the end. */
+ * enabled at the end.  With o->resume, as it does on a new connection after
+ * its backend restarted (labs/traces/dpdk-22.11-reconnect.trace): the old
+ * device stopped first, and no SET_OWNER. */
 static bool handshake_dpdk(struct conn *c, const struct fe_opts *o)
 {
-    if (!vu_send(c, VHOST_USER_SET_OWNER, VHOST_USER_VERSION, NULL, 0, NULL, 0) || !negotiate(c, o) ||
-        !make_eventfds(c))
+    if (o->resume) {
+        /* virtio_user_dev_server_reconnect: the device it had running is
+         * stopped first, on the new connection (each pair disabled, then
+         * each ring's base asked); no SET_OWNER. */
+        struct vu_vring_state s;
+        for (int i = 0; i < 2 * c->npairs; i++)
+            if (!vu_set_state(c, VHOST_USER_SET_VRING_ENABLE, (uint32_t)i, 0))
+                return false;
+        for (int i = 0; i < 2 * c->npairs; i++)
+            if (!vu_set_state(c, VHOST_USER_GET_VRING_BASE, (uint32_t)i, 0) ||
+                !vu_reply(c, VHOST_USER_GET_VRING_BASE, &s, sizeof(s)) ||
+                (s.index != (uint32_t)i && !fail(c, "GET_VRING_BASE ring %d: reply names ring %u", i, s.index)))
+                return false;
+    } else if (!vu_send(c, VHOST_USER_SET_OWNER, VHOST_USER_VERSION, NULL, 0, NULL, 0)) {
+        return false;
+    }
+    if (!negotiate(c, o) || !make_eventfds(c))
         return false;
     for (int i = 0; i < 2 * c->npairs; i++)
         if (!vu_set_fd(c, VHOST_USER_SET_VRING_CALL, (uint32_t)i, ring_of(c, i)->call_fd))
@@ -1874,11 +1891,12 @@ void pring_close(struct pring *r)
  * `create`, the guest memory and both rings are made first (empty, as
  * pring_init says); without, the connection is a new one to a back-end
  * started again, and the memory and the rings are what the driver left
- * (new call eventfds; the memory table names the same memfd). */
+ * (new call eventfds; the memory table names the same memfd), and, as
+ * virtio_user resuming its session, no SET_OWNER. */
 bool packed_session(struct conn *c, struct pring *rx, struct pring *tx, uint32_t base, bool create)
 {
     uint64_t want = BIT(VIRTIO_F_VERSION_1) | BIT(VIRTIO_F_RING_PACKED) | BIT(VHOST_USER_F_PROTOCOL_FEATURES);
-    if (!vu_send(c, VHOST_USER_SET_OWNER, VHOST_USER_VERSION, NULL, 0, NULL, 0) ||
+    if ((create && !vu_send(c, VHOST_USER_SET_OWNER, VHOST_USER_VERSION, NULL, 0, NULL, 0)) ||
         !vu_get_u64(c, VHOST_USER_GET_FEATURES, &c->offered) ||
         !vu_get_u64(c, VHOST_USER_GET_PROTOCOL_FEATURES, &c->protocol_offered))
         return false;

@@ -11,8 +11,10 @@
  *   A. Hostile front-end.  For each row of `bad_messages` (truncated header,
  *      wrong payload size, too many or missing fds, ring index 255, ring size
  *      3/0/65536, overlapping regions, regions with a bad fd, region count 0
- *      and 9, SET_VRING_ADDR outside every region, messages before SET_OWNER
- *      or SET_MEM_TABLE, unknown requests, a 64 KiB payload size, ...): one
+ *      and 9, SET_VRING_ADDR outside every region, bad messages before
+ *      SET_OWNER (a good one there makes the sender the owner, as DPDK's
+ *      virtio_user resumes a session: run_before_owner), messages before
+ *      SET_MEM_TABLE, unknown requests, a 64 KiB payload size, ...): one
  *      connection that does what a correct front-end does up to that point,
  *      then sends the bad message.  Asserts: the back-end logs a line naming
  *      the problem, resets the connection, is still alive, and a well-behaved
@@ -279,14 +281,20 @@ static const struct bad_message bad_messages[] = {
       { .mem = { 1, 0, { { 0x40000000, 0x1000, UA, 1ull << 40 } } } }, FD_SHORT, 1, W_MSG,
       "SET_MEM_TABLE: region 0: offset 0x10000000000 + size 0x1000 is beyond the end of its file" },
     /* Order and feature bits. */
-    { "SET_FEATURES before SET_OWNER", PRE_NONE, VHOST_USER_SET_FEATURES, V, 8, { .u64 = BIT(32) }, FD_NONE, 0, W_MSG,
-      "SET_FEATURES: malformed: sent before SET_OWNER" },
-    { "SET_MEM_TABLE before SET_OWNER, NEED_REPLY: nack, then reset", PRE_PROTOCOL, VHOST_USER_SET_MEM_TABLE, V | NR,
-      MEMSZ(1), { .mem = { 1, 0, { GOOD_REGION } } }, FD_MEMFD, 1, W_MSG, "SET_MEM_TABLE: malformed: sent before SET_OWNER" },
-    { "SET_MEM_TABLE before SET_OWNER", PRE_NONE, VHOST_USER_SET_MEM_TABLE, V, MEMSZ(1),
-      { .mem = { 1, 0, { GOOD_REGION } } }, FD_MEMFD, 1, W_MSG, "SET_MEM_TABLE: malformed: sent before SET_OWNER" },
-    { "SET_VRING_KICK before SET_OWNER", PRE_NONE, VHOST_USER_SET_VRING_KICK, V, 8, { .u64 = 0 }, FD_EVENTFD, 1, W_MSG,
-      "SET_VRING_KICK: malformed: sent before SET_OWNER" },
+    /* Before SET_OWNER: a message that belongs to the owner makes the
+     * sender the owner (DPDK virtio_user resumes a session so, see
+     * run_before_owner), but is checked as any other: a bad one is still
+     * refused for what it is. */
+    { "SET_FEATURES before SET_OWNER, with bits never offered", PRE_NONE, VHOST_USER_SET_FEATURES, V, 8,
+      { .u64 = ~0ull }, FD_NONE, 0, W_MSG, "SET_FEATURES: 0xffffffffffffffff has bits we never offered" },
+    { "SET_MEM_TABLE before SET_OWNER, NEED_REPLY, 1 MiB region on a 64 KiB memfd: nack, then reset", PRE_PROTOCOL,
+      VHOST_USER_SET_MEM_TABLE, V | NR, MEMSZ(1), { .mem = { 1, 0, { GOOD_REGION } } }, FD_SHORT, 1, W_MSG,
+      "is beyond the end of its file (0x10000 bytes)" },
+    { "SET_MEM_TABLE before SET_OWNER with 2 regions and 1 fd", PRE_NONE, VHOST_USER_SET_MEM_TABLE, V, MEMSZ(2),
+      { .mem = { 2, 0, { GOOD_REGION, REGION_AT(0x80000000) } } }, FD_MEMFD, 1, W_MSG,
+      "SET_MEM_TABLE: malformed: 1 fds attached, expected 2" },
+    { "SET_VRING_KICK before SET_OWNER with a pipe", PRE_NONE, VHOST_USER_SET_VRING_KICK, V, 8, { .u64 = 0 }, FD_PIPE,
+      1, W_MSG, "SET_VRING_KICK: ring 0: fd is a pipe, not an eventfd" },
     { "SET_FEATURES with bits never offered", PRE_OWNER, VHOST_USER_SET_FEATURES, V, 8, { .u64 = ~0ull }, FD_NONE, 0,
       W_MSG, "SET_FEATURES: 0xffffffffffffffff has bits we never offered" },
     { "SET_PROTOCOL_FEATURES with bits never offered", PRE_NONE, VHOST_USER_SET_PROTOCOL_FEATURES, V, 8,
@@ -488,6 +496,47 @@ static void run_bad_message(int number, const struct bad_message *m)
                logged ? "logged \"" : "not logged", logged ? strstr(line, "vhost-xdp: ") ? line + 11 : line : "",
                logged ? "\"" : "", we_closed ? "(we hung up)" : m->flags & NR ? "nacked and reset" : "reset",
                GOOD_FRAMES, fds_now, why))
+        diag_log_since(from);
+}
+
+/* Not an attack, but the rule the rows "... before SET_OWNER" refine: a
+ * message that belongs to the owner, sent before SET_OWNER, makes the sender
+ * the owner (DPDK 22.11's virtio_user resumes its session without SET_OWNER
+ * when it reconnects; vhost-user.rst calls SET_OWNER a "session start"
+ * flag, DPDK's vhost library and libvhost-user ignore it).  A connection
+ * that never sends SET_OWNER: GET_FEATURES, SET_FEATURES, SET_VRING_CALL
+ * and SET_VRING_KICK (eventfds), SET_OWNER after all, GET_FEATURES again.
+ * Asserts: not reset (every question answered), exactly one "taking it as
+ * the owner" line naming SET_FEATURES, and the back-end still serves the
+ * next front-end. */
+static void run_before_owner(int number)
+{
+    const char *what = "messages before SET_OWNER, all well formed";
+    char line[512] = "", why[800] = "";
+    long from = log_size();
+    struct conn *c = conn_new("no owner", false);
+    uint64_t offered = 0, again = 0;
+    int call = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK), kick = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    bool ok = c && call >= 0 && kick >= 0 && conn_connect(c) && vu_get_u64(c, VHOST_USER_GET_FEATURES, &offered) &&
+              vu_set_u64(c, VHOST_USER_SET_FEATURES, offered & fe_wanted_features(true, 1)) &&
+              vu_set_fd(c, VHOST_USER_SET_VRING_CALL, 0, call) && vu_set_fd(c, VHOST_USER_SET_VRING_KICK, 1, kick) &&
+              vu_send(c, VHOST_USER_SET_OWNER, V, NULL, 0, NULL, 0) && vu_get_u64(c, VHOST_USER_GET_FEATURES, &again);
+    if (!ok)
+        snprintf(why, 420, "; %s", c ? c->err : "no memory");
+    if (call >= 0)
+        close(call);
+    if (kick >= 0)
+        close(kick);
+    conn_free(c);
+    bool said = log_find(from, "SET_FEATURES before SET_OWNER: taking it as the owner", NULL, 3, line, sizeof line);
+    int times = log_count(from, "before SET_OWNER");
+    int resets = log_count(from, "malformed") + log_count(from, "refused");
+    bool gone = wait_disconnects(from, 1), alive = backend_alive();
+    const char *bad_good = alive && gone ? good_frontend(why + strlen(why), sizeof why - strlen(why)) : "not tried";
+    if (!check(ok && again == offered && said && times == 1 && resets == 0 && alive && !bad_good,
+               "A%d %s: answered throughout (GET_FEATURES 0x%" PRIx64 " before and after), logged once (%d lines) "
+               "\"%s\", next front-end moves %d frames%s", number, what, again, times,
+               strstr(line, "vhost-xdp: ") ? line + 11 : line, GOOD_FRAMES, why))
         diag_log_since(from);
 }
 
@@ -1487,12 +1536,14 @@ static void d6_packed(void)
     ok = offered && start_backend(d_binary, NULL) && wait_for_socket(20) && conn_connect(c) &&
          packed_session(c, &rx, &tx, base, false);
     bool logged = d_logged(from, "ring 1: packed ring: SET_VRING_BASE slot 0 wrap 1 is not where the ring stands", 5,
-                           line, sizeof line) && strstr(line, "2 chains in flight");
+                           line, sizeof line) && strstr(line, "2 chains in flight") &&
+                  log_count(from, "SET_VRING_CALL before SET_OWNER: taking it as the owner") == 1;
     bool resumed = ok && d6_collect(c, &rx, &tx, seq, 2);
     seq += 2;
     for (int round = 0; resumed && round < 4; round++, seq += 3)
         resumed = packed_round(c, &rx, &tx, seq, 3, 0x2);
-    d_check(from, ok && logged && resumed && backend_alive(), "%s: restarted from the stale base, the back-end says \"%s\"; "
+    d_check(from, ok && logged && resumed && backend_alive(), "%s: restarted from the stale base (no SET_OWNER on the "
+          "new connection, the owner taken once), the back-end says \"%s\"; "
           "the 2 frames offered while it was down come back first, then 12 more%s%s", what, d_text(line),
           resumed ? "" : ": ", c->err);
     double took;
@@ -1540,6 +1591,8 @@ int main(int argc, char **argv)
     size_t nbad = sizeof(bad_messages) / sizeof(bad_messages[0]);
     for (size_t i = 0; i < nbad && backend_alive() && strchr(parts, 'A'); i++)
         run_bad_message((int)i + 1, &bad_messages[i]);
+    if (backend_alive() && strchr(parts, 'A'))
+        run_before_owner((int)nbad + 1);
     diag("A: %zu malformed messages in %.1f s", nbad, now() - t);
 
     t = now();

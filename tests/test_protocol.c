@@ -44,7 +44,12 @@
  *      end of the ring, GET_VRING_BASE's avail slot | wrap << 15 | used slot
  *      << 16 | used wrap << 31 with the wrap counters flipped, and a restart
  *      from that base that resumes at the right slot;
- *   4. SIGTERM: the back-end must exit with status 0 and remove its socket.
+ *   4. one more connection that resumes a session as DPDK 22.11's
+ *      virtio_user does when it reconnects to a backend started again
+ *      (run_resumed): the old rings stopped first, no SET_OWNER; 1,000
+ *      frames byte for byte, and vhost-xdp's one line saying it took the
+ *      frontend as the owner;
+ *   5. SIGTERM: the back-end must exit with status 0 and remove its socket.
  *
  * The fd, SIGTERM and exit-status checks only apply to the real vhost-xdp;
  * with VX_BACKEND_CMD they are printed as diagnostics.
@@ -343,6 +348,56 @@ done:
     conn_free(c);
 }
 
+/* === A session resumed without SET_OWNER (DPDK virtio_user reconnecting) == */
+
+/*
+ * DPDK 22.11's virtio_user with server=1, when its backend comes back
+ * (vhost-xdp --client, killed and started again), carries on with the
+ * session it had on the new connection: it stops the old device
+ * (SET_VRING_ENABLE 0, GET_VRING_BASE per ring), asks the features again
+ * and starts the rings, but never sends SET_OWNER (it did once, when its
+ * port was created).  vhost-user.rst calls SET_OWNER a "session start"
+ * flag; DPDK's vhost library and libvhost-user ignore it.  vhost-xdp takes
+ * the first message that belongs to an owner as making the frontend the
+ * owner, and says so once.  This connection does exactly that (frontend.c,
+ * fe_opts.resume), with MRG_RXBUF, and must then move frames as any other.
+ */
+static void run_resumed(void)
+{
+    struct conn *c = conn_new("resumed", true);
+    if (!c) {
+        check(false, "allocate the connection");
+        return;
+    }
+    struct fe_opts o = { .style = STYLE_DPDK, .mrg_rxbuf = true, .npairs = 1, .resume = true };
+    long from = log_size();
+    c->qp[0].salt = 0x3000;
+    if (!check(conn_connect(c), "%s: connect to %s", c->tag, sock_path))
+        goto done;
+    int failed_before = tap_failed;
+    bool ok = handshake(c, &o);
+    if (!ok && tap_failed == failed_before)
+        check(false, "%s: handshake without SET_OWNER: %s", c->tag, c->err);
+    if (ok) {
+        ok = traffic(c, &c->qp[0], NPACKETS / 10);
+        check(ok, "%s: no SET_OWNER, and %d frames sent on TX came back on RX in order, every byte intact%s%s", c->tag,
+              NPACKETS / 10, ok ? "" : ": ", c->err);
+    }
+    if (backend_real) {
+        char line[400] = "";
+        bool said = log_find(from, "SET_VRING_ENABLE before SET_OWNER: taking it as the owner", NULL, 2, line,
+                             sizeof line);
+        int times = log_count(from, "before SET_OWNER");
+        check(said && times == 1, "%s: the back-end took the first SET_VRING_ENABLE as making it the owner, and said "
+              "so once (%d lines): \"%s\"", c->tag, times, strstr(line, "vhost-xdp: ") ? line + 11 : line);
+    }
+    close_and_count_fds(c);
+done:
+    if (!backend_alive())
+        check(false, "%s: back-end still running after the connection", c->tag);
+    conn_free(c);
+}
+
 /* === main ================================================================ */
 
 int main(int argc, char **argv)
@@ -364,6 +419,8 @@ int main(int argc, char **argv)
                 run_connection(&configs[i], n);
     if (backend_pid > 0)
         run_packed();
+    if (backend_pid > 0)
+        run_resumed();
 
     stop_backend();
     return fe_finish();

@@ -17,6 +17,11 @@
  *     the reply buffer is full); its conn_fd is a real fd (a dup of /dev/null)
  *     so that closing it is real too.  The device is set up by vu_init() in
  *     client mode, which opens nothing; we never ask it to connect;
+ *   - the fds it is sent come from pools opened once, and what it asks the
+ *     kernel about them (fstat, readlink of /proc/self/fd/N, fcntl F_GETFL/
+ *     F_SETFL, a write to an eventfd, an mmap that must fail) is answered as
+ *     the kernel would, from answers taken once at init ("The kernel's
+ *     answers on pooled fds");
  *   - after each message we call vu_handle_event() while it has something to
  *     read or a reply to finish, as main.c's poll loop does; when the
  *     dispatcher resets the connection (conn_fd becomes -1) we connect again;
@@ -45,10 +50,14 @@
  * sendmsg, several polls, two recvmsg and a send through a socketpair, 48
  * fcntl to check the device's fds, a socketpair per reconnect), plus
  * /proc/self/maps read and parsed at every input; each system call costs
- * microseconds on this VM.  With the connection in memory, one poll for
- * the device's fds per step, the mappings counted as they are made and
- * guest memory zeroed with one fallocate, it runs over ten times faster
- * (README.md in this directory has the figures).
+ * microseconds on this VM.  With the connection in memory, the fds pooled
+ * and the kernel's answers about them given here, the mappings counted as
+ * they are made and guest memory zeroed with one fallocate, about 8 system
+ * calls per input are left (guest memory writes, the two fd scans, the
+ * product's mmap/munmap of its memory table) and it runs about 5x as many
+ * inputs per CPU-second; what remains is mostly the product's own code
+ * under ASan, UBSan and comparison tracing, and libFuzzer's bookkeeping
+ * (README.md in this directory has the figures and the profile).
  *
  * Build and run: `make fuzz` (see tests/fuzz/run.sh).  Product logs are
  * silenced; VX_FUZZ_LOG=1 shows them (useful when replaying one input).
@@ -66,8 +75,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <stdarg.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static FILE *out;               /* the real stderr: product logs go to /dev/null */
@@ -105,10 +116,19 @@ static uint8_t *pkt_buf[VX_BURST];
 static int pool[VUF_NFDKINDS][POOL];
 static int pool_free[VUF_NFDKINDS][POOL], pool_nfree[VUF_NFDKINDS];
 static uint8_t fd_state[POOL_FDS];      /* FD_* below, by fd number */
+static uint8_t fd_kind[POOL_FDS];       /* a pool fd's VUF_FD_* kind */
 enum { FD_OTHER, FD_FREE, FD_HELD, FD_CONN_OPEN, FD_CONN_CLOSED };
 static int conn_fd_once = -1;
 
 static struct vx_dev dev;
+
+static void kernel_answers_init(void);     /* "The kernel's answers", below */
+
+static ssize_t drop_write(void *cookie, const char *buf, size_t len)
+{
+    (void)cookie, (void)buf;
+    return (ssize_t)len;
+}
 
 static int memfd(const char *name, size_t size)
 {
@@ -122,9 +142,13 @@ static void init(void)
 {
     out = stderr;
     if (!getenv("VX_FUZZ_LOG")) {
-        FILE *null = fopen("/dev/null", "w");
+        /* The product's log lines (vx_log() writes to stderr), about 25 an
+         * input, go nowhere: a stream whose writes are dropped in this
+         * process, not a write() to /dev/null every 4 KiB. */
+        static const cookie_io_functions_t drop = { .write = drop_write };
+        FILE *null = fopencookie(NULL, "w", drop);
         if (null)
-            stderr = null;      /* glibc allows it; vx_log() writes to stderr */
+            stderr = null;      /* glibc allows it */
     }
     fd_of_kind[VUF_FD_GUEST] = memfd("vx-fuzz-guest", VUF_GUEST_SIZE);
     fd_of_kind[VUF_FD_EVENT] = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -146,9 +170,11 @@ static void init(void)
                 abort();
             pool[k][i] = pool_free[k][i] = fd;
             fd_state[fd] = FD_FREE;
+            fd_kind[fd] = (uint8_t)k;
         }
         pool_nfree[k] = POOL;
     }
+    kernel_answers_init();
     for (int i = 0; i < VX_BURST; i++)
         if (!(pkt_buf[i] = malloc(VX_PKT_MAX)))
             abort();
@@ -335,6 +361,153 @@ static void send_msg(const uint8_t *bytes, size_t len, const uint8_t *kinds, int
     wire.len += (uint32_t)len;
 }
 
+/* === The kernel's answers on pooled fds ================================== */
+
+/*
+ * With the wire in memory and the fds pooled, the system calls left in an
+ * input were the product's own, on the fds it is sent: for each kick, call
+ * and err fd, vu_take_eventfd()'s fstat(), readlink() of /proc/self/fd/N and
+ * fcntl(F_GETFL); for each region, vu_map_region()'s fstat(); and
+ * virtqueue.c's write() of 1 to a call eventfd for every interrupt.  Each
+ * pool fd is a dup of one file per kind, made at init and never changed
+ * after (the memfds keep their size: guest memory is zeroed with a punched
+ * hole, KEEP_SIZE), so what the kernel would answer is known.  It is asked
+ * once, at init, of the real file, and given back from here:
+ *   - fstat: the file's struct stat as the kernel gave it (the product reads
+ *     the type, st_size and st_blksize; times and st_blocks are those of
+ *     init);
+ *   - readlink("/proc/self/fd/N"): the link text of the kind's file
+ *     ("anon_inode:[eventfd]", "/memfd:vx-fuzz-guest (deleted)", ...);
+ *   - fcntl(F_GETFL/F_SETFL): the file status flags.  A dup shares them with
+ *     its file (they belong to the open file description), so they are kept
+ *     per kind, as the kernel keeps them; a change goes to the real file too;
+ *   - write() to the eventfd: its counter, also one per kind (shared by the
+ *     dups), with the eventfd(2) rules: 8 bytes or EINVAL, 2^64-1 is EINVAL,
+ *     and a sum past 2^64-2 is EAGAIN with O_NONBLOCK (without it the write
+ *     would block: the product must never let that happen, so it fails the
+ *     input).  What the product wrote is read back (and dropped) at the start
+ *     of the next input, as the real read() did.
+ * A pool fd the product does not hold is closed as far as it can know:
+ * EBADF (ENOENT for its /proc link), as for any fd number not open.  Every
+ * other fd goes to the real call.
+ */
+static struct stat kind_stat[VUF_NFDKINDS];
+static char kind_link[VUF_NFDKINDS][64];
+static size_t kind_link_len[VUF_NFDKINDS];
+static int kind_flags[VUF_NFDKINDS];
+static uint64_t event_count;            /* the pool eventfd's counter */
+
+int __real_fstat(int fd, struct stat *st);
+ssize_t __real_readlink(const char *path, char *buf, size_t len);
+int __real_fcntl(int fd, int cmd, ...);
+ssize_t __real_write(int fd, const void *buf, size_t len);
+
+static void kernel_answers_init(void)
+{
+    for (int k = 0; k < VUF_NFDKINDS; k++) {
+        char path[64];
+        snprintf(path, sizeof path, "/proc/self/fd/%d", fd_of_kind[k]);
+        ssize_t n = __real_readlink(path, kind_link[k], sizeof kind_link[k]);
+        kind_flags[k] = __real_fcntl(fd_of_kind[k], F_GETFL);
+        if (__real_fstat(fd_of_kind[k], &kind_stat[k]) < 0 || n <= 0 || kind_flags[k] < 0)
+            abort();
+        kind_link_len[k] = (size_t)n;
+    }
+}
+
+/* The kind of a pool fd, or -1 for any other fd; -2 (errno EBADF) for a pool
+ * fd the product does not hold. */
+static int pooled(int fd)
+{
+    if (fd < 0 || fd >= POOL_FDS || (fd_state[fd] != FD_FREE && fd_state[fd] != FD_HELD))
+        return -1;
+    if (fd_state[fd] == FD_FREE) {
+        errno = EBADF;
+        return -2;
+    }
+    return fd_kind[fd];
+}
+
+int __wrap_fstat(int fd, struct stat *st)
+{
+    int k = pooled(fd);
+    if (k == -1)
+        return __real_fstat(fd, st);
+    if (k < 0)
+        return -1;
+    memcpy(st, &kind_stat[k], sizeof *st);
+    return 0;
+}
+
+ssize_t __wrap_readlink(const char *path, char *buf, size_t len)
+{
+    static const char prefix[] = "/proc/self/fd/";
+    char *end;
+    if (strncmp(path, prefix, sizeof prefix - 1) != 0)
+        return __real_readlink(path, buf, len);
+    long fd = strtol(path + sizeof prefix - 1, &end, 10);
+    int k = *end || fd < 0 || fd >= POOL_FDS ? -1 : pooled((int)fd);
+    if (k == -1)
+        return __real_readlink(path, buf, len);
+    if (k < 0) {
+        errno = ENOENT;     /* no such entry in /proc/self/fd */
+        return -1;
+    }
+    size_t n = kind_link_len[k] < len ? kind_link_len[k] : len;     /* cut short, no NUL: readlink(2) */
+    memcpy(buf, kind_link[k], n);
+    return (ssize_t)n;
+}
+
+int __wrap_fcntl(int fd, int cmd, ...)
+{
+    va_list ap;
+    va_start(ap, cmd);
+    unsigned long arg = va_arg(ap, unsigned long);   /* as glibc reads it: one word, whatever the cmd */
+    va_end(ap);
+    int k = pooled(fd);
+    if (k == -1 || (k >= 0 && cmd != F_GETFL && cmd != F_SETFL))
+        return __real_fcntl(fd, cmd, arg);
+    if (k < 0)
+        return -1;
+    if (cmd == F_GETFL)
+        return kind_flags[k];
+    /* F_SETFL changes only these (fcntl(2)); the access mode and the rest stay. */
+    const int settable = O_APPEND | O_ASYNC | O_DIRECT | O_NOATIME | O_NONBLOCK;
+    int want = (kind_flags[k] & ~settable) | ((int)arg & settable);
+    if (want == kind_flags[k])
+        return 0;
+    int r = __real_fcntl(fd, F_SETFL, arg);
+    if (r == 0)
+        kind_flags[k] = __real_fcntl(fd, F_GETFL);
+    return r;
+}
+
+ssize_t __wrap_write(int fd, const void *buf, size_t len)
+{
+    int k = pooled(fd);
+    if (k == -1 || (k >= 0 && k != VUF_FD_EVENT))
+        return __real_write(fd, buf, len);
+    if (k < 0)
+        return -1;
+    uint64_t v;
+    if (len < sizeof v) {
+        errno = EINVAL;
+        return -1;
+    }
+    memcpy(&v, buf, sizeof v);
+    if (v == UINT64_MAX) {
+        errno = EINVAL;
+        return -1;
+    }
+    if (v > UINT64_MAX - 1 - event_count) {
+        CHECK(kind_flags[k] & O_NONBLOCK);      /* else the product's thread would block here for good */
+        errno = EAGAIN;
+        return -1;
+    }
+    event_count += v;
+    return sizeof v;
+}
+
 /* === The device's state must be sound after every step ==================== */
 
 static bool inside_mem(const void *p, uint64_t len)
@@ -511,6 +684,16 @@ static bool guest_dirty = true;     /* guest memory may hold bytes of an input: 
 void *__real_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off);
 void *__wrap_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
 {
+    /* The kernel's answers on pooled fds (above) for the mappings that must
+     * fail: a pipe has no mmap (ENODEV), a file opened read-only cannot be
+     * mapped shared and writable (EACCES); an fd not held, EBADF. */
+    int k = pooled(fd);
+    if (k == -2 || (k == VUF_FD_PIPE && len) ||
+        (k == VUF_FD_RDONLY && len && (prot & PROT_WRITE) && (flags & MAP_TYPE) == MAP_SHARED)) {
+        if (k >= 0)
+            errno = k == VUF_FD_PIPE ? ENODEV : EACCES;
+        return MAP_FAILED;
+    }
     void *p = __real_mmap(addr, len, prot, flags, fd, off);
     if (p != MAP_FAILED && fd >= 0 && (flags & MAP_SHARED)) {
         guest_dirty = true;         /* the product may write what it maps */
@@ -602,10 +785,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (guest_dirty) {
         if (fallocate(fd_of_kind[VUF_FD_GUEST], FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, VUF_GUEST_SIZE) < 0)
             abort();
-        /* Calls the last input's rings made: dropped (only a ring on mapped
-         * memory makes them; EAGAIN if there were none). */
-        uint64_t calls;
-        if (read(fd_of_kind[VUF_FD_EVENT], &calls, sizeof calls) < 0) { /* none */ }
+        /* Calls the last input's rings made: read and dropped (only a ring on
+         * mapped memory makes them). */
+        event_count = 0;
     }
     guest_dirty = false;
     /* Header byte 2, bit 0: a frontend slow to read its replies (room for
