@@ -22,6 +22,13 @@
  *      switch's exit lines.
  *
  *   tests/test_switch [path/to/vhost-xdp]     TAP output
+ *
+ * tests/test_switch.sh uses it as a hostile port of its own too:
+ *   tests/test_switch --flood SOCKET SECONDS PPS
+ * connects to a switch's SOCKET as a frontend and sends, for SECONDS,
+ * about PPS frames a second, each from a new random source MAC to a random
+ * unicast MAC (so each is learned, and flooded as a miss); it prints
+ * "flood: N frames sent" and exits 0, or 1 if the connection failed.
  */
 #include "frontend.h"
 
@@ -29,6 +36,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define NPORTS 3
 
@@ -172,8 +180,47 @@ static bool random_sources(int from)
     return tx_wait_done(c, &c->qp[0]);
 }
 
+/* The --flood mode (see the top): random sources to random destinations,
+ * in bursts of 32, paced to about pps frames a second. */
+static int flood(const char *path, double seconds, double pps)
+{
+    struct conn *c = conn_new("flood", false);
+    struct fe_opts o = { .style = STYLE_DPDK, .mrg_rxbuf = false, .npairs = 1 };
+    if (!c || !conn_connect_to(c, path) || !handshake(c, &o)) {
+        fprintf(stderr, "flood: cannot start on %s: %s\n", path, c ? c->err : "out of memory");
+        return 1;
+    }
+    uint8_t f[64], src[6], dst[6];
+    uint32_t seed = (uint32_t)getpid();
+    uint64_t sent = 0;
+    double start = now();
+    while (now() - start < seconds) {
+        for (int i = 0; i < 32; i++) {
+            for (int b = 0; b < 6; b++) {
+                seed = seed * 1103515245u + 12345u, src[b] = (uint8_t)(seed >> 16);
+                seed = seed * 1103515245u + 12345u, dst[b] = (uint8_t)(seed >> 16);
+            }
+            src[0] = (uint8_t)((src[0] & 0xfe) | 0x02), dst[0] = (uint8_t)((dst[0] & 0xfe) | 0x02);
+            make_frame(f, dst, src, sizeof f);
+            if (!frame_add(c, &c->qp[0], f, sizeof f))
+                break;
+        }
+        ring_flush(&c->qp[0].tx, c->event_idx);
+        if (!tx_wait_done(c, &c->qp[0]))
+            break;
+        sent += 32;
+        while (sent > (now() - start) * pps)
+            sleep_ms(1);
+    }
+    printf("flood: %llu frames sent\n", (unsigned long long)sent);
+    conn_free(c);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc == 5 && !strcmp(argv[1], "--flood"))
+        return flood(argv[2], atof(argv[3]), atof(argv[4]));
     const char *binary = argc > 1 ? argv[1] : "./vhost-xdp";
     if (!fe_setup("test_switch", 180))
         return 1;
