@@ -146,7 +146,7 @@ bench: vhost-xdp tests/tcpcheck
 
 .PHONY: bench
 
-# Fuzzing (issue 4): three libFuzzer targets, built with clang (a test tool only,
+# Fuzzing (issue 4): four libFuzzer targets, built with clang (a test tool only,
 # not a product dependency) and ASan + UBSan into build-fuzz/.
 #   make fuzz          replay tests/fuzz/regressions/, then fuzz each target for
 #                      FUZZ_SECONDS (default 60) from the seeds in tests/fuzz/corpus/;
@@ -182,13 +182,18 @@ build-fuzz/fuzz_offload: $(FUZZ_OF_SRCS) $(HDRS) tests/fuzz/fuzz_format.h
 	@mkdir -p build-fuzz
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $(FUZZ_OF_SRCS)
 
-fuzz: build-fuzz/fuzz_vhost_user build-fuzz/fuzz_virtqueue build-fuzz/fuzz_offload
+# switch.c's table and forwarding decision (the target includes switch.c and stubs its ports' I/O).
+build-fuzz/fuzz_switch: tests/fuzz/fuzz_switch.c switch.c $(HDRS)
+	@mkdir -p build-fuzz
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ tests/fuzz/fuzz_switch.c
+
+fuzz: build-fuzz/fuzz_vhost_user build-fuzz/fuzz_virtqueue build-fuzz/fuzz_offload build-fuzz/fuzz_switch
 	FUZZ_SECONDS=$(FUZZ_SECONDS) tests/fuzz/run.sh
 
 # The long run: FUZZ_RUNS executions of each target (10 million: tens of
 # minutes here, see tests/fuzz/README.md), for real depth; CI keeps the short one.
 FUZZ_RUNS ?= 10000000
-fuzz-long: build-fuzz/fuzz_vhost_user build-fuzz/fuzz_virtqueue build-fuzz/fuzz_offload
+fuzz-long: build-fuzz/fuzz_vhost_user build-fuzz/fuzz_virtqueue build-fuzz/fuzz_offload build-fuzz/fuzz_switch
 	FUZZ_RUNS=$(FUZZ_RUNS) tests/fuzz/run.sh
 
 fuzz-seeds: tests/fuzz/make_seeds.c tests/fuzz/fuzz_format.h $(HDRS)

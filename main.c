@@ -22,8 +22,9 @@
  *
  * Second reading, after the marker, each under its own banner: --help's
  * text and the options beyond the core five (the AF_XDP port's settings,
- * what the device offers, the poll threads, the instruments); what set-up
- * says about the MTU, the offloads and VM-to-VM; then the instruments:
+ * what the device offers, the poll threads, the instruments, the switch);
+ * what set-up says about the MTU, the offloads and VM-to-VM; the switch's
+ * set-up, ageing and MAC table view (switch.c); then the instruments:
  * --stats and the exit totals, the ring view (--ring-view, SIGUSR1) and
  * --trace=rings' kick lines.  Each instrument has one call site in the first
  * reading, named after what it does, so the control loop reads without them.
@@ -950,12 +951,13 @@ static void log_offers(const struct config *cfg)
     if (ndevs == 2 && !cfg->switch_on)
         vx_log("port: VM-to-VM, queue pair k of %s <-> queue pair k of %s", cfg->sockets[0], cfg->sockets[1]);
     if (cfg->switch_on)
-        vx_log("port: an L2 learning switch of %d vhost-user port%s%s%s; MAC table of 4096 entries, --mac-age %ld s%s",
+        vx_log("port: an L2 learning switch of %d vhost-user port%s%s%s; MAC table of 4096 entries, --mac-age %ld s",
                ndevs, ndevs == 1 ? "" : "s", cfg->nic.ifname ? " and the uplink " : "",
-               cfg->nic.ifname ? cfg->nic.ifname : "", cfg->mac_age,
-               cfg->nic.ifname && !cfg->no_offloads ? "; no offloads offered (the uplink takes whole frames)" : "");
-    if (devs[0].no_offloads)
+               cfg->nic.ifname ? cfg->nic.ifname : "", cfg->mac_age);
+    if (cfg->no_offloads)
         vx_log("offloads: none offered (--no-offloads): guests send MTU-sized segments, checksummed");
+    else if (devs[0].no_offloads)
+        vx_log("offloads: none offered: a switch's uplink takes whole, checksummed frames (switch.c, \"Offloads\")");
     else
         vx_log("offloads: checksum and TSO offered (CSUM, GUEST_CSUM, HOST_TSO4/6, GUEST_TSO4/6, ECN)%s",
                cfg->nic.ifname ? "; towards the NIC, segmentation in software in the poll thread, checksums "
@@ -1273,7 +1275,6 @@ static void print_totals(void)
         }
     }
     sw_print_stats("exit");
-    sw_stop();          /* the switch's lanes, with their counters, after their last lines */
 }
 
 /* === The ring view (--ring-view, SIGUSR1) ================================ */

@@ -19,7 +19,10 @@
  *     back on its own RX, which is how tests and benchmarks exercise
  *     vhost-user without a NIC, and a lab mode; or
  *   - another guest (two --socket, VM-to-VM): queue pair k of device A
- *     and queue pair k of device B are each other's port.
+ *     and queue pair k of device B are each other's port; or
+ *   - a switch (three or more --socket, or sockets and an --iface uplink:
+ *     switch.c, second reading): lane k, queue pair k of every device and
+ *     NIC queue k, is forwarded by learned MAC, one sw_lane() call here.
  *
  * Threads and rings: queue pair k is polled by thread k % nthreads, so with
  * --pmd-cores 0,1 and two queue pairs each thread owns one pair.  The control
@@ -35,7 +38,7 @@
  * pmd_afxdp_pair: one screen each), the thread's main loop pmd_main(), then
  * start, quiesce and stop.  SECOND READING, after the "Second reading"
  * marker, each under its own banner and each called from one place above:
- * the SEND_RARP and NET_SET_MTU hooks, VM-to-VM, the idle back-off
+ * the SEND_RARP and NET_SET_MTU hooks, VM-to-VM (and switch.c for a switch), the idle back-off
  * (--pmd-sleep), the offloads' buffers, what a thread does when guest memory
  * faults under it, and how a thread stuck in a system call is freed.
  */

@@ -69,6 +69,23 @@
  * lane has its own per-port counters, written by the lane's thread only;
  * the control thread sums the lanes.  The table's "aged" counter is the
  * control thread's own.
+ *
+ * One ping through the switch, guest A (port 0) to guest B (port 1), the
+ * table empty (tests/test_switch.sh does this with three guests):
+ *   1. A's ARP request, to ff:ff:ff:ff:ff:ff from A: A's MAC is learned on
+ *      port 0 ("learned"); broadcast: flooded to every port but 0
+ *      ("floods"), so B, C and the uplink's peer each get one copy;
+ *   2. B's ARP reply, to A from B: B's MAC is learned on port 1; A's MAC
+ *      is in the table: to port 0 alone ("hits");
+ *   3. the ICMP echo request, A to B, and B's echo reply: hits, both ways,
+ *      and every frame after them.  C and the uplink never see them.
+ * A unicast frame to a MAC that has not sent yet is a "miss": flooded as
+ * a broadcast is, until its owner answers and is learned.
+ *
+ * Read in this order: the table (lookup, learn), the forwarding decision
+ * (sw_classify), the sending (sw_flush), the receiving (sw_lane, the one
+ * call from pmd_loop.c), then start/stop and the control thread's side
+ * (ageing, the table view, the counters).
  */
 #include "vhost_xdp.h"
 
@@ -126,10 +143,26 @@ static struct sw_lane *sw_lanes;            /* one per queue pair */
 static int sw_nlanes;
 static bool sw_on;
 
-/* The table.  sw_seen[i] is the sw_clock second slot i's station was last
- * seen; sw_clock counts seconds since sw_start, set by the control thread
+/*
+ * The table.  Slot i of bucket b is sw_keys[b * SW_WAYS + i], one word:
+ *
+ *    63  62      56 55      48 47                                     0
+ *   +---+----------+----------+----------------------------------------+
+ *   | V |    0     |   port   |  MAC, its 6 bytes in wire order        |
+ *   +---+----------+----------+----------------------------------------+
+ *
+ * V (valid) set: the slot holds a station; 0: the slot is empty.  Being
+ * one aligned 64-bit word, it is written and read whole (x86 and arm64 do
+ * that for a plain aligned load or store): a thread that reads it sees a
+ * station and its port together, never the MAC of one and the port of
+ * another.  Nothing else needs ordering: an entry points nowhere, so no
+ * other memory must be visible before it.
+ *
+ * sw_seen[i] is the sw_clock second slot i's station was last seen;
+ * sw_clock counts seconds since sw_start, set by the control thread
  * (sw_tick) at least once a second and read relaxed by the poll threads:
- * no poll thread reads a clock per packet for the ageing. */
+ * no poll thread reads a clock per packet for the ageing.
+ */
 static uint64_t sw_keys[SW_ENTRIES];
 static uint32_t sw_seen[SW_ENTRIES];
 static uint32_t sw_clock = 1;
@@ -148,7 +181,9 @@ static inline uint64_t sw_mac(const uint8_t *p)
 }
 
 /* A MAC's bucket: Fibonacci hashing (multiply by 2^64 / golden ratio, keep
- * the top bits), which spreads MACs that differ in any byte. */
+ * the top 10 bits: 1024 buckets), which spreads MACs that differ in any
+ * byte, so that a guest's MAC and its neighbour's (52:54:00:12:34:56 and
+ * ...:57, as QEMU users number them) land in different buckets. */
 static inline uint32_t sw_bucket(uint64_t mac)
 {
     return (uint32_t)((mac * 0x9E3779B97F4A7C15ull) >> (64 - 10)) & (SW_BUCKETS - 1);
@@ -179,7 +214,7 @@ static void sw_learn(struct sw_counts *c, uint64_t mac, int port)
 {
     uint32_t i0 = sw_bucket(mac) * SW_WAYS, now = __atomic_load_n(&sw_clock, __ATOMIC_RELAXED);
     uint64_t key = SW_VALID | (uint64_t)port << 48 | mac;
-    int victim = -1;
+    int victim = (int)i0;           /* the slot a new station takes: empty, or the least recently seen */
     uint32_t victim_seen = UINT32_MAX;
     for (uint32_t i = i0; i < i0 + SW_WAYS; i++) {
         uint64_t cur = __atomic_load_n(&sw_keys[i], __ATOMIC_RELAXED);
@@ -303,7 +338,16 @@ static void sw_send_nic(struct sw_lane *l, int d, struct vx_pkt *pkts, int n)
         vx_counter_add(l->counts[d].dropped, (uint64_t)(n - filled));
 }
 
-/* Every destination's list of this burst, sent and emptied. */
+/*
+ * Every destination's list of this burst, sent and emptied.  Why lists,
+ * and not each frame sent as it is decided: a guest's RX ring is written
+ * once per list (vq_enqueue_burst: the used index published, and the guest
+ * interrupted if it asked, once for all of them), and the uplink's frames
+ * are taken and submitted once (one kick).  That is what a burst is for;
+ * frame by frame, a burst of 32 to one guest would publish and maybe
+ * interrupt 32 times.  The lists keep each port's frames in the order they
+ * came, so a flow is never reordered.
+ */
 static void sw_flush(struct sw_lane *l)
 {
     for (int d = 0; d < sw_nports; d++) {
@@ -368,9 +412,15 @@ static int sw_from_nic(struct sw_lane *l)
     return n;
 }
 
-/* pmd_loop.c's one call: one burst from every port of lane k, in turn
- * (the round that keeps any port from starving the others).  Returns the
- * frames taken, for the idle back-off. */
+/*
+ * pmd_loop.c's one call: one burst from every port of lane k, in turn
+ * (the round that keeps any port from starving the others: a port that
+ * always has 32 frames waiting gets one burst per round, as a port with
+ * one frame does).  Returns the frames taken, for the idle back-off.
+ * What a frame costs here beyond the cross-connect: two lookups (source
+ * and destination, a cache line each), a learn only when its station's
+ * entry is stale, and a copy of its vx_pkt into its destination's list.
+ */
 int sw_lane(int k, struct pcap_ring *pcap)
 {
     struct sw_lane *l = &sw_lanes[k];
@@ -442,7 +492,10 @@ bool sw_running(void)
     return sw_on;
 }
 
-/* After pmd_stop(), when no thread uses the lanes any more. */
+/* When set-up fails after sw_start(), with every poll thread stopped.  At
+ * the end of a run the lanes stay until the exit, as the NIC's ports do:
+ * their counters are read for the exit lines, and a poll thread that
+ * pmd_stop() had to leave behind may still be in one. */
 void sw_stop(void)
 {
     for (int k = 0; sw_lanes && k < sw_nlanes; k++)
@@ -556,7 +609,8 @@ static struct sw_counts sw_sum(int p)
 }
 
 /* --stats and the exit lines (`what` is "stats" or "exit"): a line per
- * port, counting the frames that came in on it, then the table's line:
+ * port, counting the frames that came in on it (--stats leaves out a port
+ * that has counted nothing yet), then the table's line:
  *   vhost-xdp: stats: switch port 0 (a.sock): hits 812, misses 3, floods 6, learned 1, moved 0, evicted 0, ...
  *   vhost-xdp: stats: switch table: 3 entries, aged 0 */
 void sw_print_stats(const char *what)
@@ -568,6 +622,8 @@ void sw_print_stats(const char *what)
         entries += __atomic_load_n(&sw_keys[i], __ATOMIC_RELAXED) != 0;
     for (int p = 0; p < sw_nports; p++) {
         struct sw_counts c = sw_sum(p);
+        if (!strcmp(what, "stats") && !(c.hits | c.misses | c.floods | c.not_learned | c.dropped))
+            continue;
         vx_log("%s: switch port %d (%s%s): hits %llu, misses %llu, floods %llu, learned %llu, moved %llu, "
                "evicted %llu, not learned %llu, dropped %llu", what, p, p == sw_uplink ? "uplink " : "",
                sw_ports[p].name, (unsigned long long)c.hits, (unsigned long long)c.misses,
