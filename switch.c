@@ -9,7 +9,8 @@
  * uplink (--iface) is the port after the last socket.  Every frame goes
  * where OVS's NORMAL action would send it:
  *   - its source MAC is learned: "this MAC is behind the port it came
- *     from" (a multicast or broadcast source never is: no station has one);
+ *     from" (a multicast, broadcast or all-zero source never is: no
+ *     station has one; the frame is still forwarded);
  *   - a destination the table knows (a "hit") goes to that port alone;
  *   - broadcast, multicast and an unknown unicast destination (a "miss")
  *     are flooded: to every port but the one the frame came from;
@@ -112,7 +113,7 @@ struct sw_counts {
     uint64_t learned;               /* new stations learned behind this port */
     uint64_t moved;                 /* stations that moved here from another port */
     uint64_t evicted;               /* entries a station of this port pushed out of a full bucket */
-    uint64_t not_learned;           /* frames from a multicast/broadcast source (never learned) */
+    uint64_t not_learned;           /* frames from a multicast, broadcast or zero source (never learned) */
     uint64_t dropped;               /* frames not forwarded: runts, back to their own port, no NIC frame */
 };
 
@@ -267,7 +268,7 @@ static void sw_classify(struct sw_lane *l, int in, struct vx_pkt *pkts, int n)
             continue;
         }
         uint64_t src = sw_mac(f + 6), dst = sw_mac(f);
-        if (f[6] & 1)                       /* group bit: multicast or broadcast source */
+        if ((f[6] & 1) || !src)             /* group bit (multicast, broadcast), or all zero: no station */
             vx_counter_add(c->not_learned, 1);
         else if (src != l->last_src || now != l->last_clock || sw_lookup(src) != in) {
             sw_learn(c, src, in);   /* once a second per station and burst, unless it moved */

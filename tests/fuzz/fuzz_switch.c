@@ -18,7 +18,7 @@
  *   - each frame is listed for one port (a hit) or for every other port
  *     (a flood), or none (a runt, or a known destination on its own port);
  *   - the table holds at most SW_ENTRIES stations, each on a port that
- *     exists, none with a multicast or broadcast MAC;
+ *     exists, none with a multicast, broadcast or zero MAC;
  *   - the counters add up: hits + misses + floods + dropped = frames seen.
  * A broken invariant aborts with a line saying which.
  *
@@ -147,8 +147,8 @@ static void check_table(uint64_t frames)
         n++;
         if ((int)((key >> 48) & 0xff) >= sw_nports)
             BROKEN("entry %d on port %d of %d", i, (int)((key >> 48) & 0xff), sw_nports);
-        if (key & 1)        /* the first byte's group bit: the word's lowest bit */
-            BROKEN("entry %d holds a multicast MAC", i);
+        if ((key & 1) || !(key & SW_MAC_MASK))  /* the first byte's group bit is the word's lowest */
+            BROKEN("entry %d holds a multicast or zero MAC", i);
         if ((int)(i / SW_WAYS) != (int)sw_bucket(key & SW_MAC_MASK))
             BROKEN("entry %d is in the wrong bucket", i);
     }
