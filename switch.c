@@ -83,6 +83,10 @@
  * A unicast frame to a MAC that has not sent yet is a "miss": flooded as
  * a broadcast is, until its owner answers and is learned.
  *
+ * Not here yet: a SEND_RARP (pmd_loop.c's hook for the cross-connect and
+ * the single port) is not sent in a switch; offloads towards the uplink;
+ * VLANs (every port is an access port of one VLAN, shown as 0).
+ *
  * Read in this order: the table (lookup, learn), the forwarding decision
  * (sw_classify), the sending (sw_flush), the receiving (sw_lane, the one
  * call from pmd_loop.c), then start/stop and the control thread's side
