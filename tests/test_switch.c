@@ -19,7 +19,10 @@
  *   7. ageing: with --mac-age 10, the random MACs and the gone port's leave
  *      the table;
  *   8. SIGUSR1 prints the table (fdb/show); SIGTERM: exit 0 and the
- *      switch's exit lines.
+ *      switch's exit lines;
+ *   9. two lanes on two poll threads (--queues 2 --pmd-cores 0,1): what
+ *      comes in on queue pair k goes out on queue pair k only, and a MAC
+ *      one thread learned is a hit for the other.
  *
  *   tests/test_switch [path/to/vhost-xdp]     TAP output
  *
@@ -48,6 +51,7 @@ static const uint8_t bcast[6] = { 0xff, 0xff, 0xff, 0xff, 0xff, 0xff };
 static const uint8_t nobody[6] = { 0x52, 0x54, 0x00, 0x99, 0x99, 0x99 };
 static struct conn *conns[NPORTS];
 static uint32_t frame_no;
+static int lane;                    /* the queue pair deliver() sends and receives on */
 
 /* A frame of `len` bytes to `dst` from `src`, ethertype 0x88b6, numbered. */
 static uint32_t make_frame(uint8_t *f, const uint8_t *dst, const uint8_t *src, uint32_t len)
@@ -68,7 +72,7 @@ static uint32_t make_frame(uint8_t *f, const uint8_t *dst, const uint8_t *src, u
 static bool rx_pending(int p, int ms)
 {
     sleep_ms(ms);
-    struct ring *r = &conns[p]->qp[0].rx;
+    struct ring *r = &conns[p]->qp[lane].rx;
     return __atomic_load_n(&r->used->idx, __ATOMIC_ACQUIRE) != r->last_used_idx;
 }
 
@@ -78,7 +82,7 @@ static void drain(int p)
     uint8_t got[2048];
     do {
         while (rx_pending(p, 0))
-            if (frame_recv(conns[p], &conns[p]->qp[0], got, sizeof got) < 0)
+            if (frame_recv(conns[p], &conns[p]->qp[lane], got, sizeof got) < 0)
                 return;
     } while (rx_pending(p, 50));
 }
@@ -92,7 +96,7 @@ static bool deliver_maybe(int from, const uint8_t *dst, const uint8_t *src, unsi
     uint8_t f[200], got[2048];
     make_frame(f, dst, src, sizeof f);
     struct conn *c = conns[from];
-    if (!c || !frame_send(c, &c->qp[0], f, sizeof f) || !tx_wait_done(c, &c->qp[0]))
+    if (!c || !frame_send(c, &c->qp[lane], f, sizeof f) || !tx_wait_done(c, &c->qp[lane]))
         return check(false, "%s: sent from port %d (%s)", what, from, c ? c->err : "no connection");
     bool ok = true;
     char why[600] = "";
@@ -100,7 +104,7 @@ static bool deliver_maybe(int from, const uint8_t *dst, const uint8_t *src, unsi
         if (!conns[p])
             continue;
         if (want & (1u << p)) {
-            int n = frame_recv(conns[p], &conns[p]->qp[0], got, sizeof got);
+            int n = frame_recv(conns[p], &conns[p]->qp[lane], got, sizeof got);
             if (n != (int)sizeof f || memcmp(got, f, sizeof f)) {
                 ok = false;
                 snprintf(why + strlen(why), sizeof why - strlen(why), " port %d did not get it (%d bytes%s%.80s);", p,
@@ -110,11 +114,18 @@ static bool deliver_maybe(int from, const uint8_t *dst, const uint8_t *src, unsi
         }
         if (maybe & (1u << p)) {
             if (rx_pending(p, 100))
-                frame_recv(conns[p], &conns[p]->qp[0], got, sizeof got);
+                frame_recv(conns[p], &conns[p]->qp[lane], got, sizeof got);
         } else if (rx_pending(p, (want & (1u << p)) ? 0 : 100)) {
             ok = false;
             snprintf(why + strlen(why), sizeof why - strlen(why), " port %d got one more frame;", p);
             drain(p);
+        }
+    }
+    for (int p = 0; p < NPORTS; p++) {     /* with two queue pairs: nothing on the other lane */
+        struct ring *r = conns[p] && conns[p]->npairs > 1 ? &conns[p]->qp[1 - lane].rx : NULL;
+        if (r && __atomic_load_n(&r->used->idx, __ATOMIC_ACQUIRE) != r->last_used_idx) {
+            ok = false;
+            snprintf(why + strlen(why), sizeof why - strlen(why), " port %d got a frame on the other lane;", p);
         }
     }
     return check(ok, "%s%s", what, why);
@@ -138,10 +149,10 @@ static long counter_now(int port, const char *field)
     return s ? strtol(s + strlen(field), NULL, 10) : -1;
 }
 
-static struct conn *connect_port(int p, const char *path)
+static struct conn *connect_port(int p, const char *path, int npairs)
 {
     struct conn *c = conn_new(p == 0 ? "port A" : p == 1 ? "port B" : "port C", false);
-    struct fe_opts o = { .style = STYLE_QEMU, .mrg_rxbuf = false, .npairs = 1 };
+    struct fe_opts o = { .style = STYLE_QEMU, .mrg_rxbuf = false, .npairs = npairs };
     bool ok = c && conn_connect_to(c, path) && handshake(c, &o);
     check(ok, "port %d: connected and started%s%s", p, c && c->err[0] ? ": " : "", c ? c->err : "");
     if (!ok) {
@@ -217,6 +228,44 @@ static int flood(const char *path, double seconds, double pps)
     return 0;
 }
 
+/*
+ * Two lanes on two poll threads (--queues 2 --pmd-cores 0,1): A and B with
+ * two queue pairs each, socket C left empty.  What comes in on queue pair
+ * k goes out on queue pair k (switch.c, "Lanes and threads"), and a MAC
+ * learned by one thread is known to the other (the shared table).
+ */
+static void lanes_part(const char *binary, const char *const paths[NPORTS])
+{
+    char line[600];
+    const char *args[] = { "--socket", paths[0], "--socket", paths[1], "--socket", paths[2], "--queues", "2",
+                           "--pmd-cores", "0,1", "--pmd-sleep", "50", NULL };
+    long from = log_size();
+    if (!check(start_backend_argv(binary, args) && wait_for_socket(20), "lanes: vhost-xdp --queues 2 --pmd-cores 0,1"))
+        return;
+    check(log_find(from, "switch: pmd 1 polls lane 1: port 0", NULL, 5, line, sizeof line), "lanes: %s", line);
+    conns[0] = connect_port(0, paths[0], 2);
+    conns[1] = connect_port(1, paths[1], 2);
+    conns[2] = NULL;                    /* socket C: no frontend */
+    if (conns[0] && conns[1]) {
+        lane = 1;
+        deliver(0, bcast, mac_of[0], 0x2, "lane 1: A's broadcast reaches B on queue pair 1 only");
+        deliver(1, mac_of[0], mac_of[1], 0x1, "lane 1: B to A's MAC: a hit, on queue pair 1");
+        lane = 0;
+        deliver(0, mac_of[1], mac_of[0], 0x2,
+                "lane 0: A to B's MAC, learned by the other thread: a hit, on queue pair 0 only");
+        deliver(1, mac_of[0], mac_of[1], 0x1, "lane 0: B to A's MAC: on queue pair 0");
+    }
+    conn_free(conns[0]);
+    conn_free(conns[1]);
+    conns[0] = conns[1] = NULL;
+    long stopping = log_size();
+    stop_backend();
+    /* Hits, not floods that happened to reach the one live port: */
+    check(log_find(stopping, "exit: switch port 0 (", "hits 1, misses 0, floods 1,", 5, line, sizeof line) &&
+          log_find(stopping, "exit: switch port 1 (", "hits 2, misses 0, floods 0,", 5, line, sizeof line),
+          "lanes: A counted 1 hit and 1 flood, B 2 hits, over both threads (%s)", line);
+}
+
 int main(int argc, char **argv)
 {
     if (argc == 5 && !strcmp(argv[1], "--flood"))
@@ -238,7 +287,7 @@ int main(int argc, char **argv)
           "log: which thread polls which ports (%s)", line);
     const char *paths[NPORTS] = { sock_path, sock_path2, sock3 };
     for (int p = 0; p < NPORTS; p++)
-        conns[p] = connect_port(p, paths[p]);
+        conns[p] = connect_port(p, paths[p], 1);
     if (!conns[0] || !conns[1] || !conns[2]) {
         print_backend_log(30);
         return fe_finish();
@@ -326,5 +375,6 @@ int main(int argc, char **argv)
     conn_free(conns[1]);
     stop_backend();
     check(log_find(stopping, "exit: switch port 1 (", "hits ", 5, line, sizeof line), "exit: the switch's lines (%s)", line);
+    lanes_part(binary, paths);
     return fe_finish();
 }
