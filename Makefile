@@ -12,11 +12,11 @@ CFLAGS  ?= -O2 -g
 CFLAGS  += -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Werror -pthread
 LDFLAGS += -pthread
 
-SRCS    = main.c vhost_user.c virtqueue.c pmd_loop.c nic_afxdp.c pcap.c fault.c offload.c
+SRCS    = main.c vhost_user.c virtqueue.c pmd_loop.c nic_afxdp.c pcap.c fault.c offload.c switch.c
 HDRS    = vhost_xdp.h
 TESTS   = tests/test_virtqueue tests/test_packed tests/test_ringview tests/test_protocol tests/test_hostile tests/test_trace \
 	  tests/afxdp_tool tests/test_tracedecode tests/test_pcap tests/test_mtu_rarp tests/tcpcheck tests/test_offload \
-	  tests/exercise_probe
+	  tests/exercise_probe tests/test_switch
 FRONTEND = tests/frontend.c tests/frontend.h    # the vhost-user front-end both C protocol tests drive
 
 all: vhost-xdp
@@ -64,6 +64,9 @@ tests/test_mtu_rarp: tests/test_mtu_rarp.c $(FRONTEND)
 tests/exercise_probe: tests/exercise_probe.c $(FRONTEND)
 	$(CC) $(CFLAGS) -o $@ tests/exercise_probe.c tests/frontend.c $(LDFLAGS)
 
+tests/test_switch: tests/test_switch.c $(FRONTEND)
+	$(CC) $(CFLAGS) -o $@ tests/test_switch.c tests/frontend.c $(LDFLAGS)
+
 # The --trace decoder, driven in-process through vu_handle_event() (no socket file).
 TRACEDECODE_SRCS = tests/test_tracedecode.c $(filter-out main.c,$(SRCS))   # every room but main()
 tests/test_tracedecode: $(TRACEDECODE_SRCS) $(HDRS)
@@ -79,7 +82,7 @@ ASAN_FLAGS = -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Werror -pthread -O
 	-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 asan: $(SRCS) $(HDRS) tests/unit.h tests/test_virtqueue.c tests/test_packed.c tests/test_ringview.c tests/test_protocol.c tests/test_hostile.c \
 	tests/test_offload.c \
-	tests/test_trace.c tests/test_tracedecode.c tests/test_pcap.c tests/test_mtu_rarp.c $(FRONTEND)
+	tests/test_trace.c tests/test_tracedecode.c tests/test_pcap.c tests/test_mtu_rarp.c tests/test_switch.c $(FRONTEND)
 	mkdir -p build-asan
 	$(CC) $(ASAN_FLAGS) -o build-asan/vhost-xdp $(SRCS)
 	$(CC) $(ASAN_FLAGS) -I. -o build-asan/test_virtqueue tests/test_virtqueue.c virtqueue.c
@@ -91,12 +94,14 @@ asan: $(SRCS) $(HDRS) tests/unit.h tests/test_virtqueue.c tests/test_packed.c te
 	$(CC) $(ASAN_FLAGS) -o build-asan/test_trace tests/test_trace.c tests/frontend.c
 	$(CC) $(ASAN_FLAGS) -o build-asan/test_pcap tests/test_pcap.c tests/frontend.c
 	$(CC) $(ASAN_FLAGS) -o build-asan/test_mtu_rarp tests/test_mtu_rarp.c tests/frontend.c
+	$(CC) $(ASAN_FLAGS) -o build-asan/test_switch tests/test_switch.c tests/frontend.c
 	$(CC) $(ASAN_FLAGS) -I. -o build-asan/test_tracedecode $(TRACEDECODE_SRCS)
 	build-asan/test_virtqueue && build-asan/test_packed && build-asan/test_offload && build-asan/test_ringview && \
 	build-asan/test_protocol build-asan/vhost-xdp && \
 	build-asan/test_hostile build-asan/vhost-xdp && build-asan/test_trace build-asan/vhost-xdp && \
 	build-asan/test_tracedecode && build-asan/test_pcap build-asan/vhost-xdp && \
-	build-asan/test_mtu_rarp build-asan/vhost-xdp && VX=build-asan/vhost-xdp tests/test_cli.sh
+	build-asan/test_mtu_rarp build-asan/vhost-xdp && build-asan/test_switch build-asan/vhost-xdp && \
+	VX=build-asan/vhost-xdp tests/test_cli.sh
 
 # valgrind's memcheck on the protocol test's back-end: vhost-xdp runs under
 # valgrind (VX_BACKEND_WRAPPER, see tests/frontend.h) with every timeout
@@ -153,7 +158,7 @@ bench-cost:
 
 .PHONY: bench-cost
 
-# Fuzzing (issue 4): three libFuzzer targets, built with clang (a test tool only,
+# Fuzzing (issue 4): four libFuzzer targets, built with clang (a test tool only,
 # not a product dependency) and ASan + UBSan into build-fuzz/.
 #   make fuzz          replay tests/fuzz/regressions/, then fuzz each target for
 #                      FUZZ_SECONDS (default 60) from the seeds in tests/fuzz/corpus/;
@@ -165,7 +170,7 @@ comma        := ,
 FUZZ_SECONDS ?= 60
 FUZZ_FLAGS    = -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Werror -pthread -O1 -g -I. \
 	-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
-FUZZ_VU_SRCS  = tests/fuzz/fuzz_vhost_user.c vhost_user.c virtqueue.c pmd_loop.c nic_afxdp.c pcap.c fault.c offload.c
+FUZZ_VU_SRCS  = tests/fuzz/fuzz_vhost_user.c vhost_user.c virtqueue.c pmd_loop.c nic_afxdp.c pcap.c fault.c offload.c switch.c
 FUZZ_VQ_SRCS  = tests/fuzz/fuzz_virtqueue.c virtqueue.c offload.c
 FUZZ_OF_SRCS  = tests/fuzz/fuzz_offload.c offload.c
 
@@ -192,13 +197,18 @@ build-fuzz/fuzz_offload: $(FUZZ_OF_SRCS) $(HDRS) tests/fuzz/fuzz_format.h
 	@mkdir -p build-fuzz
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $(FUZZ_OF_SRCS)
 
-fuzz: build-fuzz/fuzz_vhost_user build-fuzz/fuzz_virtqueue build-fuzz/fuzz_offload
+# switch.c's table and forwarding decision (the target includes switch.c and stubs its ports' I/O).
+build-fuzz/fuzz_switch: tests/fuzz/fuzz_switch.c switch.c $(HDRS)
+	@mkdir -p build-fuzz
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ tests/fuzz/fuzz_switch.c
+
+fuzz: build-fuzz/fuzz_vhost_user build-fuzz/fuzz_virtqueue build-fuzz/fuzz_offload build-fuzz/fuzz_switch
 	FUZZ_SECONDS=$(FUZZ_SECONDS) tests/fuzz/run.sh
 
 # The long run: FUZZ_RUNS executions of each target (10 million: tens of
 # minutes here, see tests/fuzz/README.md), for real depth; CI keeps the short one.
 FUZZ_RUNS ?= 10000000
-fuzz-long: build-fuzz/fuzz_vhost_user build-fuzz/fuzz_virtqueue build-fuzz/fuzz_offload
+fuzz-long: build-fuzz/fuzz_vhost_user build-fuzz/fuzz_virtqueue build-fuzz/fuzz_offload build-fuzz/fuzz_switch
 	FUZZ_RUNS=$(FUZZ_RUNS) tests/fuzz/run.sh
 
 fuzz-seeds: tests/fuzz/make_seeds.c tests/fuzz/fuzz_format.h $(HDRS)

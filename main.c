@@ -22,8 +22,9 @@
  *
  * Second reading, after the marker, each under its own banner: --help's
  * text and the options beyond the core five (the AF_XDP port's settings,
- * what the device offers, the poll threads, the instruments); what set-up
- * says about the MTU, the offloads and VM-to-VM; then the instruments:
+ * what the device offers, the poll threads, the instruments, the switch);
+ * what set-up says about the MTU, the offloads and VM-to-VM; the switch's
+ * set-up, ageing and MAC table view (switch.c); then the instruments:
  * --stats and the exit totals, the ring view (--ring-view, SIGUSR1) and
  * --trace=rings' kick lines.  Each instrument has one call site in the first
  * reading, named after what it does, so the control loop reads without them.
@@ -81,7 +82,8 @@
  * rest of the file only reads it.  Defaults are in parse_options(). */
 struct config {
     struct vu_options vu;           /* --client, --trace: for vhost_user.c */
-    const char *sockets[2];         /* --socket, once or twice (VM-to-VM) */
+    const char *sockets[VX_MAX_DEVS];   /* --socket: once, twice (VM-to-VM), or a switch's ports */
+    bool clients[VX_MAX_DEVS];      /* --client right after that --socket */
     int nsockets;
     struct nic_options nic;         /* --iface and the AF_XDP options: for nic_afxdp.c */
     bool loopback;                  /* --loopback: the other port (one of the two) */
@@ -94,13 +96,17 @@ struct config {
     double stats_every, view_every; /* --stats, --ring-view, in seconds; 0 = off */
     long mtu;                       /* --mtu, 0 = what the port carries (port_mtu()) */
     bool no_offloads;               /* --no-offloads: no checksum/TSO feature bits offered */
+    bool switch_on, switch_asked;   /* the ports are a switch's (switch.c); --switch given */
+    long mac_age;                   /* --mac-age, in seconds */
+    double fdb_every;               /* --fdb-view, in seconds; 0 = off */
 };
 
 /* The fds the control loop sleeps on: the signalfd, a socket per device,
  * then with --trace=rings a kick fd per ring (see control_loop()).  At
- * most 1 + 2 + 2 * 16: two devices of 16 rings each. */
+ * most 1 + 8 + 8 * 16: eight devices of 16 rings each. */
+#define POLL_MAX (1 + VX_MAX_DEVS + VX_MAX_DEVS * VX_MAX_VRINGS)
 struct poll_set {
-    struct pollfd fds[3 + 2 * VX_MAX_VRINGS];
+    struct pollfd fds[POLL_MAX];
     int n;
 };
 
@@ -115,7 +121,11 @@ static int parse_port_option(int c, char *arg, struct config *cfg);     /* --que
 static int parse_device_option(int c, char *arg, struct config *cfg);   /* --queues, --mtu, --no-offloads */
 static int parse_pmd_option(int c, char *arg, struct config *cfg);      /* --pmd-cores, --pmd-sleep */
 static int parse_instrument_option(int c, char *arg, struct config *cfg);   /* --stats, --trace, --pcap, ... */
-static int check_more_options(struct config *cfg);      /* VM-to-VM, --queue Q-R, --mtu */
+static int parse_switch_option(int c, char *arg, struct config *cfg);   /* --switch, --mac-age, --fdb-view */
+static int switch_set_up(const struct config *cfg);     /* the switch's ports and lanes (switch.c) */
+static void switch_tick(const struct config *cfg, bool asked, double now, double *wake);  /* ageing, --fdb-view */
+static int check_more_options(struct config *cfg);      /* VM-to-VM, the switch, --queue Q-R, --mtu */
+static int check_switch(struct config *cfg);
 static long port_mtu(const struct config *cfg);         /* the largest MTU the port carries */
 static void log_offers(const struct config *cfg);       /* MTU, VM-to-VM and offload lines */
 static void log_nic_queues(const struct config *cfg);   /* the port line for several NIC queues */
@@ -156,6 +166,8 @@ static const struct option longopts[] = {
     { "ring-view", required_argument, NULL, 'R' }, { "pmd-sleep", required_argument, NULL, 'D' },
     { "pcap", required_argument, NULL, 'P' },    { "pcap-limit", required_argument, NULL, 'L' },
     { "mtu", required_argument, NULL, 'U' },   { "no-offloads", no_argument, NULL, 'O' },
+    { "switch", no_argument, NULL, 'W' },      { "mac-age", required_argument, NULL, 'A' },
+    { "fdb-view", required_argument, NULL, 'V' },
     { NULL, 0, NULL, 0 },
 };
 
@@ -165,15 +177,16 @@ static const struct option longopts[] = {
 static int parse_option(int c, char *arg, struct config *cfg)
 {
     switch (c) {
-    case 's':       /* once for a guest; twice for two guests wired to each other */
-        if (cfg->nsockets == 2)
-            return usage_error("--socket %s: at most two sockets (two devices, VM-to-VM)", arg);
+    case 's':       /* once for a guest; twice for two guests wired to each other; more: a switch */
+        if (cfg->nsockets == VX_MAX_DEVS)
+            return usage_error("--socket %s: at most %d sockets", arg, VX_MAX_DEVS);
         cfg->sockets[cfg->nsockets++] = arg;
         return -1;
     /* --client: the frontend listens and we connect (QEMU's "-chardev
      * socket,...,server=on", virtio_user's "server=1"); by default we listen
-     * and the frontend connects. */
-    case 'c': cfg->vu.client = true; return -1;
+     * and the frontend connects.  After a --socket: that socket only;
+     * before any: every socket. */
+    case 'c': *(cfg->nsockets ? &cfg->clients[cfg->nsockets - 1] : &cfg->vu.client) = true; return -1;
     /* The port on the other side: --loopback (each queue pair's TX comes
      * back on its own RX: no NIC and no privileges, what the tests and labs
      * mostly use) or --iface IF (an AF_XDP socket on IF's queue). */
@@ -189,6 +202,8 @@ static int parse_option(int c, char *arg, struct config *cfg)
         return parse_pmd_option(c, arg, cfg);
     case 'S': case 'R': case 't': case 'P': case 'L':
         return parse_instrument_option(c, arg, cfg);
+    case 'W': case 'A': case 'V':
+        return parse_switch_option(c, arg, cfg);
     default: usage(stderr); return 2;   /* getopt_long has said what was wrong */
     }
 }
@@ -210,6 +225,7 @@ static int parse_options(int argc, char **argv, struct config *cfg)
         .nic = { .frame_size = 4096, .frame_count = 4096 },
         .queues = 1,
         .pcap_limit = 64 << 20,
+        .mac_age = 300,
     };
     int c, status = -1;
     /* Short options only for the everyday ones; "t::" = --trace's WHAT is
@@ -237,8 +253,9 @@ static int parse_options(int argc, char **argv, struct config *cfg)
 /* One device per --socket.  Static, because the poll threads keep their
  * addresses for the life of the process, and zeroed: no memory table, no
  * ring started.  Each device has its own socket, connection, memory table,
- * rings and counters; with two, each is the other's port (VM-to-VM). */
-static struct vx_dev devs[2];
+ * rings and counters; with two, each is the other's port (VM-to-VM); with
+ * more, or with an uplink, they are a switch's ports (switch.c). */
+static struct vx_dev devs[VX_MAX_DEVS];
 static int ndevs;
 
 /* The AF_XDP ports (--iface): one per NIC queue, queue pair k's on nics[k].
@@ -336,7 +353,7 @@ static int set_up(const struct config *cfg)
     for (int d = 0; d < ndevs; d++) {
         devs[d].queue_pairs = (uint32_t)cfg->queues;
         devs[d].mtu_max = (uint32_t)(cfg->mtu ? cfg->mtu : port_mtu(cfg));
-        devs[d].no_offloads = cfg->no_offloads;
+        devs[d].no_offloads = cfg->no_offloads || (cfg->switch_on && cfg->nic.ifname);  /* switch.c, "Offloads" */
     }
     log_offers(cfg);
     /* Before the poll threads start: they read it without a lock, and
@@ -351,16 +368,18 @@ static int set_up(const struct config *cfg)
     for (; nup < ndevs; nup++) {
         struct vu_options vu = cfg->vu;
         vu.socket_path = cfg->sockets[nup];
-        vu.name_socket = ndevs == 2;
+        vu.client = cfg->vu.client || cfg->clients[nup];
+        vu.name_socket = ndevs >= 2;
         if (vu_init(&devs[nup], &vu) < 0)
             goto fail;
     }
     /* The poll threads start before any message is read: a ring is handed
      * to them the moment it is complete (vhost_user.c, vu_rings_resume), and
      * they are already spinning, waiting for its `ready` flag.  They make
-     * their capture rings; the pcap writer starts once they all exist. */
-    if (pmd_start(devs, ndevs, nics, nnics, cfg->cpus, cfg->ncpus, (uint32_t)cfg->pmd_sleep_us) < 0 ||
-        pcap_start() < 0)
+     * their capture rings; the pcap writer starts once they all exist.  A
+     * switch's ports and lanes are set up first (switch.c). */
+    if ((cfg->switch_on && switch_set_up(cfg) < 0) ||
+        pmd_start(devs, ndevs, nics, nnics, cfg->cpus, cfg->ncpus, (uint32_t)cfg->pmd_sleep_us) < 0 || pcap_start() < 0)
         goto fail;
     return sfd;
 
@@ -371,6 +390,7 @@ static int set_up(const struct config *cfg)
      * shutdown: it frees the capture rings the poll threads write into. */
 fail:
     pmd_stop();
+    sw_stop();
     while (nup-- > 0)
         vu_cleanup(&devs[nup]);
     close_nics();
@@ -439,6 +459,7 @@ static void control_loop(const struct config *cfg, int sfd)
         double now = vx_now(), wake = now + 1;
         stats_tick(cfg->stats_every, now, &wake);
         ring_view_tick(cfg->view_every, view_asked, now, &wake);
+        switch_tick(cfg, view_asked, now, &wake);   /* a switch: ageing, the MAC table view */
         view_asked = false;
         for (int d = 0; d < ndevs; d++)
             if (vu_deadline(&devs[d]) > 0 && vu_deadline(&devs[d]) < wake)
@@ -550,6 +571,8 @@ static void usage(FILE *out)
 {
     fputs("usage: vhost-xdp --socket PATH [--client] --loopback [options]\n"
           "       vhost-xdp --socket PATH --socket PATH2 [--client] [options]   (VM-to-VM)\n"
+          "       vhost-xdp --socket PATH [--client] ... [--iface IF] [options]  (a switch: 3+ sockets,\n"
+          "                                                or 2+ and --iface, or --switch)\n"
           "\n"
           "A vhost-user network backend: serves the virtio-net queues of a QEMU guest or of\n"
           "DPDK's virtio_user over PATH, in poll mode.\n"
@@ -557,8 +580,10 @@ static void usage(FILE *out)
           "  -s, --socket PATH      the vhost-user unix socket.  Given twice, and without a port\n"
           "                         option: two devices, each the other's port (VM-to-VM: queue\n"
           "                         pair k of the first <-> queue pair k of the second)\n"
+          "                         Up to 8 times: 3 or more, or 2 and --iface, make a switch\n"
           "  -c, --client           connect to PATH (the frontend listens) instead of listening;\n"
-          "                         retried every second, and again after the frontend goes away\n"
+          "                         retried every second, and again after the frontend goes away.\n"
+          "                         After a --socket: that socket only; before any: all of them\n"
           "  -l, --loopback         port: each queue pair's TX comes back on its own RX\n"
           "  -i, --iface IF         port: AF_XDP socket on interface IF (root or CAP_NET_ADMIN+CAP_BPF)\n"
           "      --queue Q[-R]      NIC queues for --iface (default 0): queue pair k <-> NIC queue Q+k,\n"
@@ -593,6 +618,9 @@ static void usage(FILE *out)
           "                         and TSO packets' virtio-net headers (one per ring and 1/3 s)\n"
           "  -R, --ring-view SECONDS  print every started ring's indices and slots every SECONDS\n"
           "                         (SIGUSR1 prints it once)\n"
+          "      --switch           forward by learned MAC (an L2 switch) even with two ports only\n"
+          "      --mac-age SECONDS  a switch forgets a MAC not seen for SECONDS (1..86400, default 300)\n"
+          "      --fdb-view SECONDS print a switch's MAC table every SECONDS (SIGUSR1 prints it once)\n"
           "  -h, --help             this text\n",
           out);
 }
@@ -829,6 +857,31 @@ static int parse_instrument_option(int c, char *arg, struct config *cfg)
     return -1;
 }
 
+/* The switch (switch.c): --switch makes one of two ports (two sockets, or
+ * a socket and --iface), which are otherwise cross-connected; --mac-age is
+ * OVS's mac-aging-time (default 300 s; at most a day); --fdb-view prints
+ * the MAC table every SECONDS, as SIGUSR1 does once. */
+static int parse_switch_option(int c, char *arg, struct config *cfg)
+{
+    switch (c) {
+    case 'W':
+        cfg->switch_asked = true;
+        break;
+    case 'A':
+        if (!number_in(arg, 1, 86400, &cfg->mac_age))
+            return usage_error("--mac-age %s: want seconds from 1 to 86400", arg);
+        break;
+    case 'V': {
+        char *end;
+        cfg->fdb_every = strtod(arg, &end);
+        if (*end || !(cfg->fdb_every > 0))
+            return usage_error("--fdb-view %s: want a positive number of seconds", arg);
+        break;
+    }
+    }
+    return -1;
+}
+
 /* The largest MTU the port carries: an MTU is the frame without its 14-byte
  * Ethernet header.  An AF_XDP frame loses XDP_PACKET_HEADROOM (256 bytes)
  * to the kernel in copy mode (nic_afxdp.c, "Data path: RX"); the loopback
@@ -839,17 +892,38 @@ static long port_mtu(const struct config *cfg)
     return cfg->nic.ifname ? (long)cfg->nic.frame_size - 256 - 14 : 65535;
 }
 
+/* A switch (switch.c) or not: three or more sockets, or two with an
+ * uplink, or --switch with at least two ports (sockets and the uplink).
+ * Two sockets alone stay the VM-to-VM cross-connect, and one socket with
+ * --iface the plain AF_XDP port, unless --switch asks.  Returns -1 or 2. */
+static int check_switch(struct config *cfg)
+{
+    int ports = cfg->nsockets + (cfg->nic.ifname != NULL);
+    cfg->switch_on = cfg->switch_asked || cfg->nsockets >= 3 || (cfg->nsockets >= 2 && cfg->nic.ifname);
+    if (cfg->switch_asked && (ports < 2 || cfg->loopback))
+        return usage_error("--switch: a switch needs two ports or more (--socket, --iface), and no --loopback");
+    if (!cfg->switch_on && cfg->fdb_every > 0)
+        return usage_error("--fdb-view: only a switch has a MAC table (three --socket, or two and --iface, "
+                           "or --switch)");
+    return -1;
+}
+
 /* The checks that need the whole command line, after parse_options() has
  * made sure there is a socket and, with one, one port.  Returns -1 (go
  * on) or 2. */
 static int check_more_options(struct config *cfg)
 {
-    /* Two sockets: each device is the other's port, so there is no port
-     * to choose. */
-    if (cfg->nsockets == 2 && (cfg->loopback || cfg->nic.ifname))
-        return usage_error("two --socket: the devices are each other's port; drop --loopback and --iface");
-    if (cfg->nsockets == 2 && !strcmp(cfg->sockets[0], cfg->sockets[1]))
-        return usage_error("--socket %s given twice: two devices need two sockets", cfg->sockets[0]);
+    /* Two sockets: each device is the other's port (VM-to-VM), or with
+     * --iface a switch's port; more: a switch's ports.  No loopback then. */
+    if (cfg->nsockets >= 2 && cfg->loopback)
+        return usage_error("%s --socket: the devices are each other's port (VM-to-VM) or a switch's ports; "
+                           "drop --loopback", cfg->nsockets == 2 ? "two" : "several");
+    for (int a = 0; a < cfg->nsockets; a++)
+        for (int b = a + 1; b < cfg->nsockets; b++)
+            if (!strcmp(cfg->sockets[a], cfg->sockets[b]))
+                return usage_error("--socket %s given twice: each device needs its own socket", cfg->sockets[a]);
+    if (check_switch(cfg) >= 0)
+        return 2;
     if (cfg->queue_range && !cfg->nic.ifname)
         return usage_error("--queue is for --iface (the NIC's queues)");
     /* Queue pair k is served by NIC queue Q+k: as many NIC queues as pairs. */
@@ -874,10 +948,16 @@ static void log_offers(const struct config *cfg)
 {
     vx_log("MTU: a frontend may set up to %u (NET_SET_MTU)%s", devs[0].mtu_max,
            cfg->mtu ? ", --mtu" : ", what the port carries");
-    if (ndevs == 2)
+    if (ndevs == 2 && !cfg->switch_on)
         vx_log("port: VM-to-VM, queue pair k of %s <-> queue pair k of %s", cfg->sockets[0], cfg->sockets[1]);
+    if (cfg->switch_on)
+        vx_log("port: an L2 learning switch of %d vhost-user port%s%s%s; MAC table of 4096 entries, --mac-age %ld s",
+               ndevs, ndevs == 1 ? "" : "s", cfg->nic.ifname ? " and the uplink " : "",
+               cfg->nic.ifname ? cfg->nic.ifname : "", cfg->mac_age);
     if (cfg->no_offloads)
         vx_log("offloads: none offered (--no-offloads): guests send MTU-sized segments, checksummed");
+    else if (devs[0].no_offloads)
+        vx_log("offloads: none offered: a switch's uplink takes whole, checksummed frames (switch.c, \"Offloads\")");
     else
         vx_log("offloads: checksum and TSO offered (CSUM, GUEST_CSUM, HOST_TSO4/6, GUEST_TSO4/6, ECN)%s",
                cfg->nic.ifname ? "; towards the NIC, segmentation in software in the poll thread, checksums "
@@ -900,8 +980,8 @@ static void log_nic_queues(const struct config *cfg)
  * in 108 bytes (sockaddr_un), so 160 hold any label. */
 static const char *dev_label(int d)
 {
-    static char labels[2][160];
-    if (ndevs == 2 && !labels[d][0])
+    static char labels[VX_MAX_DEVS][160];
+    if (ndevs >= 2 && !labels[d][0])
         snprintf(labels[d], sizeof labels[d], "device %d (%s): ", d, devs[d].opt.socket_path);
     return labels[d];
 }
@@ -1092,7 +1172,7 @@ static void print_pcap_stats(void)
  * rates from the first tick on. */
 struct stats_state {
     double at;                      /* when the last lines were printed; 0 = not yet started */
-    struct totals rings[2][VX_MAX_QUEUE_PAIRS + 1];     /* per device */
+    struct totals rings[VX_MAX_DEVS][VX_MAX_QUEUE_PAIRS + 1];     /* per device */
     struct nic_stats nic[VX_MAX_QUEUE_PAIRS + 1];
 };
 static struct stats_state stats;
@@ -1133,6 +1213,7 @@ static void print_all_stats(double now)
     }
     if (pcap_enabled())
         print_pcap_stats();
+    sw_print_stats("stats");        /* a switch's ports: hits, misses, floods, ... (switch.c) */
     stats.at = now;
 }
 
@@ -1193,6 +1274,7 @@ static void print_totals(void)
                        (unsigned long long)fin.drops);
         }
     }
+    sw_print_stats("exit");
 }
 
 /* === The ring view (--ring-view, SIGUSR1) ================================ */
@@ -1278,6 +1360,51 @@ static void ring_view_tick(double every, bool asked, double now, double *wake)
         *wake = at + every;
 }
 
+/* === The switch: set-up, ageing, the MAC table view ======================= */
+
+/* Before the poll threads: the ports (the devices, then the uplink) and a
+ * lane per queue pair (switch.c), and the log's picture of who polls which
+ * lane, as OVS logs its rx queue to PMD assignment:
+ *   vhost-xdp: switch: pmd 0 polls lane 0: port 0 (/tmp/a.sock) queue pair 0, port 1 (/tmp/b.sock) ... */
+static int switch_set_up(const struct config *cfg)
+{
+    if (sw_start(devs, ndevs, cfg->nic.ifname, nics, nnics, (uint32_t)cfg->mac_age) < 0)
+        return -1;
+    sw_log_lanes(cfg->ncpus > 0 ? cfg->ncpus : 1);
+    return 0;
+}
+
+/* The control loop's one call for the switch: the clock its entries are
+ * stamped with and the ageing sweep (switch.c, sw_tick), then the MAC
+ * table, when SIGUSR1 asked or every --fdb-view SECONDS, written whole
+ * (the poll threads may log meanwhile). */
+static void switch_tick(const struct config *cfg, bool asked, double now, double *wake)
+{
+    static double at;               /* the last timed view; 0 = not yet started */
+    if (!cfg->switch_on)
+        return;
+    sw_tick(now);
+    if (cfg->fdb_every > 0 && at == 0)
+        at = now;
+    bool due = cfg->fdb_every > 0 && now >= at + cfg->fdb_every;
+    if (asked || due) {
+        char *text = NULL;
+        size_t len = 0;
+        FILE *out = open_memstream(&text, &len);
+        if (out) {
+            fputs("vhost-xdp: fdb:\n", out);
+            sw_print_fdb(out);
+            fclose(out);
+            fwrite(text, 1, len, stderr);
+            free(text);
+        }
+    }
+    if (due)
+        at = now;
+    if (cfg->fdb_every > 0 && at + cfg->fdb_every < *wake)
+        *wake = at + cfg->fdb_every;
+}
+
 /* === --trace=rings: the guest's kicks ==================================== */
 
 /*
@@ -1319,11 +1446,11 @@ struct kick_watch {
     uint64_t hidden;                /* kicks read this second and not shown */
     bool gone;                      /* end of file, error or hang-up: no longer polled */
 };
-static struct kick_watch kick_watch[2][VX_MAX_VRINGS];
+static struct kick_watch kick_watch[VX_MAX_DEVS][VX_MAX_VRINGS];
 
 /* Which device and ring the kick fd in poll_set slot k belongs to (slots
  * 1 + ndevs and up; trace_kicks_poll() fills them in). */
-static int kick_dev[3 + 2 * VX_MAX_VRINGS], kick_ring[3 + 2 * VX_MAX_VRINGS];
+static int kick_dev[POLL_MAX], kick_ring[POLL_MAX];
 
 /* Should ring `ring` of device d have its kick fd polled now?  Also starts
  * a new second's counts, saying first what the last one did not show. */

@@ -19,7 +19,10 @@
  *     back on its own RX, which is how tests and benchmarks exercise
  *     vhost-user without a NIC, and a lab mode; or
  *   - another guest (two --socket, VM-to-VM): queue pair k of device A
- *     and queue pair k of device B are each other's port.
+ *     and queue pair k of device B are each other's port; or
+ *   - a switch (three or more --socket, or sockets and an --iface uplink:
+ *     switch.c, second reading): lane k, queue pair k of every device and
+ *     NIC queue k, is forwarded by learned MAC, one sw_lane() call here.
  *
  * Threads and rings: queue pair k is polled by thread k % nthreads, so with
  * --pmd-cores 0,1 and two queue pairs each thread owns one pair.  The control
@@ -35,7 +38,7 @@
  * pmd_afxdp_pair: one screen each), the thread's main loop pmd_main(), then
  * start, quiesce and stop.  SECOND READING, after the "Second reading"
  * marker, each under its own banner and each called from one place above:
- * the SEND_RARP and NET_SET_MTU hooks, VM-to-VM, the idle back-off
+ * the SEND_RARP and NET_SET_MTU hooks, VM-to-VM (and switch.c for a switch), the idle back-off
  * (--pmd-sleep), the offloads' buffers, what a thread does when guest memory
  * faults under it, and how a thread stuck in a system call is freed.
  */
@@ -80,11 +83,12 @@ struct pmd_thread {
 static struct pmd_thread pmd_threads[PMD_MAX_THREADS];
 static int pmd_nthreads;            /* --pmd-cores: queue pair k is thread k % pmd_nthreads's */
 static int pmd_started;             /* threads pthread_create() started: the ones pmd_stop() joins */
-static struct vx_dev *pmd_devs;     /* one device, or two (VM-to-VM) */
+static struct vx_dev *pmd_devs;     /* one device, two (VM-to-VM), or a switch's (switch.c) */
 static int pmd_ndevs;
 static struct nic_port **pmd_nics; /* AF_XDP: NIC queue first+k serves queue pair k ... */
 static int pmd_nnics;               /* ... for k < pmd_nnics; 0: loopback, or the other device */
 static uint32_t pmd_sleep_max_ns;   /* --pmd-sleep, 0: poll without sleeping */
+static bool pmd_switch;             /* the ports are a switch's: lane k is switch.c's (sw_lane) */
 /* AF_XDP: a TSO packet being cut into frames, per NIC queue (offload.c,
  * ofl_to_nic); each with a buffer of VX_PKT_MAX, owned by the queue's thread. */
 static struct ofl_cut pmd_cuts[VX_MAX_QUEUE_PAIRS];
@@ -96,7 +100,6 @@ static bool pmd_exit;
  * callers: the compiler sees the whole file either way, and the loops'
  * code is the same instructions as before they moved (objdump -d). */
 static int  pmd_rarp_take(struct vx_dev *dev, const struct vx_vring *tx, struct vx_pkt *pkt);  /* "SEND_RARP" */
-static int  pmd_mtu_filter(struct vx_dev *dev, struct vx_vring *rx, struct vx_pkt *pkts, int n); /* "NET_SET_MTU" */
 static int  pmd_vm2vm_pair(struct pmd_thread *t, struct vx_dev *a, struct vx_dev *b, int k);   /* "VM-to-VM" */
 static void pmd_idle_setup(void);                      /* "Idle back-off" */
 static void pmd_idle_backoff(struct pmd_thread *t, int moved);
@@ -286,7 +289,9 @@ static void *pmd_main(void *arg)
         /* Only the pairs offered (--queues): no ring beyond them can start. */
         for (int k = t->id; k < (int)dev->queue_pairs; k += pmd_nthreads) {
             struct vx_vring *rx = &dev->vrings[2 * k], *tx = &dev->vrings[2 * k + 1];
-            if (pmd_ndevs == 2)     /* two guests ("VM-to-VM") */
+            if (pmd_switch)         /* many ports, one L2 learning switch (switch.c) */
+                moved += sw_lane(k, t->pcap);
+            else if (pmd_ndevs == 2)    /* two guests ("VM-to-VM") */
                 moved += pmd_vm2vm_pair(t, dev, &pmd_devs[1], k);
             else if (!pmd_nnics)
                 moved += pmd_loopback_pair(t, dev, rx, tx);
@@ -361,6 +366,7 @@ int pmd_start(struct vx_dev *devs, int ndevs, struct nic_port **nics, int nnics,
     pmd_nics = nics;
     pmd_nnics = nnics;
     pmd_sleep_max_ns = sleep_max_us * 1000;
+    pmd_switch = sw_running();
     pmd_wake_prepare();
     int n = ncpus > 0 ? ncpus : 1;
     if (n > PMD_MAX_THREADS) {
@@ -528,7 +534,7 @@ static int pmd_rarp_take(struct vx_dev *dev, const struct vx_vring *tx, struct v
  * packet (gso_type set) is larger than the MTU by design: the rule is for
  * packets "with gso_type NONE or ECN" only.
  */
-static int pmd_mtu_filter(struct vx_dev *dev, struct vx_vring *rx, struct vx_pkt *pkts, int n)
+int pmd_mtu_filter(struct vx_dev *dev, struct vx_vring *rx, struct vx_pkt *pkts, int n)
 {
     uint32_t mtu = __atomic_load_n(&dev->mtu, __ATOMIC_RELAXED);
     if (!mtu)
@@ -682,6 +688,8 @@ static void pmd_fault_recover(struct pmd_thread *t)
     if (t->held_rx)
         nic_rx_release(t->held_nic, t->nic_rx, t->held_rx);
     t->held_tx = t->held_rx = 0;
+    for (int k = t->id; pmd_switch && k < (int)pmd_devs[0].queue_pairs; k += pmd_nthreads)
+        sw_fault_recover(k);        /* the switch's lanes hold their own frames */
     for (int d = 0; d < pmd_ndevs; d++) {
         struct vx_dev *dev = &pmd_devs[d];
         if (vx_mem_region_of(&dev->mem, addr) < 0)

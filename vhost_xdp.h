@@ -34,6 +34,7 @@
 
 #define VX_MAX_REGIONS     8      /* VHOST_MEMORY_BASELINE_NREGIONS in the spec */
 #define VX_MAX_QUEUE_PAIRS 8      /* GET_QUEUE_NUM answers --queues, at most this */
+#define VX_MAX_DEVS        8      /* --socket at most this often: a switch's guest ports */
 #define VX_MAX_VRINGS      (2 * VX_MAX_QUEUE_PAIRS)
 #define VX_MAX_RING_SIZE   32768  /* virtio 1.2 §2.7: Queue Size <= 32768 */
 #define VX_BURST           32     /* packets per poll, as DPDK's MAX_PKT_BURST */
@@ -509,5 +510,26 @@ void vx_fault_caught(void);                                 /* after the jump: S
 int  vx_guarded(int (*fn)(void *), void *arg, void **addr); /* fn(arg) with faults caught */
 int  vx_mem_region_of(const struct vx_mem *mem, const void *addr);  /* region mapping addr, or -1 */
 bool vx_fault_log(const char *device, const char *who, const struct vx_mem *mem, const void *addr);
+
+/* pmd_loop.c, second reading: NET_SET_MTU's rule for frames to a guest
+ * (moves the frames within dev's MTU to the front, counts the rest as
+ * drops on rx); switch.c applies it too. */
+int  pmd_mtu_filter(struct vx_dev *dev, struct vx_vring *rx, struct vx_pkt *pkts, int n);
+
+/* switch.c (second reading): the L2 learning switch of many ports (three
+ * or more --socket, or sockets and an --iface uplink, or --switch).  Lane
+ * k = queue pair k of every device and NIC queue k, all polled by one
+ * thread: sw_lane() is pmd_loop.c's one call, sw_tick() and the printers
+ * main.c's. */
+int  sw_start(struct vx_dev *devs, int ndevs, const char *ifname, struct nic_port **nics, int nnics,
+              uint32_t mac_age);                        /* before pmd_start */
+bool sw_running(void);
+int  sw_lane(int k, struct pcap_ring *pcap);            /* one burst from every port of lane k */
+void sw_fault_recover(int k);                           /* after a guest memory fault in lane k */
+void sw_log_lanes(int nthreads);                        /* which thread polls what */
+void sw_tick(double now);                               /* the clock and the ageing sweep */
+void sw_print_fdb(FILE *out);                           /* SIGUSR1, --fdb-view: like ovs-appctl fdb/show */
+void sw_print_stats(const char *what);                  /* --stats and exit lines per port */
+void sw_stop(void);                                     /* after pmd_stop */
 
 #endif

@@ -22,6 +22,7 @@
 #include <unistd.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
@@ -302,6 +303,9 @@ bool start_backend_argv(const char *binary, const char *const *args)
     }
     if (pid == 0) {
         setpgid(0, 0);
+        /* If the test dies (a crash, an ASan report), the back-end gets
+         * SIGTERM: no poll thread left spinning on a shared machine. */
+        prctl(PR_SET_PDEATHSIG, SIGTERM);
         int null = open("/dev/null", O_RDONLY);
         /* Appended: a test that starts a back-end again keeps one log, and
          * the offsets log_size() gave before stay valid. */

@@ -41,12 +41,22 @@ refused() {
 
 # === 1. Bad option values: one line each, exit status 2 ===
 S=(--socket "$SOCK")
-refused "at most two sockets" "${S[@]}" --socket "$TMP/b" --socket "$TMP/c"
+refused "at most 8 sockets" "${S[@]}" --socket "$TMP/b" --socket "$TMP/c" --socket "$TMP/d" --socket "$TMP/e" \
+    --socket "$TMP/f" --socket "$TMP/g" --socket "$TMP/h" --socket "$TMP/i"
+refused "several --socket: the devices are each other's port (VM-to-VM) or a switch's ports; drop --loopback" \
+    "${S[@]}" --socket "$TMP/b" --socket "$TMP/c" --loopback
+refused "--switch: a switch needs two ports or more" "${S[@]}" --switch --loopback
+refused "choose one port: --loopback or --iface IF" "${S[@]}" --switch
+refused "--fdb-view: only a switch has a MAC table" "${S[@]}" --socket "$TMP/b" --fdb-view 1
+refused "--mac-age 0: want seconds from 1 to 86400" "${S[@]}" --socket "$TMP/b" --socket "$TMP/c" --mac-age 0
+refused "--mac-age x: want seconds from 1 to 86400" "${S[@]}" --socket "$TMP/b" --socket "$TMP/c" --mac-age x
+refused "--fdb-view -1: want a positive number of seconds" "${S[@]}" --socket "$TMP/b" --socket "$TMP/c" --fdb-view -1
 refused "--socket PATH is required" --loopback
 refused "choose one port: --loopback or --iface IF" "${S[@]}"
 refused "choose one port: --loopback or --iface IF" "${S[@]}" --loopback --iface lo
 refused "two --socket: the devices are each other's port" "${S[@]}" --socket "$TMP/b" --loopback
-refused "given twice: two devices need two sockets" "${S[@]}" "${S[@]}"
+refused "given twice: each device needs its own socket" "${S[@]}" "${S[@]}"
+refused "given twice: each device needs its own socket" "${S[@]}" --socket "$TMP/b" "${S[@]}"
 refused "unexpected argument 'extra'" "${S[@]}" --loopback extra
 refused "--queue x: want a queue id Q or a range Q-R of at most 8 queues" "${S[@]}" --iface lo --queue x
 refused "--queue 0-8: want a queue id Q or a range" "${S[@]}" --iface lo --queue 0-8

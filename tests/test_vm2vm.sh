@@ -58,8 +58,8 @@ last_drops() { grep -a "stats: device $1 " "$dir/vx.log" | tail -n 1 | sed -n 's
 check "two --socket with --loopback: usage error (exit $st)" \
     grep -q "two --socket: the devices are each other's port" "$dir/err" || diag "$dir/err"
 [ "$st" = 2 ] && ok "... with exit status 2" || not_ok "... with exit status 2 (got $st)"
-"$VX" --socket "$dir/x" --socket "$dir/y" --socket "$dir/z" >/dev/null 2>"$dir/err"; st=$?
-check "three --socket: usage error (exit $st)" grep -q "at most two sockets" "$dir/err"
+"$VX" --socket "$dir/x" --socket "$dir/y" --socket "$dir/z" --loopback >/dev/null 2>"$dir/err"; st=$?
+check "three --socket and --loopback: usage error (exit $st)" grep -q "several --socket: .* drop --loopback" "$dir/err"
 [ "$st" = 2 ] && ok "... with exit status 2" || not_ok "... with exit status 2 (got $st)"
 
 # --- one vhost-xdp, two sockets

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # tests/fuzz/run.sh - run the libFuzzer targets that `make fuzz` built, for a bounded time.
-#   tests/fuzz/run.sh [target ...]       (default: fuzz_vhost_user fuzz_virtqueue fuzz_offload)
+#   tests/fuzz/run.sh [target ...]       (default: fuzz_vhost_user fuzz_virtqueue fuzz_offload fuzz_switch)
 #   FUZZ_SECONDS=60                      fuzzing time per target
 #   FUZZ_RUNS=10000000                   instead: this many executions per target, however long
 #                                        they take (make fuzz-long)
@@ -17,7 +17,7 @@ set -u
 cd "$(dirname "$0")/../.."
 secs=${FUZZ_SECONDS:-60}
 runs=${FUZZ_RUNS:-}
-targets=${*:-fuzz_vhost_user fuzz_virtqueue fuzz_offload}
+targets=${*:-fuzz_vhost_user fuzz_virtqueue fuzz_offload fuzz_switch}
 if [ -n "$runs" ]; then limit=(-runs="$runs"); else limit=(-max_total_time="$secs"); fi
 failed=0
 
