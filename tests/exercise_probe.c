@@ -149,14 +149,7 @@ static int recv_with_header(struct conn *c, struct pair *q, uint8_t *out, uint32
         memcpy(out + pos, slot_of(r, e.id) + ch->seg[i].off, n);
         pos += n;
     }
-    ring_free(r, (uint16_t)e.id);
-    r->last_used_idx++;
-    r->consumed++;
-    if (c->event_idx)
-        __atomic_store_n(used_event(r), r->last_used_idx, __ATOMIC_RELEASE);
-    while (rx_post(c, q))
-        ;
-    ring_flush(r, c->event_idx);
+    rx_release(c, q, (uint16_t)e.id);
     return (int)e.len;
 }
 

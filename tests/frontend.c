@@ -1706,6 +1706,21 @@ bool tx_wait_done(struct conn *c, struct pair *q)
     return true;
 }
 
+/* The RX chain `id` read: its buffers back to the ring, the used entry
+ * consumed (and used_event moved, with EVENT_IDX), fresh buffers posted. */
+void rx_release(struct conn *c, struct pair *q, uint16_t id)
+{
+    struct ring *r = &q->rx;
+    ring_free(r, id);
+    r->last_used_idx++;
+    r->consumed++;
+    if (c->event_idx)
+        __atomic_store_n(used_event(r), r->last_used_idx, __ATOMIC_RELEASE);
+    while (rx_post(c, q))
+        ;
+    ring_flush(r, c->event_idx);
+}
+
 int frame_recv(struct conn *c, struct pair *q, uint8_t *out, uint32_t cap)
 {
     struct ring *r = &q->rx;
@@ -1730,14 +1745,7 @@ int frame_recv(struct conn *c, struct pair *q, uint8_t *out, uint32_t cap)
             memcpy(out + pos + skip - HDR_LEN, slot_of(r, e.id) + ch->seg[i].off + skip, n - skip);
         pos += n;
     }
-    ring_free(r, (uint16_t)e.id);
-    r->last_used_idx++;
-    r->consumed++;
-    if (c->event_idx)
-        __atomic_store_n(used_event(r), r->last_used_idx, __ATOMIC_RELEASE);
-    while (rx_post(c, q))
-        ;
-    ring_flush(r, c->event_idx);
+    rx_release(c, q, (uint16_t)e.id);
     return (int)(e.len - HDR_LEN);
 }
 

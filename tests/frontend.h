@@ -318,6 +318,7 @@ bool fail(struct conn *c, const char *fmt, ...) __attribute__((format(printf, 2,
 
 /* calloc'ed, fds -1; conn_free closes everything. */
 struct conn *conn_new(const char *tag, bool tap);
+void rx_release(struct conn *c, struct pair *q, uint16_t id);   /* an RX chain read: back to the ring */
 bool conn_connect(struct conn *c);
 bool conn_connect_to(struct conn *c, const char *path);     /* conn_connect: to sock_path */
 void conn_close(struct conn *c);    /* socket, eventfds, guest memory */

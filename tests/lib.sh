@@ -39,6 +39,19 @@ on_exit() { trap "$1" EXIT; trap 'exit 130' INT; trap 'exit 143' TERM; }
 
 # isnum VALUE: a non-negative decimal integer (a counter read from a peer's output).
 isnum() { [[ ${1:-} =~ ^[0-9]+$ ]]; }
+# diag_logs FILE...: the lines worth seeing of each log, as TAP comments: of a guest's serial
+# console (*.serial) its VX lines, of any other log its last DIAG_LINES (15) lines, --stats left out.
+diag_logs() {
+    local f
+    for f; do
+        [ -s "$f" ] || continue
+        echo "# ---- ${f##*/}"
+        case $f in
+        *.serial) tr -d '\r' <"$f" | grep -a 'VX' | tail -n 12 | sed 's/^/#   /' ;;
+        *)        grep -av ': stats: ' "$f" | tail -n "${DIAG_LINES:-15}" | sed 's/^/#   /' ;;
+        esac
+    done
+}
 
 # Where DPDK's EAL keeps each instance's run-time files (a directory per --file-prefix): the tests
 # and the bench remove their own prefixes' directories when they end.

@@ -46,17 +46,7 @@ cleanup() {
 }
 on_exit cleanup
 
-diag() {
-    local f
-    for f; do
-        [ -s "$f" ] || continue
-        echo "# ---- ${f##*/}"
-        case $f in
-        *.serial) tr -d '\r' <"$f" | grep -a 'VX' | tail -n 12 | sed 's/^/#   /' ;;
-        *)        grep -av ': stats: ' "$f" | tail -n 20 | sed 's/^/#   /' ;;
-        esac
-    done
-}
+diag() { DIAG_LINES=20 diag_logs "$@"; }
 in_ns() { ip netns exec "$NS" "$@"; }
 
 # --- the uplink: a veth, its peer in a netns

@@ -56,17 +56,7 @@ cleanup() {
 on_exit cleanup
 
 # diag FILE...: the lines worth seeing of each log, as TAP comments.
-diag() {
-    local f
-    for f; do
-        [ -s "$f" ] || continue
-        echo "# ---- ${f##*/}"
-        case $f in
-        *.serial) tr -d '\r' <"$f" | grep -a 'VX' | tail -n 12 | sed 's/^/#   /' ;;
-        *)        grep -av ': stats: ' "$f" | tail -n 15 | sed 's/^/#   /' ;;
-        esac
-    done
-}
+diag() { DIAG_LINES=15 diag_logs "$@"; }
 
 # start_vx LOG ARGS...: a vhost-xdp, until it listens on its socket(s); its pid in VX_PID.
 start_vx() {
