@@ -28,7 +28,7 @@ tests/test_virtqueue: tests/test_virtqueue.c tests/unit.h virtqueue.c $(HDRS)
 	$(CC) $(CFLAGS) -I. -o $@ tests/test_virtqueue.c virtqueue.c $(LDFLAGS)
 
 # offload.c alone, on handmade frames and frames the kernel made (tests/test_offload.c).
-tests/test_offload: tests/test_offload.c tests/unit.h offload.c $(HDRS)
+tests/test_offload: tests/test_offload.c tests/unit.h tests/ref_csum.h offload.c $(HDRS)
 	$(CC) $(CFLAGS) -I. -o $@ tests/test_offload.c offload.c $(LDFLAGS)
 
 tests/test_ringview: tests/test_ringview.c virtqueue.c $(HDRS)
@@ -61,7 +61,7 @@ tests/test_mtu_rarp: tests/test_mtu_rarp.c $(FRONTEND)
 	$(CC) $(CFLAGS) -o $@ tests/test_mtu_rarp.c tests/frontend.c $(LDFLAGS)
 
 # The labs' exercises seen from the driver's side (tests/test_exercises.sh: kicks, segments, checksums).
-tests/exercise_probe: tests/exercise_probe.c $(FRONTEND)
+tests/exercise_probe: tests/exercise_probe.c tests/ref_csum.h $(FRONTEND)
 	$(CC) $(CFLAGS) -o $@ tests/exercise_probe.c tests/frontend.c $(LDFLAGS)
 
 tests/test_switch: tests/test_switch.c $(FRONTEND)
@@ -80,7 +80,7 @@ test: vhost-xdp $(TESTS)
 # binary, which aborts on the first error: the test then fails).
 ASAN_FLAGS = -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Werror -pthread -O1 -g \
 	-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
-asan: $(SRCS) $(HDRS) tests/unit.h tests/test_virtqueue.c tests/test_packed.c tests/test_ringview.c tests/test_protocol.c tests/test_hostile.c \
+asan: $(SRCS) $(HDRS) tests/unit.h tests/ref_csum.h tests/test_virtqueue.c tests/test_packed.c tests/test_ringview.c tests/test_protocol.c tests/test_hostile.c \
 	tests/test_offload.c \
 	tests/test_trace.c tests/test_tracedecode.c tests/test_pcap.c tests/test_mtu_rarp.c tests/test_switch.c $(FRONTEND)
 	mkdir -p build-asan
@@ -193,7 +193,7 @@ build-fuzz/fuzz_virtqueue: $(FUZZ_VQ_SRCS) $(HDRS) tests/fuzz/fuzz_format.h
 	@mkdir -p build-fuzz
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $(FUZZ_VQ_SRCS)
 
-build-fuzz/fuzz_offload: $(FUZZ_OF_SRCS) $(HDRS) tests/fuzz/fuzz_format.h
+build-fuzz/fuzz_offload: $(FUZZ_OF_SRCS) $(HDRS) tests/fuzz/fuzz_format.h tests/ref_csum.h
 	@mkdir -p build-fuzz
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $(FUZZ_OF_SRCS)
 

@@ -38,6 +38,7 @@
  * Its own set-up steps are TAP lines (the shell test shows them as comments).
  */
 #include "frontend.h"
+#include "ref_csum.h"
 
 #include <linux/virtio_net.h>
 #include <stdio.h>
@@ -54,27 +55,11 @@
 #define ETH_IP_TCP   54             /* 14 + 20 + 20: the headers of every frame here */
 
 static void put16(uint8_t *p, uint32_t v) { p[0] = (uint8_t)(v >> 8); p[1] = (uint8_t)v; }
-static uint32_t get16(const uint8_t *p) { return (uint32_t)p[0] << 8 | p[1]; }
 
-/* RFC 1071 the slow way: big-endian 16-bit words, an odd last byte padded. */
-static uint32_t sum16(uint32_t sum, const uint8_t *p, uint32_t len)
-{
-    for (uint32_t i = 0; i + 1 < len; i += 2)
-        sum += get16(p + i);
-    if (len & 1)
-        sum += (uint32_t)p[len - 1] << 8;
-    return sum;
-}
-static uint16_t fold(uint32_t sum)
-{
-    while (sum >> 16)
-        sum = (sum & 0xffff) + (sum >> 16);
-    return (uint16_t)sum;
-}
 /* The TCP pseudo-header's sum (RFC 793): addresses, protocol, TCP length. */
 static uint32_t pseudo_sum(const uint8_t *ip, uint32_t tcp_len)
 {
-    return sum16(0, ip + 12, 8) + 6 + tcp_len;
+    return ref_sum(ip + 12, 8, 0) + 6 + tcp_len;
 }
 
 /* Ethernet + IPv4 + TCP with `payload` bytes, the TCP checksum field left
@@ -95,7 +80,7 @@ static uint32_t build_tcp(uint8_t *f, uint16_t sport, uint32_t payload)
     ip[8] = 64;
     ip[9] = 6;
     memcpy(ip + 12, (const uint8_t[]){ 10, 0, 0, 2, 10, 0, 0, 1 }, 8);
-    put16(ip + 10, (uint16_t)~fold(sum16(0, ip, 20)));
+    put16(ip + 10, (uint16_t)~ref_fold(ref_sum(ip, 20, 0)));
     put16(tcp, sport);
     put16(tcp + 2, 5002);
     put16(tcp + 4, 0); put16(tcp + 6, 1000);    /* sequence number 1000 */
@@ -105,7 +90,7 @@ static uint32_t build_tcp(uint8_t *f, uint16_t sport, uint32_t payload)
     put16(tcp + 14, 0xffff);
     for (uint32_t i = 0; i < payload; i++)
         tcp[20 + i] = (uint8_t)(i * 7 + sport);
-    put16(tcp + 16, fold(pseudo_sum(ip, 20 + payload)));
+    put16(tcp + 16, ref_fold(pseudo_sum(ip, 20 + payload)));
     return len;
 }
 
@@ -186,9 +171,9 @@ static void tally_frame(struct tally *t, const uint8_t *got, uint32_t n)
     const struct virtio_net_hdr_mrg_rxbuf *rh = (const void *)got;
     const uint8_t *f = got + HDR_LEN, *ip = f + 14, *tcp = ip + 20;
     uint32_t flen = n - HDR_LEN;
-    if (n < HDR_LEN + ETH_IP_TCP || get16(f + 12) != 0x0800 || ip[0] != 0x45 || ip[9] != 6)
+    if (n < HDR_LEN + ETH_IP_TCP || be16(f + 12) != 0x0800 || ip[0] != 0x45 || ip[9] != 6)
         return;
-    uint32_t port = get16(tcp);
+    uint32_t port = be16(tcp);
     t->tcp++;
     t->tso += port == TSO_PORT;
     t->plain += port == PLAIN_PORT;
@@ -196,9 +181,9 @@ static void tally_frame(struct tally *t, const uint8_t *got, uint32_t n)
         t->partial++;
         return;
     }
-    uint32_t tcp_len = get16(ip + 2) - 20;
-    bool ok = fold(sum16(0, ip, 20)) == 0xffff && tcp_len + 34 <= flen &&
-              fold(sum16(pseudo_sum(ip, tcp_len), tcp, tcp_len)) == 0xffff;
+    uint32_t tcp_len = be16(ip + 2) - 20;
+    bool ok = ref_fold(ref_sum(ip, 20, 0)) == 0xffff && tcp_len + 34 <= flen &&
+              ref_fold(ref_sum(tcp, tcp_len, pseudo_sum(ip, tcp_len))) == 0xffff;
     t->bad += !ok;
 }
 

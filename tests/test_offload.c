@@ -24,6 +24,7 @@
  */
 #include "vhost_xdp.h"
 #include "unit.h"
+#include "ref_csum.h"
 
 #include <stdbool.h>
 #include <string.h>
@@ -34,24 +35,7 @@ bool vx_trace_rings;
 
 /* === References, written apart from offload.c ============================ */
 
-/* RFC 1071 §4.1, the plain way: big-endian 16-bit words, odd byte padded. */
-static uint32_t ref_sum(const uint8_t *p, size_t n, uint32_t acc)
-{
-    for (size_t i = 0; i + 1 < n; i += 2)
-        acc += (uint32_t)(p[i] << 8 | p[i + 1]);
-    if (n & 1)
-        acc += (uint32_t)p[n - 1] << 8;
-    return acc;
-}
-
-static uint16_t ref_fold(uint32_t acc)
-{
-    while (acc >> 16)
-        acc = (acc & 0xffff) + (acc >> 16);
-    return (uint16_t)acc;
-}
-
-static uint16_t be16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
+/* RFC 1071: ref_sum, ref_fold, be16 (tests/ref_csum.h). */
 static uint32_t be32(const uint8_t *p) { return (uint32_t)be16(p) << 16 | be16(p + 2); }
 static void wbe16(uint8_t *p, uint32_t v) { p[0] = (uint8_t)(v >> 8); p[1] = (uint8_t)v; }
 

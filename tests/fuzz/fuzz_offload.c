@@ -32,6 +32,7 @@
 #endif
 #include "vhost_xdp.h"
 #include "fuzz_format.h"
+#include "../ref_csum.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -50,23 +51,7 @@ static void fail(int line, const char *cond)
 
 /* === A reference, independent of offload.c =============================== */
 
-static uint32_t ref_sum(const uint8_t *p, size_t n, uint32_t acc)
-{
-    for (size_t i = 0; i + 1 < n; i += 2)
-        acc += (uint32_t)(p[i] << 8 | p[i + 1]);
-    if (n & 1)
-        acc += (uint32_t)p[n - 1] << 8;
-    return acc;
-}
-
-static uint16_t ref_fold(uint32_t acc)
-{
-    while (acc >> 16)
-        acc = (acc & 0xffff) + (acc >> 16);
-    return (uint16_t)acc;
-}
-
-static uint16_t be16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
+/* RFC 1071: ref_sum, ref_fold, be16 (tests/ref_csum.h). */
 
 /* A segment offload.c cut, with full checksums: Ethernet, up to two VLAN
  * tags, IPv4 or IPv6 (hop-by-hop and destination options), TCP; both
