@@ -2008,23 +2008,30 @@ bool packed_round(struct conn *c, struct pring *rx, struct pring *tx, uint32_t s
             return fail(c, "TX ring full at frame %u", seq + k);
     pring_notify(rx);
     pring_notify(tx);
+    return packed_collect(c, rx, tx, seq, n, n);
+}
+
+/* Read TX and RX used descriptors until `tx_want` TX chains are used and `n`
+ * frames from `seq` are back, in order, in the next RX buffers; within 5 s. */
+bool packed_collect(struct conn *c, struct pring *rx, struct pring *tx, uint32_t seq, uint32_t n, uint32_t tx_want)
+{
     uint32_t tx_done = 0, rx_done = 0;
     double end = now() + 5 * time_scale;
-    while (tx_done < n || rx_done < n) {
+    while (tx_done < tx_want || rx_done < n) {
         uint16_t id;
         uint32_t len;
         int r = pring_used(c, tx, &id, &len);
         if (r < 0)
             return false;
         tx_done += (uint32_t)r;
-        r = pring_used(c, rx, &id, &len);
-        if (r < 0 || (r > 0 && !packed_rx_check(c, rx, id, len, seq + rx_done)))
+        int q = pring_used(c, rx, &id, &len);
+        if (q < 0 || (q > 0 && !packed_rx_check(c, rx, id, len, seq + rx_done)))
             return false;
-        rx_done += (uint32_t)r;
-        if (r == 0 && now() > end)
-            return fail(c, "after 5 s: %u of %u TX chains used, %u frames back (waiting at TX slot %u, RX slot %u)",
-                        tx_done, n, rx_done, tx->used_slot, rx->used_slot);
-        if (r == 0)
+        rx_done += (uint32_t)q;
+        if (r == 0 && q == 0 && now() > end)
+            return fail(c, "after 5 s: %u of %u TX chains used, %u of %u frames back (waiting at TX slot %u, RX slot %u)",
+                        tx_done, tx_want, rx_done, n, tx->used_slot, rx->used_slot);
+        if (r == 0 && q == 0)
             sleep_ms(1);
     }
     return true;

@@ -432,5 +432,7 @@ bool packed_rx_check(struct conn *c, struct pring *rx, uint16_t id, uint32_t len
 /* Keep n + 1 RX buffers posted, send frames seq .. seq+n-1 (those with a
  * bit set in `chained` as two-descriptor chains), read all n back in order. */
 bool packed_round(struct conn *c, struct pring *rx, struct pring *tx, uint32_t seq, uint32_t n, unsigned chained);
+/* The reading half of packed_round: tx_want TX chains used, n frames from seq back in order (5 s). */
+bool packed_collect(struct conn *c, struct pring *rx, struct pring *tx, uint32_t seq, uint32_t n, uint32_t tx_want);
 
 #endif

@@ -1479,32 +1479,6 @@ static void d5_kicks(void)
 
 /* --- D6: a packed ring after the back-end is killed ---------------------- */
 
-/* Read TX and RX used descriptors until `n` frames from `seq` are back in
- * order (and every TX chain used), within 5 s. */
-static bool d6_collect(struct conn *c, struct pring *rx, struct pring *tx, uint32_t seq, uint32_t n)
-{
-    uint32_t tx_done = 0, rx_done = 0, tx_want = tx->inflight;
-    double end = now() + 5 * time_scale;
-    while (tx_done < tx_want || rx_done < n) {
-        uint16_t id;
-        uint32_t len;
-        int r = pring_used(c, tx, &id, &len);
-        if (r < 0)
-            return false;
-        tx_done += (uint32_t)r;
-        int q = pring_used(c, rx, &id, &len);
-        if (q < 0 || (q > 0 && !packed_rx_check(c, rx, id, len, seq + rx_done)))
-            return false;
-        rx_done += (uint32_t)q;
-        if (r == 0 && q == 0 && now() > end)
-            return fail(c, "after the restart: %u of %u frames back, %u of %u TX chains used", rx_done, n, tx_done,
-                        tx_want);
-        if (r == 0 && q == 0)
-            sleep_ms(1);
-    }
-    return true;
-}
-
 static void d6_packed(void)
 {
     const char *what = "D6 a packed ring after the back-end is killed";
@@ -1538,7 +1512,7 @@ static void d6_packed(void)
     bool logged = d_logged(from, "ring 1: packed ring: SET_VRING_BASE slot 0 wrap 1 is not where the ring stands", 5,
                            line, sizeof line) && strstr(line, "2 chains in flight") &&
                   log_count(from, "SET_VRING_CALL before SET_OWNER: taking it as the owner") == 1;
-    bool resumed = ok && d6_collect(c, &rx, &tx, seq, 2);
+    bool resumed = ok && packed_collect(c, &rx, &tx, seq, 2, tx.inflight);
     seq += 2;
     for (int round = 0; resumed && round < 4; round++, seq += 3)
         resumed = packed_round(c, &rx, &tx, seq, 3, 0x2);
