@@ -174,7 +174,7 @@ static int  bind_retry(const struct nic_port *p, const struct sockaddr_xdp *sxdp
 static void log_kernel_drops(const struct nic_port *p);                        /* Instruments */
 static int  umem_reg_tx_metadata(struct nic_port *p, struct xdp_umem_reg *reg);  /* TX checksums */
 static void tx_csum_decide(struct nic_port *p);
-static uint32_t tx_metadata_csum(struct nic_port *p, const struct vx_pkt *pkt);
+static uint32_t tx_metadata_csum(const struct vx_pkt *pkt);
 
 /* === The XDP program ======================================================
  *
@@ -989,7 +989,7 @@ void nic_tx_submit(struct nic_port *p, struct vx_pkt *pkts, int nfilled, int nal
          * says where it goes, in the TX metadata. */
         d->options = 0;
         if (p->tx_csum && (pkts[i].hdr.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM))
-            d->options = tx_metadata_csum(p, &pkts[i]);
+            d->options = tx_metadata_csum(&pkts[i]);
         bytes += pkts[i].len;
         sent++;
     }
@@ -1596,9 +1596,8 @@ bool nic_tx_csum(const struct nic_port *p)
  * checked that csum_start + csum_offset + 2 lies inside the packet (the
  * kernel checks it again, and refuses the packet otherwise).  Returns the
  * descriptor's options. */
-static uint32_t tx_metadata_csum(struct nic_port *p, const struct vx_pkt *pkt)
+static uint32_t tx_metadata_csum(const struct vx_pkt *pkt)
 {
-    (void)p;
     struct vx_tx_metadata *m = (struct vx_tx_metadata *)(pkt->data - sizeof *m);
     *m = (struct vx_tx_metadata){ .flags = VX_TXMD_FLAGS_CHECKSUM, .csum_start = pkt->hdr.csum_start,
                                   .csum_offset = pkt->hdr.csum_offset };
