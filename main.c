@@ -91,6 +91,7 @@ struct config {
     long queues;                    /* --queues: what GET_QUEUE_NUM answers */
     bool queues_given, queue_range; /* --queues given; --queue given as a range Q-R */
     long pmd_sleep_us;              /* --pmd-sleep, 0 = never sleep */
+    bool pmd_adaptive;              /* --pmd-mode adaptive: sleep until a kick when idle */
     const char *pcap_path;          /* --pcap, NULL = no capture */
     int64_t pcap_limit;             /* --pcap-limit, in bytes */
     double stats_every, view_every; /* --stats, --ring-view, in seconds; 0 = off */
@@ -152,7 +153,7 @@ static int usage_error(const char *fmt, ...)
 
 /* Every long option returns a letter: its short form where it has one (the
  * everyday options, in parse_options()'s optstring), else a letter that is
- * not in the optstring (Q, M, Z, F, z, D, P, L, U, O), so that getopt_long
+ * not in the optstring (Q, M, Z, F, z, D, N, P, L, U, O, ...), so that getopt_long
  * never accepts it alone: "-Q 1" is an error.  The order is getopt_long's
  * for an ambiguous abbreviation ("--q: --queues or --queue?"). */
 static const struct option longopts[] = {
@@ -167,7 +168,7 @@ static const struct option longopts[] = {
     { "pcap", required_argument, NULL, 'P' },    { "pcap-limit", required_argument, NULL, 'L' },
     { "mtu", required_argument, NULL, 'U' },   { "no-offloads", no_argument, NULL, 'O' },
     { "switch", no_argument, NULL, 'W' },      { "mac-age", required_argument, NULL, 'A' },
-    { "fdb-view", required_argument, NULL, 'V' },
+    { "fdb-view", required_argument, NULL, 'V' }, { "pmd-mode", required_argument, NULL, 'N' },
     { NULL, 0, NULL, 0 },
 };
 
@@ -198,7 +199,7 @@ static int parse_option(int c, char *arg, struct config *cfg)
         return parse_port_option(c, arg, cfg);
     case 'q': case 'U': case 'O':
         return parse_device_option(c, arg, cfg);
-    case 'p': case 'D':
+    case 'p': case 'D': case 'N':
         return parse_pmd_option(c, arg, cfg);
     case 'S': case 'R': case 't': case 'P': case 'L':
         return parse_instrument_option(c, arg, cfg);
@@ -379,7 +380,8 @@ static int set_up(const struct config *cfg)
      * their capture rings; the pcap writer starts once they all exist.  A
      * switch's ports and lanes are set up first (switch.c). */
     if ((cfg->switch_on && switch_set_up(cfg) < 0) ||
-        pmd_start(devs, ndevs, nics, nnics, cfg->cpus, cfg->ncpus, (uint32_t)cfg->pmd_sleep_us) < 0 || pcap_start() < 0)
+        pmd_start(devs, ndevs, nics, nnics, cfg->cpus, cfg->ncpus, (uint32_t)cfg->pmd_sleep_us,
+                  cfg->pmd_adaptive) < 0 || pcap_start() < 0)
         goto fail;
     return sfd;
 
@@ -605,6 +607,11 @@ static void usage(FILE *out)
           "                         longer each time up to USEC microseconds (0..10000; default 0: never\n"
           "                         sleep).  Saves the CPU an idle poll thread burns; costs latency: the\n"
           "                         first packet after a quiet moment waits up to USEC for the thread\n"
+          "      --pmd-mode MODE    poll (the default): poll threads spin, whether packets come or not;\n"
+          "                         adaptive: a thread idle for 100 us turns the guest's kicks on and\n"
+          "                         sleeps until one comes (interrupt mode, as vhost-net; NAPI's idea),\n"
+          "                         polling again at once.  No CPU when idle; one wake-up per packet\n"
+          "                         when traffic is sparse; under load the same as poll\n"
           "      --pcap FILE        write every forwarded packet to FILE (pcap, Linux cooked link type:\n"
           "                         \"Out\" = sent by the guest, \"In\" = given to the guest); the poll\n"
           "                         threads never wait for it: if the writer falls behind, packets are\n"
@@ -804,7 +811,8 @@ static int parse_cpu_list(const char *s, int *cpus, int max)
 
 /* The poll threads (pmd_loop.c): where they run, and whether they rest.
  * --pmd-sleep is OVS-DPDK's idea (its pmd-sleep-max): a poll thread that
- * keeps finding nothing naps a little longer each time, up to the bound. */
+ * keeps finding nothing naps a little longer each time, up to the bound.
+ * --pmd-mode adaptive is vhost-net's: sleep until the guest kicks. */
 static int parse_pmd_option(int c, char *arg, struct config *cfg)
 {
     switch (c) {
@@ -817,6 +825,12 @@ static int parse_pmd_option(int c, char *arg, struct config *cfg)
                    ring hand-over (pmd_quiesce), may wait one whole sleep */
         if (!number_in(arg, 0, 10000, &cfg->pmd_sleep_us))
             return usage_error("--pmd-sleep %s: want microseconds from 0 to 10000", arg);
+        break;
+    case 'N':   /* poll: spin always (DPDK, OVS-DPDK); adaptive: sleep on the
+                   guest's kicks when idle (vhost-net, NAPI) */
+        if (strcmp(arg, "poll") && strcmp(arg, "adaptive"))
+            return usage_error("--pmd-mode %s: want poll or adaptive", arg);
+        cfg->pmd_adaptive = !strcmp(arg, "adaptive");
         break;
     }
     return -1;
@@ -924,6 +938,9 @@ static int check_more_options(struct config *cfg)
                 return usage_error("--socket %s given twice: each device needs its own socket", cfg->sockets[a]);
     if (check_switch(cfg) >= 0)
         return 2;
+    if (cfg->pmd_adaptive && cfg->pmd_sleep_us > 0)
+        return usage_error("--pmd-sleep %ld with --pmd-mode adaptive: choose one (--pmd-sleep naps a polling "
+                           "thread, adaptive sleeps until a kick)", cfg->pmd_sleep_us);
     if (cfg->queue_range && !cfg->nic.ifname)
         return usage_error("--queue is for --iface (the NIC's queues)");
     /* Queue pair k is served by NIC queue Q+k: as many NIC queues as pairs. */
@@ -1214,6 +1231,7 @@ static void print_all_stats(double now)
     if (pcap_enabled())
         print_pcap_stats();
     sw_print_stats("stats");        /* a switch's ports: hits, misses, floods, ... (switch.c) */
+    pmd_print_idle("stats", now);   /* --pmd-mode adaptive: each poll thread's sleeps (pmd_loop.c) */
     stats.at = now;
 }
 
@@ -1275,6 +1293,7 @@ static void print_totals(void)
         }
     }
     sw_print_stats("exit");
+    pmd_print_idle("exit", vx_now());
 }
 
 /* === The ring view (--ring-view, SIGUSR1) ================================ */
@@ -1445,6 +1464,7 @@ struct kick_watch {
     uint32_t reads, lines;          /* this second */
     uint64_t hidden;                /* kicks read this second and not shown */
     bool gone;                      /* end of file, error or hang-up: no longer polled */
+    uint64_t counted;               /* --pmd-mode adaptive: the ring's `kicks` at the last line */
 };
 static struct kick_watch kick_watch[VX_MAX_DEVS][VX_MAX_VRINGS];
 
@@ -1479,8 +1499,14 @@ static bool kick_watched(int d, int ring)
 /* Add the kick fds to watch to the poll set, after the devices' sockets.
  * An fd read KICK_READS times this second is left out until the next
  * second: its eventfd keeps counting meanwhile, nothing is lost. */
+static void trace_kicks_counted(void);
+
 static void trace_kicks_poll(struct poll_set *ps)
 {
+    if (pmd_kicks_owned()) {        /* --pmd-mode adaptive: the poll threads read them */
+        trace_kicks_counted();
+        return;
+    }
     for (int d = 0; d < ndevs; d++) {
         for (int i = 0; i < VX_MAX_VRINGS; i++) {
             if (kick_watched(d, i)) {
@@ -1514,6 +1540,30 @@ static void read_kick(int d, int ring, int fd, short revents)
         w->gone = true;
         vx_log("trace: %sring %d: kick fd %s: no longer watched", dev_label(d), ring,
                r == 0 ? "at end of file" : r > 0 ? "gave a short read" : errno ? strerror(errno) : "hung up");
+    }
+}
+
+/* --pmd-mode adaptive: a sleeping poll thread waits on the kick fds and
+ * reads them itself (pmd_loop.c, "When there is nothing to do"); reading
+ * them here too would steal its wake-ups.  So the kicks are counted there
+ * (vr->kicks) and said here, once a second per ring that had any:
+ *   vhost-xdp: trace: ring 1: 12 kicks in the last second (read by the poll thread) */
+static void trace_kicks_counted(void)
+{
+    static int64_t second;
+    int64_t now = (int64_t)vx_now();
+    if (now == second)
+        return;
+    second = now;
+    for (int d = 0; d < ndevs; d++) {
+        for (int i = 0; i < VX_MAX_VRINGS; i++) {
+            struct kick_watch *w = &kick_watch[d][i];
+            uint64_t kicks = __atomic_load_n(&devs[d].vrings[i].kicks, __ATOMIC_RELAXED);
+            if (kicks > w->counted)
+                vx_log("trace: %sring %d: %llu kicks in the last second (read by the poll thread)", dev_label(d), i,
+                       (unsigned long long)(kicks - w->counted));
+            w->counted = kicks;     /* lower after a reconnect: counting starts again */
+        }
     }
 }
 

@@ -50,8 +50,10 @@
  * SECOND READING, after the "Second reading" marker: the netlink messages
  * that read the interface's state and repair a stale XDP program an earlier
  * run left, what kernels older than 5.9 need, the queues after the first,
- * the long error diagnostics, and the counters main.c reads.  The first
- * reading calls each of them from one place, and names it there.
+ * the long error diagnostics, the counters main.c reads, TX checksums by
+ * the kernel, and what a poll thread that sleeps (--pmd-mode adaptive)
+ * needs from the port.  The first reading calls each of them from one
+ * place, and names it there.
  */
 #include "vhost_xdp.h"
 
@@ -1648,4 +1650,32 @@ static void log_kernel_drops(const struct nic_port *p)
                "invalid descriptors rx %llu tx %llu", p->ifname, p->queue, (unsigned long long)st.rx_dropped,
                (unsigned long long)st.rx_ring_full, (unsigned long long)st.rx_fill_ring_empty_descs,
                (unsigned long long)st.rx_invalid_descs, (unsigned long long)st.tx_invalid_descs);
+}
+
+/* === Interrupt mode: what a sleeping poll thread needs from the port ===== */
+
+/*
+ * --pmd-mode adaptive (pmd_loop.c, "When there is nothing to do"): a poll
+ * thread with nothing to do sleeps in poll() on its rings' kick eventfds and
+ * on the AF_XDP socket of each NIC queue it owns.  An AF_XDP socket is
+ * readable (POLLIN) when its RX ring holds a frame (the kernel's xsk_poll);
+ * in zero-copy mode poll() is also how the kernel is told to refill from
+ * the fill ring when it set NEED_WAKEUP (af_xdp.rst, "XDP_USE_NEED_WAKEUP":
+ * "call poll()"), which veth in copy mode, all our tests have, never needs.
+ */
+int nic_poll_fd(const struct nic_port *p)
+{
+    return p->xsk_fd;
+}
+
+/* TX descriptors the kernel has not taken yet (an earlier kick hit EAGAIN,
+ * or its 32-per-call limit): kicked once more here, and if some are still
+ * there the thread must not sleep, or they would wait for the next packet.
+ * (Copy mode sends within the kick, so this is nearly always false.) */
+bool nic_tx_pending(struct nic_port *p)
+{
+    if (p->tx.cached_prod == __atomic_load_n(p->tx.consumer, __ATOMIC_ACQUIRE))
+        return false;
+    tx_kick(p);
+    return p->tx.cached_prod != __atomic_load_n(p->tx.consumer, __ATOMIC_ACQUIRE);
 }

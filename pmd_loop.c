@@ -6,8 +6,9 @@
  * burst of up to VX_BURST packets from one port, give the burst to the other
  * port, count, repeat.  No interrupts, no locks, and no syscalls except the
  * guest's call eventfd when it asks for an interrupt; no sleeping either,
- * unless --pmd-sleep asks the thread to back off when it finds no work
- * (see "Idle back-off").  With --pcap each burst forwarded is also handed
+ * unless --pmd-sleep asks the thread to back off when it finds no work, or
+ * --pmd-mode adaptive to sleep until the guest kicks (see "When there is
+ * nothing to do").  With --pcap each burst forwarded is also handed
  * to pcap.c, which copies it into memory and never blocks.
  *
  * Ports: the guest side is always virtqueue.c.  The other side is either
@@ -38,9 +39,11 @@
  * pmd_afxdp_pair: one screen each), the thread's main loop pmd_main(), then
  * start, quiesce and stop.  SECOND READING, after the "Second reading"
  * marker, each under its own banner and each called from one place above:
- * the SEND_RARP and NET_SET_MTU hooks, VM-to-VM (and switch.c for a switch), the idle back-off
- * (--pmd-sleep), the offloads' buffers, what a thread does when guest memory
- * faults under it, and how a thread stuck in a system call is freed.
+ * the SEND_RARP and NET_SET_MTU hooks, VM-to-VM (and switch.c for a switch), what a
+ * thread does when there is nothing to do (--pmd-sleep's back-off, and
+ * interrupt mode, --pmd-mode adaptive), the offloads' buffers, what a
+ * thread does when guest memory faults under it, and how a thread stuck in
+ * a system call is freed.
  */
 #include "vhost_xdp.h"
 
@@ -88,6 +91,7 @@ static int pmd_ndevs;
 static struct nic_port **pmd_nics; /* AF_XDP: NIC queue first+k serves queue pair k ... */
 static int pmd_nnics;               /* ... for k < pmd_nnics; 0: loopback, or the other device */
 static uint32_t pmd_sleep_max_ns;   /* --pmd-sleep, 0: poll without sleeping */
+static bool pmd_adaptive;           /* --pmd-mode adaptive: sleep until a kick when idle */
 static bool pmd_switch;             /* the ports are a switch's: lane k is switch.c's (sw_lane) */
 /* AF_XDP: a TSO packet being cut into frames, per NIC queue (offload.c,
  * ofl_to_nic); each with a buffer of VX_PKT_MAX, owned by the queue's thread. */
@@ -101,8 +105,11 @@ static bool pmd_exit;
  * code is the same instructions as before they moved (objdump -d). */
 static int  pmd_rarp_take(struct vx_dev *dev, const struct vx_vring *tx, struct vx_pkt *pkt);  /* "SEND_RARP" */
 static int  pmd_vm2vm_pair(struct pmd_thread *t, struct vx_dev *a, struct vx_dev *b, int k);   /* "VM-to-VM" */
-static void pmd_idle_setup(void);                      /* "Idle back-off" */
+static void pmd_idle_setup(void);                      /* "When there is nothing to do" */
+static void pmd_idle(struct pmd_thread *t, int moved);
 static void pmd_idle_backoff(struct pmd_thread *t, int moved);
+static int  pmd_napi_setup(struct pmd_thread *t);
+static void pmd_napi_teardown(struct pmd_thread *t);
 static int  pmd_offload_start(struct nic_port **nics, int nnics);              /* "The offloads' buffers" */
 static void pmd_offload_stop(void);
 static void pmd_fault_recover(struct pmd_thread *t);   /* "Guest memory faults" */
@@ -268,15 +275,16 @@ static int pmd_afxdp_pair(struct pmd_thread *t, struct vx_dev *dev, struct vx_vr
  * pmd_stop(): every queue pair it owns gets one burst each way per
  * iteration, and the iteration ends by bumping the thread's epoch, which is
  * how the control thread knows that no ring it has stopped is still in use
- * (pmd_quiesce).  Nothing in it waits, unless --pmd-sleep asks it to back
- * off when an iteration moved nothing ("Idle back-off").
+ * (pmd_quiesce).  Nothing in it waits, unless --pmd-sleep or --pmd-mode
+ * adaptive asks it to rest when an iteration moved nothing ("When there is
+ * nothing to do").
  */
 static void *pmd_main(void *arg)
 {
     struct pmd_thread *t = arg;
     struct vx_dev *dev = &pmd_devs[0];
 
-    pmd_idle_setup();       /* --pmd-sleep: sleeps as short as asked ("Idle back-off") */
+    pmd_idle_setup();       /* --pmd-sleep: sleeps as short as asked ("When there is nothing to do") */
     pmd_wake_accept();      /* the watchdog's signal may interrupt us ("Stuck threads") */
     /* A SIGBUS in guest memory (the frontend shrank a region's file) lands
      * here, once, for the whole life of the thread: the loop below costs
@@ -299,7 +307,7 @@ static void *pmd_main(void *arg)
                                        that port, whose rings have one consumer */
                 moved += pmd_afxdp_pair(t, dev, rx, tx, pmd_nics[k], &pmd_cuts[k]);
         }
-        pmd_idle_backoff(t, moved);
+        pmd_idle(t, moved);     /* nothing moved: poll on, nap, or sleep until a kick (second reading) */
         /* seq_cst, not release: this store must not pass the `ready` loads
          * of the next iteration, or pmd_quiesce() could see this epoch and
          * return while we are already inside a ring it has just stopped. */
@@ -317,6 +325,8 @@ static int pmd_thread_start(struct pmd_thread *t, int i, int cpu)
     t->id = i;
     t->cpu = cpu;
     t->pcap = pcap_ring_new(i);
+    if (pmd_napi_setup(t) < 0)  /* --pmd-mode adaptive: the wake-up eventfd */
+        return -1;
     for (int b = 0; b < VX_BURST; b++) {
         t->pkts[b].room = t->scratch[b].room = VX_PKT_MAX;
         t->pkts[b].data = t->bufs[b] = malloc(VX_PKT_MAX);
@@ -359,13 +369,14 @@ static int pmd_thread_start(struct pmd_thread *t, int i, int cpu)
  * pmd_stop() joins the pmd_started that did and frees every buffer
  * allocated here. */
 int pmd_start(struct vx_dev *devs, int ndevs, struct nic_port **nics, int nnics, const int *cpus, int ncpus,
-              uint32_t sleep_max_us)
+              uint32_t sleep_max_us, bool adaptive)
 {
     pmd_devs = devs;
     pmd_ndevs = ndevs;
     pmd_nics = nics;
     pmd_nnics = nnics;
     pmd_sleep_max_ns = sleep_max_us * 1000;
+    pmd_adaptive = adaptive;
     pmd_switch = sw_running();
     pmd_wake_prepare();
     int n = ncpus > 0 ? ncpus : 1;
@@ -387,7 +398,8 @@ int pmd_start(struct vx_dev *devs, int ndevs, struct nic_port **nics, int nnics,
 /* Wait until every PMD thread has finished the iteration it is in.  The
  * caller has cleared `ready` on the rings it wants back; an iteration that
  * starts after that cannot see them as ready.  An iteration takes
- * microseconds (one --pmd-sleep at most); a thread that takes longer may be
+ * microseconds (one --pmd-sleep at most; a thread asleep until a kick, in
+ * --pmd-mode adaptive, is woken at once); a thread that takes longer may be
  * blocked in a system call on a frontend's fd, and is interrupted
  * (pmd_wake, "Stuck threads").  The wait is not bounded otherwise: a thread
  * the machine does not schedule must be waited for, since it may be inside
@@ -398,6 +410,7 @@ bool pmd_quiesce(void)
     uint64_t seen[PMD_MAX_THREADS];
     for (int i = 0; i < pmd_nthreads; i++)
         seen[i] = __atomic_load_n(&pmd_threads[i].epoch, __ATOMIC_SEQ_CST);
+    pmd_wake_sleepers();    /* --pmd-mode adaptive: the wait below is one wake-up, not a timeout */
     double start = vx_now(), woken = start;
     for (int i = 0; i < pmd_nthreads; i++) {
         if (pmd_threads[i].stuck && __atomic_load_n(&pmd_threads[i].running, __ATOMIC_SEQ_CST))
@@ -425,6 +438,7 @@ bool pmd_quiesce(void)
 int pmd_stop(void)
 {
     __atomic_store_n(&pmd_exit, true, __ATOMIC_SEQ_CST);
+    pmd_wake_sleepers();
     double end = vx_now() + PMD_STUCK_SECONDS;
     int left = 0;
     for (int i = 0; i < pmd_started; i++) {
@@ -438,8 +452,10 @@ int pmd_stop(void)
                 ts.tv_sec++;
                 ts.tv_nsec -= 1000000000L;
             }
-            if (pthread_timedjoin_np(t->tid, NULL, &ts) == 0)
+            if (pthread_timedjoin_np(t->tid, NULL, &ts) == 0) {
+                pmd_napi_teardown(t);   /* --pmd-mode adaptive: its wake-up eventfd */
                 break;
+            }
             if (vx_now() >= end) {
                 t->stuck = true;
                 left++;
@@ -464,7 +480,7 @@ int pmd_stop(void)
     return left;
 }
 
-/* === Second reading: RARP and MTU, VM-to-VM, --pmd-sleep, offload buffers, faults, stuck threads === */
+/* === Second reading: RARP and MTU, VM-to-VM, idle, offload buffers, faults, stuck threads === */
 
 /* === SEND_RARP and NET_SET_MTU: what the guest did not send, may not receive === */
 
@@ -574,7 +590,7 @@ static int pmd_vm2vm_pair(struct pmd_thread *t, struct vx_dev *a, struct vx_dev 
            pmd_guest_to_guest(t, b, &b->vrings[2 * k + 1], a, &a->vrings[2 * k]);
 }
 
-/* === Idle back-off (--pmd-sleep) ========================================= */
+/* === When there is nothing to do: back-off (--pmd-sleep) and interrupt mode (--pmd-mode adaptive) === */
 
 /*
  * A poll-mode thread burns its whole CPU even when no packet comes: that is
@@ -594,10 +610,20 @@ static int pmd_vm2vm_pair(struct pmd_thread *t, struct vx_dev *a, struct vx_dev 
  */
 #define PMD_IDLE_ITERATIONS 1000    /* empty polls in a row before --pmd-sleep backs off */
 
+static void pmd_napi(struct pmd_thread *t, int moved);     /* interrupt mode, below */
+
+/* pmd_main()'s one call, at the end of every iteration.  Polling (the
+ * default) pays one test of two flags that never change. */
+static void pmd_idle(struct pmd_thread *t, int moved)
+{
+    if (pmd_adaptive)
+        pmd_napi(t, moved);
+    else if (pmd_sleep_max_ns)
+        pmd_idle_backoff(t, moved);
+}
+
 static void pmd_idle_backoff(struct pmd_thread *t, int moved)
 {
-    if (pmd_sleep_max_ns == 0)
-        return;                     /* pure polling, the default */
     if (moved) {
         t->idle_iterations = 0;
         t->sleep_ns = 0;
@@ -618,6 +644,376 @@ static void pmd_idle_setup(void)
 {
     if (pmd_sleep_max_ns)
         prctl(PR_SET_TIMERSLACK, 1000UL, 0, 0, 0);
+}
+
+/*
+ * Interrupt mode, --pmd-mode adaptive: poll while there is work, sleep
+ * until the guest kicks when there is none.  This is NAPI's idea, from
+ * Linux's network drivers, turned around: a NIC driver takes an interrupt,
+ * turns interrupts off and polls while packets keep coming, and when a poll
+ * finds nothing turns them on again and looks once more before it stops.
+ * The guest's own virtio-net driver does exactly that with our calls; here
+ * we do it with its kicks.  Under load a thread never gets as far as
+ * sleeping, so it polls as in poll mode, at poll mode's rate; idle, it
+ * costs no CPU at all, and the first packet after a pause pays one kick
+ * (a VM exit, or an eventfd write from a DPDK frontend) and one wake-up.
+ *
+ * The steps, all within one iteration of pmd_main's loop, so that no ring
+ * can be taken away half-way (a ring hand-over waits for our epoch):
+ *   1. idle for PMD_NAPI_IDLE_US: polls that moved nothing, by the clock;
+ *   2. may we sleep?  Not while a ring has no kick fd (NOFD: vhost-user.rst
+ *      says "polling should be used") or has been caught not kicking, nor
+ *      while the NIC still holds our TX frames, a TSO packet is half cut, or
+ *      a RARP waits to be sent: those need a poll, not a kick;
+ *   3. arm: the guest's kicks on for every ring whose kick should wake us
+ *      (virtqueue.c, vq_notify_enable, which looks at the ring once more
+ *      after its barrier: the race it closes is explained there), and the
+ *      poll set built; if any ring got work meanwhile, do not sleep;
+ *   4. sleep in poll() on the wake-up eventfd, the kick fds and the AF_XDP
+ *      sockets, at most PMD_NAPI_TIMEOUT_MS;
+ *   5. awake: read the kick fds that fired (an eventfd counts until read),
+ *      turn the kicks off again, poll.
+ * Which rings wake us: every TX ring (the guest has something to send).  An
+ * RX ring only where frames wait for its buffers: an AF_XDP port whose
+ * guest has no RX buffer left leaves its frames in the socket (see
+ * pmd_afxdp_pair), so then its RX ring is armed ("buffers added") and the
+ * socket left out of the set, which would otherwise be readable at once.
+ * Elsewhere (loopback, VM-to-VM, a switch) a frame for a guest without
+ * buffers is dropped, so nothing waits for RX buffers.
+ *
+ * poll(), not epoll: the set is rebuilt from the rings that are ready at
+ * each sleep, and holds no state that the control thread would have to
+ * update when a ring or its kick fd changes.  A sleep is rare by
+ * definition, and the set small.
+ */
+#define PMD_NAPI_IDLE_US     100    /* idle this long before sleeping: see below */
+#define PMD_NAPI_CLOCK_EVERY 16     /* empty polls between two looks at the clock */
+#define PMD_NAPI_TIMEOUT_MS  100    /* a sleep's longest: a frontend that does not kick loses this, once */
+
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+/* What a sleeping thread may wait on: its wake-up eventfd, a kick fd per
+ * ring it polls, an AF_XDP socket per NIC queue. */
+#define PMD_NAPI_FDS (1 + VX_MAX_DEVS * VX_MAX_VRINGS + VX_MAX_QUEUE_PAIRS)
+
+/* Its sleeps and what ended each one (exactly one cause per sleep), written
+ * by the thread, read by main.c (pmd_print_idle). */
+struct pmd_napi_counts {
+    uint64_t sleeps, woken_kick, woken_nic, woken_handover, woken_timeout, woken_signal;
+    uint64_t missed_kicks;          /* work found after a timeout, with no kick: a frontend that does not kick */
+    uint64_t asleep_ns;
+};
+
+/* A poll thread's interrupt-mode state, pmd_napis[t->id]: kept apart from
+ * struct pmd_thread, which poll mode reads on every iteration. */
+struct pmd_napi {
+    int wake_fd;                        /* eventfd: pmd_wake_sleepers() ends a sleep at once (-1: none) */
+    bool sleeping;                      /* in poll(): the watchdog leaves the thread alone */
+    uint32_t empty_polls;               /* polls in a row that moved nothing ... */
+    double idle_since;                  /* ... and since when (vx_now, read every 16th) */
+    double started_at;
+    int nfds;                           /* the sleep's poll set: */
+    struct pollfd fds[PMD_NAPI_FDS];    /* [0] the wake fd, then kick fds and AF_XDP sockets */
+    struct vx_vring *armed[PMD_NAPI_FDS];   /* the ring whose kick fd fds[i] is (NULL: not a kick fd) */
+    struct pmd_napi_counts counts;
+};
+static struct pmd_napi pmd_napis[PMD_MAX_THREADS];
+static int pmd_napi_threads;            /* threads of the last start, for the exit lines */
+
+/* The threshold, NAPI's budget measured in time.  The rule for spinning
+ * before blocking: spin about as long as a sleep and a wake-up cost, then
+ * block; never worse than twice the best choice.  And under load the gaps
+ * between bursts must stay far below it, or a busy thread would sleep. */
+
+static bool pmd_napi_may_sleep(struct pmd_thread *t);
+static bool pmd_napi_arm(struct pmd_thread *t);
+static void pmd_napi_sleep(struct pmd_thread *t);
+static void pmd_napi_disarm(struct pmd_thread *t);
+
+static void pmd_napi(struct pmd_thread *t, int moved)
+{
+    struct pmd_napi *nap = &pmd_napis[t->id];
+    if (moved) {
+        nap->empty_polls = 0;
+        return;
+    }
+    /* The clock is read only every PMD_NAPI_CLOCK_EVERY empty polls: under
+     * load, polls that move packets reset the count and no clock is read. */
+    if (++nap->empty_polls % PMD_NAPI_CLOCK_EVERY)
+        return;
+    double now = vx_now();
+    if (nap->empty_polls == PMD_NAPI_CLOCK_EVERY) {
+        nap->idle_since = now;
+        return;
+    }
+    if (now - nap->idle_since < PMD_NAPI_IDLE_US * 1e-6)
+        return;
+    nap->empty_polls = 0;         /* sleep or not, the idle clock starts again */
+    if (!pmd_napi_may_sleep(t))
+        return;
+    if (!pmd_napi_arm(t))       /* false: work came while arming */
+        pmd_napi_sleep(t);
+    pmd_napi_disarm(t);
+}
+
+/* Lane k of thread t: queue pair k of every device (one; two for VM-to-VM;
+ * all of a switch's), and NIC queue k if there is one. */
+#define PMD_FOR_LANES(t, k) for (int k = (t)->id; k < (int)pmd_devs[0].queue_pairs; k += pmd_nthreads)
+
+static bool pmd_ring_running(const struct vx_vring *vr)
+{
+    return __atomic_load_n(&vr->ready, __ATOMIC_SEQ_CST) && !__atomic_load_n(&vr->broken, __ATOMIC_RELAXED);
+}
+
+/* Does an RX ring's kick ("buffers added") matter?  Only for an AF_XDP
+ * port's guest, whose frames wait for buffers. */
+static bool pmd_napi_rx_waits(int k)
+{
+    return !pmd_switch && pmd_ndevs == 1 && k < pmd_nnics;
+}
+
+/* The device a ring belongs to, for a log line. */
+static const char *pmd_ring_device(const struct vx_vring *vr)
+{
+    for (int d = 0; d < pmd_ndevs; d++)
+        if (vr >= pmd_devs[d].vrings && vr < pmd_devs[d].vrings + VX_MAX_VRINGS)
+            return pmd_devs[d].opt.socket_path;
+    return "?";
+}
+
+/* Step 2: nothing that needs a poll rather than a kick. */
+static bool pmd_napi_may_sleep(struct pmd_thread *t)
+{
+    PMD_FOR_LANES(t, k) {
+        for (int d = 0; d < pmd_ndevs; d++) {
+            for (int r = 2 * k + (pmd_napi_rx_waits(k) ? 0 : 1); r <= 2 * k + 1; r++) {
+                struct vx_vring *vr = &pmd_devs[d].vrings[r];
+                if (!pmd_ring_running(vr))
+                    continue;
+                if (vr->kick_fd < 0 && !vr->kickless) {
+                    vr->kickless = true;    /* said once per SET_VRING_KICK */
+                    vx_log("%s: ring %u: no kick fd (NOFD): polled, --pmd-mode adaptive does not sleep on it",
+                           pmd_ring_device(vr), vr->index);
+                }
+                if (vr->kickless)
+                    return false;
+            }
+            if (k == 0 && __atomic_load_n(&pmd_devs[d].rarp_request, __ATOMIC_RELAXED))
+                return false;
+        }
+        if (k < pmd_nnics && (pmd_cuts[k].big.len || nic_tx_pending(pmd_nics[k])))
+            return false;
+    }
+    return true;
+}
+
+/* Step 3: kicks on, and the poll set.  Returns true when a ring already
+ * has work (then the caller does not sleep, and disarms). */
+static bool pmd_napi_arm(struct pmd_thread *t)
+{
+    struct pmd_napi *nap = &pmd_napis[t->id];
+    bool busy = false;
+    int n = 0;
+    nap->fds[n] = (struct pollfd){ .fd = nap->wake_fd, .events = POLLIN };
+    nap->armed[n++] = NULL;
+    PMD_FOR_LANES(t, k) {
+        bool rx_armed = false;
+        for (int d = 0; d < pmd_ndevs; d++) {
+            for (int r = 2 * k; r <= 2 * k + 1; r++) {
+                struct vx_vring *vr = &pmd_devs[d].vrings[r];
+                if (!pmd_ring_running(vr))
+                    continue;
+                if (r == 2 * k && !(pmd_napi_rx_waits(k) && vq_avail_buffers(vr) == 0))
+                    continue;
+                rx_armed |= r == 2 * k;
+                busy |= vq_notify_enable(vr);
+                nap->fds[n] = (struct pollfd){ .fd = vr->kick_fd, .events = POLLIN };
+                nap->armed[n++] = vr;
+            }
+        }
+        if (k < pmd_nnics && !rx_armed) {
+            nap->fds[n] = (struct pollfd){ .fd = nic_poll_fd(pmd_nics[k]), .events = POLLIN };
+            nap->armed[n++] = NULL;
+        }
+    }
+    nap->nfds = n;
+    return busy;
+}
+
+/* Step 5's other half, also after a sleep that did not happen: kicks off
+ * again on every armed ring still ours.  (A ring the control thread has
+ * stopped meanwhile keeps "kick me", which costs nothing: it waits for our
+ * epoch before it touches the ring, and vq_attach writes the flag afresh.) */
+static void pmd_napi_disarm(struct pmd_thread *t)
+{
+    struct pmd_napi *nap = &pmd_napis[t->id];
+    for (int i = 1; i < nap->nfds; i++)
+        if (nap->armed[i] && pmd_ring_running(nap->armed[i]))
+            vq_notify_disable(nap->armed[i]);
+    nap->nfds = 0;
+}
+
+/* A kick fd that fired: its count read (an eventfd stays readable until
+ * then).  Kept for --trace=rings (main.c prints vr->kicks).  Our read
+ * cannot block unless the frontend cleared O_NONBLOCK on the fd and read
+ * the count itself between our poll() and our read(); then the watchdog's
+ * signal (we are no longer `sleeping`) breaks the read with EINTR.  A kick
+ * fd that fails in any way is not slept on again: the ring is polled. */
+static void pmd_napi_read_kick(struct vx_vring *vr)
+{
+    uint64_t count;
+    ssize_t r = read(vr->kick_fd, &count, sizeof count);
+    if (r == sizeof count) {
+        __atomic_store_n(&vr->kicks, vr->kicks + count, __ATOMIC_RELAXED);
+        return;
+    }
+    if (r < 0 && errno == EAGAIN)
+        return;             /* read by someone else: the kick still woke us */
+    vr->kickless = true;
+    vx_log("%s: ring %u: kick fd %s: polled from now on", pmd_ring_device(vr), vr->index,
+           r == 0 ? "at end of file" : r > 0 ? "gave a short read" : errno == EINTR ? "blocked (not non-blocking)"
+                                                                               : strerror(errno));
+}
+
+/* After a sleep that timed out: did a ring get work without a kick?  The
+ * frontend published while its kicks were on and did not kick (or the
+ * kick is late: one more look at the fd first).  Such a ring is polled from
+ * now on: a frontend that never kicks loses one timeout, once. */
+static void pmd_napi_check_missed(struct pmd_thread *t)
+{
+    struct pmd_napi *nap = &pmd_napis[t->id];
+    for (int i = 1; i < nap->nfds; i++) {
+        struct vx_vring *vr = nap->armed[i];
+        if (!vr || !pmd_ring_running(vr) || !vq_notify_enable(vr))
+            continue;
+        struct pollfd late = { .fd = vr->kick_fd, .events = POLLIN };
+        if (poll(&late, 1, 0) == 1)
+            continue;
+        __atomic_store_n(&nap->counts.missed_kicks, nap->counts.missed_kicks + 1, __ATOMIC_RELAXED);
+        vr->kickless = true;
+        vx_log("%s: ring %u: buffers came without a kick while kicks were on (the frontend does not kick): this "
+               "ring is polled from now on", pmd_ring_device(vr), vr->index);
+    }
+}
+
+/* Step 4 and the first half of step 5: sleep, then see what woke us and
+ * count it (one cause per sleep, the first of: kick, NIC, hand-over,
+ * timeout, signal). */
+static void pmd_napi_sleep(struct pmd_thread *t)
+{
+    struct pmd_napi *nap = &pmd_napis[t->id];
+    struct pmd_napi_counts *c = &nap->counts;
+    double start = vx_now();
+    __atomic_store_n(&nap->sleeping, true, __ATOMIC_SEQ_CST);
+    int n = poll(nap->fds, (nfds_t)nap->nfds, PMD_NAPI_TIMEOUT_MS);
+    __atomic_store_n(&nap->sleeping, false, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&c->sleeps, c->sleeps + 1, __ATOMIC_RELAXED);
+    __atomic_store_n(&c->asleep_ns, c->asleep_ns + (uint64_t)((vx_now() - start) * 1e9), __ATOMIC_RELAXED);
+    uint64_t *cause = n < 0 ? &c->woken_signal : &c->woken_timeout;
+    bool kick = false, nic = false, handover = false;
+    for (int i = 0; i < nap->nfds && n > 0; i++) {
+        if (!nap->fds[i].revents)
+            continue;
+        if (i == 0) {
+            uint64_t count;
+            if (read(nap->wake_fd, &count, sizeof count) < 0) {
+                /* EAGAIN only: the count is ours alone */
+            }
+            handover = true;
+        } else if (nap->armed[i]) {
+            kick = true;
+            pmd_napi_read_kick(nap->armed[i]);
+        } else {
+            nic = true;
+        }
+    }
+    if (kick || nic || handover)
+        cause = kick ? &c->woken_kick : nic ? &c->woken_nic : &c->woken_handover;
+    __atomic_store_n(cause, *cause + 1, __ATOMIC_RELAXED);
+    if (n == 0)
+        pmd_napi_check_missed(t);
+}
+
+/* pmd_thread_start: the wake-up eventfd, in adaptive mode only. */
+static int pmd_napi_setup(struct pmd_thread *t)
+{
+    struct pmd_napi *nap = &pmd_napis[t->id];
+    *nap = (struct pmd_napi){ .wake_fd = -1, .started_at = vx_now() };
+    pmd_napi_threads = t->id + 1;       /* threads start in order */
+    if (!pmd_adaptive)
+        return 0;
+    nap->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (nap->wake_fd < 0) {
+        vx_log("pmd %d: eventfd: %s", t->id, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+/* pmd_stop, once the thread has been joined. */
+static void pmd_napi_teardown(struct pmd_thread *t)
+{
+    struct pmd_napi *nap = &pmd_napis[t->id];
+    if (nap->wake_fd >= 0)
+        close(nap->wake_fd);
+    nap->wake_fd = -1;
+}
+
+/* Every thread that sleeps, woken (or kept from falling asleep): called by
+ * pmd_quiesce (rings are being taken away), pmd_stop, vhost_user.c when
+ * rings start (a sleeping thread's poll set does not have them yet) and
+ * on SEND_RARP.  The eventfd stays readable until the thread reads it after
+ * its poll() returns, so a write that lands just before the thread sleeps
+ * still ends that sleep at once: no wake-up is lost.  In poll mode there
+ * are no wake fds and this does nothing. */
+void pmd_wake_sleepers(void)
+{
+    uint64_t one = 1;
+    for (int i = 0; i < pmd_started; i++)
+        if (pmd_napis[i].wake_fd >= 0 && write(pmd_napis[i].wake_fd, &one, sizeof one) < 0) {
+            /* EAGAIN: the counter is full, so a wake-up is pending anyway */
+        }
+}
+
+/* Are the kick fds the poll threads' to read?  Then --trace=rings counts
+ * what they read (vr->kicks) instead of reading the fds itself: a second
+ * reader would take the kick a sleeping thread is about to read, and the
+ * thread would go back to sleep with the guest's packet in the ring. */
+bool pmd_kicks_owned(void)
+{
+    return pmd_adaptive;
+}
+
+/* --stats and the exit lines, adaptive mode only: one line per thread, the
+ * share of the time asleep (since the last --stats line, or since start for
+ * "exit") and what ended the sleeps, e.g.
+ *   stats: pmd 0: asleep 99.1% | sleeps 41 | woken by kick 37, NIC 0, hand-over 2, timeout 2, signal 0 | missed kicks 0 */
+void pmd_print_idle(const char *what, double now)
+{
+    static uint64_t last_ns[PMD_MAX_THREADS];
+    static double last_at[PMD_MAX_THREADS];
+    bool exit_line = !strcmp(what, "exit");
+    for (int i = 0; pmd_adaptive && i < pmd_napi_threads; i++) {
+        struct pmd_napi_counts c;
+        const uint64_t *from = (const uint64_t *)&pmd_napis[i].counts;
+        uint64_t *to = (uint64_t *)&c;
+        for (size_t w = 0; w < sizeof c / sizeof(uint64_t); w++)
+            to[w] = __atomic_load_n(&from[w], __ATOMIC_RELAXED);
+        double since = exit_line || last_at[i] == 0 ? pmd_napis[i].started_at : last_at[i];
+        uint64_t ns = c.asleep_ns - (exit_line ? 0 : last_ns[i]);
+        double pct = now > since ? 100.0 * (double)ns / ((now - since) * 1e9) : 0;
+        vx_log("%s: pmd %d: asleep %.1f%% | sleeps %llu | woken by kick %llu, NIC %llu, hand-over %llu, timeout %llu, "
+               "signal %llu | missed kicks %llu", what, i, pct > 100 ? 100 : pct, (unsigned long long)c.sleeps,
+               (unsigned long long)c.woken_kick, (unsigned long long)c.woken_nic,
+               (unsigned long long)c.woken_handover, (unsigned long long)c.woken_timeout,
+               (unsigned long long)c.woken_signal, (unsigned long long)c.missed_kicks);
+        if (!exit_line) {
+            last_ns[i] = c.asleep_ns;
+            last_at[i] = now;
+        }
+    }
 }
 
 /* === The offloads' buffers ================================================
@@ -682,6 +1078,8 @@ static void pmd_fault_recover(struct pmd_thread *t)
 {
     void *addr = t->guard.addr;
     vx_fault_caught();
+    __atomic_store_n(&pmd_napis[t->id].sleeping, false, __ATOMIC_SEQ_CST);
+    pmd_napis[t->id].nfds = 0;  /* armed rings: see the end of this function */
     /* AF_XDP frames held across the guest access go back to the port. */
     if (t->held_tx)
         nic_tx_submit(t->held_nic, t->nic_tx, 0, t->held_tx);
@@ -716,6 +1114,9 @@ static void pmd_fault_recover(struct pmd_thread *t)
             snprintf(who, sizeof who, "poll thread %d", t->id);
             vx_fault_log(dev->opt.socket_path, who, &dev->mem, addr);
         }
+        /* --pmd-mode adaptive: the other rings' kicks, on if the fault came
+         * while arming, go off at the next sleep's disarm; nothing is lost
+         * meanwhile but a few kicks. */
         return;
     }
     /* Not in any guest memory: a bug of ours, not a frontend's doing. */
@@ -800,7 +1201,8 @@ void pmd_watchdog(void)
     for (int i = 0; i < pmd_started; i++) {
         struct pmd_thread *t = &pmd_threads[i];
         uint64_t epoch = __atomic_load_n(&t->epoch, __ATOMIC_SEQ_CST);
-        if (epoch != t->watch_epoch) {
+        if (epoch != t->watch_epoch || __atomic_load_n(&pmd_napis[i].sleeping, __ATOMIC_SEQ_CST)) {
+            /* moved on, or asleep in --pmd-mode adaptive: not stuck */
             t->watch_epoch = epoch;
             t->watch_since = now;
         } else if (now - t->watch_since >= PMD_WAKE_AFTER) {

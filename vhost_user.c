@@ -452,6 +452,7 @@ static int vu_rings_resume(struct vx_dev *dev)
         /* Release: the PMD that loads ready == true sees every field above. */
         __atomic_store_n(&vr->ready, true, __ATOMIC_RELEASE);
     }
+    pmd_wake_sleepers();    /* --pmd-mode adaptive: a thread asleep must see the new rings */
     return ret;
 }
 
@@ -835,9 +836,12 @@ static int vu_set_vring_kick(struct vx_dev *dev, struct vu_msg *msg)
     if (vu_take_eventfd(msg, "SET_VRING_KICK", &vr->kick_fd) != VU_OK)
         return VU_FAIL;
     /* The kick starts the ring.  We poll, so we never wait on this fd (with
-     * NOFD there is none): holding it is enough. */
+     * NOFD there is none), except in --pmd-mode adaptive, where the ring's
+     * poll thread sleeps on it: that is why this message stops the ring
+     * (table column "rings") before the fd changes. */
     vr->kick_received = true;
     vr->attached = false;
+    vr->kickless = false;   /* a new fd, a new chance to sleep on it (pmd_loop.c) */
     return VU_OK;
 }
 
@@ -1477,6 +1481,7 @@ static int vu_send_rarp(struct vx_dev *dev, struct vu_msg *msg)
     __atomic_store_n(&dev->rarp_request, request, __ATOMIC_SEQ_CST);
     vx_log("SEND_RARP: a RARP from %02x:%02x:%02x:%02x:%02x:%02x will go out on queue pair 0, as if the guest sent it",
            mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]);
+    pmd_wake_sleepers();    /* --pmd-mode adaptive: not at the guest's next kick, now */
     return VU_OK;
 }
 

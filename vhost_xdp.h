@@ -282,6 +282,12 @@ struct vx_vring {
      * tail padding: a counter in `stats` made each ring 16 bytes longer,
      * and moved the fields the data path reads across cache lines. */
     uint32_t calls_dropped;
+    /* Second reading, after the data path's fields (pmd_loop.c, "When there
+     * is nothing to do"): in --pmd-mode adaptive the ring's poll thread
+     * sleeps on kick_fd and reads it, so kick_fd, like call_fd, changes
+     * only while the ring is stopped. */
+    bool     kickless;              /* buffers came without a kick while kicks were on: always polled */
+    uint64_t kicks;                 /* kicks the poll thread read (adaptive mode), for --trace=rings */
 };
 
 /* === 3. The device ====================================================== */
@@ -413,9 +419,10 @@ void nic_close(struct nic_port *p);         /* ports[0] first: it holds the XDP 
 /* pmd_loop.c: the poll-mode threads. */
 /* devs[0..ndevs-1]: one device, or two that are each other's port (VM-to-VM).
  * nic NULL with one device: loopback.  sleep_max_us (--pmd-sleep): idle
- * back-off, 0 = always poll. */
+ * back-off, 0 = always poll; adaptive (--pmd-mode adaptive): sleep until a
+ * kick when idle. */
 int  pmd_start(struct vx_dev *devs, int ndevs, struct nic_port **nics, int nnics, const int *cpus, int ncpus,
-               uint32_t sleep_max_us);
+               uint32_t sleep_max_us, bool adaptive);
 bool pmd_quiesce(void);     /* return once no PMD is inside a ring it read as ready; false only
                                when shutting down with a PMD that did not finish in time */
 int  pmd_stop(void);        /* the threads that did not stop in time (left to the exit) */
@@ -448,6 +455,25 @@ int  vq_dequeue_burst_big(struct vx_vring *vr, struct vx_pkt *pkts, int n, struc
 /* nic_afxdp.c, second reading: does the kernel complete this port's TX checksums
  * (AF_XDP TX metadata, "TX checksums by the kernel")? */
 bool nic_tx_csum(const struct nic_port *p);
+/* ... and what a poll thread that sleeps needs from a port ("Interrupt mode"):
+ * the socket to poll() for RX frames, and whether TX descriptors still wait
+ * for the kernel (then the thread must not sleep). */
+int  nic_poll_fd(const struct nic_port *p);
+bool nic_tx_pending(struct nic_port *p);
+
+/* virtqueue.c, second reading ("Interrupt mode"): the guest's kicks on before
+ * a poll thread sleeps (true: the guest published meanwhile, do not sleep)
+ * and off after. */
+bool vq_notify_enable(struct vx_vring *vr);
+void vq_notify_disable(struct vx_vring *vr);
+
+/* pmd_loop.c, second reading ("When there is nothing to do"): wake every
+ * thread asleep in --pmd-mode adaptive (rings changed, a RARP to send); are
+ * the kick fds the poll threads' (then main.c's --trace=rings leaves them
+ * alone); the per-thread sleep counters, for --stats and the exit lines. */
+void pmd_wake_sleepers(void);
+bool pmd_kicks_owned(void);
+void pmd_print_idle(const char *what, double now);
 
 /* offload.c (second reading): checksums and TCP segmentation, one call per
  * direction from pmd_loop.c.  ofl_to_nic completes the checksums of a burst

@@ -46,8 +46,9 @@
  * notification); IN_ORDER's one used entry per batch; TSO packets towards
  * small buffers (vq_dequeue_burst_big, offload.c's glue); the instruments
  * (--trace=rings' call lines, the ring view of --ring-view and SIGUSR1);
- * and the hardening (a call eventfd that refuses writes; where a split or
- * a packed ring stands after a backend crash).
+ * the hardening (a call eventfd that refuses writes; where a split or a
+ * packed ring stands after a backend crash); and interrupt mode, the
+ * guest's kicks turned on before a poll thread sleeps and off after.
  *
  * Host byte order is assumed little-endian (x86, arm64), as virtio 1.x
  * rings are; a big-endian port would add le16toh() and friends.
@@ -171,8 +172,9 @@ static int vq_split_attach(struct vx_vring *vr, const struct vx_mem *mem)
         vq_split_check_base(vr);
     /* We poll, so the guest's kicks are wasted VM exits: ask it not to kick
      * (§2.7.10).  With event idx the guest ignores this flag and kicks when
-     * avail->idx passes avail_event, which we never move: at most one kick
-     * every 65536 buffers. */
+     * avail->idx passes avail_event, which polling never moves: one kick
+     * every 65536 buffers.  (--pmd-mode adaptive asks for kicks before its
+     * poll thread sleeps: "Interrupt mode", second reading.) */
     if (!vr->event_idx)
         __atomic_store_n(&used->flags, VRING_USED_F_NO_NOTIFY, __ATOMIC_RELAXED);
     return 0;
@@ -914,7 +916,7 @@ int vq_avail_buffers(struct vx_vring *vr)
     return vr->packed ? vq_packed_avail_buffers(vr) : vq_split_avail_buffers(vr);
 }
 
-/* === Second reading: the packed ring, IN_ORDER, TSO packets, the ring view, hardening === */
+/* === Second reading: the packed ring, IN_ORDER, TSO packets, the ring view, hardening, interrupt mode === */
 
 /* === The packed ring (§2.8) ============================================== */
 
@@ -1937,4 +1939,64 @@ static void vq_packed_find_position(struct vx_vring *vr)
         vr->last_avail_idx = p_slot;
         vr->avail_wrap_counter = p_wrap;
     }
+}
+
+/* === Interrupt mode: the guest's kicks on and off (§2.7.10, §2.8.10) ===== */
+
+/*
+ * --pmd-mode adaptive (pmd_loop.c, "When there is nothing to do"): a poll
+ * thread that has found nothing for a while stops polling and sleeps until
+ * the guest kicks.  Every ring starts with kicks off (vq_attach: we poll, a
+ * kick would be a wasted VM exit); these two turn them on before a sleep and
+ * off again after it.  This is what Linux's vhost-net does on every ring
+ * (vhost_enable_notify / vhost_disable_notify), and what the guest's own
+ * virtio-net driver does to our calls with NAPI: interrupts off while it
+ * polls, on again, then one more look.
+ *
+ * That last look is the whole difficulty.  The guest checks our flag right
+ * after it publishes (§2.7.13.4 for a split ring: publish avail->idx, full
+ * barrier, read used->flags or avail_event).  If we turn kicks on *after*
+ * its check and go to sleep *without looking again*, the buffer it has just
+ * published waits for a kick that will never come.  So: write "kick me",
+ * full barrier, read the ring once more.  Either the guest's publish comes
+ * before our barrier, and our read sees it (we do not sleep), or it comes
+ * after, and its read of our flag sees "kick me" (it kicks).  The barrier
+ * pairs with the guest's, as the one in vq_publish_used pairs with its
+ * barrier before it reads our used->idx.
+ *
+ * The flag, per layout:
+ *   - split ring without VIRTIO_RING_F_EVENT_IDX: used->flags, 0 = kick me,
+ *     VRING_USED_F_NO_NOTIFY = do not (§2.7.10);
+ *   - split ring with it: the guest ignores used->flags and kicks when
+ *     avail->idx passes avail_event (the slot after used->ring[num]); we set
+ *     it to the index we are waiting at, so the very next entry kicks.
+ *     There is no "off": once crossed, it lies behind, where it next matters
+ *     65536 entries later (one stray kick, drained at the next sleep);
+ *   - packed ring: the device event suppression area's flags, ENABLE or
+ *     DISABLE (§2.8.10).  ENABLE with or without event idx: DESC would name
+ *     one slot, and only the first kick of a sleep matters to us.
+ * Returns true if the guest published meanwhile (do not sleep: poll).
+ */
+bool vq_notify_enable(struct vx_vring *vr)
+{
+    if (vr->packed)
+        __atomic_store_n(&vr->device_event->flags, VRING_PACKED_EVENT_FLAG_ENABLE, __ATOMIC_RELAXED);
+    else if (vr->event_idx)
+        __atomic_store_n((uint16_t *)&vr->used->ring[vr->num], vr->last_avail_idx, __ATOMIC_RELAXED);
+    else
+        __atomic_store_n(&vr->used->flags, 0, __ATOMIC_RELAXED);
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);     /* our flag before our last look (see above) */
+    if (vr->packed)
+        return vq_packed_is_avail(vr, vr->last_avail_idx, vr->avail_wrap_counter);
+    return __atomic_load_n(&vr->avail->idx, __ATOMIC_ACQUIRE) != vr->last_avail_idx;
+}
+
+/* Awake again: the guest may stop kicking.  (Split ring with event idx:
+ * nothing to write, see above.) */
+void vq_notify_disable(struct vx_vring *vr)
+{
+    if (vr->packed)
+        __atomic_store_n(&vr->device_event->flags, VRING_PACKED_EVENT_FLAG_DISABLE, __ATOMIC_RELAXED);
+    else if (!vr->event_idx)
+        __atomic_store_n(&vr->used->flags, VRING_USED_F_NO_NOTIFY, __ATOMIC_RELAXED);
 }
