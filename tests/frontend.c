@@ -1160,7 +1160,7 @@ static bool negotiate(struct conn *c, const struct fe_opts *o)
     } else if (c->tap) {
         skip("back-end does not offer PROTOCOL_F_MQ", "%s: GET_QUEUE_NUM", c->tag);
     }
-    c->features = c->offered & (fe_wanted_features(o->mrg_rxbuf, o->npairs) | o->more_features);
+    c->features = c->offered & (fe_wanted_features(o->mrg_rxbuf, o->npairs) | o->more_features) & ~o->less_features;
     if (o->npairs > 1 && !(c->features & BIT(VIRTIO_NET_F_MQ)))
         return fail(c, "%d queue pairs wanted, back-end does not offer VIRTIO_NET_F_MQ", o->npairs);
     c->mrg = c->features & BIT(VIRTIO_NET_F_MRG_RXBUF);

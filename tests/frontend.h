@@ -279,6 +279,8 @@ struct fe_opts {
     bool status;                    /* ack PROTOCOL_F_STATUS if offered; STYLE_QEMU then
                                        reads and sets the device status as QEMU 7.2 does */
     uint64_t more_features;         /* more bits to ack if offered (offloads: tests/exercise_probe.c) */
+    uint64_t less_features;         /* bits not to ack even if offered (EVENT_IDX, as DPDK 22.11's
+                                       virtio_user: tests/rtt_probe.c) */
     bool resume;                    /* STYLE_DPDK: a session resumed, as virtio_user reconnects
                                        (server=1) to a backend started again: SET_VRING_ENABLE 0
                                        and GET_VRING_BASE for every ring, and no SET_OWNER */
