@@ -144,7 +144,7 @@ us() { awk -v v="$1" 'BEGIN { printf (v < 100 ? "%.1f" : "%.0f"), v }'; }
 phase_idle_sparse() {
     local name=$1 tid=$2 log=$3 out=$LAB_TMP/probe-$1.log pid from to secs rtt line ks
     lab_say "idle: a frontend (tests/rtt_probe, on CPU $FE_CPU) connected and silent, measuring for $SECS s"
-    taskset -c "$FE_CPU" "$PROBE" --socket "$LAB_SOCK" --idle "$SECS.3" --seconds "$SECS" --count 100000 \
+    taskset -c "$FE_CPU" "$PROBE" --socket "$LAB_SOCK" --idle "$SECS.7" --seconds "$SECS" --count 100000 \
         --gap "$GAP_US" >"$out" 2>&1 &
     pid=$!
     lab_track "$pid"
@@ -249,9 +249,10 @@ lab_explain <<EOF
 CPU other programs held: the two differ only on a machine that is busy with something else.
 
 Polling: idle, the thread is busy all the time (every poll finds the rings empty and polls again),
-and it takes all the CPU it is given.  In return it has the shortest round trip, and nobody kicks:
-vhost-xdp sets VRING_USED_F_NO_NOTIFY (virtqueue.c, vq_attach), the frontend obeys, and a frame
-is seen at the next poll, a microsecond or so later.
+and it takes all the CPU it is given.  Nobody kicks: vhost-xdp sets VRING_USED_F_NO_NOTIFY
+(virtqueue.c, vq_attach) and the frontend obeys.  In return, while the thread has its CPU, a frame
+is seen at the next poll, a microsecond or so later; on a machine other programs keep busy, the
+spinning thread is often off its CPU, and a frame waits until it is scheduled again (milliseconds).
 Back-off: idle, it sleeps between empty polls; what it still uses is the cost of waking up,
 thousands of times a second.  The price is latency: a frame that arrives while the thread sleeps
 waits until it wakes, up to $SLEEP_US us more, and sparse traffic (a ping, a request now and then)
