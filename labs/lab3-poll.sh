@@ -89,7 +89,7 @@ mean_mpps() {
         v = f[1] * (f[2] ~ /^M/ ? 1e6 : f[2] ~ /^k/ ? 1e3 : 1); s += v; n++ }
         END { if (n) printf "%.2f", s / n / 1e6; else print "0.00" }' "$2"
 }
-traffic_flows() { tail -n 1 "$1" | grep -Eq 'from guest [0-9.]+ [kM]pps'; }
+traffic_flows() { grep -a 'stats: from guest' "$1" | tail -n 1 | grep -Eq 'from guest [0-9.]+ [kM]pps'; }
 gone() { ! kill -0 "$1" 2>/dev/null; }
 
 ROWS=()
