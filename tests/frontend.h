@@ -259,6 +259,9 @@ void ring_add(struct ring *r, const uint16_t *ids, int ndesc, const struct seg *
               bool device_writes, bool indirect);
 void ring_free(struct ring *r, uint16_t head);
 void ring_flush(struct ring *r, bool event_idx);
+/* A frontend that never kicks (tests/test_adaptive.c only; default false):
+ * ring_flush and pring_notify publish as usual but never write a kick fd. */
+extern bool fe_no_kick;
 uint16_t *used_event(struct ring *r);
 uint16_t *avail_event(struct ring *r);
 
@@ -279,6 +282,7 @@ struct fe_opts {
     bool status;                    /* ack PROTOCOL_F_STATUS if offered; STYLE_QEMU then
                                        reads and sets the device status as QEMU 7.2 does */
     uint64_t more_features;         /* more bits to ack if offered (offloads: tests/exercise_probe.c) */
+    uint64_t fewer_features;        /* bits not to ack even if offered (EVENT_IDX off: tests/test_adaptive.c) */
     bool resume;                    /* STYLE_DPDK: a session resumed, as virtio_user reconnects
                                        (server=1) to a backend started again: SET_VRING_ENABLE 0
                                        and GET_VRING_BASE for every ring, and no SET_OWNER */
