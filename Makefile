@@ -16,7 +16,7 @@ SRCS    = main.c vhost_user.c virtqueue.c pmd_loop.c nic_afxdp.c pcap.c fault.c 
 HDRS    = vhost_xdp.h
 TESTS   = tests/test_virtqueue tests/test_packed tests/test_ringview tests/test_protocol tests/test_hostile tests/test_trace \
 	  tests/afxdp_tool tests/test_tracedecode tests/test_pcap tests/test_mtu_rarp tests/tcpcheck tests/test_offload \
-	  tests/exercise_probe tests/test_switch tests/test_adaptive
+	  tests/exercise_probe tests/test_switch tests/test_adaptive tests/rtt_probe
 FRONTEND = tests/frontend.c tests/frontend.h    # the vhost-user front-end both C protocol tests drive
 
 all: vhost-xdp
@@ -67,6 +67,10 @@ tests/test_mtu_rarp: tests/test_mtu_rarp.c $(FRONTEND)
 # The labs' exercises seen from the driver's side (tests/test_exercises.sh: kicks, segments, checksums).
 tests/exercise_probe: tests/exercise_probe.c tests/ref_csum.h $(FRONTEND)
 	$(CC) $(CFLAGS) -o $@ tests/exercise_probe.c tests/frontend.c $(LDFLAGS)
+
+# One frame at a time round --loopback, timed: the backend's wake-up (Lab 3, make bench's rtt rows).
+tests/rtt_probe: tests/rtt_probe.c $(FRONTEND)
+	$(CC) $(CFLAGS) -o $@ tests/rtt_probe.c tests/frontend.c $(LDFLAGS)
 
 tests/test_switch: tests/test_switch.c $(FRONTEND)
 	$(CC) $(CFLAGS) -o $@ tests/test_switch.c tests/frontend.c $(LDFLAGS)
@@ -150,7 +154,7 @@ demo:
 # (BENCH_SECS, BENCH_SAMPLES, BENCH_SIZES, ...) are listed at the top of bench/bench.sh.  Then the
 # TCP rows (bench/bench_tcp.sh, issue 13): QEMU guests' TCP through vhost-xdp with and without the
 # offloads and through QEMU's tap backend (about a minute; knobs BENCH_TCP_* at its top).
-bench: vhost-xdp tests/tcpcheck
+bench: vhost-xdp tests/tcpcheck tests/rtt_probe
 	bench/bench.sh
 	bench/bench_tcp.sh
 

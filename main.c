@@ -1499,12 +1499,12 @@ static bool kick_watched(int d, int ring)
 /* Add the kick fds to watch to the poll set, after the devices' sockets.
  * An fd read KICK_READS times this second is left out until the next
  * second: its eventfd keeps counting meanwhile, nothing is lost. */
-static void trace_kicks_counted(void);
+static void trace_kicks_counted(bool now_too);
 
 static void trace_kicks_poll(struct poll_set *ps)
 {
     if (pmd_kicks_owned()) {        /* --pmd-mode adaptive: the poll threads read them */
-        trace_kicks_counted();
+        trace_kicks_counted(false);
         return;
     }
     for (int d = 0; d < ndevs; d++) {
@@ -1547,12 +1547,15 @@ static void read_kick(int d, int ring, int fd, short revents)
  * reads them itself (pmd_loop.c, "When there is nothing to do"); reading
  * them here too would steal its wake-ups.  So the kicks are counted there
  * (vr->kicks) and said here, once a second per ring that had any:
- *   vhost-xdp: trace: ring 1: 12 kicks in the last second (read by the poll thread) */
-static void trace_kicks_counted(void)
+ *   vhost-xdp: trace: ring 1: 12 kicks in the last second (read by the poll thread)
+ * and also, with now_too, before a message is handled: a disconnect or a
+ * ring stopped by it clears the ring's count, and the kicks read since the
+ * last line would never be said. */
+static void trace_kicks_counted(bool now_too)
 {
     static int64_t second;
     int64_t now = (int64_t)vx_now();
-    if (now == second)
+    if (now == second && !now_too)
         return;
     second = now;
     for (int d = 0; d < ndevs; d++) {
@@ -1568,9 +1571,14 @@ static void trace_kicks_counted(void)
 }
 
 /* After poll(): every kick fd with something to say.  Without
- * --trace=rings the poll set has none, and this loop does not run. */
+ * --trace=rings the poll set has none, and these loops do not run. */
 static void trace_kicks_read(const struct poll_set *ps)
 {
+    for (int d = 0; d < ndevs && vx_trace_rings && pmd_kicks_owned(); d++)
+        if (ps->fds[1 + d].revents) {   /* a message comes: what it may clear is said first */
+            trace_kicks_counted(true);
+            break;
+        }
     for (int k = 1 + ndevs; k < ps->n; k++)
         if (ps->fds[k].revents)
             read_kick(kick_dev[k], kick_ring[k], ps->fds[k].fd, ps->fds[k].revents);

@@ -59,6 +59,21 @@
 #   BENCH_VS=dpdk         what it is compared with: dpdk, or the path of another vhost-xdp binary
 #                         (an A/B of two builds, e.g. before and after an optimisation: same runs,
 #                         same table, "B" instead of DPDK)
+#   BENCH_A_ARGS=''       more vhost-xdp options for side A (VX), split at spaces; BENCH_B_ARGS the
+#   BENCH_B_ARGS=''       same for B (BENCH_VS a vhost-xdp).  Two modes of one binary:
+#                           BENCH_VS=./vhost-xdp BENCH_A_ARGS='--pmd-mode adaptive' bench/bench.sh
+#
+# Two more paths, not in the default BENCH_PATHS (together about a minute more for two rings; each is
+# one backend per ring and side, interleaved as above, and needs tests/rtt_probe: make tests/rtt_probe):
+#   idle        a frontend connected and silent (tests/rtt_probe --idle) for BENCH_SECS: how much CPU
+#               each backend's poll thread uses with nothing to do (ran, sys as in the second table);
+#   rtt         the same probe sending one 64-byte frame at a time, the next one 1 ms or 100 ms after
+#               the last came back, each timed from its publication until it is back on the probe's
+#               RX ring (loopback: vhost-xdp --loopback, DPDK io forwarding), for BENCH_SAMPLES x
+#               BENCH_SECS s per gap (BENCH_RTT_GAPS="1000 100000", in us): the round trip's median
+#               and 99th percentile, per side.  This is the latency a lone packet pays (testpmd's
+#               --latencystats times only RX -> TX inside testpmd); in --pmd-mode adaptive, the
+#               backend's wake-up.
 # Exit status: 0 when every run was measured, 1 when one failed (its log is shown), 2 for a bad knob.
 set -u
 . "$(dirname "$0")/../tests/lib.sh"     # wait_for, stop_pid, VX
@@ -88,7 +103,7 @@ for s in $BENCH_SIZES; do
         usage_error "BENCH_SIZES: '$s' is not a frame size in 64..1518"
 done
 for r in $BENCH_RINGS; do [[ $r =~ ^(split|packed)$ ]] || usage_error "BENCH_RINGS: '$r' is not split or packed"; done
-for p in $BENCH_PATHS; do [[ $p =~ ^(loopback|forward)$ ]] || usage_error "BENCH_PATHS: '$p' is not loopback or forward"; done
+for p in $BENCH_PATHS; do [[ $p =~ ^(loopback|forward|idle|rtt)$ ]] || usage_error "BENCH_PATHS: '$p' is not loopback, forward, idle or rtt"; done
 [[ $BENCH_HUGE =~ ^(auto|0|1)$ ]] || usage_error "BENCH_HUGE=$BENCH_HUGE: want auto, 0 or 1"
 BENCH_VS=${BENCH_VS:-dpdk}
 if [ "$BENCH_VS" = dpdk ]; then
@@ -97,6 +112,8 @@ else
     [ -x "$BENCH_VS" ] && [ -f "$BENCH_VS" ] || usage_error "BENCH_VS=$BENCH_VS: want dpdk or an executable vhost-xdp"
     REF=other REF_NAME=B
 fi
+BENCH_A_ARGS=${BENCH_A_ARGS:-} BENCH_B_ARGS=${BENCH_B_ARGS:-}
+[ "$REF" = other ] || [ -z "$BENCH_B_ARGS" ] || usage_error "BENCH_B_ARGS is for BENCH_VS=another vhost-xdp, not DPDK"
 NCPU=$(nproc)
 for c in "$FE_CPU" "$BE_CPU"; do
     { [[ $c =~ ^[0-9]+$ ]] && [ "$c" -lt "$NCPU" ]; } || usage_error "CPU '$c' is not one of this machine's 0..$((NCPU - 1))"
@@ -203,10 +220,12 @@ wait_listening() {
 # takes it away.
 UMEM_KB=$((4096 * 4096 / 1024))
 start_vhost_xdp() {
-    local port=(--loopback)
+    local port=(--loopback) extra=$BENCH_A_ARGS
     [ "$1" = forward ] && port=(--iface "$HOST_IF" --frames 4096 --frame-size 4096)
+    [ -n "${3:-}" ] && extra=$BENCH_B_ARGS
     rm -f "$SOCK"
-    taskset -c "$BE_CPU" "${3:-$VX}" --socket "$SOCK" "${port[@]}" --pmd-cores "$BE_CPU" </dev/null >"$2" 2>&1 &
+    # shellcheck disable=SC2086  # $extra: the user's options, split at spaces on purpose
+    taskset -c "$BE_CPU" "${3:-$VX}" --socket "$SOCK" "${port[@]}" --pmd-cores "$BE_CPU" $extra </dev/null >"$2" 2>&1 &
     BE_PID=$!
     wait_listening vhost-xdp
 }
@@ -497,6 +516,100 @@ print_targets() {
     echo "  vhost-xdp RSS without guest memory and UMEM: at most $rss MiB (target <= 16 MiB)"
 }
 
+# === Idle and round trip (BENCH_PATHS idle, rtt) ============================
+
+# Both run the backend alone with tests/rtt_probe as its frontend, on FE_CPU: one backend per ring
+# and side, first silent (idle), then one probe run per gap (rtt).  QUIET: "idle RING BACKEND
+# ran% sys%" and "rtt RING GAP_US BACKEND median_us p99_us" lines, one per run.
+PROBE=$(cd "$(dirname "$0")/.." && pwd)/tests/rtt_probe
+QUIET=$TMP/quiet
+RTT_GAPS=${BENCH_RTT_GAPS:-1000 100000}
+for g in $RTT_GAPS; do [[ $g =~ ^[0-9]{1,7}$ ]] || usage_error "BENCH_RTT_GAPS: '$g' is not a gap in microseconds, 0..9999999"; done
+: >"$QUIET"
+
+# quiet_one RING BACKEND: start it, measure, stop it; one result line per path and gap.
+quiet_one() {
+    local ring=$1 backend=$2 log=$TMP/quiet-$1-$2-backend.log out=$TMP/quiet-$1-$2-probe.log
+    local packed=() pid tid cpu0 cpu1 gap r ok=1
+    [ "$ring" = packed ] && packed=(--packed)
+    printf 'bench: %-8s %-6s %-9s ' "$QUIET_RUN" "$ring" "${backend/other/B}"
+    case $backend in
+    vhost-xdp) start_vhost_xdp loopback "$log" ;;
+    other)     start_vhost_xdp loopback "$log" "$BENCH_VS" ;;
+    dpdk)      start_dpdk loopback "$log" ;;
+    esac || ok=0
+    if [ $ok = 1 ] && [[ " $QUIET_RUN " == *" idle "* ]]; then
+        taskset -c "$FE_CPU" "$PROBE" --socket "$SOCK" "${packed[@]}" --idle "$BENCH_SECS.5" --count 1 >"$out" 2>&1 &
+        pid=$!
+        if wait_for "the probe to connect" 20 grep -q "^rtt_probe: idle for" "$out" && tid=$(poll_tid "$BE_PID"); then
+            cpu0=$(cpu_now "$BE_PID" "$tid")
+            sleep "$BENCH_SECS"
+            cpu1=$(cpu_now "$BE_PID" "$tid")
+            echo "idle $ring $backend $(cpu_share "$cpu0" "$cpu1")" >>"$QUIET"
+            printf 'idle %s ' "$(cpu_share "$cpu0" "$cpu1" | cut -d' ' -f1)%"
+        else
+            ok=0
+        fi
+        wait "$pid" || ok=0
+    fi
+    for gap in $RTT_GAPS; do
+        [ $ok = 1 ] && [[ " $QUIET_RUN " == *" rtt "* ]] || break
+        taskset -c "$FE_CPU" "$PROBE" --socket "$SOCK" "${packed[@]}" --gap "$gap" --count 1000000 \
+            --seconds $((BENCH_SECS * BENCH_SAMPLES)) >"$out" 2>&1 || ok=0
+        r=$(sed -n 's/^rtt: .* median \([0-9.]*\) p99 \([0-9.]*\) us.*/\1 \2/p' "$out")
+        [ -n "$r" ] || ok=0
+        [ $ok = 1 ] && echo "rtt $ring $gap $backend $r" >>"$QUIET" && printf 'rtt %s us ' "${r% *}"
+    done
+    stop_backend
+    if [ $ok = 1 ]; then echo; else echo "FAILED"; FAILED=1; show_log "$log"; show_log "$out"; fi
+}
+
+run_quiet_paths() {
+    local ring round backend order
+    [ -n "$QUIET_RUN" ] || return 0
+    for ring in $BENCH_RINGS; do
+        for ((round = 1; round <= BENCH_ROUNDS; round++)); do
+            if ((round % 2)); then order="vhost-xdp $REF"; else order="$REF vhost-xdp"; fi
+            for backend in $order; do quiet_one "$ring" "$backend"; done
+        done
+    done
+}
+
+# quiet_cell KEY...: the mean over rounds of the numbers after KEY in QUIET ("-" if none).
+quiet_cell() {
+    local n=$# k="$*"
+    awk -v k="$k" -v n="$n" '{ s = $1; for (i = 2; i <= n; i++) s = s " " $i }
+        s == k { for (i = n + 1; i <= NF; i++) v[i - n] += $i; m = NF - n; c++ }
+        END { if (!c) { printf "-"; exit }
+              for (i = 1; i <= m; i++) { f = v[i] / c < 100 ? "%s%.1f" : "%s%.0f"; printf f, (i > 1 ? " " : ""), v[i] / c } }' "$QUIET"
+}
+
+print_quiet_tables() {
+    local ring gap a b
+    [ -n "$QUIET_RUN" ] || return 0
+    echo
+    if [[ " $QUIET_RUN " == *" idle "* ]]; then
+        printf '%-6s %-6s   %-22s %-22s\n' idle ring "vhost-xdp poll thread" "$REF_NAME poll thread"
+        for ring in $BENCH_RINGS; do
+            read -r a _ <<<"$(quiet_cell idle "$ring" vhost-xdp)"
+            read -r b _ <<<"$(quiet_cell idle "$ring" "$REF")"
+            printf '%-6s %-6s   %-22s %-22s\n' idle "$ring" "${a%.*}%" "${b%.*}%"
+        done
+        echo "idle: a frontend connected and sending nothing for $BENCH_SECS s (tests/rtt_probe --idle): the share of"
+        echo "a CPU the backend's poll thread used (utime + stime); mean of $BENCH_ROUNDS round(s)."
+    fi
+    if [[ " $QUIET_RUN " == *" rtt "* ]]; then
+        printf '%-6s %-6s %8s   %-24s %-24s\n' rtt ring gap "vhost-xdp median / p99" "$REF_NAME median / p99"
+        for ring in $BENCH_RINGS; do for gap in $RTT_GAPS; do
+            printf '%-6s %-6s %5s ms   %-24s %-24s\n' rtt "$ring" "$(awk -v g="$gap" 'BEGIN { print g / 1000 }')" \
+                "$(quiet_cell rtt "$ring" "$gap" vhost-xdp | sed 's/ / \/ /') us" "$(quiet_cell rtt "$ring" "$gap" "$REF" | sed 's/ / \/ /') us"
+        done; done
+        echo "rtt: one 64-byte frame at a time round the loopback (tests/rtt_probe), the next one a gap after the last"
+        echo "came back, each timed from its publication to its return; median and 99th percentile in us, for"
+        echo "$((BENCH_SECS * BENCH_SAMPLES)) s per gap (mean of $BENCH_ROUNDS round(s)).  At 100 ms few frames are sent: p99 is nearly the maximum."
+    fi
+}
+
 # === Main ====================================================================
 
 # --profile [PATH RING SIZE]: one vhost-xdp run (default: loopback split 64), its poll thread
@@ -514,22 +627,24 @@ elif [ $# -gt 0 ]; then
     usage_error "usage: bench/bench.sh [--profile [loopback|forward [split|packed [SIZE]]]] (knobs: see the top of the file)"
 fi
 
-PATHS_RUN=''
+PATHS_RUN='' QUIET_RUN=''
 for p in $BENCH_PATHS; do
+    case $p in idle|rtt) QUIET_RUN+="${QUIET_RUN:+ }$p"; continue ;; esac    # "Idle and round trip", below
     if [ "$p" = forward ] && [ "$(id -u)" != 0 ]; then
         echo "bench: forward runs skipped: they need root (a network namespace, an XDP program)"
         continue
     fi
     PATHS_RUN+="${PATHS_RUN:+ }$p"
 done
-[ -n "$PATHS_RUN" ] || { echo "bench: nothing to run" >&2; exit 1; }
+[ -n "$PATHS_RUN$QUIET_RUN" ] || { echo "bench: nothing to run" >&2; exit 1; }
+[ -z "$QUIET_RUN" ] || [ -x "$PROBE" ] || { echo "bench: BENCH_PATHS $QUIET_RUN needs $PROBE: make tests/rtt_probe" >&2; exit 1; }
 setup_memory
 
 echo "bench: $NCPU CPUs ($(lscpu | sed -n 's/^Model name: *//p' | head -n 1)), kernel $(uname -r)," \
      "DPDK $(dpkg-query -W -f '${Version}' dpdk-dev 2>/dev/null || echo '?')"
 echo "bench: frontend testpmd virtio_user on CPU $FE_CPU, backend on CPU $BE_CPU; testpmd memory: $MEM_SAID"
 echo "bench: $BENCH_ROUNDS round(s) x $BENCH_SAMPLES samples x $BENCH_SECS s per run after $BENCH_WARMUP s warm-up; median quoted"
-echo "bench: vhost-xdp = $VX${BENCH_VS:+, compared with $BENCH_VS}; loopback: Rx-pps at the frontend; forward: rx_packets at the veth peer $NS/$PEER_IF"
+echo "bench: vhost-xdp = $VX${BENCH_A_ARGS:+ $BENCH_A_ARGS}${BENCH_VS:+, compared with $BENCH_VS}${BENCH_B_ARGS:+ $BENCH_B_ARGS}; loopback: Rx-pps at the frontend; forward: rx_packets at the veth peer $NS/$PEER_IF"
 if [ "$PROFILE" = 1 ]; then
     run_one "$BENCH_PATHS" "$BENCH_RINGS" "$BENCH_SIZES" vhost-xdp
     echo "profile: poll thread ran $(cpu "$BENCH_PATHS" "$BENCH_RINGS" "$BENCH_SIZES" vhost-xdp) of the time (in the kernel);" \
@@ -544,6 +659,8 @@ for path in $PATHS_RUN; do for ring in $BENCH_RINGS; do for size in $BENCH_SIZES
         for backend in $order; do run_one "$path" "$ring" "$size" "$backend"; done
     done
 done; done; done
+run_quiet_paths                             # BENCH_PATHS idle, rtt: "Idle and round trip"
+[ -n "$PATHS_RUN" ] || { print_quiet_tables; exit "$FAILED"; }
 
 echo
 print_tables | tee "$TMP/table"
@@ -559,5 +676,6 @@ echo "was on its CPU (below 100%: something else ran there), and the part of it 
 grep -q '^[a-z].*[0-9]\*$' "$TMP/table" 2>/dev/null &&
     echo "*: a poll thread had its CPU less than 90% of the time: the machine was busy, the row is unreliable."
 [ "$REF" = dpdk ] && print_targets
+print_quiet_tables
 [ "$FAILED" = 0 ] || echo "bench: some runs failed (their logs are above); their rows show -"
 exit "$FAILED"

@@ -10,7 +10,8 @@
 #
 # Needs dpdk-testpmd (a failure under CI=true when missing, as every test with a peer); the forward
 # path and the hugepages only as root (otherwise the bench skips them, and so do these checks).
-# Then the TCP rows' harness (bench/bench_tcp.sh): a bad knob, and its smallest run (two guests);
+# Also the idle and rtt paths (tests/rtt_probe as the frontend) with BENCH_A_ARGS, against the same
+# binary.  Then the TCP rows' harness (bench/bench_tcp.sh): a bad knob, and its smallest run (two guests);
 # and the ring code's instruction count (bench/ring_cost.sh): a bad knob, a small run, twice.
 set -u
 . "$(dirname "$0")/../tests/lib.sh"
@@ -80,6 +81,34 @@ else
 fi
 left=$(leftovers "$pid")
 check "nothing left after a normal end${left:+: $left}" [ -z "$left" ]
+
+# ---- 2b. the idle and rtt paths, two modes of one binary (BENCH_VS the same vhost-xdp,
+# BENCH_A_ARGS on side A): every cell of their two tables filled; one gap only (about 6 s)
+BENCH_VS=dpdk BENCH_B_ARGS='--pmd-mode adaptive' bench/bench.sh >"$OUT" 2>&1
+rc=$?
+check "BENCH_B_ARGS with BENCH_VS=dpdk is refused with exit status 2 (got $rc)" [ "$rc" = 2 ]
+if [ -x tests/rtt_probe ]; then
+    BENCH_PATHS="idle rtt" BENCH_RTT_GAPS=1000 BENCH_VS=$VX BENCH_A_ARGS='--pmd-mode adaptive' bench/bench.sh >"$OUT" 2>&1 &
+    BENCH_PID=$!
+    wait "$BENCH_PID"
+    rc=$?
+    pid=$BENCH_PID BENCH_PID=''
+    sed 's/^/# /' "$OUT"
+    check "idle and rtt paths, BENCH_A_ARGS='--pmd-mode adaptive' against the same binary: exit status 0 (got $rc)" [ "$rc" = 0 ]
+    check "... side A ran with its extra options (the header names them)" \
+        grep -q "^bench: vhost-xdp = .* --pmd-mode adaptive, compared with $VX;" "$OUT"
+    # "idle   split    0%                     99%"
+    check "... the idle row: each poll thread's CPU" grep -Eq "^idle +split +[0-9]+% +[0-9]+% *$" "$OUT"
+    # "rtt    split      1 ms   39.1 / 4150 us           15.3 / 45875 us"
+    check "... the rtt row: median / p99 for each side" \
+        grep -Eq "^rtt +split +1 ms +[0-9.]+ / [0-9.]+ us +[0-9.]+ / [0-9.]+ us *$" "$OUT"
+    left=$(leftovers "$pid")
+    check "... nothing left${left:+: $left}" [ -z "$left" ]
+elif [ "${CI:-}" = true ]; then
+    not_ok "the idle and rtt paths need tests/rtt_probe (make tests/rtt_probe)"
+else
+    skip "tests/rtt_probe is not built" "the idle and rtt paths"
+fi
 
 # ---- 3. Ctrl-C in the middle of a run (SIGINT to the bench alone; job control so it is not ignored)
 set -m
