@@ -45,8 +45,8 @@ lab_netns
 LAB_SOCK=$LAB_TMP/a.sock        # lab_start_vx's --socket: port 0
 VX_LOG=$LAB_TMP/vhost-xdp.log
 lab_start_vx "$VX_LOG" --socket "$LAB_TMP/b.sock" --socket "$LAB_TMP/c.sock" --socket "$LAB_TMP/d.sock" \
-    --iface "$LAB_HOST" --mac-age "$MAC_AGE" --pmd-sleep 50 --stats 1
-lab_say "  vhost-xdp --socket a.sock --socket b.sock --socket c.sock --socket d.sock --iface $LAB_HOST --mac-age $MAC_AGE --pmd-sleep 50 --stats 1"
+    --iface "$LAB_HOST" --mac-age "$MAC_AGE" --pmd-sleep 50 --stats 0.5
+lab_say "  vhost-xdp --socket a.sock --socket b.sock --socket c.sock --socket d.sock --iface $LAB_HOST --mac-age $MAC_AGE --pmd-sleep 50 --stats 0.5"
 lab_say "  (the sockets are in $LAB_TMP; the lines below leave that directory out)"
 
 # A and B boot in parallel meanwhile.
