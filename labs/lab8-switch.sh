@@ -223,9 +223,9 @@ A guest restarted on another port (or migrated to another host: QEMU then announ
 RARP from its MAC) shows up with a MAC the table knows on another port.  At its first frame the
 entry moves (moved +1 on port 3): the next frames to C go to port 3.  Until C sends, frames to it
 still go to its old port, where nobody is: that is why a migrated guest announces itself.
-C's frames to A are hits both times: A is in the table.  (Hits of B and of the uplink here, if
-any: the peer's kernel checking B's address again a few seconds after their ping, with a unicast
-ARP request that B answers.)
+C's frames to A are hits both times: A is in the table.  (Other hits here, if any, on A's, B's
+or the uplink's port: their kernels checking a neighbour's address again a few seconds after the
+pings, with a unicast ARP request that the neighbour answers.)
 EOF
 lab_pause
 
