@@ -49,7 +49,7 @@
 # on speed.  On a shared or virtual machine the rates swing a lot from second to second (other
 # processes on the same CPUs, the hypervisor's placement): compare ratios from the same run, look at
 # the ranges, and distrust rows marked * (a poll thread had its CPU less than 90% of the time).
-# At the end: issue 7's targets next to the numbers of this run.
+# At the end: issue 7's targets (and issue 15's for vm2vm and switch) next to the numbers of this run.
 #
 # Usage: bench/bench.sh                 the whole table (make bench)
 #        bench/bench.sh --profile [loopback|forward|vm2vm|switch [split|packed [SIZE]]]
