@@ -149,7 +149,8 @@ demo:
 .PHONY: demo
 
 # The benchmark (bench/bench.sh, issue 7): testpmd virtio_user against vhost-xdp and against DPDK's
-# own vhost backend, loopback and (as root) forwarding to AF_XDP on a veth, back to back; prints a
+# own vhost backend, loopback, (as root) forwarding to AF_XDP on a veth, and two frontend ports
+# through the VM-to-VM cross-connect, the switch (issue 15) and DPDK, back to back; prints a
 # table of Mpps, ratios and vhost-xdp's RSS.  A measurement, never a test.  A few minutes; knobs
 # (BENCH_SECS, BENCH_SAMPLES, BENCH_SIZES, ...) are listed at the top of bench/bench.sh.  Then the
 # TCP rows (bench/bench_tcp.sh, issue 13): QEMU guests' TCP through vhost-xdp with and without the
