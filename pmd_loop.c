@@ -967,7 +967,7 @@ static void pmd_napi_read_kick(struct vx_vring *vr)
 
 /* After a sleep that timed out: did a ring get work without a kick?  The
  * frontend published while its kicks were on and did not kick (or the
- * kick is late: one more look at the fd first).  Such a ring is polled from
+ * kick is late: one more look at the fd first, for up to 1 ms).  Such a ring is polled from
  * now on: a frontend that never kicks loses one timeout, once. */
 static void pmd_napi_check_missed(struct pmd_thread *t)
 {
@@ -976,8 +976,10 @@ static void pmd_napi_check_missed(struct pmd_thread *t)
         struct vx_vring *vr = nap->armed[i];
         if (!vr || !pmd_ring_running(vr) || !vq_notify_enable(vr))
             continue;
+        /* A millisecond's grace: a driver preempted between its publish and
+         * its kick would otherwise be taken for one that never kicks. */
         struct pollfd late = { .fd = vr->kick_fd, .events = POLLIN };
-        if (poll(&late, 1, 0) == 1)
+        if (poll(&late, 1, 1) == 1)
             continue;
         __atomic_store_n(&nap->counts.missed_kicks, nap->counts.missed_kicks + 1, __ATOMIC_RELAXED);
         vr->kickless = true;
