@@ -71,6 +71,7 @@ enum vhost_user_request {
     VHOST_USER_SET_OWNER = 3,
     VHOST_USER_SET_MEM_TABLE = 5,
     VHOST_USER_SET_LOG_BASE = 6,
+    VHOST_USER_SET_LOG_FD = 7,
     VHOST_USER_SET_VRING_NUM = 8,
     VHOST_USER_SET_VRING_ADDR = 9,
     VHOST_USER_SET_VRING_BASE = 10,
@@ -93,6 +94,8 @@ enum vhost_user_request {
 
 #define VHOST_USER_F_PROTOCOL_FEATURES  30
 #define VHOST_USER_PROTOCOL_F_MQ        0
+#define VHOST_USER_PROTOCOL_F_LOG_SHMFD 1   /* live migration: SET_LOG_BASE carries the log's fd */
+#define VHOST_F_LOG_ALL                 26  /* live migration: the back-end logs what it writes */
 #define VHOST_USER_PROTOCOL_F_REPLY_ACK 3
 #define VHOST_USER_PROTOCOL_F_STATUS    16
 
