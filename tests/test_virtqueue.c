@@ -2092,6 +2092,8 @@ static void t_notify_enable(void)
         CHECK(!vq_notify_enable(&vr), "taken: no work pending any more");
         end();
     }
+}
+
 /* === Live migration: the dirty log ======================================= */
 
 /*
