@@ -16,7 +16,7 @@ SRCS    = main.c vhost_user.c virtqueue.c pmd_loop.c nic_afxdp.c pcap.c fault.c 
 HDRS    = vhost_xdp.h
 TESTS   = tests/test_virtqueue tests/test_packed tests/test_ringview tests/test_protocol tests/test_hostile tests/test_trace \
 	  tests/afxdp_tool tests/test_tracedecode tests/test_pcap tests/test_mtu_rarp tests/tcpcheck tests/test_offload \
-	  tests/exercise_probe tests/test_switch tests/rtt_probe
+	  tests/exercise_probe tests/test_switch tests/test_adaptive tests/rtt_probe
 FRONTEND = tests/frontend.c tests/frontend.h    # the vhost-user front-end both C protocol tests drive
 
 all: vhost-xdp
@@ -50,6 +50,10 @@ tests/test_protocol: tests/test_protocol.c $(FRONTEND)
 
 tests/test_hostile: tests/test_hostile.c $(FRONTEND)
 	$(CC) $(CFLAGS) -o $@ tests/test_hostile.c tests/frontend.c $(LDFLAGS)
+
+# --pmd-mode adaptive seen from the frontend: asleep on kicks, woken, never stranding a frame.
+tests/test_adaptive: tests/test_adaptive.c $(FRONTEND)
+	$(CC) $(CFLAGS) -o $@ tests/test_adaptive.c tests/frontend.c $(LDFLAGS)
 
 tests/test_trace: tests/test_trace.c $(FRONTEND)
 	$(CC) $(CFLAGS) -o $@ tests/test_trace.c tests/frontend.c $(LDFLAGS)
@@ -85,7 +89,7 @@ test: vhost-xdp $(TESTS)
 ASAN_FLAGS = -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Werror -pthread -O1 -g \
 	-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 asan: $(SRCS) $(HDRS) tests/unit.h tests/ref_csum.h tests/test_virtqueue.c tests/test_packed.c tests/test_ringview.c tests/test_protocol.c tests/test_hostile.c \
-	tests/test_offload.c \
+	tests/test_offload.c tests/test_adaptive.c \
 	tests/test_trace.c tests/test_tracedecode.c tests/test_pcap.c tests/test_mtu_rarp.c tests/test_switch.c $(FRONTEND)
 	mkdir -p build-asan
 	$(CC) $(ASAN_FLAGS) -o build-asan/vhost-xdp $(SRCS)
@@ -95,6 +99,7 @@ asan: $(SRCS) $(HDRS) tests/unit.h tests/ref_csum.h tests/test_virtqueue.c tests
 	$(CC) $(ASAN_FLAGS) -I. -o build-asan/test_offload tests/test_offload.c offload.c
 	$(CC) $(ASAN_FLAGS) -o build-asan/test_protocol tests/test_protocol.c tests/frontend.c
 	$(CC) $(ASAN_FLAGS) -o build-asan/test_hostile tests/test_hostile.c tests/frontend.c
+	$(CC) $(ASAN_FLAGS) -o build-asan/test_adaptive tests/test_adaptive.c tests/frontend.c
 	$(CC) $(ASAN_FLAGS) -o build-asan/test_trace tests/test_trace.c tests/frontend.c
 	$(CC) $(ASAN_FLAGS) -o build-asan/test_pcap tests/test_pcap.c tests/frontend.c
 	$(CC) $(ASAN_FLAGS) -o build-asan/test_mtu_rarp tests/test_mtu_rarp.c tests/frontend.c
@@ -102,7 +107,8 @@ asan: $(SRCS) $(HDRS) tests/unit.h tests/ref_csum.h tests/test_virtqueue.c tests
 	$(CC) $(ASAN_FLAGS) -I. -o build-asan/test_tracedecode $(TRACEDECODE_SRCS)
 	build-asan/test_virtqueue && build-asan/test_packed && build-asan/test_offload && build-asan/test_ringview && \
 	build-asan/test_protocol build-asan/vhost-xdp && \
-	build-asan/test_hostile build-asan/vhost-xdp && build-asan/test_trace build-asan/vhost-xdp && \
+	build-asan/test_hostile build-asan/vhost-xdp && build-asan/test_adaptive build-asan/vhost-xdp && \
+	build-asan/test_trace build-asan/vhost-xdp && \
 	build-asan/test_tracedecode && build-asan/test_pcap build-asan/vhost-xdp && \
 	build-asan/test_mtu_rarp build-asan/vhost-xdp && build-asan/test_switch build-asan/vhost-xdp && \
 	VX=build-asan/vhost-xdp tests/test_cli.sh
@@ -143,7 +149,8 @@ demo:
 .PHONY: demo
 
 # The benchmark (bench/bench.sh, issue 7): testpmd virtio_user against vhost-xdp and against DPDK's
-# own vhost backend, loopback and (as root) forwarding to AF_XDP on a veth, back to back; prints a
+# own vhost backend, loopback, (as root) forwarding to AF_XDP on a veth, and two frontend ports
+# through the VM-to-VM cross-connect, the switch (issue 15) and DPDK, back to back; prints a
 # table of Mpps, ratios and vhost-xdp's RSS.  A measurement, never a test.  A few minutes; knobs
 # (BENCH_SECS, BENCH_SAMPLES, BENCH_SIZES, ...) are listed at the top of bench/bench.sh.  Then the
 # TCP rows (bench/bench_tcp.sh, issue 13): QEMU guests' TCP through vhost-xdp with and without the

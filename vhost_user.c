@@ -32,6 +32,7 @@
  *   - a frontend that comes back and resumes its session without SET_OWNER;
  *   - multiqueue: GET_QUEUE_NUM;
  *   - NET_SET_MTU, SEND_RARP, SET/GET_STATUS;
+ *   - live migration: the dirty log (SET_LOG_BASE, SET_LOG_FD, LOG_ALL);
  *   - --trace: decoding each message into one line;
  *   - what no frontend may do to us (hang the control thread on a message
  *     it sends slowly or a reply it never reads, give us an fd that blocks,
@@ -84,6 +85,7 @@ struct vu_header {
  * numbers in vhost-user.rst "Protocol features".  Each one allows a message
  * (or, for REPLY_ACK, a reply) that the frontend may not send without it. */
 #define VHOST_USER_PROTOCOL_F_MQ        0
+#define VHOST_USER_PROTOCOL_F_LOG_SHMFD 1   /* live migration's log as an fd (second reading) */
 #define VHOST_USER_PROTOCOL_F_RARP      2
 #define VHOST_USER_PROTOCOL_F_REPLY_ACK 3
 #define VHOST_USER_PROTOCOL_F_NET_MTU   4
@@ -98,7 +100,7 @@ struct vu_vring_state {         /* SET_VRING_NUM/BASE/ENABLE, GET_VRING_BASE */
  * the order the areas have in memory: read the fields by name. */
 struct vu_vring_addr {          /* SET_VRING_ADDR: frontend virtual addresses */
     uint32_t index;
-    uint32_t flags;             /* bit 0: log used ring writes (migration), unused */
+    uint32_t flags;             /* bit 0, VHOST_VRING_F_LOG: log used ring writes (migration) */
     uint64_t desc_user_addr;
     uint64_t used_user_addr;
     uint64_t avail_user_addr;
@@ -118,6 +120,11 @@ struct vu_memory {              /* SET_MEM_TABLE */
     struct vu_memory_region regions[VX_MAX_REGIONS];
 };
 
+struct vu_log {                 /* SET_LOG_BASE, with the log's fd (second reading) */
+    uint64_t mmap_size;         /* bytes of log */
+    uint64_t mmap_offset;       /* where in the fd it starts */
+};
+
 /* Every payload we accept, in one buffer as large as the largest of them
  * (SET_MEM_TABLE with 8 regions: 8 + 8 * 32 = 264 bytes).  A message that
  * says it is larger is refused before its payload is read (vu_io_receive). */
@@ -126,6 +133,7 @@ union vu_payload {
     struct vu_vring_state state;
     struct vu_vring_addr addr;
     struct vu_memory memory;
+    struct vu_log log;
 };
 
 /* One message as read, with the fds that came with it.  The fds are ours
@@ -154,6 +162,8 @@ enum vu_payload_kind {
     P_RING_FD,      /* u64 index | NOFD, one fd unless NOFD */
     P_ACK,          /* u64 REPLY_ACK status, in replies only: 0 = success */
     P_MAC,          /* u64 whose first 6 bytes are a MAC address (SEND_RARP) */
+    P_LOG,          /* struct vu_log and one fd (SET_LOG_BASE) */
+    P_FD,           /* no payload, one fd (SET_LOG_FD) */
 };
 
 /* What a handler returns: done; done, send the reply it wrote; refused, reset
@@ -189,19 +199,22 @@ static int vu_get_protocol_features(struct vx_dev *, struct vu_msg *);
 static int vu_set_protocol_features(struct vx_dev *, struct vu_msg *);
 static int vu_set_vring_enable(struct vx_dev *, struct vu_msg *);
 /* The others are second reading, each under its banner after the marker:
- * "Multiqueue" and "NET_SET_MTU, SEND_RARP, SET/GET_STATUS". */
+ * "Multiqueue", "NET_SET_MTU, SEND_RARP, SET/GET_STATUS" and "Live
+ * migration: dirty-page logging". */
 static int vu_get_queue_num(struct vx_dev *, struct vu_msg *);
 static int vu_send_rarp(struct vx_dev *, struct vu_msg *);
 static int vu_net_set_mtu(struct vx_dev *, struct vu_msg *);
 static int vu_set_status(struct vx_dev *, struct vu_msg *);
 static int vu_get_status(struct vx_dev *, struct vu_msg *);
+static int vu_set_log_base(struct vx_dev *, struct vu_msg *);
+static int vu_set_log_fd(struct vx_dev *, struct vu_msg *);
 
 /*
  * The protocol at a glance, indexed by request number: every front-end
  * message of vhost-user.rst ("Front-end message types"), named as the spec
  * names it without the VHOST_USER_ prefix.  A request with no handler here
  * is refused and the connection reset: we do not offer the features
- * (LOG_ALL, protocol CONFIG, ...) under which a frontend would send
+ * (protocol CONFIG, BACKEND_REQ, ...) under which a frontend would send
  * it.  It is listed all the same, so that --trace and the refusal name it.
  *
  * The "owner" column is false for the messages QEMU sends *before*
@@ -237,8 +250,8 @@ static const struct vu_request vu_requests[] = {
     [3]  = { "SET_OWNER",             vu_set_owner,             P_NONE,     P_NONE,     false, false },
     [4]  = { "RESET_OWNER",           vu_reset_owner,           P_NONE,     P_NONE,     false, true  },
     [5]  = { "SET_MEM_TABLE",         vu_set_mem_table,         P_MEM,      P_NONE,     true,  true  },
-    [6]  = { "SET_LOG_BASE",          NULL,                     P_NONE,     P_NONE,     true,  false },
-    [7]  = { "SET_LOG_FD",            NULL,                     P_NONE,     P_NONE,     true,  false },
+    [6]  = { "SET_LOG_BASE",          vu_set_log_base,          P_LOG,      P_U64,      true,  true  },
+    [7]  = { "SET_LOG_FD",            vu_set_log_fd,            P_FD,       P_NONE,     true,  false },
     [8]  = { "SET_VRING_NUM",         vu_set_vring_num,         P_STATE,    P_NONE,     true,  true  },
     [9]  = { "SET_VRING_ADDR",        vu_set_vring_addr,        P_ADDR,     P_NONE,     true,  true  },
     [10] = { "SET_VRING_BASE",        vu_set_vring_base,        P_STATE,    P_NONE,     true,  true  },
@@ -309,14 +322,16 @@ static const char *vu_request_name(uint32_t request)
  * 1.2 §5.1.6.5.4) and QEMU then sends no SEND_RARP; QEMU handles the
  * control queue that needs, a backend only offers the bit.  UFO and USO
  * (UDP segmentation) are not offered.
+ * LOG_ALL (bit 26, a vhost bit, not a virtio one) lets the guest live-
+ * migrate: while it is negotiated we mark every page we write in a log
+ * shared with QEMU (second reading, "Live migration: dirty-page logging");
+ * without it QEMU refuses to migrate ("vhost lacks VHOST_F_LOG_ALL").
  * Not offered, and why: CTRL_VQ and the rest of the control features are
- * handled inside QEMU and never reach a backend.  LOG_ALL (live migration's
- * dirty log) would have us mark every page we write in a log shared with
- * QEMU (SET_LOG_BASE).  ACCESS_PLATFORM (IOMMU_PLATFORM) would turn every
+ * handled inside QEMU and never reach a backend.  ACCESS_PLATFORM (IOMMU_PLATFORM) would turn every
  * address in the rings into an I/O virtual address, translated by tables
  * the frontend sends in IOTLB_MSG and that we would ask it for over a
  * channel of our own (BACKEND_REQ; vhost-user.rst "IOMMU support").
- * Neither is needed to forward packets.  PROTOCOL_F_STATUS is offered: see vu_set_status for the
+ * It is not needed to forward packets.  PROTOCOL_F_STATUS is offered: see vu_set_status for the
  * QEMU 7.2 bug around it and why it does not bite us.
  */
 static uint64_t vu_offered_features(const struct vx_dev *dev)
@@ -325,7 +340,8 @@ static uint64_t vu_offered_features(const struct vx_dev *dev)
                  (1ull << VIRTIO_NET_F_MRG_RXBUF) | (1ull << VIRTIO_RING_F_INDIRECT_DESC) |
                  (1ull << VIRTIO_RING_F_EVENT_IDX) | (1ull << VIRTIO_NET_F_MTU) |
                  (1ull << VIRTIO_F_RING_PACKED) |   /* the §2.8 layout, if the frontend wants it */
-                 (1ull << VIRTIO_F_IN_ORDER) | (1ull << VIRTIO_NET_F_GUEST_ANNOUNCE);
+                 (1ull << VIRTIO_F_IN_ORDER) | (1ull << VIRTIO_NET_F_GUEST_ANNOUNCE) |
+                 (1ull << VHOST_F_LOG_ALL);     /* live migration (second reading) */
     if (dev->queue_pairs > 1)
         f |= 1ull << VIRTIO_NET_F_MQ;
     if (!dev->no_offloads)
@@ -338,7 +354,7 @@ static uint64_t vu_offered_features(const struct vx_dev *dev)
 static const uint64_t vu_offered_protocol_features =
     (1ull << VHOST_USER_PROTOCOL_F_MQ) | (1ull << VHOST_USER_PROTOCOL_F_REPLY_ACK) |
     (1ull << VHOST_USER_PROTOCOL_F_RARP) | (1ull << VHOST_USER_PROTOCOL_F_NET_MTU) |
-    (1ull << VHOST_USER_PROTOCOL_F_STATUS);
+    (1ull << VHOST_USER_PROTOCOL_F_STATUS) | (1ull << VHOST_USER_PROTOCOL_F_LOG_SHMFD);
 
 /* Everything this file keeps about a device lives in its struct vx_dev
  * (options, listening socket, connection), none in file statics: main.c
@@ -382,7 +398,8 @@ static const uint64_t vu_offered_protocol_features =
 #define VU_ALL_RINGS UINT64_MAX     /* a bit per ring: every ring */
 
 /* Second reading ("What no frontend may do to us", rule 4): vq_attach()
- * guarded against a fault in guest memory. */
+ * guarded against a fault in guest memory; and, while a live migration
+ * logs, the ring's log set up first ("Live migration"). */
 static int vu_attach_guarded(struct vx_dev *dev, struct vx_vring *vr);
 /* Second reading ("--trace"): a line when a ring starts, stops or is
  * enabled, at the --trace level that asks for it; nothing otherwise. */
@@ -473,6 +490,8 @@ static int vu_rings_resume(struct vx_dev *dev)
 static int vu_take_eventfd(struct vu_msg *msg, const char *what, int *slot);   /* "What no frontend ...", rule 3 */
 static void vu_set_packed_base(struct vx_vring *vr, uint32_t base);             /* "The packed ring" */
 static uint32_t vu_packed_base(const struct vx_vring *vr);                      /* "The packed ring" */
+static void vu_log_unmap(struct vx_dev *dev);                                   /* "Live migration" */
+static int vu_log_ring_addr(struct vx_vring *vr, const struct vu_vring_addr *a); /* "Live migration" */
 
 /* The ring a message names, or NULL (logged) if there is no such ring.
  * The index sits in the payload's first field: vu_vring_state and
@@ -558,6 +577,7 @@ static void vu_reset_device(struct vx_dev *dev)
         vr->calls_dropped = calls_dropped;
     }
     vu_unmap_memory(&dev->mem);
+    vu_log_unmap(dev);          /* live migration's log, if any (second reading) */
     dev->features = 0;
     dev->protocol_features = 0;
     dev->owner_set = false;
@@ -745,8 +765,8 @@ static int vu_set_vring_num(struct vx_dev *dev, struct vu_msg *msg)
  * guest-physical ones the descriptors hold): we translate them through the
  * memory table's userspace_addr (vx_uva_to_va).  For a packed ring (§2.8)
  * the same three fields carry the descriptor ring, the driver area and the
- * device area.  `log` is for live migration's dirty log, which we do not
- * offer (no VHOST_F_LOG_ALL). */
+ * device area.  `flags` and `log` are for live migration's dirty log
+ * (second reading, "Live migration: dirty-page logging"). */
 static int vu_set_vring_addr(struct vx_dev *dev, struct vu_msg *msg)
 {
     const struct vu_vring_addr *a = &msg->payload.addr;
@@ -760,6 +780,8 @@ static int vu_set_vring_addr(struct vx_dev *dev, struct vu_msg *msg)
                " not inside the memory table", vr->index, a->desc_user_addr, a->avail_user_addr, a->used_user_addr);
         return VU_FAIL;
     }
+    if (vu_log_ring_addr(vr, a) < 0)    /* flags and log_guest_addr: live migration */
+        return VU_FAIL;
     vr->desc_user_addr = a->desc_user_addr;
     vr->avail_user_addr = a->avail_user_addr;
     vr->used_user_addr = a->used_user_addr;
@@ -986,6 +1008,10 @@ static const char *vu_check_msg(const struct vu_msg *msg, const struct vu_reques
         break;
     case P_ADDR:
         want_size = sizeof(struct vu_vring_addr);
+        break;
+    case P_LOG: case P_FD:      /* live migration (second reading) */
+        want_size = req->payload == P_LOG ? sizeof(struct vu_log) : 0;
+        want_fds = 1;
         break;
     case P_MEM:
         /* The size depends on nregions, so nregions must be there first. */
@@ -1261,7 +1287,7 @@ void vu_cleanup(struct vx_dev *dev)
     vu_close_fd(&dev->listen_fd);
 }
 
-/* === Second reading: packed ring, multiqueue, MTU/RARP/STATUS, --trace, hardening === */
+/* === Second reading: packed ring, multiqueue, MTU/RARP/STATUS, live migration, --trace, hardening === */
 
 /*
  * Everything below serves a frontend beyond the first reading's split ring
@@ -1274,6 +1300,7 @@ void vu_cleanup(struct vx_dev *dev)
  *   - multiqueue: GET_QUEUE_NUM, and what else changes with several pairs;
  *   - NET_SET_MTU, SEND_RARP, SET/GET_STATUS: three protocol features that
  *     hand the device a value;
+ *   - live migration: the dirty log QEMU shares with us, and when to mark it;
  *   - --trace: one decoded line per message and per ring event;
  *   - what no frontend may do to us: reading and writing the socket without
  *     ever waiting, deadlines, the fds we accept, faults in guest memory.
@@ -1525,6 +1552,197 @@ static int vu_get_status(struct vx_dev *dev, struct vu_msg *msg)
     return VU_REPLY;
 }
 
+/* === Live migration: dirty-page logging ==================================== */
+
+/*
+ * vhost-user.rst, "Migration".  While QEMU moves a running guest to another
+ * host it copies guest memory in rounds, each time the pages written since
+ * the last; it sees the guest's writes, not ours.  So a backend that offers
+ * VHOST_F_LOG_ALL promises to mark, in a bitmap QEMU shares, every page it
+ * writes: one bit per 4 KiB page of guest-physical address (virtqueue.c,
+ * "Live migration: dirty-page logging", does the marking).  A migration,
+ * as QEMU 7.2 runs it against us (tests/test_migrate.sh):
+ *
+ *   SET_LOG_BASE     the bitmap: an fd (a sealed memfd), its size and offset;
+ *                    with PROTOCOL_F_LOG_SHMFD QEMU waits for a reply (a u64,
+ *                    0) before it goes on: the log must be mapped first;
+ *   SET_FEATURES     the same features plus LOG_ALL: logging on;
+ *   SET_VRING_ADDR   per ring, the same addresses with VHOST_VRING_F_LOG in
+ *                    flags and log_guest_addr = the used ring's guest-
+ *                    physical address, where its writes are logged;
+ *   ...              rounds of copying, the guest running, packets flowing;
+ *   GET_VRING_BASE   the guest stopped: the rings stop; QEMU reads the log a
+ *                    last time and the destination's backend takes over.
+ *
+ * A migration cancelled half way sends SET_FEATURES without LOG_ALL (and
+ * SET_VRING_ADDR without the flag): logging off, the rings run on.  Each of
+ * these messages stops the rings it changes (the table's "rings" column),
+ * so a ring's `log` pointer changes only while no poll thread is in it; it
+ * is set again when the ring is re-attached (vu_log_attach), NULL unless
+ * LOG_ALL is negotiated and a log is mapped.
+ *
+ * What is checked, since the log is one more region we write into on the
+ * frontend's word: the offset and size do not wrap; the log covers the
+ * whole memory table (the spec: "large enough to cover all known guest
+ * addresses"); the fd is a file at least offset + size long, sealed against
+ * shrinking (F_SEAL_SHRINK, as QEMU's memfd is), since a log cut short
+ * under a poll thread would SIGBUS it outside guest memory; a used ring
+ * logged at log_guest_addr lies inside the log.  Anything else: refused,
+ * the connection reset.  The data path also stops at the log's end, so
+ * nothing is ever written outside it.
+ */
+
+/* The log's bytes needed for the memory table: a bit for every page from
+ * guest-physical 0 up to the last byte of the highest region. */
+static uint64_t vu_log_bytes_needed(const struct vx_mem *mem)
+{
+    uint64_t top = 0;
+    for (uint32_t i = 0; i < mem->nregions; i++) {
+        const struct vx_mem_region *r = &mem->regions[i];
+        uint64_t last = r->guest_phys_addr + r->memory_size - 1;   /* no wrap: vu_region_valid */
+        top = last > top ? last : top;
+    }
+    return mem->nregions ? top / VX_LOG_PAGE / 8 + 1 : 0;
+}
+
+/* Our mapping goes (the rings were taken away first: a poll thread may be
+ * marking it); the log itself is the frontend's. */
+static void vu_log_unmap(struct vx_dev *dev)
+{
+    if (dev->log.mmap_addr)
+        munmap(dev->log.mmap_addr, dev->log.mmap_size);
+    memset(&dev->log, 0, sizeof dev->log);
+    for (int i = 0; i < VX_MAX_VRINGS; i++)
+        dev->vrings[i].log = NULL;
+}
+
+/* Is fd a file we may map for [0, end) and keep: a regular file (memfd)
+ * that long, which cannot shrink under us?  NULL if so, else why not. */
+static const char *vu_log_fd_refused(int fd, uint64_t end, char *why, size_t size)
+{
+    struct stat st;
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+        snprintf(why, size, "the log's fd is not a regular file (a memfd)");
+        return why;
+    }
+    if ((uint64_t)st.st_size < end) {
+        snprintf(why, size, "offset + size 0x%" PRIx64 " is beyond the end of the log's file (0x%llx bytes)",
+                 end, (unsigned long long)st.st_size);
+        return why;
+    }
+    int seals = fcntl(fd, F_GET_SEALS);
+    if (seals < 0 || !(seals & F_SEAL_SHRINK)) {
+        snprintf(why, size, "the log's file is not sealed against shrinking (F_SEAL_SHRINK): cut short, it "
+                 "would crash the poll thread marking it");
+        return why;
+    }
+    return NULL;
+}
+
+/* Map the log SET_LOG_BASE describes into *out: 0, or -1 (logged). */
+static int vu_log_map(const struct vx_dev *dev, const struct vu_log *l, int fd, struct vx_dirty_log *out)
+{
+    char why[200];
+    uint64_t need = vu_log_bytes_needed(&dev->mem);
+    if (l->mmap_size == 0 || l->mmap_offset > UINT64_MAX - l->mmap_size) {
+        vx_log("SET_LOG_BASE: size 0x%" PRIx64 " offset 0x%" PRIx64 " invalid or wrapping", l->mmap_size,
+               l->mmap_offset);
+        return -1;
+    }
+    if (l->mmap_size < need) {
+        vx_log("SET_LOG_BASE: a log of %" PRIu64 " bytes does not cover guest memory, which needs %" PRIu64
+               " (a bit per 4 KiB page up to the highest region's end)", l->mmap_size, need);
+        return -1;
+    }
+    if (vu_log_fd_refused(fd, l->mmap_offset + l->mmap_size, why, sizeof why)) {
+        vx_log("SET_LOG_BASE: %s", why);
+        return -1;
+    }
+    uint64_t len = l->mmap_offset + l->mmap_size;
+    void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED) {
+        vx_log("SET_LOG_BASE: mmap of %" PRIu64 " bytes failed: %s", len, strerror(errno));
+        return -1;
+    }
+    *out = (struct vx_dirty_log){ .bits = (uint8_t *)p + l->mmap_offset, .size = l->mmap_size,
+                                  .mmap_addr = p, .mmap_size = len };
+    return 0;
+}
+
+/* SET_LOG_BASE: the log, mapped and checked; the old one (QEMU sends a
+ * larger one when guest memory grows) unmapped.  Every ring was taken away
+ * (table: "rings") and is re-attached with the new log.  With
+ * PROTOCOL_F_LOG_SHMFD the frontend waits for a reply: a u64, 0.  Without
+ * it the old form (a u64 address in the frontend's own memory, no fd) is
+ * all a frontend could send, and we cannot use it: refused. */
+static int vu_set_log_base(struct vx_dev *dev, struct vu_msg *msg)
+{
+    struct vx_dirty_log log;
+    if (!(dev->protocol_features & (1ull << VHOST_USER_PROTOCOL_F_LOG_SHMFD))) {
+        vx_log("SET_LOG_BASE: PROTOCOL_F_LOG_SHMFD was not negotiated");
+        return VU_FAIL;
+    }
+    if (vu_log_map(dev, &msg->payload.log, msg->fds[0], &log) < 0)
+        return VU_FAIL;
+    vu_log_unmap(dev);
+    dev->log = log;
+    for (int i = 0; i < VX_MAX_VRINGS; i++)
+        dev->vrings[i].attached = false;
+    vx_log("%s: dirty log mapped: %" PRIu64 " bytes, guest-physical pages 0..%" PRIu64 "%s", dev->opt.socket_path,
+           log.size, log.size * 8 - 1, dev->features & (1ull << VHOST_F_LOG_ALL) ? "" : " (logging from LOG_ALL on)");
+    msg->payload.u64 = 0;
+    return VU_REPLY;
+}
+
+/* SET_LOG_FD: an eventfd "to inform the front-end that the log has been
+ * modified".  Nothing needs it: QEMU reads the log when it syncs (and 7.2
+ * never sends this message).  Accepted, and the fd closed (the dispatcher
+ * closes every fd a handler leaves). */
+static int vu_set_log_fd(struct vx_dev *dev, struct vu_msg *msg)
+{
+    (void)dev;
+    (void)msg;
+    return VU_OK;
+}
+
+/* SET_VRING_ADDR's two logging fields: flags bit 0 (VHOST_VRING_F_LOG, the
+ * only flag defined) asks for the used ring's writes to be logged, at
+ * log_guest_addr.  That address need not be in the memory table (the
+ * spec), but the used ring logged there must lie inside the log: checked
+ * when the ring starts with a log (vu_log_attach). */
+static int vu_log_ring_addr(struct vx_vring *vr, const struct vu_vring_addr *a)
+{
+    if (a->flags & ~1u) {
+        vx_log("SET_VRING_ADDR: ring %u: flags 0x%x: only bit 0 (VHOST_VRING_F_LOG) is defined", vr->index, a->flags);
+        return -1;
+    }
+    vr->log_used = a->flags & 1;
+    vr->log_guest_addr = a->log_guest_addr;
+    return 0;
+}
+
+/* Before vq_attach: the ring logs if LOG_ALL is negotiated and a log is
+ * mapped.  Its used ring (split: flags, idx, ring[num], avail_event; packed:
+ * the device event area) logged at log_guest_addr must fit in the log, its
+ * sum not wrapping: -1 (logged) refuses the start, and so the message. */
+static int vu_log_attach(struct vx_dev *dev, struct vx_vring *vr)
+{
+    bool on = (dev->features & (1ull << VHOST_F_LOG_ALL)) && dev->log.bits;
+    vr->log = on ? &dev->log : NULL;
+    if (!on || !vr->log_used)
+        return 0;
+    uint64_t used_len = dev->features & (1ull << VIRTIO_F_RING_PACKED) ? 4 : 6 + 8ull * vr->num;
+    uint64_t a = vr->log_guest_addr;
+    if (a > UINT64_MAX - used_len || (a + used_len - 1) / VX_LOG_PAGE / 8 >= dev->log.size) {
+        vx_log("ring %u: used ring logged at log_guest_addr 0x%" PRIx64 " (+%" PRIu64 " bytes) lies outside the "
+               "log's %" PRIu64 " bytes (guest-physical 0..0x%" PRIx64 ")", vr->index, a, used_len, dev->log.size,
+               dev->log.size * 8 * VX_LOG_PAGE - 1);
+        vr->log = NULL;
+        return -1;
+    }
+    return 0;
+}
+
 /* === --trace: one line per message, one per ring event ==================== */
 
 /*
@@ -1657,6 +1875,11 @@ static void vu_append_payload(struct vu_line *l, const union vu_payload *p, enum
     case P_RING_FD:
         vu_append(l, " index=%u%s", (unsigned)(p->u64 & VHOST_USER_VRING_IDX_MASK),
                   p->u64 & VHOST_USER_VRING_NOFD ? " NOFD (polling)" : "");
+        break;
+    case P_LOG:
+        vu_append(l, " mmap_size=0x%" PRIx64 " mmap_offset=0x%" PRIx64, p->log.mmap_size, p->log.mmap_offset);
+        break;
+    case P_FD:
         break;
     case P_MEM:
         vu_append(l, " nregions=%u", p->memory.nregions);
@@ -2107,11 +2330,17 @@ static int vu_attach_call(void *arg)
 /* vq_attach() reads the ring (used->idx, the packed descriptors) and writes
  * its flags: in guest memory, so with a guard (fault.c).  A fault fails the
  * attach, and so the message that started the ring: the connection resets. */
+static int vu_log_attach(struct vx_dev *dev, struct vx_vring *vr);     /* "Live migration" */
+
 static int vu_attach_guarded(struct vx_dev *dev, struct vx_vring *vr)
 {
     struct vu_attach_args a = { vr, &dev->mem, dev->features };
     void *addr = NULL;
+    if (vu_log_attach(dev, vr) < 0)
+        return -1;
     int r = vx_guarded(vu_attach_call, &a, &addr);
+    if (r == 0 && vr->log)
+        vq_log_flag_areas(vr);      /* vq_attach wrote the ring's flags: marked */
     if (r == VX_FAULTED) {
         char where[32];
         snprintf(where, sizeof where, "starting ring %u", vr->index);

@@ -63,6 +63,9 @@
 #define VIRTIO_F_VERSION_1              32
 #define VIRTIO_F_RING_PACKED            34
 #define VIRTIO_F_IN_ORDER               35  /* buffers used in the order they were made available (§2.7.9, §2.8.8) */
+/* Not a virtio bit but vhost's (vhost-user.rst "Migration"): the backend
+ * logs the pages it writes, so the guest can live-migrate (second reading). */
+#define VHOST_F_LOG_ALL                 26
 
 /* === Threads, atomics and counters ======================================= */
 
@@ -198,6 +201,18 @@ static inline void *vx_uva_to_va(const struct vx_mem *mem, uint64_t uva, uint64_
 
 /* === 2. One virtqueue =================================================== */
 
+/* Live migration's dirty log (second reading: vhost_user.c maps it at
+ * SET_LOG_BASE, virtqueue.c marks it): one bit per 4 KiB page of
+ * guest-physical address, bit p % 8 of byte p / 8 for page p, shared with
+ * the frontend, which copies the pages it finds marked to the destination. */
+#define VX_LOG_PAGE 4096
+struct vx_dirty_log {
+    uint8_t *bits;                  /* NULL: no log mapped */
+    uint64_t size;                  /* bytes of bitmap: pages 0 .. 8 * size - 1 */
+    void    *mmap_addr;             /* what mmap returned, for munmap */
+    uint64_t mmap_size;
+};
+
 /* Counters (vx_counter_add): written by the poll thread that owns the ring,
  * read by the control thread for --stats. */
 struct vx_ring_stats {
@@ -288,6 +303,16 @@ struct vx_vring {
      * only while the ring is stopped. */
     bool     kickless;              /* buffers came without a kick while kicks were on: always polled */
     uint64_t kicks;                 /* kicks the poll thread read (adaptive mode), for --trace=rings */
+    /* Second reading ("Live migration: dirty-page logging", vhost_user.c
+     * and virtqueue.c): the log to mark every guest page this ring writes,
+     * NULL while not logging (the data path tests it once per burst); set,
+     * like the rest, only while the ring is stopped.  SET_VRING_ADDR's
+     * VHOST_VRING_F_LOG and log_guest_addr: the used ring's guest-physical
+     * address, where its writes are logged. */
+    const struct vx_dirty_log *log;
+    bool     log_used;
+    uint64_t log_guest_addr;
+    uint64_t log_marks;             /* log bits this ring set (0 -> 1), the PMD's */
 };
 
 /* === 3. The device ====================================================== */
@@ -326,6 +351,7 @@ struct vx_dev {
      * replaces the MAC, and no byte is ever read half written. */
     uint64_t rarp_request;  /* 0: nothing to send */
     struct vx_mem mem;
+    struct vx_dirty_log log;        /* SET_LOG_BASE (second reading, "Live migration") */
     struct vx_vring vrings[VX_MAX_VRINGS];
     /* A poll thread found this device's guest memory gone (SIGBUS: the
      * frontend truncated a region's file): the faulting address, for the
@@ -466,6 +492,11 @@ bool nic_tx_pending(struct nic_port *p);
  * and off after. */
 bool vq_notify_enable(struct vx_vring *vr);
 void vq_notify_disable(struct vx_vring *vr);
+
+/* virtqueue.c, second reading ("Live migration: dirty-page logging"): mark
+ * the pages of a ring's flag areas (used->flags, avail_event, the packed
+ * device event area) after the control thread wrote them (vq_attach). */
+void vq_log_flag_areas(struct vx_vring *vr);
 
 /* pmd_loop.c, second reading ("When there is nothing to do"): wake every
  * thread asleep in --pmd-mode adaptive (rings changed, a RARP to send); are

@@ -47,8 +47,9 @@
  * small buffers (vq_dequeue_burst_big, offload.c's glue); the instruments
  * (--trace=rings' call lines, the ring view of --ring-view and SIGUSR1);
  * the hardening (a call eventfd that refuses writes; where a split or a
- * packed ring stands after a backend crash); and interrupt mode, the
- * guest's kicks turned on before a poll thread sleeps and off after.
+ * packed ring stands after a backend crash); interrupt mode, the
+ * guest's kicks turned on before a poll thread sleeps and off after; and
+ * live migration's dirty log, every guest page we write marked in it.
  *
  * Host byte order is assumed little-endian (x86, arm64), as virtio 1.x
  * rings are; a big-endian port would add le16toh() and friends.
@@ -56,6 +57,7 @@
 #include "vhost_xdp.h"
 
 #include <errno.h>
+#include <stddef.h>     /* offsetof: where a used ring field lies, for the dirty log */
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -79,6 +81,7 @@ static int  vq_tx_to_big(struct vx_vring *vr, uint16_t head, const struct vx_pkt
 static void vq_trace_call(struct vx_vring *vr, uint16_t used_idx);
 static void vq_call_failed(struct vx_vring *vr);
 static void vq_split_check_base(struct vx_vring *vr);
+static void vq_log_publish_used(struct vx_vring *vr, uint16_t old, uint16_t new_used_idx);
 
 /* A ring the guest has written nonsense into: one line names the ring and
  * what was wrong, then the ring is left alone.  The entry points test
@@ -834,8 +837,13 @@ static void vq_publish_used(struct vx_vring *vr, uint16_t new_used_idx)
     if (new_used_idx == old)
         return;
     /* release: the used ring entries and the bytes copied into RX buffers
-     * must be visible before the guest sees the new index (§2.7.8). */
-    __atomic_store_n(&vr->used->idx, new_used_idx, __ATOMIC_RELEASE);
+     * must be visible before the guest sees the new index (§2.7.8).  While
+     * a live migration logs (second reading), the same with every page
+     * written marked: one branch per burst. */
+    if (__builtin_expect(vr->log != NULL, 0))
+        vq_log_publish_used(vr, old, new_used_idx);
+    else
+        __atomic_store_n(&vr->used->idx, new_used_idx, __ATOMIC_RELEASE);
     vr->last_used_idx = new_used_idx;
 
     /* Full barrier: the store above and the loads below must not be
@@ -916,7 +924,7 @@ int vq_avail_buffers(struct vx_vring *vr)
     return vr->packed ? vq_packed_avail_buffers(vr) : vq_split_avail_buffers(vr);
 }
 
-/* === Second reading: the packed ring, IN_ORDER, TSO packets, the ring view, hardening, interrupt mode === */
+/* === Second reading: the packed ring, IN_ORDER, TSO packets, the ring view, hardening, interrupt mode, live migration === */
 
 /* === The packed ring (§2.8) ============================================== */
 
@@ -957,6 +965,10 @@ int vq_avail_buffers(struct vx_vring *vr)
 #define PACKED_USED  ((uint16_t)(1u << VRING_PACKED_DESC_F_USED))
 
 static void vq_packed_find_position(struct vx_vring *vr);     /* "Packed ring recovery", below */
+/* "Live migration: dirty-page logging", at the end: the bytes of a chain
+ * written, and the descriptors of a burst used, marked in the log. */
+static void vq_log_chain(struct vx_vring *vr, uint16_t head, uint64_t len);
+static void vq_log_packed_used(struct vx_vring *vr, uint16_t old_slot, bool old_wrap);
 
 /* Packed ring: any size 1..32768, the descriptor ring 16-byte aligned, the
  * two 4-byte event suppression areas 4-byte aligned (§2.8.10.1). */
@@ -1187,8 +1199,12 @@ struct vq_used_batch {
     struct { uint16_t slot, id; bool wrap; uint32_t len; } e[VX_BURST];
 };
 
+static void vq_log_packed_batch(struct vx_vring *vr, const struct vq_used_batch *b);    /* "Live migration" */
+
 static void vq_packed_flush_used(struct vx_vring *vr, struct vq_used_batch *b)
 {
+    if (__builtin_expect(vr->log != NULL, 0))
+        vq_log_packed_batch(vr, b);     /* the bytes written, marked before the guest may reuse them */
     for (int i = 0; i < b->n; i++)
         vq_packed_put_used(vr, b->e[i].slot, b->e[i].wrap, b->e[i].id, b->e[i].len);
     b->n = 0;
@@ -1267,6 +1283,8 @@ static int vq_packed_rx_fill(struct vx_vring *vr, const struct vx_pkt *pkt, uint
         }
         uint64_t room = (uint64_t)total - start;
         uint32_t n = room < pkt->len - done ? (uint32_t)room : pkt->len - done;
+        if (__builtin_expect(vr->log != NULL, 0))
+            vq_log_chain(vr, slot, start + n);     /* live migration: before the guest may reuse it */
         if (i == 0)
             first = chain, first_len = start + n;
         else
@@ -1383,6 +1401,9 @@ static void vq_packed_notify(struct vx_vring *vr, uint16_t old_slot, bool old_wr
     /* Nothing used in this burst: nothing to interrupt the guest for. */
     if (vr->last_used_idx == old_slot && vr->used_wrap_counter == old_wrap)
         return;
+    /* Live migration: the used descriptors just written, marked. */
+    if (__builtin_expect(vr->log != NULL, 0))
+        vq_log_packed_used(vr, old_slot, old_wrap);
     /* Full barrier: the guest enables interrupts, then re-reads our next
      * used descriptor; we write used descriptors, then read its event area.
      * If our load passed our store, we could read its old DISABLE while it
@@ -1986,6 +2007,8 @@ bool vq_notify_enable(struct vx_vring *vr)
     else
         __atomic_store_n(&vr->used->flags, 0, __ATOMIC_RELAXED);
     __atomic_thread_fence(__ATOMIC_SEQ_CST);     /* our flag before our last look (see above) */
+    if (vr->log)
+        vq_log_flag_areas(vr);                   /* live migration: the flag's page, marked */
     if (vr->packed)
         return vq_packed_is_avail(vr, vr->last_avail_idx, vr->avail_wrap_counter);
     return __atomic_load_n(&vr->avail->idx, __ATOMIC_ACQUIRE) != vr->last_avail_idx;
@@ -1999,4 +2022,211 @@ void vq_notify_disable(struct vx_vring *vr)
         __atomic_store_n(&vr->device_event->flags, VRING_PACKED_EVENT_FLAG_DISABLE, __ATOMIC_RELAXED);
     else if (!vr->event_idx)
         __atomic_store_n(&vr->used->flags, VRING_USED_F_NO_NOTIFY, __ATOMIC_RELAXED);
+    if (vr->log)
+        vq_log_flag_areas(vr);
+}
+
+/* === Live migration: dirty-page logging ==================================== */
+
+/*
+ * While a guest migrates, QEMU copies its memory to the destination in
+ * rounds: everything once, then again every page written since, until few
+ * are left and it stops the guest for the last round.  It sees the guest's
+ * own writes, but not ours: we write guest memory behind its back (RX
+ * bytes, used entries, flags).  So while VHOST_F_LOG_ALL is negotiated
+ * (vhost-user.rst "Migration") we mark every page we write in the log QEMU
+ * shares with us (SET_LOG_BASE, vhost_user.c): one bit per 4 KiB page of
+ * guest-PHYSICAL address, set with an atomic OR because QEMU clears the
+ * words it reads (an atomic exchange) while we set bits.  A page we forget
+ * reaches the destination stale: a used ring whose idx moved without its
+ * entries ("id is not a head" in the guest's log), or a packet half old.
+ *
+ * Order matters: a page is marked AFTER its bytes are written.  QEMU
+ * clears a word, then copies the pages it named; a mark that comes before
+ * our write could be cleared, the page copied, and our write then lost.
+ *
+ * Where the addresses come from.  A buffer's guest-physical address is in
+ * its descriptor.  The used ring's is SET_VRING_ADDR's log_guest_addr, and
+ * its writes are logged only with VHOST_VRING_F_LOG (the spec's words).
+ * The packed ring's descriptors and event areas are reached through
+ * SET_VRING_ADDR's frontend addresses; their guest-physical address is found
+ * by translating our pointer back through the memory table (vq_log_host).
+ *
+ * Cost.  vr->log is NULL while not logging, and the data path tests it once
+ * per burst: vq_publish_used (split), vq_packed_flush_used and
+ * vq_packed_notify (packed).  With logging on, a burst's bytes are marked
+ * by walking its chains a second time, before the used index (or a used
+ * descriptor) gives them back: until then the guest may not touch them, so
+ * the walk finds the buffers we wrote.  The walk reads descriptors only,
+ * never a buffer; indirect tables and TX buffers are read, never written,
+ * so never marked.
+ */
+
+/* Mark the pages of [gpa, gpa + len).  A page past the log's end is not
+ * marked: a log too small for the memory table is refused at SET_LOG_BASE,
+ * so this only meets a frontend that lied; nothing is written outside the
+ * log.  A bit already set is only read: the log is polled by QEMU between
+ * rounds, and most of our writes hit the same few pages (the used ring). */
+static void vq_log_mark(struct vx_vring *vr, uint64_t gpa, uint64_t len)
+{
+    const struct vx_dirty_log *log = vr->log;
+    if (len == 0)
+        return;
+    uint64_t last = len - 1 > UINT64_MAX - gpa ? UINT64_MAX : gpa + (len - 1);
+    for (uint64_t page = gpa / VX_LOG_PAGE; page <= last / VX_LOG_PAGE; page++) {
+        if (page / 8 >= log->size)
+            return;
+        uint8_t bit = (uint8_t)(1u << (page % 8)), *byte = &log->bits[page / 8];
+        if (__atomic_load_n(byte, __ATOMIC_RELAXED) & bit)
+            continue;
+        /* release: our writes to the page before the bit QEMU reads. */
+        if (!(__atomic_fetch_or(byte, bit, __ATOMIC_RELEASE) & bit))
+            vx_counter_add(vr->log_marks, 1);
+    }
+}
+
+/* The bit-already-set shortcut reads the log after our writes to guest
+ * memory: a load may pass an earlier store (x86 too), so a full barrier
+ * first, once per burst, or QEMU could clear the bit, copy the page
+ * without our write, and we would skip the mark. */
+static void vq_log_begin(void)
+{
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+}
+
+/* Mark the bytes at our pointer p: its guest-physical address is found by
+ * translating back through the memory table (the reverse of vx_gpa_to_va),
+ * for the packed ring's areas.  p lies in a region: vq_attach checked it. */
+static void vq_log_host(struct vx_vring *vr, const void *p, uint64_t len)
+{
+    for (uint32_t i = 0; i < vr->mem->nregions; i++) {
+        const struct vx_mem_region *r = &vr->mem->regions[i];
+        uintptr_t off = (uintptr_t)p - (uintptr_t)r->host;
+        if ((uintptr_t)p >= (uintptr_t)r->host && off < r->memory_size) {
+            vq_log_mark(vr, r->guest_phys_addr + off, len);
+            return;
+        }
+    }
+}
+
+/* Bytes [off, off + len) of the split used ring, logged at log_guest_addr
+ * (vhost-user.rst: "the write to first byte of the used ring is logged at
+ * this offset"), only if the ring asked for it (VHOST_VRING_F_LOG). */
+static void vq_log_used_bytes(struct vx_vring *vr, uint64_t off, uint64_t len)
+{
+    if (vr->log_used)
+        vq_log_mark(vr, vr->log_guest_addr + off, len);
+}
+
+/*
+ * Mark the first `len` bytes of the chain at `head` (split: a head; packed:
+ * a slot): the bytes an RX enqueue wrote there, header first.  The same
+ * path as vq_walk_chain, which has just walked this chain and checked it:
+ * here only bounded, never trusted (a guest that changed the chain since
+ * gets marks it asked for, all inside the log).  An indirect table is
+ * followed but not marked: we only read it.
+ */
+static void vq_log_chain(struct vx_vring *vr, uint16_t head, uint64_t len)
+{
+    const void *table = vr->packed ? (const void *)vr->desc_packed : (const void *)vr->desc;
+    uint32_t size = vr->num, i = head, walked = 0;
+    bool in_indirect = false;
+    while (len > 0 && i < size && walked++ < size) {
+        struct vq_desc d = read_desc(vr, table, i);
+        if (vr->packed && in_indirect)
+            d.flags &= VRING_DESC_F_WRITE;
+        if (d.flags & VRING_DESC_F_INDIRECT) {
+            table = in_indirect || d.len % 16 || d.len / 16 > VX_MAX_RING_SIZE ? NULL
+                                                                               : vx_gpa_to_va(vr->mem, d.addr, d.len);
+            if (!table)
+                return;
+            size = d.len / 16, i = 0, walked = 0, in_indirect = true;
+            continue;
+        }
+        uint64_t n = d.len < len ? d.len : len;
+        vq_log_mark(vr, d.addr, n);
+        len -= n;
+        if (vr->packed && in_indirect ? walked == size : !(d.flags & VRING_DESC_F_NEXT))
+            return;
+        i = vr->packed ? (i + 1 == size ? 0 : i + 1) : d.next;
+    }
+}
+
+/* Entries [from, to) of the split used ring (free-running indices), and the
+ * pages they lie on: one range, or two when they wrap round the ring. */
+static void vq_log_used_entries(struct vx_vring *vr, uint16_t from, uint16_t to)
+{
+    uint32_t count = (uint16_t)(to - from), first = from & (vr->num - 1);
+    if (count > vr->num)
+        count = vr->num;
+    uint32_t tail = count < vr->num - first ? count : vr->num - first;
+    uint64_t ring = offsetof(struct vring_used, ring), elem = sizeof(struct vring_used_elem);
+    vq_log_used_bytes(vr, ring + first * elem, tail * elem);
+    vq_log_used_bytes(vr, ring, (count - tail) * elem);
+}
+
+/*
+ * vq_publish_used with the log on (split ring, both directions): an RX
+ * ring's chains are marked for the bytes each used entry says we wrote
+ * (header included: §2.7.8's len), before used->idx gives them back; then
+ * the entries; then used->idx is stored, and its page marked after.
+ */
+static void vq_log_publish_used(struct vx_vring *vr, uint16_t old, uint16_t new_used_idx)
+{
+    vq_log_begin();
+    if (!(vr->index & 1)) {     /* RX: 2k; TX buffers are only read */
+        for (uint16_t u = old; u != new_used_idx; u++) {
+            const volatile struct vring_used_elem *e = &vr->used->ring[u & (vr->num - 1)];
+            vq_log_chain(vr, (uint16_t)e->id, e->len);    /* our own entry, read back */
+        }
+    }
+    vq_log_used_entries(vr, old, new_used_idx);
+    __atomic_store_n(&vr->used->idx, new_used_idx, __ATOMIC_RELEASE);
+    vq_log_begin();
+    vq_log_used_bytes(vr, offsetof(struct vring_used, idx), sizeof vr->used->idx);
+}
+
+/* Packed RX: the batch's chains, still available (their used descriptors
+ * are written just after), marked for the bytes we wrote. */
+static void vq_log_packed_batch(struct vx_vring *vr, const struct vq_used_batch *b)
+{
+    vq_log_begin();
+    for (int i = 0; i < b->n; i++)
+        vq_log_chain(vr, b->e[i].slot, b->e[i].len);
+}
+
+/* Packed, after a burst: the used descriptors written over slots
+ * [old, last_used_idx), one range or two round the ring's end, or the whole
+ * ring after a full lap.  (A used descriptor is written over its chain's
+ * first slot only; the page-sized marks cover the others too.) */
+static void vq_log_packed_used(struct vx_vring *vr, uint16_t old_slot, bool old_wrap)
+{
+    uint16_t now = vr->last_used_idx;
+    bool same_lap = old_wrap == vr->used_wrap_counter;
+    const struct vring_packed_desc *d = vr->desc_packed;
+    vq_log_begin();
+    if (same_lap && now > old_slot) {
+        vq_log_host(vr, d + old_slot, (uint64_t)(now - old_slot) * sizeof *d);
+    } else if (!same_lap && now < old_slot) {
+        vq_log_host(vr, d + old_slot, (uint64_t)(vr->num - old_slot) * sizeof *d);
+        vq_log_host(vr, d, (uint64_t)now * sizeof *d);
+    } else {
+        vq_log_host(vr, d, (uint64_t)vr->num * sizeof *d);
+    }
+}
+
+/* The flag areas the control thread (vq_attach) or a poll thread going to
+ * sleep (vq_notify_enable/disable) writes: a split ring's used->flags and
+ * avail_event (the u16 after used->ring[num]), or a packed ring's device
+ * event area. */
+void vq_log_flag_areas(struct vx_vring *vr)
+{
+    vq_log_begin();
+    if (vr->packed) {
+        vq_log_host(vr, vr->device_event, sizeof *vr->device_event);
+    } else {
+        vq_log_used_bytes(vr, offsetof(struct vring_used, flags), sizeof vr->used->flags);
+        vq_log_used_bytes(vr, offsetof(struct vring_used, ring) + (uint64_t)vr->num * sizeof(struct vring_used_elem),
+                          sizeof(uint16_t));
+    }
 }

@@ -16,6 +16,24 @@
 #               Counted at the peer: rx_packets of the veth's other end, in its own network
 #               namespace: frames the kernel really delivered there, whatever the sender thinks.
 #               Needs root (netns, XDP); skipped with a line saying so otherwise.
+#   vm2vm       one testpmd with two virtio_user ports (the two "guests"), both on one forwarding
+#   switch      lcore, mac mode, "start tx_first 32": port 0's frames go to port 1's MAC and port 1's
+#               to port 0's (--eth-peer), each rewritten by testpmd as it forwards it to its other
+#               port, so the bursts circulate 0 -> backend -> 1 -> testpmd -> 0 ...
+#                 A: vhost-xdp with the two sockets: vm2vm the VM-to-VM cross-connect (no uplink),
+#                    switch the same two sockets with --switch (an L2 learning switch, switch.c);
+#                    every frame's source MAC is its port's own, so after the first burst (a miss,
+#                    flooded, learned) every frame is a table hit
+#                 B: testpmd with two net_vhost ports, io mode (port 0 -> port 1 and back): DPDK's
+#                    own VM-to-VM.  Run once per round and quoted in both rows when both paths
+#                    run (it is the same run for either).
+#               Counted at the frontend: Rx-pps of both ports, summed (frames through the backend,
+#               both directions).  mac mode and not io: io would send a frame back into the switch
+#               with the other port's source MAC, and every frame would move a station; txonly ->
+#               rxonly would need two testpmds (testpmd has one forwarding mode for all its ports),
+#               three processes on two CPUs.  When both paths run, each round runs
+#               cross-connect, switch and B in turn (reversed the next round), and the end says
+#               switch / cross-connect (issue 15's target: within 10%) and switch / DPDK (>= 1.0).
 #
 # Each combination of path x ring (split; packed = packed_vq=1) x frame size (64, 1518 B) is run
 # A then B (the next round B then A: A B B A ..., so a slow drift of the machine hurts neither side
@@ -31,10 +49,10 @@
 # on speed.  On a shared or virtual machine the rates swing a lot from second to second (other
 # processes on the same CPUs, the hypervisor's placement): compare ratios from the same run, look at
 # the ranges, and distrust rows marked * (a poll thread had its CPU less than 90% of the time).
-# At the end: issue 7's targets next to the numbers of this run.
+# At the end: issue 7's targets (and issue 15's for vm2vm and switch) next to the numbers of this run.
 #
 # Usage: bench/bench.sh                 the whole table (make bench)
-#        bench/bench.sh --profile [loopback|forward [split|packed [SIZE]]]
+#        bench/bench.sh --profile [loopback|forward|vm2vm|switch [split|packed [SIZE]]]
 #                                       one vhost-xdp run (default loopback split 64), its poll
 #                                       thread sampled by perf meanwhile; prints perf's top
 #                                       functions and source lines (needs perf: linux-perf)
@@ -44,14 +62,15 @@
 # gives both back at the end.  Without root (or BENCH_HUGE=0) they run with --no-huge.  The first
 # line of the output says which.
 #
-# Environment knobs (defaults keep a full run under about 5 minutes):
+# Environment knobs (defaults keep a full run under about 5 minutes: vm2vm and switch add about 2 to
+# loopback's and forward's 2 1/2; BENCH_PATHS="loopback forward" leaves them out):
 #   BENCH_SECS=2          seconds per sample
 #   BENCH_SAMPLES=3       samples per run (the median is quoted)
 #   BENCH_WARMUP=1        seconds of traffic before the first sample
 #   BENCH_ROUNDS=1        A/B rounds per combination (samples of all rounds are pooled)
 #   BENCH_SIZES="64 1518" frame sizes in bytes (64..1518)
 #   BENCH_RINGS="split packed"
-#   BENCH_PATHS="loopback forward"
+#   BENCH_PATHS="loopback forward vm2vm switch"
 #   BENCH_HUGE=auto       1: hugepages (needs root), 0: --no-huge, auto: hugepages when root
 #   BENCH_FE_CPU=0 BENCH_BE_CPU=1   where the frontend and the backend run
 #   BENCH_KEEP=DIR        keep the logs (testpmd, vhost-xdp) in DIR
@@ -86,7 +105,7 @@ BENCH_WARMUP=${BENCH_WARMUP:-1}
 BENCH_ROUNDS=${BENCH_ROUNDS:-1}
 BENCH_SIZES=${BENCH_SIZES:-64 1518}
 BENCH_RINGS=${BENCH_RINGS:-split packed}
-BENCH_PATHS=${BENCH_PATHS:-loopback forward}
+BENCH_PATHS=${BENCH_PATHS:-loopback forward vm2vm switch}
 BENCH_HUGE=${BENCH_HUGE:-auto}
 FE_CPU=${BENCH_FE_CPU:-0}
 BE_CPU=${BENCH_BE_CPU:-1}
@@ -103,7 +122,7 @@ for s in $BENCH_SIZES; do
         usage_error "BENCH_SIZES: '$s' is not a frame size in 64..1518"
 done
 for r in $BENCH_RINGS; do [[ $r =~ ^(split|packed)$ ]] || usage_error "BENCH_RINGS: '$r' is not split or packed"; done
-for p in $BENCH_PATHS; do [[ $p =~ ^(loopback|forward|idle|rtt)$ ]] || usage_error "BENCH_PATHS: '$p' is not loopback, forward, idle or rtt"; done
+for p in $BENCH_PATHS; do [[ $p =~ ^(loopback|forward|vm2vm|switch|idle|rtt)$ ]] || usage_error "BENCH_PATHS: '$p' is not loopback, forward, vm2vm, switch, idle or rtt"; done
 [[ $BENCH_HUGE =~ ^(auto|0|1)$ ]] || usage_error "BENCH_HUGE=$BENCH_HUGE: want auto, 0 or 1"
 BENCH_VS=${BENCH_VS:-dpdk}
 if [ "$BENCH_VS" = dpdk ]; then
@@ -127,6 +146,7 @@ command -v dpdk-testpmd >/dev/null || { echo "bench: dpdk-testpmd not found: apt
 # Every name is unique to this run ($$), so that benches and tests on the same machine never meet.
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/vxbench.XXXXXX") || { echo "bench: mktemp failed" >&2; exit 1; }
 SOCK=$TMP/vx.sock
+SOCK2=$TMP/vx2.sock     # vm2vm and switch: the second port
 NS=vxbench-$$ HOST_IF=vxbh$$ PEER_IF=vxbp$$
 FE_PREFIX=vxb-fe-$$ BE_PREFIX=vxb-be-$$     # testpmd --file-prefix: its files in DPDK_RUNDIR and hugetlbfs
 FE_PID='' BE_PID='' PERF_PID='' NS_MADE='' HUGE_MOUNT='' HUGE_ADDED=0 FAILED=0
@@ -198,7 +218,7 @@ del_veth() { ip link del "$HOST_IF" 2>/dev/null; }
 # === The two backends ========================================================
 
 # The socket listens: /proc/net/unix shows its path with flags 00010000 (__SO_ACCEPTCON).
-listening() { awk -v p="$SOCK" '$NF == p && $4 == "00010000" { f = 1 } END { exit !f }' /proc/net/unix; }
+listening() { awk -v p="${1:-$SOCK}" '$NF == p && $4 == "00010000" { f = 1 } END { exit !f }' /proc/net/unix; }
 alive() { kill -0 "$1" 2>/dev/null; }
 gone() { ! kill -0 "$1" 2>/dev/null; }
 
@@ -222,12 +242,14 @@ UMEM_KB=$((4096 * 4096 / 1024))
 start_vhost_xdp() {
     local port=(--loopback) extra=$BENCH_A_ARGS
     [ "$1" = forward ] && port=(--iface "$HOST_IF" --frames 4096 --frame-size 4096)
+    [ "$1" = vm2vm ] && port=(--socket "$SOCK2")
+    [ "$1" = switch ] && port=(--socket "$SOCK2" --switch)
     [ -n "${3:-}" ] && extra=$BENCH_B_ARGS
-    rm -f "$SOCK"
+    rm -f "$SOCK" "$SOCK2"
     # shellcheck disable=SC2086  # $extra: the user's options, split at spaces on purpose
     taskset -c "$BE_CPU" "${3:-$VX}" --socket "$SOCK" "${port[@]}" --pmd-cores "$BE_CPU" $extra </dev/null >"$2" 2>&1 &
     BE_PID=$!
-    wait_listening vhost-xdp
+    wait_listening vhost-xdp && wait_second_port "$1" vhost-xdp
 }
 
 # start_dpdk PATH LOG: testpmd with DPDK's vhost PMD (and for forward its AF_XDP PMD), io mode:
@@ -236,12 +258,13 @@ start_vhost_xdp() {
 start_dpdk() {
     local vdevs=(--vdev "net_vhost0,iface=$SOCK,queues=1")
     [ "$1" = forward ] && vdevs+=(--vdev "net_af_xdp0,iface=$HOST_IF,start_queue=0,queue_count=1")
-    rm -f "$SOCK" "$TMP/be.in"
+    two_ports "$1" && vdevs+=(--vdev "net_vhost1,iface=$SOCK2,queues=1")
+    rm -f "$SOCK" "$SOCK2" "$TMP/be.in"
     mkfifo "$TMP/be.in" && exec 8<>"$TMP/be.in"
     dpdk-testpmd --lcores "0@$BE_CPU,1@$BE_CPU" "${MEM_ARGS[@]}" --no-pci --file-prefix="$BE_PREFIX" "${vdevs[@]}" \
         -- --nb-cores=1 --total-num-mbufs=16384 --forward-mode=io --auto-start <&8 >"$2" 2>&1 &
     BE_PID=$!
-    wait_listening "testpmd (net_vhost)"
+    wait_listening "testpmd (net_vhost)" && wait_second_port "$1" "testpmd (net_vhost)"
 }
 
 # SIGTERM (stop_pid): vhost-xdp and testpmd both shut down cleanly on it.
@@ -290,6 +313,100 @@ fe_show() {
     fe_say "show port stats 0"
     wait_for "testpmd's port statistics" 20 more_stats "$1" "$before" || return 1
     grep 'Rx-pps:' "$1" | tail -n 1 | awk '{ print $2 }'
+}
+
+# === Two ports: vm2vm and switch =============================================
+
+# The two "guests" are two virtio_user ports of one testpmd (on FE_CPU, one forwarding lcore for
+# both: with two CPUs, the frontends on one and the backend on the other is the only layout where
+# neither side steals the other's CPU; DPDK's side gets the same).  Each port has its own MAC, and
+# testpmd's mac mode addresses what it sends on a port to the other port's MAC (--eth-peer): a
+# switch sees two stations that never move, and learns both from the first burst.
+FE_MAC0=02:00:00:00:00:01 FE_MAC1=02:00:00:00:00:02
+
+two_ports() { [ "$1" = vm2vm ] || [ "$1" = switch ]; }
+in_run() { [[ " $PATHS_RUN " == *" $1 "* ]]; }
+
+# wait_second_port PATH NAME: for vm2vm and switch, the backend listens on SOCK2 too.
+wait_second_port() {
+    two_ports "$1" || return 0
+    wait_for "$2 to listen on $SOCK2" 15 listening "$SOCK2" || { echo "bench: $2 did not listen on $SOCK2" >&2; return 1; }
+}
+
+# start_frontend_pair RING LOG: as start_frontend, with two virtio_user ports.
+start_frontend_pair() {
+    local packed=0
+    [ "$1" = packed ] && packed=1
+    rm -f "$TMP/fe.in"
+    mkfifo "$TMP/fe.in" && exec 9<>"$TMP/fe.in"
+    : >"$2"
+    stdbuf -oL dpdk-testpmd --lcores "0@$FE_CPU,1@$FE_CPU" "${MEM_ARGS[@]}" --no-pci --file-prefix="$FE_PREFIX" \
+        --vdev "net_virtio_user0,path=$SOCK,queues=1,packed_vq=$packed,mac=$FE_MAC0" \
+        --vdev "net_virtio_user1,path=$SOCK2,queues=1,packed_vq=$packed,mac=$FE_MAC1" \
+        -- -i --nb-cores=1 --total-num-mbufs=16384 --eth-peer="0,$FE_MAC1" --eth-peer="1,$FE_MAC0" \
+        <&9 8>&- >"$2" 2>&1 &
+    FE_PID=$!
+}
+
+# fe_show_both LOG: `show port stats all`, and the sum of its two Rx-pps: the frames the backend
+# delivered per second, both directions.
+fe_show_both() {
+    local before
+    before=$(grep -c 'Rx-pps:' "$1" 2>/dev/null)
+    fe_say "show port stats all"
+    wait_for "testpmd's port statistics" 20 more_stats "$1" $((before + 1)) || return 1
+    grep 'Rx-pps:' "$1" | tail -n 2 | awk '{ s += $2 } END { print s }'
+}
+
+# traffic_vm2vm LOG SIZE: 32 bursts on each port, circulating (mac mode); returns once frames come
+# back and the warm-up is over.  sample_vm2vm LOG: SAMPLE = both ports' Rx-pps, summed.
+traffic_vm2vm() {
+    local pps
+    fe_say "set fwd mac" "set txpkts $2" "start tx_first 32"
+    fe_show_both "$1" >/dev/null || return 1
+    sleep "$BENCH_WARMUP"
+    pps=$(fe_show_both "$1") || return 1
+    [ "${pps:-0}" -gt 0 ] || { echo "bench: no frames crossed between the two frontend ports" >&2; return 1; }
+}
+sample_vm2vm() { sleep "$BENCH_SECS"; SAMPLE=$(fe_show_both "$1"); }
+traffic_switch() { traffic_vm2vm "$@"; }
+sample_switch() { sample_vm2vm "$@"; }
+
+# run_pair_rounds RING SIZE: when both vm2vm and switch run, their rounds interleaved: cross-connect,
+# switch, reference (reversed the next round), so that the ratio switch / cross-connect compares
+# neighbours in time.  DPDK's run serves both rows (the same two net_vhost ports either way): its
+# samples and CPU line are copied to the switch's key.  With BENCH_VS, B runs both ways.
+run_pair_rounds() {
+    local ring=$1 size=$2 round i run runs first_r first_c lines
+    for ((round = 1; round <= BENCH_ROUNDS; round++)); do
+        runs=("vm2vm vhost-xdp" "switch vhost-xdp" "vm2vm $REF")
+        [ "$REF" = other ] && runs+=("switch other")
+        for ((i = 0; i < ${#runs[@]}; i++)); do
+            run=${runs[i]}
+            ((round % 2)) || run=${runs[${#runs[@]} - 1 - i]}
+            first_r=$(($(wc -l <"$RESULTS") + 1)) first_c=$(($(wc -l <"$CPU") + 1))
+            run_one "${run% *}" "$ring" "$size" "${run#* }"
+            [ "$run" = "vm2vm dpdk" ] || continue
+            lines=$(tail -n +"$first_r" "$RESULTS")
+            [ -n "$lines" ] && sed 's/^vm2vm /switch /' <<<"$lines" >>"$RESULTS"
+            lines=$(tail -n +"$first_c" "$CPU")
+            [ -n "$lines" ] && sed 's/^vm2vm /switch /' <<<"$lines" >>"$CPU"
+        done
+    done
+}
+
+# print_switch_ratios: issue 15's targets next to this run's numbers (a report, not a verdict).
+print_switch_ratios() {
+    local ring size sw
+    in_run vm2vm && in_run switch || return 0
+    echo "issue 15 targets, from this run (two frontend ports; the switch with every frame a table hit):"
+    for ring in $BENCH_RINGS; do for size in $BENCH_SIZES; do
+        sw=$(median switch "$ring" "$size" vhost-xdp)
+        printf '  %-6s %4s B: switch / cross-connect %s (target >= 0.90)' "$ring" "$size" \
+            "$(ratio "$sw" "$(median vm2vm "$ring" "$size" vhost-xdp)")"
+        [ "$REF" = dpdk ] && printf ', switch / DPDK %s (target >= 1.0)' "$(ratio "$sw" "$(median switch "$ring" "$size" dpdk)")"
+        echo
+    done; done
 }
 
 # === Counting at the veth peer ===============================================
@@ -405,7 +522,7 @@ run_one() {
     dpdk)      start_dpdk "$path" "$be_log" ;;
     esac || ok=0
     if [ $ok = 1 ]; then
-        start_frontend "$ring" "$fe_log"
+        if two_ports "$path"; then start_frontend_pair "$ring" "$fe_log"; else start_frontend "$ring" "$fe_log"; fi
         measure "$key" "$path" "$fe_log" "$size" || ok=0
         alive "$BE_PID" || { echo "bench: $key: the backend died" >&2; ok=0; }
         [ $ok = 1 ] && [ "$backend" = vhost-xdp ] && echo "$key $(memory_of "$BE_PID")" >>"$MEMORY"
@@ -618,13 +735,13 @@ PROFILE=0
 if [ "${1:-}" = --profile ]; then
     PROFILE=1
     BENCH_PATHS=${2:-loopback} BENCH_RINGS=${3:-split} BENCH_SIZES=${4:-64}
-    [[ $BENCH_PATHS =~ ^(loopback|forward)$ ]] || usage_error "--profile: '$BENCH_PATHS' is not loopback or forward"
+    [[ $BENCH_PATHS =~ ^(loopback|forward|vm2vm|switch)$ ]] || usage_error "--profile: '$BENCH_PATHS' is not loopback, forward, vm2vm or switch"
     [[ $BENCH_RINGS =~ ^(split|packed)$ ]] || usage_error "--profile: '$BENCH_RINGS' is not split or packed"
     { [[ $BENCH_SIZES =~ ^[0-9]{2,4}$ ]] && [ "$BENCH_SIZES" -ge 64 ] && [ "$BENCH_SIZES" -le 1518 ]; } ||
         usage_error "--profile: '$BENCH_SIZES' is not a frame size in 64..1518"
     command -v perf >/dev/null || { echo "bench: --profile needs perf: apt-get install -y linux-perf" >&2; exit 1; }
 elif [ $# -gt 0 ]; then
-    usage_error "usage: bench/bench.sh [--profile [loopback|forward [split|packed [SIZE]]]] (knobs: see the top of the file)"
+    usage_error "usage: bench/bench.sh [--profile [loopback|forward|vm2vm|switch [split|packed [SIZE]]]] (knobs: see the top of the file)"
 fi
 
 PATHS_RUN='' QUIET_RUN=''
@@ -643,8 +760,11 @@ setup_memory
 echo "bench: $NCPU CPUs ($(lscpu | sed -n 's/^Model name: *//p' | head -n 1)), kernel $(uname -r)," \
      "DPDK $(dpkg-query -W -f '${Version}' dpdk-dev 2>/dev/null || echo '?')"
 echo "bench: frontend testpmd virtio_user on CPU $FE_CPU, backend on CPU $BE_CPU; testpmd memory: $MEM_SAID"
+in_run vm2vm || in_run switch &&
+    echo "bench: vm2vm, switch: one frontend testpmd, its two virtio_user ports on one lcore (CPU $FE_CPU); the backend's two ports on CPU $BE_CPU"
 echo "bench: $BENCH_ROUNDS round(s) x $BENCH_SAMPLES samples x $BENCH_SECS s per run after $BENCH_WARMUP s warm-up; median quoted"
-echo "bench: vhost-xdp = $VX${BENCH_A_ARGS:+ $BENCH_A_ARGS}${BENCH_VS:+, compared with $BENCH_VS}${BENCH_B_ARGS:+ $BENCH_B_ARGS}; loopback: Rx-pps at the frontend; forward: rx_packets at the veth peer $NS/$PEER_IF"
+echo "bench: vhost-xdp = $VX${BENCH_A_ARGS:+ $BENCH_A_ARGS}${BENCH_VS:+, compared with $BENCH_VS}${BENCH_B_ARGS:+ $BENCH_B_ARGS}; loopback: Rx-pps at the frontend; forward: rx_packets at the veth peer $NS/$PEER_IF;" \
+     "vm2vm, switch: Rx-pps of both frontend ports, summed"
 if [ "$PROFILE" = 1 ]; then
     run_one "$BENCH_PATHS" "$BENCH_RINGS" "$BENCH_SIZES" vhost-xdp
     echo "profile: poll thread ran $(cpu "$BENCH_PATHS" "$BENCH_RINGS" "$BENCH_SIZES" vhost-xdp) of the time (in the kernel);" \
@@ -654,6 +774,10 @@ if [ "$PROFILE" = 1 ]; then
     exit "$FAILED"
 fi
 for path in $PATHS_RUN; do for ring in $BENCH_RINGS; do for size in $BENCH_SIZES; do
+    if two_ports "$path" && in_run vm2vm && in_run switch; then     # the two paths' rounds interleaved
+        [ "$path" = vm2vm ] && run_pair_rounds "$ring" "$size"
+        continue
+    fi
     for ((round = 1; round <= BENCH_ROUNDS; round++)); do
         if ((round % 2)); then order="vhost-xdp $REF"; else order="$REF vhost-xdp"; fi
         for backend in $order; do run_one "$path" "$ring" "$size" "$backend"; done
@@ -675,7 +799,10 @@ echo "UMEM ($((UMEM_KB / 1024)) MiB, forward only).  ran (sys): the share of the
 echo "was on its CPU (below 100%: something else ran there), and the part of it spent in the kernel."
 grep -q '^[a-z].*[0-9]\*$' "$TMP/table" 2>/dev/null &&
     echo "*: a poll thread had its CPU less than 90% of the time: the machine was busy, the row is unreliable."
+in_run vm2vm || in_run switch &&
+    echo "vm2vm: vhost-xdp's VM-to-VM cross-connect; switch: the same two sockets with --switch$(in_run vm2vm && in_run switch && [ "$REF" = dpdk ] && echo "; both rows' DPDK column is the same runs")."
 [ "$REF" = dpdk ] && print_targets
+print_switch_ratios
 print_quiet_tables
 [ "$FAILED" = 0 ] || echo "bench: some runs failed (their logs are above); their rows show -"
 exit "$FAILED"

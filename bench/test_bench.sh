@@ -2,7 +2,8 @@
 # bench/test_bench.sh - the benchmark harness itself (bench/bench.sh), not vhost-xdp's speed.
 #
 # A bench measures and never asserts a speed; this test asserts that the harness works: a short run
-# (one sample of one second, 64 B split ring) fills every cell of its tables with a number, and the
+# (one sample of one second, 64 B split ring) fills every cell of its tables with a number (the
+# loopback, forward, vm2vm and switch rows, and the switch's two ratio lines), and the
 # bench leaves nothing behind, whether it ends normally or by Ctrl-C in the middle of a run: no
 # process it started, no network namespace or veth, no temporary directory, no DPDK runtime files,
 # vm.nr_hugepages back where it was, no hugetlbfs mount.  Also: a bad knob is refused with one line
@@ -61,8 +62,8 @@ rc=$?
 pid=$BENCH_PID BENCH_PID=''
 sed 's/^/# /' "$OUT"
 check "a short bench run exits with status 0 (got $rc)" [ "$rc" = 0 ]
-paths="loopback"
-[ $ROOT = 1 ] && paths="loopback forward"
+paths="loopback vm2vm switch"
+[ $ROOT = 1 ] && paths="loopback forward vm2vm switch"
 for path in $paths; do
     # "loopback split    64 B   3.87 (3.84-4.75)     4.17 (3.77-4.74)       0.93"
     check "$path row: Mpps for vhost-xdp and DPDK and their ratio" \
@@ -71,6 +72,9 @@ for path in $paths; do
     check "$path row: vhost-xdp's RSS, with and without guest memory and UMEM, and both poll threads' CPU" \
         grep -Eq "^$path +split +64 B +[0-9]+\.[0-9] \([0-9]+\.[0-9]\) +[0-9]+% \( *[0-9]+%\) +[0-9]+% \( *[0-9]+%\)" "$OUT"
 done
+# "  split    64 B: switch / cross-connect 1.04 (target >= 0.90), switch / DPDK 0.73 (target >= 1.0)"
+check "vm2vm and switch: the ratios switch / cross-connect and switch / DPDK" \
+    grep -Eq "^  split +64 B: switch / cross-connect [0-9]+\.[0-9]{2} \(target >= 0.90\), switch / DPDK [0-9]+\.[0-9]{2} " "$OUT"
 if [ $ROOT = 1 ]; then
     check "as root the testpmds ran on hugepages" grep -q "testpmd memory: 2 MiB hugepages" "$OUT"
     # The UMEM is 16 MiB and fully resident: what is left without it must be much less than VmRSS.

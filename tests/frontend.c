@@ -725,6 +725,8 @@ void ring_free(struct ring *r, uint16_t head)
     r->outstanding--;
 }
 
+bool fe_no_kick;
+
 /* Publish avail->idx, then notify the device unless it asked us not to. */
 void ring_flush(struct ring *r, bool event_idx)
 {
@@ -737,8 +739,8 @@ void ring_flush(struct ring *r, bool event_idx)
     /* Full barrier: read avail_event / used->flags only after the index is
      * visible, or we and the device can each miss the other (§2.7.10). */
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
-    if (r->kick_fd < 0)
-        return;                     /* rings filled before SET_VRING_KICK */
+    if (r->kick_fd < 0 || fe_no_kick)
+        return;                     /* rings filled before SET_VRING_KICK (or a frontend that never kicks) */
     bool need;
     if (event_idx)
         need = vring_need_event(__atomic_load_n(avail_event(r), __ATOMIC_RELAXED), r->avail_idx, old);
@@ -1160,7 +1162,7 @@ static bool negotiate(struct conn *c, const struct fe_opts *o)
     } else if (c->tap) {
         skip("back-end does not offer PROTOCOL_F_MQ", "%s: GET_QUEUE_NUM", c->tag);
     }
-    c->features = c->offered & (fe_wanted_features(o->mrg_rxbuf, o->npairs) | o->more_features) & ~o->less_features;
+    c->features = c->offered & (fe_wanted_features(o->mrg_rxbuf, o->npairs) | o->more_features) & ~o->fewer_features;
     if (o->npairs > 1 && !(c->features & BIT(VIRTIO_NET_F_MQ)))
         return fail(c, "%d queue pairs wanted, back-end does not offer VIRTIO_NET_F_MQ", o->npairs);
     c->mrg = c->features & BIT(VIRTIO_NET_F_MRG_RXBUF);
@@ -1826,7 +1828,7 @@ bool pring_add(struct pring *r, const struct seg *segs, int nseg, bool device_wr
 void pring_notify(struct pring *r)
 {
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
-    if (__atomic_load_n(&r->device->flags, __ATOMIC_RELAXED) != VRING_PACKED_EVENT_FLAG_DISABLE)
+    if (!fe_no_kick && __atomic_load_n(&r->device->flags, __ATOMIC_RELAXED) != VRING_PACKED_EVENT_FLAG_DISABLE)
         (void)eventfd_write(r->kick_fd, 1);
 }
 

@@ -71,6 +71,7 @@ enum vhost_user_request {
     VHOST_USER_SET_OWNER = 3,
     VHOST_USER_SET_MEM_TABLE = 5,
     VHOST_USER_SET_LOG_BASE = 6,
+    VHOST_USER_SET_LOG_FD = 7,
     VHOST_USER_SET_VRING_NUM = 8,
     VHOST_USER_SET_VRING_ADDR = 9,
     VHOST_USER_SET_VRING_BASE = 10,
@@ -93,6 +94,8 @@ enum vhost_user_request {
 
 #define VHOST_USER_F_PROTOCOL_FEATURES  30
 #define VHOST_USER_PROTOCOL_F_MQ        0
+#define VHOST_USER_PROTOCOL_F_LOG_SHMFD 1   /* live migration: SET_LOG_BASE carries the log's fd */
+#define VHOST_F_LOG_ALL                 26  /* live migration: the back-end logs what it writes */
 #define VHOST_USER_PROTOCOL_F_REPLY_ACK 3
 #define VHOST_USER_PROTOCOL_F_STATUS    16
 
@@ -259,6 +262,9 @@ void ring_add(struct ring *r, const uint16_t *ids, int ndesc, const struct seg *
               bool device_writes, bool indirect);
 void ring_free(struct ring *r, uint16_t head);
 void ring_flush(struct ring *r, bool event_idx);
+/* A frontend that never kicks (tests/test_adaptive.c only; default false):
+ * ring_flush and pring_notify publish as usual but never write a kick fd. */
+extern bool fe_no_kick;
 uint16_t *used_event(struct ring *r);
 uint16_t *avail_event(struct ring *r);
 
@@ -279,8 +285,7 @@ struct fe_opts {
     bool status;                    /* ack PROTOCOL_F_STATUS if offered; STYLE_QEMU then
                                        reads and sets the device status as QEMU 7.2 does */
     uint64_t more_features;         /* more bits to ack if offered (offloads: tests/exercise_probe.c) */
-    uint64_t less_features;         /* bits not to ack even if offered (EVENT_IDX, as DPDK 22.11's
-                                       virtio_user: tests/rtt_probe.c) */
+    uint64_t fewer_features;        /* bits not to ack even if offered (EVENT_IDX off: tests/test_adaptive.c) */
     bool resume;                    /* STYLE_DPDK: a session resumed, as virtio_user reconnects
                                        (server=1) to a backend started again: SET_VRING_ENABLE 0
                                        and GET_VRING_BASE for every ring, and no SET_OWNER */

@@ -167,7 +167,8 @@ kvm_runs_a_kernel() {
 # guest: GUEST_SMP=N gives it N CPUs (default 1), GUEST_NETDEV_OPTS is added to -netdev, e.g.
 #   GUEST_SMP=2 GUEST_NETDEV_OPTS=,queues=2 start_guest "$dir" a "$sock" mqping ,mq=on
 # A third, GUEST_AGENT=PATH, gives the guest a second serial port on the fifos PATH.in and PATH.out
-# (made here), for vxtest=agent: agent_cmd below sends it commands.
+# (made here), for vxtest=agent: agent_cmd below sends it commands.  GUEST_QEMU_ARGS are added to
+# QEMU's command line as they are (split at spaces), e.g. a monitor and -incoming (test_migrate.sh).
 start_guest() {
     local dir=$1 name=$2 sock=$3 mode=$4 devopts=${5:-} chardev=${6:-reconnect=1}
     local kargs=${7:-} mac=${8:-52:54:00:12:34:56} agent=()
@@ -183,7 +184,7 @@ start_guest() {
         -netdev "vhost-user,id=net0,chardev=chr0${GUEST_NETDEV_OPTS:-}" \
         -device "virtio-net-pci,netdev=net0,mac=$mac,romfile=$GUEST_VECTORS$devopts" \
         -kernel "$GUEST/vmlinuz" -initrd "$GUEST/initramfs.cpio.gz" \
-        -append "console=ttyS0 quiet panic=-1 vxtest=$mode${kargs:+ $kargs}" \
+        -append "console=ttyS0 quiet panic=-1 vxtest=$mode${kargs:+ $kargs}" ${GUEST_QEMU_ARGS:-} \
         < /dev/null > "$dir/$name.qemu.log" 2>&1 &
     QEMU_PID=$!
 }

@@ -197,7 +197,7 @@ static bool probe_connect(struct conn *c)
         __atomic_store_n(&ptx.driver->flags, VRING_PACKED_EVENT_FLAG_DISABLE, __ATOMIC_RELEASE);
         return true;
     }
-    struct fe_opts o = { .style = STYLE_DPDK, .less_features = opt.event_idx ? 0 : BIT(VIRTIO_RING_F_EVENT_IDX) };
+    struct fe_opts o = { .style = STYLE_DPDK, .fewer_features = opt.event_idx ? 0 : BIT(VIRTIO_RING_F_EVENT_IDX) };
     if (!handshake(c, &o))
         return false;
     /* Without event idx this is what asks for no calls; with it, used_event

@@ -78,6 +78,10 @@ refused "--xdp-mode fast: want auto, native or skb" "${S[@]}" --iface lo --xdp-m
 refused "--trace=everything: want messages, rings or all" "${S[@]}" --loopback --trace=everything
 refused "--pmd-sleep 10001: want microseconds from 0 to 10000" "${S[@]}" --loopback --pmd-sleep 10001
 refused "--pmd-sleep : want microseconds" "${S[@]}" --loopback --pmd-sleep ''
+refused "--pmd-mode bogus: want poll or adaptive" "${S[@]}" --loopback --pmd-mode bogus
+check "--pmd-mode bogus: that one line is all of stderr" eval '[ "$(wc -l <"$TMP/err")" = 1 ]'
+refused "--pmd-sleep 100 with --pmd-mode adaptive: choose one" "${S[@]}" --loopback --pmd-sleep 100 --pmd-mode adaptive
+check "--pmd-sleep 100 --pmd-mode adaptive: that one line is all of stderr" eval '[ "$(wc -l <"$TMP/err")" = 1 ]'
 refused "--mtu 67: want a number from 68 to 65535" "${S[@]}" --loopback --mtu 67
 refused "--mtu 65536: want a number from 68 to 65535" "${S[@]}" --loopback --mtu 65536
 refused "--mtu : want a number from 68 to 65535" "${S[@]}" --loopback --mtu ''

@@ -130,6 +130,8 @@ enum prefix {
     PRE_MEM,        /* ... and a good SET_MEM_TABLE */
     PRE_RING,       /* ... and ring 0's SET_VRING_NUM 256, SET_VRING_KICK (NOFD), SET_VRING_ENABLE 1:
                        the ring starts as soon as it has addresses */
+    PRE_LOG,        /* as PRE_MEM, with PROTOCOL_F_LOG_SHMFD and VHOST_F_LOG_ALL negotiated (migration) */
+    PRE_LOG_RING,   /* PRE_LOG, a good SET_LOG_BASE (64 KiB), then ring 0 as PRE_RING */
 };
 
 /* The fds riding with it. */
@@ -140,6 +142,7 @@ enum fd_kind {
     FD_SHORT,       /* a 64 KiB memfd, whatever the region says */
     FD_PIPE,        /* cannot be mapped */
     FD_READONLY,    /* a memfd opened read-only: no shared writable mapping */
+    FD_LOG,         /* a 64 KiB memfd sealed against shrinking and growing, as QEMU's log */
 };
 
 /* How it goes on the wire. */
@@ -156,6 +159,7 @@ union payload {
     struct vu_vring_state state;
     struct vu_vring_addr addr;
     struct vu_memory mem;
+    uint64_t log[2];                /* SET_LOG_BASE: mmap_size, mmap_offset */
 };
 
 struct bad_message {
@@ -308,12 +312,61 @@ static const struct bad_message bad_messages[] = {
     { "request 99", PRE_FEATURES, 99, V, 0, { 0 }, FD_NONE, 0, W_MSG, "request 99 (UNKNOWN) not supported" },
     { "request 1000 with a payload", PRE_FEATURES, 1000, V, 8, { 0 }, FD_NONE, 0, W_MSG,
       "request 1000 (UNKNOWN) not supported" },
-    { "SET_LOG_BASE (never offered)", PRE_FEATURES, VHOST_USER_SET_LOG_BASE, V, 16, { 0 }, FD_MEMFD, 1, W_MSG,
-      "request 6 (SET_LOG_BASE) not supported" },
+    /* Live migration's dirty log.  GOOD_REGION ends at 1 GiB + 1 MiB: a bit
+     * per 4 KiB page up to there takes 32800 bytes. */
+    { "SET_LOG_BASE without PROTOCOL_F_LOG_SHMFD", PRE_FEATURES, VHOST_USER_SET_LOG_BASE, V, 16,
+      { .log = { 32800, 0 } }, FD_LOG, 1, W_MSG, "SET_LOG_BASE: PROTOCOL_F_LOG_SHMFD was not negotiated" },
+    { "SET_LOG_BASE without its fd", PRE_LOG, VHOST_USER_SET_LOG_BASE, V, 16, { .log = { 32800, 0 } }, FD_NONE, 0,
+      W_MSG, "SET_LOG_BASE: malformed: 0 fds attached, expected 1" },
+    { "SET_LOG_BASE: log fd too short (offset 64 KiB into a 64 KiB memfd)", PRE_LOG, VHOST_USER_SET_LOG_BASE, V, 16,
+      { .log = { 32800, 0x10000 } }, FD_LOG, 1, W_MSG, "is beyond the end of the log's file (0x10000 bytes)" },
+    { "SET_LOG_BASE: a 4 KiB log for memory up to 1 GiB + 1 MiB", PRE_LOG, VHOST_USER_SET_LOG_BASE, V, 16,
+      { .log = { 4096, 0 } }, FD_LOG, 1, W_MSG, "does not cover guest memory, which needs 32800" },
+    { "SET_LOG_BASE: offset + size wrapping around 2^64", PRE_LOG, VHOST_USER_SET_LOG_BASE, V, 16,
+      { .log = { 0x10000, ~0ull - 0x100 } }, FD_LOG, 1, W_MSG, "SET_LOG_BASE: size 0x10000 offset 0xfffffffffffffeff" },
+    { "SET_LOG_BASE: an unsealed memfd (it could shrink under a poll thread)", PRE_LOG, VHOST_USER_SET_LOG_BASE, V, 16,
+      { .log = { 32800, 0 } }, FD_MEMFD, 1, W_MSG, "not sealed against shrinking" },
+    { "SET_LOG_BASE: a pipe", PRE_LOG, VHOST_USER_SET_LOG_BASE, V, 16, { .log = { 32800, 0 } }, FD_PIPE, 1, W_MSG,
+      "SET_LOG_BASE: the log's fd is not a regular file" },
+    { "SET_LOG_FD without its fd", PRE_LOG, VHOST_USER_SET_LOG_FD, V, 0, { 0 }, FD_NONE, 0, W_MSG,
+      "SET_LOG_FD: malformed: 0 fds attached, expected 1" },
+    { "SET_VRING_ADDR: flags 0x2 (only VHOST_VRING_F_LOG, bit 0, is defined)", PRE_MEM, VHOST_USER_SET_VRING_ADDR, V,
+      40, { .addr = { 0, 2, UA, UA + 0x2000, UA + 0x1000, 0 } }, FD_NONE, 0, W_MSG,
+      "SET_VRING_ADDR: ring 0: flags 0x2: only bit 0" },
+    { "SET_VRING_ADDR: used ring logged at log_guest_addr 1 TiB, outside memory and the log", PRE_LOG_RING,
+      VHOST_USER_SET_VRING_ADDR, V, 40, { .addr = { 0, 1, UA, UA + 0x2000, UA + 0x1000, 1ull << 40 } }, FD_NONE, 0,
+      W_MSG, "ring 0: used ring logged at log_guest_addr 0x10000000000 (+2054 bytes) lies outside the log's 65536" },
+    { "SET_VRING_ADDR: log_guest_addr wrapping around 2^64", PRE_LOG_RING, VHOST_USER_SET_VRING_ADDR, V, 40,
+      { .addr = { 0, 1, UA, UA + 0x2000, UA + 0x1000, ~0ull - 0x100 } }, FD_NONE, 0, W_MSG,
+      "lies outside the log's 65536" },
 };
 
 /* The region a prefix's good memory table declares, and its fd. */
 static int prefix_memfd = -1;
+
+/* A memfd of `size` bytes sealed as QEMU seals its dirty log. */
+static int sealed_memfd_of(uint64_t size)
+{
+    int fd = memfd_create("vx-hostile-log", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (fd >= 0 && (ftruncate(fd, (off_t)size) < 0 || fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW) < 0)) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* PRE_LOG_RING: a good log, 64 KiB, and the back-end's reply (a u64, 0). */
+static bool send_good_log(struct conn *c)
+{
+    uint64_t log[2] = { 0x10000, 0 }, status = 1;
+    int fd = sealed_memfd_of(0x10000);
+    bool ok = fd >= 0 && vu_send(c, VHOST_USER_SET_LOG_BASE, V, log, sizeof log, &fd, 1) &&
+              vu_reply(c, VHOST_USER_SET_LOG_BASE, &status, sizeof status) &&
+              (status == 0 || fail(c, "good SET_LOG_BASE answered %llu", (unsigned long long)status));
+    if (fd >= 0)
+        close(fd);
+    return ok;
+}
 
 static bool send_prefix(struct conn *c, enum prefix pre)
 {
@@ -328,16 +381,22 @@ static bool send_prefix(struct conn *c, enum prefix pre)
                          protocol & (BIT(VHOST_USER_PROTOCOL_F_MQ) | BIT(VHOST_USER_PROTOCOL_F_REPLY_ACK)));
     if (!ok || pre == PRE_PROTOCOL)
         return ok;
-    ok = vu_send(c, VHOST_USER_SET_OWNER, V, NULL, 0, NULL, 0) &&
-              vu_set_u64(c, VHOST_USER_SET_FEATURES, offered & fe_wanted_features(true, 2));
+    bool log = pre == PRE_LOG || pre == PRE_LOG_RING;
+    if (log)
+        ok = vu_set_u64(c, VHOST_USER_SET_PROTOCOL_FEATURES, protocol & (BIT(VHOST_USER_PROTOCOL_F_MQ) |
+                        BIT(VHOST_USER_PROTOCOL_F_REPLY_ACK) | BIT(VHOST_USER_PROTOCOL_F_LOG_SHMFD)));
+    ok = ok && vu_send(c, VHOST_USER_SET_OWNER, V, NULL, 0, NULL, 0) &&
+         vu_set_u64(c, VHOST_USER_SET_FEATURES, offered & (fe_wanted_features(true, 2) | (log ? BIT(VHOST_F_LOG_ALL) : 0)));
     if (!ok || pre == PRE_FEATURES)
         return ok;
     struct vu_memory mt = { 1, 0, { GOOD_REGION } };
     uint64_t ack = 1;
     ok = vu_send(c, VHOST_USER_SET_MEM_TABLE, V | NR, &mt, MEMSZ(1), &prefix_memfd, 1) &&
          vu_reply(c, VHOST_USER_SET_MEM_TABLE, &ack, sizeof(ack)) && (ack == 0 || fail(c, "good memory table nacked"));
-    if (!ok || pre == PRE_MEM)
+    if (!ok || pre == PRE_MEM || pre == PRE_LOG)
         return ok;
+    if (pre == PRE_LOG_RING && !send_good_log(c))
+        return false;
     uint64_t nofd = VHOST_USER_VRING_NOFD;
     return vu_set_state(c, VHOST_USER_SET_VRING_NUM, 0, 256) &&
            vu_send(c, VHOST_USER_SET_VRING_KICK, V, &nofd, sizeof(nofd), NULL, 0) &&
@@ -368,6 +427,7 @@ static int make_fds(const struct bad_message *m, int *fds)
         case FD_EVENTFD: fds[i] = eventfd(0, EFD_CLOEXEC); break;
         case FD_MEMFD: fds[i] = memfd_of(size); break;
         case FD_SHORT: fds[i] = memfd_of(64 << 10); break;
+        case FD_LOG: fds[i] = sealed_memfd_of(64 << 10); break;
         case FD_PIPE:
             if (pipe2(p, O_CLOEXEC) < 0)
                 return -1;

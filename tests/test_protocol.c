@@ -49,7 +49,10 @@
  *      (run_resumed): the old rings stopped first, no SET_OWNER; 1,000
  *      frames byte for byte, and vhost-xdp's one line saying it took the
  *      frontend as the owner;
- *   5. SIGTERM: the back-end must exit with status 0 and remove its socket.
+ *   5. one more connection that turns live migration's dirty log on mid-run,
+ *      as QEMU 7.2 does, and off again (run_dirty_log): the pages marked must
+ *      be exactly the ones the back-end wrote;
+ *   6. SIGTERM: the back-end must exit with status 0 and remove its socket.
  *
  * The fd, SIGTERM and exit-status checks only apply to the real vhost-xdp;
  * with VX_BACKEND_CMD they are printed as diagnostics.
@@ -68,7 +71,9 @@
 #include <errno.h>
 #include <string.h>
 #include <unistd.h>
+#include <fcntl.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <linux/virtio_config.h>    /* VIRTIO_F_VERSION_1, VIRTIO_F_RING_PACKED */
 
 #define NPACKETS        10000
@@ -398,6 +403,159 @@ done:
     conn_free(c);
 }
 
+/* === Live migration: the dirty log ======================================= */
+
+/*
+ * What QEMU 7.2 sends when a guest starts to live-migrate (vhost-user.rst,
+ * "Migration"), on a connection already moving frames: SET_PROTOCOL_FEATURES
+ * with LOG_SHMFD (taken at connection time by QEMU; here late, which the
+ * spec allows), SET_LOG_BASE with a sealed memfd (the back-end must answer:
+ * a u64, 0), SET_FEATURES with VHOST_F_LOG_ALL, and SET_VRING_ADDR per ring
+ * with VHOST_VRING_F_LOG and log_guest_addr = the used ring's guest-physical
+ * address.  Then, while frames move, the bitmap (a bit per 4 KiB page of
+ * guest-physical address) must mark both used rings and the RX buffers the
+ * frames landed in, and nothing else: not the TX buffers, descriptor
+ * tables, avail rings or indirect tables, which the back-end only reads;
+ * nothing outside the log's bytes in its file.  Logging off again
+ * (migrate_cancel: SET_FEATURES and SET_VRING_ADDR without the bits): not
+ * one more mark.  SET_LOG_FD is accepted on the way.  At the disconnect the
+ * log is unmapped (its memfd gone from the back-end's /proc/PID/maps).
+ */
+#define LOG_FILE   0x10000u         /* the log's memfd */
+#define LOG_OFFSET 0x1000u          /* where in it the log starts: canaries either side */
+
+static bool log_bit(const uint8_t *log, uint64_t page) { return log[page / 8] & (1u << (page % 8)); }
+
+/* A message QEMU 7.2 sends with NEED_REPLY while it turns logging on or
+ * off (SET_FEATURES with LOG_ALL, SET_VRING_ADDR with the log flag): it
+ * waits for the REPLY_ACK before going on, and so do we. */
+static bool send_acked(struct conn *c, uint32_t req, const void *payload, uint32_t size)
+{
+    uint64_t ack = 1;
+    return vu_send(c, req, VHOST_USER_VERSION | VHOST_USER_NEED_REPLY_MASK, payload, size, NULL, 0) &&
+           vu_reply(c, req, &ack, sizeof ack) && (ack == 0 || fail(c, "%s: REPLY_ACK %" PRIu64, request_name(req), ack));
+}
+
+static bool set_vring_log(struct conn *c, const struct ring *r, bool on)
+{
+    struct vu_vring_addr a = { r->index, on ? 1u : 0u, uva_of(r->desc), uva_of(r->used), uva_of(r->avail),
+                               gpa_of(r->mem, r->used) };
+    return send_acked(c, VHOST_USER_SET_VRING_ADDR, &a, sizeof a);
+}
+
+/* Pages of [p, p + len) in guest memory m marked in log. */
+static int marked_in(const uint8_t *log, const struct guest_mem *m, const void *p, uint64_t len)
+{
+    int n = 0;
+    for (uint64_t page = gpa_of(m, p) / 4096; page <= (gpa_of(m, p) + len - 1) / 4096; page++)
+        n += log_bit(log, page);
+    return n;
+}
+
+/* Does the back-end still map a file whose name contains `name`? */
+static bool backend_maps(const char *name)
+{
+    char path[64], line[512];
+    snprintf(path, sizeof path, "/proc/%d/maps", (int)backend_pid);
+    FILE *f = fopen(path, "r");
+    bool found = false;
+    while (f && !found && fgets(line, sizeof line, f))
+        found = strstr(line, name) != NULL;
+    if (f)
+        fclose(f);
+    return found;
+}
+
+static bool dirty_log_on(struct conn *c, int logfd, uint64_t log_size, bool on)
+{
+    struct pair *q = &c->qp[0];
+    uint64_t log[2] = { log_size, LOG_OFFSET }, status = 1;
+    bool ok = !on || (vu_set_u64(c, VHOST_USER_SET_PROTOCOL_FEATURES, c->protocol | BIT(VHOST_USER_PROTOCOL_F_LOG_SHMFD)) &&
+                      vu_send(c, VHOST_USER_SET_LOG_BASE, VHOST_USER_VERSION, log, sizeof log, &logfd, 1) &&
+                      vu_reply(c, VHOST_USER_SET_LOG_BASE, &status, sizeof status));
+    if (on)
+        check(ok && status == 0, "%s: SET_LOG_BASE of %" PRIu64 " bytes at offset 0x%x answered %" PRIu64 " (0 = "
+              "mapped)%s%s", c->tag, log_size, LOG_OFFSET, status, ok ? "" : ": ", c->err);
+    uint64_t features = c->features | (on ? BIT(VHOST_F_LOG_ALL) : 0);
+    return ok && send_acked(c, VHOST_USER_SET_FEATURES, &features, sizeof features) &&
+           set_vring_log(c, &q->rx, on) && set_vring_log(c, &q->tx, on);
+}
+
+static void check_dirty_pages(struct conn *c, const uint8_t *file, uint64_t log_size)
+{
+    const uint8_t *log = file + LOG_OFFSET;
+    struct pair *q = &c->qp[0];
+    const struct guest_mem *m = &c->mem[0];
+    int rx_bufs = marked_in(log, m, q->rx.bufs, RING_SIZE * SLOT), total = 0, outside = 0;
+    for (uint64_t page = 0; page < 8 * log_size; page++)
+        total += log_bit(log, page);
+    for (uint64_t i = 0; i < LOG_FILE; i++)
+        outside += (i < LOG_OFFSET || i >= LOG_OFFSET + log_size) && file[i];
+    int used = marked_in(log, m, q->rx.used, 2054) + marked_in(log, m, q->tx.used, 2054);
+    int read_only = marked_in(log, m, q->tx.bufs, RING_SIZE * SLOT) + marked_in(log, m, q->rx.desc, 4096) +
+                    marked_in(log, m, q->tx.desc, 4096) + marked_in(log, m, q->rx.avail, 4096) +
+                    marked_in(log, m, q->tx.avail, 4096) + marked_in(log, m, q->rx.indirect, 4096) +
+                    marked_in(log, m, q->tx.indirect, 4096);
+    check(used == 2 && rx_bufs > 0 && total == used + rx_bufs && read_only == 0 && outside == 0,
+          "%s: while logging, the log marks both used rings (%d of 2 pages) and %d pages of RX buffers, %d pages in "
+          "all (want used + RX), none the back-end only reads (%d: TX buffers, descriptors, avail rings, indirect "
+          "tables), no byte outside the log (%d)", c->tag, used, rx_bufs, total, read_only, outside);
+}
+
+static void run_dirty_log(void)
+{
+    struct conn *c = conn_new("dirty log", true);
+    struct fe_opts o = { .style = STYLE_QEMU, .mrg_rxbuf = true, .npairs = 1 };
+    int logfd = memfd_create("vx-proto-log", MFD_CLOEXEC | MFD_ALLOW_SEALING), efd = eventfd(0, EFD_CLOEXEC);
+    uint8_t *file = MAP_FAILED;
+    long from = log_size();
+    if (!c || logfd < 0 || efd < 0 || ftruncate(logfd, LOG_FILE) < 0 ||
+        fcntl(logfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW) < 0 ||
+        (file = mmap(NULL, LOG_FILE, PROT_READ | PROT_WRITE, MAP_SHARED, logfd, 0)) == MAP_FAILED) {
+        check(false, "dirty log: set up the connection and the log's memfd: %s", strerror(errno));
+        goto done;
+    }
+    c->qp[0].salt = 0x4000;
+    if (!check(conn_connect(c), "%s: connect to %s", c->tag, sock_path) || !handshake(c, &o))
+        goto done;
+    check((c->offered & BIT(VHOST_F_LOG_ALL)) && (c->protocol_offered & BIT(VHOST_USER_PROTOCOL_F_LOG_SHMFD)),
+          "%s: VHOST_F_LOG_ALL offered (0x%" PRIx64 ") and PROTOCOL_F_LOG_SHMFD (0x%" PRIx64 ")", c->tag, c->offered,
+          c->protocol_offered);
+    /* The log covers guest-physical 0 up to the region's end: a bit a page. */
+    uint64_t log_size = (c->mem[0].gpa + c->mem[0].size - 1) / 4096 / 8 + 1;
+    bool ok = traffic(c, &c->qp[0], 200) && dirty_log_on(c, logfd, log_size, true) &&
+              vu_send(c, VHOST_USER_SET_LOG_FD, VHOST_USER_VERSION, NULL, 0, &efd, 1) &&
+              traffic(c, &c->qp[0], 500);
+    if (!check(ok, "%s: logging on mid-run (SET_LOG_BASE, SET_LOG_FD, LOG_ALL, VHOST_VRING_F_LOG), 500 frames "
+               "byte for byte%s%s", c->tag, ok ? "" : ": ", c->err))
+        goto done;
+    check_dirty_pages(c, file, log_size);
+    memset(file, 0, LOG_FILE);
+    ok = dirty_log_on(c, logfd, log_size, false) && traffic(c, &c->qp[0], 300);
+    int marks = 0;
+    for (uint64_t i = 0; i < LOG_FILE; i++)
+        marks += file[i] != 0;
+    check(ok && marks == 0, "%s: logging off again (migrate_cancel), 300 frames, and the log stays clear (%d bytes "
+          "set)%s%s", c->tag, marks, ok ? "" : ": ", c->err);
+    if (backend_real) {
+        char line[400] = "";
+        check(log_find(from, "dirty log mapped: ", NULL, 2, line, sizeof line) && backend_maps("vx-proto-log"),
+              "%s: the back-end said it mapped the log and maps it: \"%s\"", c->tag,
+              strstr(line, "vhost-xdp: ") ? strstr(line, "vhost-xdp: ") + 11 : line);
+    }
+    close_and_count_fds(c);
+    if (backend_real)
+        check(!backend_maps("vx-proto-log"), "%s: the log is unmapped after the disconnect", c->tag);
+done:
+    if (file != MAP_FAILED)
+        munmap(file, LOG_FILE);
+    if (logfd >= 0)
+        close(logfd);
+    if (efd >= 0)
+        close(efd);
+    conn_free(c);
+}
+
 /* === main ================================================================ */
 
 int main(int argc, char **argv)
@@ -421,6 +579,8 @@ int main(int argc, char **argv)
         run_packed();
     if (backend_pid > 0)
         run_resumed();
+    if (backend_pid > 0)
+        run_dirty_log();
 
     stop_backend();
     return fe_finish();

@@ -123,6 +123,7 @@ static const struct named_bit header_features[] = {
 #define REQ_SET_OWNER             3
 #define REQ_SET_MEM_TABLE         5
 #define REQ_SET_LOG_FD            7
+#define REQ_SET_BACKEND_REQ_FD    21
 #define REQ_SET_VRING_NUM         8
 #define REQ_SET_VRING_ADDR        9
 #define REQ_GET_VRING_BASE        11
@@ -401,29 +402,29 @@ static void check_handshake_and_replies(void)
      * --no-offloads (dev.no_offloads) takes the eight offload bits away. */
     uint64_t base = 1ull << VIRTIO_NET_F_MTU | 1ull << VIRTIO_NET_F_MRG_RXBUF | 1ull << VIRTIO_NET_F_GUEST_ANNOUNCE |
                     1ull << VIRTIO_RING_F_INDIRECT_DESC | 1ull << VIRTIO_RING_F_EVENT_IDX | 1ull << 30 |
-                    1ull << VIRTIO_F_VERSION_1 | 1ull << VIRTIO_F_RING_PACKED | 1ull << VIRTIO_F_IN_ORDER;
+                    1ull << VIRTIO_F_VERSION_1 | 1ull << VIRTIO_F_RING_PACKED | 1ull << VIRTIO_F_IN_ORDER | 1ull << VHOST_F_LOG_ALL;
     uint64_t offloads = 1ull << VIRTIO_NET_F_CSUM | 1ull << VIRTIO_NET_F_GUEST_CSUM | 1ull << VIRTIO_NET_F_GUEST_TSO4 |
                         1ull << VIRTIO_NET_F_GUEST_TSO6 | 1ull << VIRTIO_NET_F_GUEST_ECN |
                         1ull << VIRTIO_NET_F_HOST_TSO4 | 1ull << VIRTIO_NET_F_HOST_TSO6 | 1ull << VIRTIO_NET_F_HOST_ECN;
     dev.no_offloads = true;
     const char *log = exchange(REQ_GET_FEATURES, F_V1, NULL, 0, NULL, 0);
     snprintf(want, sizeof want, "trace: -> GET_FEATURES (1) flags=0x5[v1,REPLY] size=8 0x%" PRIx64
-             " (MTU|MRG_RXBUF|GUEST_ANNOUNCE|INDIRECT_DESC|EVENT_IDX|PROTOCOL_FEATURES|VERSION_1|RING_PACKED|IN_ORDER)",
+             " (MTU|MRG_RXBUF|GUEST_ANNOUNCE|LOG_ALL|INDIRECT_DESC|EVENT_IDX|PROTOCOL_FEATURES|VERSION_1|RING_PACKED|IN_ORDER)",
              base);
     check_has(log, want, "reply to GET_FEATURES with --no-offloads: no offload bit, by name");
     dev.no_offloads = false;
     log = exchange(REQ_GET_FEATURES, F_V1, NULL, 0, NULL, 0);
     snprintf(want, sizeof want, "trace: -> GET_FEATURES (1) flags=0x5[v1,REPLY] size=8 0x%" PRIx64
              " (CSUM|GUEST_CSUM|MTU|GUEST_TSO4|GUEST_TSO6|GUEST_ECN|HOST_TSO4|HOST_TSO6|HOST_ECN|MRG_RXBUF|"
-             "GUEST_ANNOUNCE|INDIRECT_DESC|EVENT_IDX|PROTOCOL_FEATURES|VERSION_1|RING_PACKED|IN_ORDER)",
+             "GUEST_ANNOUNCE|LOG_ALL|INDIRECT_DESC|EVENT_IDX|PROTOCOL_FEATURES|VERSION_1|RING_PACKED|IN_ORDER)",
              base | offloads);
     check_has(log, want, "reply to GET_FEATURES: the features we offer (the offloads too), by name");
     check(strstr(log, "trace: <- GET_FEATURES") && strstr(log, "trace: <- GET_FEATURES") < strstr(log, "trace: ->"),
           "the request's line comes before our reply's");
 
     log = exchange(REQ_GET_PROTOCOL_FEATURES, F_V1, NULL, 0, NULL, 0);
-    check_has(log, "trace: -> GET_PROTOCOL_FEATURES (15) flags=0x5[v1,REPLY] size=8 0x1001d (MQ|RARP|REPLY_ACK|NET_MTU|STATUS)",
-              "reply to GET_PROTOCOL_FEATURES: MQ|RARP|REPLY_ACK|NET_MTU|STATUS");
+    check_has(log, "trace: -> GET_PROTOCOL_FEATURES (15) flags=0x5[v1,REPLY] size=8 0x1001f "
+              "(MQ|LOG_SHMFD|RARP|REPLY_ACK|NET_MTU|STATUS)", "reply to GET_PROTOCOL_FEATURES: MQ|LOG_SHMFD|RARP|REPLY_ACK|NET_MTU|STATUS");
     log = exchange_u64(REQ_SET_PROTOCOL_FEATURES, F_V1, PROTO_MQ | PROTO_REPLY_ACK);
     check_has(log, "trace: <- SET_PROTOCOL_FEATURES (16) flags=0x1[v1] size=8 0x9 (MQ|REPLY_ACK)",
               "SET_PROTOCOL_FEATURES decoded");
@@ -481,9 +482,10 @@ static void check_handshake_and_replies(void)
 
     /* Fds are listed on a message we refuse too. */
     session_open();
-    log = exchange(REQ_SET_LOG_FD, F_V1, NULL, 0, &call, 1);
-    check(strstr(log, "trace: <- SET_LOG_FD (7) flags=0x1[v1] size=0 fds: ") && listed_fds(log, fds, 8) == 1 &&
-          strstr(log, "request 7 (SET_LOG_FD) not supported"), "a refused SET_LOG_FD: its fd listed, then refused");
+    log = exchange(REQ_SET_BACKEND_REQ_FD, F_V1, NULL, 0, &call, 1);
+    check(strstr(log, "trace: <- SET_BACKEND_REQ_FD (21) flags=0x1[v1] size=0 fds: ") && listed_fds(log, fds, 8) == 1 &&
+          strstr(log, "request 21 (SET_BACKEND_REQ_FD) not supported"),
+          "a refused SET_BACKEND_REQ_FD: its fd listed, then refused");
     session_close();
     close(guest);
     close(call);

@@ -2053,6 +2053,177 @@ static void t_mark_broken(void)
     end();
 }
 
+/* === Interrupt mode: kicks on, one more look, kicks off (virtqueue.c) ==== */
+
+/*
+ * vq_notify_enable() writes "kick me" where the layout keeps it, then looks
+ * at the ring once more: true iff the guest has published past
+ * last_avail_idx.  That return value is what keeps a poll thread from
+ * sleeping on a buffer published just before its kicks came on (the race
+ * the function's comment explains); the exit lines' "missed kicks" cannot
+ * catch a broken one (the detector asks the same function), so it is
+ * checked here.  vq_notify_disable() takes the request back.
+ */
+static void t_notify_enable(void)
+{
+    static const uint32_t tx60[] = { 12 + 60 };
+    for (int evt = 0; evt < 2; evt++) {
+        begin(evt ? "interrupt mode, event idx: avail_event set to where we wait, the re-check sees one new entry"
+                  : "interrupt mode, no event idx: used->flags 0 then NO_NOTIFY, the re-check sees one new entry");
+        ring_setup(256, V1 | (evt ? EVT : 0), 40000, false, false);
+        uint16_t *avail_event = (uint16_t *)&g.used->ring[g.num];
+        *avail_event = 7;
+        CHECK(evt || g.used->flags == VRING_USED_F_NO_NOTIFY, "after attach used->flags %u, want NO_NOTIFY",
+              g.used->flags);
+        bool busy = vq_notify_enable(&vr);
+        CHECK(!busy, "nothing published, yet vq_notify_enable says work is pending");
+        if (evt)
+            CHECK(*avail_event == 40000 && g.used->flags == 0, "avail_event %u (want 40000), used->flags %u",
+                  *avail_event, g.used->flags);
+        else
+            CHECK(g.used->flags == 0 && *avail_event == 7, "used->flags %u (want 0), avail_event %u (untouched: 7)",
+                  g.used->flags, *avail_event);
+        tx_offer(0, tx60, 1, 7);            /* the guest publishes one entry ... */
+        CHECK(vq_notify_enable(&vr), "one entry published past last_avail_idx, yet no work pending");
+        vq_notify_disable(&vr);
+        CHECK(evt ? g.used->flags == 0 && *avail_event == 40000 : g.used->flags == VRING_USED_F_NO_NOTIFY,
+              "after disable: used->flags %u, avail_event %u", g.used->flags, *avail_event);
+        CHECK(deq(VX_BURST) == 1, "the entry is still there to take");
+        CHECK(!vq_notify_enable(&vr), "taken: no work pending any more");
+        end();
+    }
+}
+
+/* === Live migration: the dirty log ======================================= */
+
+/*
+ * While a live migration logs (VHOST_F_LOG_ALL), every guest page the
+ * backend writes must be marked in the log, one bit per 4 KiB page of
+ * guest-physical address, and no other: virtqueue.c, "Live migration:
+ * dirty-page logging".  vhost_user.c would set vr.log when the ring starts;
+ * here the test sets it.  The bitmap ends right before a guard page, so a
+ * mark past its end is a SIGSEGV, reported as "not ok".
+ */
+#define LOG_MAX 128                      /* bytes: pages up to 1023, past region B's end */
+static uint8_t *log_end;                 /* one past the guarded bitmap's last byte */
+static struct vx_dirty_log dlog;
+
+/* The log on for vr: `bytes` long, all clear; used ring logged at its gpa. */
+static void log_on(uint64_t bytes, bool log_used)
+{
+    dlog = (struct vx_dirty_log){ .bits = log_end - bytes, .size = bytes };
+    memset(dlog.bits, 0, bytes);
+    vr.log = &dlog;
+    vr.log_used = log_used;
+    vr.log_guest_addr = A_GPA + USED_OFF;
+    vr.log_marks = 0;
+}
+
+/* The pages marked must be exactly want[0..n-1]. */
+static void check_marked(const uint64_t *want, int n)
+{
+    char got[256] = "";
+    int ngot = 0;
+    bool same = true;
+    for (uint64_t page = 0; page < 8 * dlog.size; page++) {
+        bool marked = dlog.bits[page / 8] & (1u << (page % 8)), wanted = false;
+        for (int i = 0; i < n; i++)
+            wanted |= want[i] == page;
+        same &= marked == wanted;
+        if (marked && ngot++ < 12)
+            snprintf(got + strlen(got), sizeof got - strlen(got), " 0x%llx", (unsigned long long)page);
+    }
+    CHECK(same, "pages marked:%s (%d), want %d pages starting 0x%llx", got, ngot, n,
+          n ? (unsigned long long)want[0] : 0ull);
+    CHECK(vr.log_marks == (uint64_t)ngot, "log_marks %llu, %d bits set", (unsigned long long)vr.log_marks, ngot);
+}
+
+#define PAGE_OF(gpa) ((gpa) / VX_LOG_PAGE)
+#define USED_PAGE    PAGE_OF(A_GPA + USED_OFF)
+
+/* An RX buffer of 2048 bytes that starts 64 bytes before a page boundary. */
+static void rx_offer_across_page(void)
+{
+    static const uint32_t b2048[] = { 2048 };
+    g.heap_a = 0x12000u - 64;
+    rx_offer(0, b2048, 1);
+}
+
+static void t_dirty_log(void)
+{
+    static const uint32_t tx72[] = { 12 + 60 }, ind_lens[] = { 12, 2036 };
+    struct vx_pkt p;
+
+    begin("dirty log: split RX marks the buffer's two pages (header + frame across a page boundary) and the "
+          "used ring's, nothing else");
+    ring_setup(256, V1 | MRG | EVT, 0, true, false);
+    rx_offer_across_page();
+    log_on(LOG_MAX, true);
+    p = mkpkt(0, 200, 7);
+    CHECK(enq(&p, 1) == 1, "not delivered");
+    check_marked((const uint64_t[]){ USED_PAGE, PAGE_OF(A_GPA + 0x12000 - 64), PAGE_OF(A_GPA + 0x12000) }, 3);
+    end();
+
+    begin("dirty log: split RX through an indirect table: the buffer's page marked, the table's (only read) not");
+    ring_setup(256, V1 | IND, 0, true, false);
+    struct vring_desc *t;
+    uint64_t ta = ind_table(2, &t);             /* page 0x110 */
+    g.heap_a = 0x14000;                         /* the buffers on page 0x114 */
+    build_chain(t, 0, ind_lens, 2, VRING_DESC_F_WRITE, 0);
+    set_desc(g.desc, 4, ta, 32, VRING_DESC_F_INDIRECT, 0);
+    avail_push(4);
+    log_on(LOG_MAX, true);
+    p = mkpkt(0, 100, 8);
+    CHECK(enq(&p, 1) == 1, "not delivered");
+    check_marked((const uint64_t[]){ USED_PAGE, PAGE_OF(A_GPA + 0x14000) }, 2);
+    CHECK(PAGE_OF(ta) != PAGE_OF(A_GPA + 0x14000), "test bug: table and buffers share a page");
+    end();
+
+    begin("dirty log: split TX marks only the used ring (TX buffers are only read)");
+    ring_setup(256, V1, 0, false, false);
+    g.heap_a = 0x16000;
+    tx_offer(0, tx72, 1, 9);
+    log_on(LOG_MAX, true);
+    CHECK(deq(1) == 1, "not dequeued");
+    check_marked((const uint64_t[]){ USED_PAGE }, 1);
+    end();
+
+    begin("dirty log: without VHOST_VRING_F_LOG the used ring is not logged, the RX buffer is");
+    ring_setup(256, V1 | MRG | EVT, 0, true, false);
+    rx_offer_across_page();
+    log_on(LOG_MAX, false);
+    p = mkpkt(0, 200, 10);
+    CHECK(enq(&p, 1) == 1, "not delivered");
+    check_marked((const uint64_t[]){ PAGE_OF(A_GPA + 0x12000 - 64), PAGE_OF(A_GPA + 0x12000) }, 2);
+    end();
+
+    begin("dirty log: marks stop at the log's end (a log shorter than memory): nothing written past it");
+    ring_setup(256, V1 | MRG | EVT, 0, true, false);
+    rx_offer_across_page();
+    log_on(PAGE_OF(A_GPA + 0x12000 - 64) / 8, true);    /* pages 0..0x10f: the used ring's, not the buffer's */
+    p = mkpkt(0, 200, 11);
+    CHECK(enq(&p, 1) == 1, "not delivered");
+    check_marked((const uint64_t[]){ USED_PAGE }, 1);
+    end();
+
+    begin("dirty log: logging off (vr.log NULL) leaves the bitmap alone");
+    ring_setup(256, V1 | MRG | EVT, 0, true, false);
+    rx_offer_across_page();
+    log_on(LOG_MAX, true);
+    vr.log = NULL;
+    p = mkpkt(0, 200, 12);
+    CHECK(enq(&p, 1) == 1, "not delivered");
+    check_marked(NULL, 0);
+    end();
+
+    begin("dirty log: interrupt mode's used->flags write (vq_notify_enable) is marked");
+    ring_setup(256, V1, 0, true, false);
+    log_on(LOG_MAX, true);
+    vq_notify_enable(&vr);
+    check_marked((const uint64_t[]){ USED_PAGE }, 1);
+    end();
+}
+
 /* === main =============================================================== */
 
 int main(void)
@@ -2101,6 +2272,9 @@ int main(void)
     t_rx_indirect();
 
     t_notify();
+    t_notify_enable();
+    log_end = guarded_tail(LOG_MAX) + LOG_MAX;
+    t_dirty_log();
 
     for (size_t i = 0; i < sizeof bad_cases / sizeof bad_cases[0]; i++)
         run_bad(&bad_cases[i]);
