@@ -24,7 +24,7 @@ all: vhost-xdp
 vhost-xdp: $(SRCS) $(HDRS)
 	$(CC) $(CFLAGS) -o $@ $(SRCS) $(LDFLAGS)
 
-tests/test_virtqueue: tests/test_virtqueue.c tests/unit.h virtqueue.c $(HDRS)
+tests/test_virtqueue: tests/test_virtqueue.c tests/unit.h tests/dirty_log.h virtqueue.c $(HDRS)
 	$(CC) $(CFLAGS) -I. -o $@ tests/test_virtqueue.c virtqueue.c $(LDFLAGS)
 
 # offload.c alone, on handmade frames and frames the kernel made (tests/test_offload.c).
@@ -34,7 +34,7 @@ tests/test_offload: tests/test_offload.c tests/unit.h tests/ref_csum.h offload.c
 tests/test_ringview: tests/test_ringview.c virtqueue.c $(HDRS)
 	$(CC) $(CFLAGS) -I. -o $@ tests/test_ringview.c virtqueue.c $(LDFLAGS)
 
-tests/test_packed: tests/test_packed.c tests/unit.h virtqueue.c $(HDRS)
+tests/test_packed: tests/test_packed.c tests/unit.h tests/dirty_log.h virtqueue.c $(HDRS)
 	$(CC) $(CFLAGS) -I. -o $@ tests/test_packed.c virtqueue.c $(LDFLAGS)
 
 tests/afxdp_tool: tests/afxdp_tool.c nic_afxdp.c $(HDRS)
@@ -88,7 +88,7 @@ test: vhost-xdp $(TESTS)
 # binary, which aborts on the first error: the test then fails).
 ASAN_FLAGS = -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Werror -pthread -O1 -g \
 	-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
-asan: $(SRCS) $(HDRS) tests/unit.h tests/ref_csum.h tests/test_virtqueue.c tests/test_packed.c tests/test_ringview.c tests/test_protocol.c tests/test_hostile.c \
+asan: $(SRCS) $(HDRS) tests/unit.h tests/dirty_log.h tests/ref_csum.h tests/test_virtqueue.c tests/test_packed.c tests/test_ringview.c tests/test_protocol.c tests/test_hostile.c \
 	tests/test_offload.c tests/test_adaptive.c \
 	tests/test_trace.c tests/test_tracedecode.c tests/test_pcap.c tests/test_mtu_rarp.c tests/test_switch.c $(FRONTEND)
 	mkdir -p build-asan

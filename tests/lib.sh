@@ -306,3 +306,70 @@ pmd_pin() {
         case $(cat "$t/comm" 2>/dev/null) in "CPU 0/"*) taskset -p -c 0 "${t##*/}" >/dev/null ;; esac
     done
 }
+
+# === Pieces a few tests share ===========================================================================
+
+# make_uplink: the netns $NS and a veth pair: $HOST up here, $PEER up in $NS with 10.0.0.1/24, one RX and
+# one TX queue each (vhost-xdp --iface then runs one queue pair).  NS_MADE=1 comes first, so that the
+# test's cleanup removes what was made even when a step fails.  (test_switch.sh, test_migrate.sh)
+make_uplink() {
+    NS_MADE=1
+    ip netns add "$NS" &&
+    ip link add "$HOST" numrxqueues 1 numtxqueues 1 type veth peer name "$PEER" numrxqueues 1 numtxqueues 1 &&
+    ip link set "$PEER" netns "$NS" && ip link set "$HOST" up && ip -n "$NS" link set "$PEER" up &&
+    ip -n "$NS" addr add 10.0.0.1/24 dev "$PEER"
+}
+
+# For the tests that drive DPDK's testpmd (test_dpdk.sh, test_dpdk_reconnect.sh, test_adaptive_dpdk.sh):
+# t DESC CMD...: check() that goes on after a failure and counts it in FAILS (the test's exit status).
+FAILS=0
+t() { local d=$1; shift; if "$@"; then ok "$d"; else not_ok "$d"; FAILS=$((FAILS + 1)); fi; }
+# gone PID: the process has ended.
+gone() { ! kill -0 "$1" 2>/dev/null; }
+# listening PATH: the socket is listening: /proc/net/unix flags 00010000 (__SO_ACCEPTCON) on that path.
+listening() { awk -v p="$1" '$NF == p && $4 == "00010000" { f = 1 } END { exit !f }' /proc/net/unix; }
+# need_testpmd "what for": dpdk-testpmd installed, or the test ends here: a skip, a failure under CI=true.
+need_testpmd() { need_cmd dpdk-testpmd "$1" || { [ "${CI:-}" = true ] && exit 1; exit 0; }; }
+
+# poll_state PID: the state letter (R running, S asleep, ...) of the poll thread vx-pmd0 of vhost-xdp PID,
+# from /proc (the state is the field after "(comm)" in its stat).  (test_adaptive_dpdk.sh,
+# test_qemu_adaptive.sh: a thread in --pmd-mode adaptive is seen asleep before traffic starts)
+poll_state() {
+    local task
+    for task in /proc/"$1"/task/*; do
+        [ "$(cat "$task/comm" 2>/dev/null)" = vx-pmd0 ] || continue
+        sed 's/.*) \(.\).*/\1/' "$task/stat" 2>/dev/null
+        return
+    done
+}
+poll_asleep() { [ "$(poll_state "$1")" = S ]; }
+# poll_slept PID SECONDS: wait (SECONDS at most) for the thread to be seen asleep; prints S, or the state
+# it was in instead.  (Not read again afterwards: its 100 ms timeout wakes it for a moment, and on a
+# loaded machine it can then wait for a CPU, in state R, for milliseconds.)
+poll_slept() { if wait_for "the poll thread to sleep" "$2" poll_asleep "$1"; then echo S; else poll_state "$1"; fi; }
+
+# num_after NAME LINE: the number after "NAME " in LINE (a counter of a --stats or exit line), or nothing.
+num_after() { sed -n "s/.*$1 \([0-9]*\).*/\1/p" <<<"$2"; }
+# term_asleep PID LOG SECS: SIGTERM to vhost-xdp PID while its poll thread sleeps (--pmd-mode adaptive;
+# test_adaptive_dpdk.sh, test_qemu_adaptive.sh).  Waits (5 s at most) for one more "stats: pmd 0:" line
+# in LOG, then (SECS at most) for the thread to be seen asleep; sends SIGTERM and waits 5 s at most for
+# the exit (it takes milliseconds: the deadline only catches a hang); PID is stopped in any case.  Sets
+# SLEPT (S, or the state seen instead), LAST_STATS (the last --stats line before the SIGTERM), EXIT_RC
+# (PID's exit status, or "timeout"), EXIT_MS (how long the exit took, or ">5000") and EXIT_LINE (PID's
+# "exit: pmd 0:" line).
+term_asleep() {
+    local pid=$1 log=$2 n0 t0
+    n0=$(grep -c 'stats: pmd 0: ' "$log")
+    wait_for "a --stats line" 5 eval '[ "$(grep -c "stats: pmd 0: " "$log")" -gt "$n0" ]'
+    SLEPT=$(poll_slept "$pid" "$3")
+    LAST_STATS=$(grep 'stats: pmd 0: ' "$log" | tail -n 1)
+    t0=$(date +%s%N)
+    kill -TERM "$pid"
+    if wait_for "vhost-xdp $pid to exit" 5 gone "$pid"; then
+        EXIT_MS=$((($(date +%s%N) - t0) / 1000000)); wait "$pid"; EXIT_RC=$?
+    else
+        EXIT_MS='>5000' EXIT_RC=timeout
+    fi
+    stop_pid "$pid"
+    EXIT_LINE=$(grep 'exit: pmd 0: ' "$log" | tail -n 1)
+}

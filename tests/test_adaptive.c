@@ -446,6 +446,18 @@ static bool split_open(struct link *l, const char *what, bool warm)
                  l->c ? l->c->err : "");
 }
 
+/* The start of parts 6 and 8: a fresh back-end with `args` (its log read
+ * from *from on), then split rings open with 8 frames back.  -1: no
+ * back-end, nothing to undo; 0: the handshake failed (the part still ends
+ * with its SIGTERM check); 1: open. */
+static int part_open(struct link *l, const char *what, const char *const *args, long *from)
+{
+    if (!start_fresh(args))
+        return -1;
+    *from = log_size();
+    return split_open(l, what, true) ? 1 : 0;
+}
+
 /* Stop TX and start it again with a NOFD kick: SET_VRING_KICK u64 = 1 | bit
  * 8 and no fd (vhost-user.rst: "polling should be used"). */
 static bool tx_restart_nofd(struct conn *c)
@@ -477,10 +489,11 @@ static void run_nofd(void)
     static const char *const args[] = { "--pmd-mode", "adaptive", "--stats", "0.2", NULL };
     struct link l = { 0 };
     char line[600] = "";
-    if (!start_fresh(args))
+    long from = 0;
+    int opened = part_open(&l, what, args, &from);
+    if (opened < 0)
         return;
-    long from = log_size();
-    if (!split_open(&l, what, true))
+    if (opened == 0)
         goto out;
     bool ok = tx_restart_nofd(l.c) && link_round(&l, 8);
     bool said = ok && log_find(from, "no kick fd (NOFD)", NULL, 5, line, sizeof line);
@@ -615,10 +628,11 @@ static void run_stolen_kicks(void)
     static const char *const args[] = { "--pmd-mode", "adaptive", "--stats", "0.5", NULL };
     struct link l = { 0 };
     char line[600] = "";
-    if (!start_fresh(args))
+    long from = 0;
+    int opened = part_open(&l, what, args, &from);
+    if (opened < 0)
         return;
-    long from = log_size();
-    if (!split_open(&l, what, true))
+    if (opened == 0)
         goto out;
     if (!steal_setup()) {
         check(false, "%s: a timer to guard our own reads: %s", what, strerror(errno));

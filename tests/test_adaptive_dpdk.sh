@@ -50,12 +50,8 @@
 set -u
 . "$(dirname "$0")/lib.sh"
 
-FAILS=0
-t() { local d=$1; shift; if "$@"; then ok "$d"; else not_ok "$d"; FAILS=$((FAILS + 1)); fi; }
-gone() { ! kill -0 "$1" 2>/dev/null; }
-listening() { awk -v p="$1" '$NF == p && $4 == "00010000" { f = 1 } END { exit !f }' /proc/net/unix; }
-
-need_cmd dpdk-testpmd "DPDK virtio_user frontend" || { [ "${CI:-}" = true ] && exit 1; exit 0; }
+# lib.sh: t (check that counts FAILS, the exit status), gone, listening, need_testpmd, poll_slept.
+need_testpmd "DPDK virtio_user frontend"
 [ -x "$VX" ] || { not_ok "vhost-xdp is built ($VX)"; exit 1; }
 FE_CPU=$(($(nproc) > 1 ? 1 : 0))    # testpmd's two lcores; vhost-xdp's thread is not pinned
 
@@ -76,21 +72,8 @@ diag() { # diag FILE N: FILE as TAP comments, at most its first and last N lines
         if (i <= n || i > NR - n) print "#   " l[i]; else if (i == n + 1) print "#   ..." }'
 }
 
-# pmd_state: the poll thread's state letter (R running, S asleep, ...), from /proc.
-pmd_state() {
-    local task
-    for task in /proc/"$BE_PID"/task/*; do
-        [ "$(cat "$task/comm" 2>/dev/null)" = vx-pmd0 ] || continue
-        # the state is the field after "(comm)"
-        sed 's/.*) \(.\).*/\1/' "$task/stat" 2>/dev/null
-        return
-    done
-}
-asleep() { [ "$(pmd_state)" = S ]; }
-# slept: wait (10 s at most) for the thread to be seen asleep; prints S, or the state it was in instead.
-# (Not read again afterwards: its 100 ms timeout wakes it for a moment, and on a loaded machine it can
-# then wait for a CPU, in state R, for milliseconds.)
-slept() { if wait_for "the poll thread to sleep" 10 asleep; then echo S; else pmd_state; fi; }
+# slept: lib.sh's poll_slept for this test's vhost-xdp: S when its poll thread was seen asleep within 10 s.
+slept() { poll_slept "$BE_PID" 10; }
 
 # fe CMD...: lines to testpmd's stdin.
 fe() { printf '%s\n' "$@" >&9; }
@@ -237,31 +220,18 @@ run_one 0 1 1
 kill -0 "$BE_PID" 2>/dev/null && run_one 1 0 0
 
 # ---- SIGTERM while the thread sleeps (no frontend now: it sleeps on its wake-up eventfd alone)
-pmd_line() { grep "$1: pmd 0: " "$BELOG" | tail -n 1; }
-field() { sed -n "s/.*$1 \([0-9]*\).*/\1/p" <<<"$2"; }
 if kill -0 "$BE_PID" 2>/dev/null; then
-    n0=$(grep -c 'stats: pmd 0: ' "$BELOG")
-    more_stats() { [ "$(grep -c 'stats: pmd 0: ' "$BELOG")" -gt "$n0" ]; }
-    wait_for "a --stats line" 5 more_stats
-    s=$(slept)
-    last=$(pmd_line stats)
-    t0=$(date +%s%N)
-    kill -TERM "$BE_PID"
-    if wait_for "vhost-xdp to exit" 5 gone "$BE_PID"; then
-        ms=$((($(date +%s%N) - t0) / 1000000)); wait "$BE_PID"; rc=$?
-    else
-        ms='>5000' rc=timeout
-    fi
-    stop_pid "$BE_PID"; BE_PID=''
-    exitl=$(pmd_line exit)
+    term_asleep "$BE_PID" "$BELOG" 10     # lib.sh: SLEPT, LAST_STATS, EXIT_RC, EXIT_MS, EXIT_LINE
+    BE_PID=''
+    s=$SLEPT last=$LAST_STATS rc=$EXIT_RC ms=$EXIT_MS exitl=$EXIT_LINE
     echo "# last --stats line: ${last#vhost-xdp: }"
     echo "# exit line:         ${exitl#vhost-xdp: }"
-    h0=$(field hand-over "$last") h1=$(field hand-over "$exitl")
+    h0=$(num_after hand-over "$last") h1=$(num_after hand-over "$exitl")
     t "SIGTERM while the thread sleeps (state $s): exit status 0 (got $rc) after $ms ms, woken by the wake-up eventfd (hand-over ${h0:-?} -> ${h1:-?})" \
         eval '[ "$s" = S ] && [ "$rc" = 0 ] && isnum "$h0" && isnum "$h1" && [ "$h1" -gt "$h0" ]'
     t "no 'did not stop' line" eval '! grep -q "did not stop" "$BELOG"'
-    sl=$(field sleeps "$exitl") kick=$(field 'woken by kick' "$exitl") nic=$(field NIC "$exitl")
-    to=$(field timeout "$exitl") sig=$(field signal "$exitl") missed=$(field 'missed kicks' "$exitl")
+    sl=$(num_after sleeps "$exitl") kick=$(num_after 'woken by kick' "$exitl") nic=$(num_after NIC "$exitl")
+    to=$(num_after timeout "$exitl") sig=$(num_after signal "$exitl") missed=$(num_after 'missed kicks' "$exitl")
     t "exit line: sleeps ${sl:-?} > 0, woken by kick ${kick:-?} > 0" \
         eval 'isnum "$sl" && isnum "$kick" && [ "$sl" -gt 0 ] && [ "$kick" -gt 0 ]'
     t "exit line: missed kicks ${missed:-?} = 0 (virtio_user kicked every burst published under 'kick me')" [ "${missed:-x}" = 0 ]

@@ -28,13 +28,8 @@
 set -u
 . "$(dirname "$0")/lib.sh"
 
-FAILS=0
-t() { local d=$1; shift; if "$@"; then ok "$d"; else not_ok "$d"; FAILS=$((FAILS + 1)); fi; }
-gone() { ! kill -0 "$1" 2>/dev/null; }
-# The socket is listening: /proc/net/unix flags 00010000 (__SO_ACCEPTCON) on that path.
-listening() { awk -v p="$1" '$NF == p && $4 == "00010000" { f = 1 } END { exit !f }' /proc/net/unix; }
-
-need_cmd dpdk-testpmd "DPDK virtio_user frontend" || { [ "${CI:-}" = true ] && exit 1; exit 0; }
+# lib.sh: t (check that counts FAILS, the exit status), gone, listening, need_testpmd.
+need_testpmd "DPDK virtio_user frontend"
 
 # Where DPDK keeps its --file-prefix directories (root: /var/run/dpdk).
 # testpmd's two lcores go on CPU 1 when there is one (the backend's poll thread gets the other CPU).

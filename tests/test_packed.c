@@ -34,6 +34,7 @@
 #endif
 #include "vhost_xdp.h"
 #include "unit.h"             /* TAP cases, fatal-signal report, guarded memory */
+#include "dirty_log.h"        /* the dirty-log bitmap and check_marked(), as in test_virtqueue.c */
 
 #include <signal.h>
 #include <stdlib.h>
@@ -1464,37 +1465,13 @@ static void t_recovery(void)
  * the RX bytes; the bitmap ends at a guard page.  The packed ring's areas
  * are logged through the memory table, log_guest_addr is not used.
  */
-#define LOG_MAX 128                      /* pages up to 1023; memory ends at page 0x2ff */
-static uint8_t *log_end;
-static struct vx_dirty_log dlog;
 
+/* The log on for vr: LOG_MAX bytes (pages up to 1023; memory ends at page 0x2ff), all clear. */
 static void log_on(void)
 {
-    dlog = (struct vx_dirty_log){ .bits = log_end - LOG_MAX, .size = LOG_MAX };
-    memset(dlog.bits, 0, LOG_MAX);
-    vr.log = &dlog;
-    vr.log_marks = 0;
+    log_start(&vr, LOG_MAX);
 }
 
-static void check_marked(const uint64_t *want, int n)
-{
-    char got[256] = "";
-    int ngot = 0;
-    bool same = true;
-    for (uint64_t page = 0; page < 8 * dlog.size; page++) {
-        bool marked = dlog.bits[page / 8] & (1u << (page % 8)), wanted = false;
-        for (int i = 0; i < n; i++)
-            wanted |= want[i] == page;
-        same &= marked == wanted;
-        if (marked && ngot++ < 12)
-            snprintf(got + strlen(got), sizeof got - strlen(got), " 0x%llx", (unsigned long long)page);
-    }
-    CHECK(same, "pages marked:%s (%d), want %d pages starting 0x%llx", got, ngot, n,
-          n ? (unsigned long long)want[0] : 0ull);
-    CHECK(vr.log_marks == (uint64_t)ngot, "log_marks %llu, %d bits set", (unsigned long long)vr.log_marks, ngot);
-}
-
-#define PAGE_OF(gpa) ((gpa) / VX_LOG_PAGE)
 #define DESC_PAGE    PAGE_OF(GPA + DESC_OFF)
 
 static void t_dirty_log(void)
@@ -1511,7 +1488,7 @@ static void t_dirty_log(void)
     p = mkpkt(0, 300, 21);
     CHECK(vq_enqueue_burst(&vr, &p, 1) == 1, "not delivered");
     CHECK(drv_used(&id, &len, &flags) && len == HDR + 300, "used descriptor len %u", len);
-    check_marked((const uint64_t[]){ DESC_PAGE, PAGE_OF(GPA + 0x100f80), PAGE_OF(GPA + 0x101000) }, 3);
+    check_marked(&vr, (const uint64_t[]){ DESC_PAGE, PAGE_OF(GPA + 0x100f80), PAGE_OF(GPA + 0x101000) }, 3);
     end();
 
     begin("dirty log: packed RX over two mergeable buffers (measured, then filled): both buffers' pages");
@@ -1521,7 +1498,7 @@ static void t_dirty_log(void)
     log_on();
     p = mkpkt(0, 500, 22);
     CHECK(vq_enqueue_burst(&vr, &p, 1) == 1, "not delivered");
-    check_marked((const uint64_t[]){ DESC_PAGE, PAGE_OF(GPA + 0x110000), PAGE_OF(GPA + 0x120000) }, 3);
+    check_marked(&vr, (const uint64_t[]){ DESC_PAGE, PAGE_OF(GPA + 0x110000), PAGE_OF(GPA + 0x120000) }, 3);
     end();
 
     begin("dirty log: packed RX through an indirect table: the buffer's page marked, the table's (only read) not");
@@ -1532,7 +1509,7 @@ static void t_dirty_log(void)
     log_on();
     p = mkpkt(0, 200, 23);
     CHECK(vq_enqueue_burst(&vr, &p, 1) == 1, "not delivered");
-    check_marked((const uint64_t[]){ DESC_PAGE, PAGE_OF(GPA + 0x130000) }, 2);
+    check_marked(&vr, (const uint64_t[]){ DESC_PAGE, PAGE_OF(GPA + 0x130000) }, 2);
     end();
 
     begin("dirty log: packed TX marks only the used descriptor's page (TX buffers are only read)");
@@ -1540,14 +1517,14 @@ static void t_dirty_log(void)
     tx_add(HDR + 60, 1, 24);
     log_on();
     CHECK(deq(NOUT) == 1, "not dequeued");
-    check_marked((const uint64_t[]){ DESC_PAGE }, 1);
+    check_marked(&vr, (const uint64_t[]){ DESC_PAGE }, 1);
     end();
 
     begin("dirty log: interrupt mode's device event area write (vq_notify_enable) is marked");
     ring_setup(256, PACKED, true);
     log_on();
     vq_notify_enable(&vr);
-    check_marked((const uint64_t[]){ PAGE_OF(GPA + DEVICE_OFF) }, 1);
+    check_marked(&vr, (const uint64_t[]){ PAGE_OF(GPA + DEVICE_OFF) }, 1);
     end();
 }
 
@@ -1573,7 +1550,7 @@ int main(void)
     t_rx_mrg();
     t_rx_indirect();
     t_notify();
-    log_end = map_guarded((size_t)page_size, (size_t)page_size) + page_size;    /* the bitmap: its last bytes */
+    log_map();
     t_dirty_log();
     for (size_t i = 0; i < sizeof bad_cases / sizeof bad_cases[0]; i++)
         run_bad(&bad_cases[i]);

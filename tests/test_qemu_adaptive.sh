@@ -68,20 +68,8 @@ cleanup() {
 }
 on_exit cleanup
 
-# The thread's state letter (R running, S asleep, ...) of vhost-xdp k's poll thread, from /proc.
-pmd_state() {
-    local task
-    for task in /proc/"${VXP[$1]}"/task/*; do
-        [ "$(cat "$task/comm" 2>/dev/null)" = vx-pmd0 ] || continue
-        sed 's/.*) \(.\).*/\1/' "$task/stat" 2>/dev/null
-        return
-    done
-}
-asleep() { [ "$(pmd_state "$1")" = S ]; }
-# slept K: wait (20 s at most) for thread K to be seen asleep; prints S, or the state it was in instead.
-# (Not read again afterwards: its 100 ms timeout wakes it for a moment, and on a loaded machine it can
-# then wait for a CPU, in state R, for milliseconds.)
-slept() { if wait_for "the poll thread to sleep" 20 asleep "$1"; then echo S; else pmd_state "$1"; fi; }
+# slept K: lib.sh's poll_slept for vhost-xdp K: S when its poll thread was seen asleep within 20 s.
+slept() { poll_slept "${VXP[$1]}" 20; }
 
 # ---- set-up: for each guest a netns + veth, a vhost-xdp on the veth, and the guest
 for k in 0 1 2 3; do
@@ -196,29 +184,17 @@ for k in 0 1 2 3; do
 done
 
 # ---- SIGTERM while asleep, and the exit lines
-field() { sed -n "s/.*$1 \([0-9]*\).*/\1/p" <<<"$2"; }
 for k in 0 1 2 3; do
     log=$dir/vx-$k.log
-    n0=$(grep -c 'stats: pmd 0: ' "$log")
-    more_stats() { [ "$(grep -c 'stats: pmd 0: ' "$log")" -gt "$n0" ]; }
-    wait_for "a --stats line" 5 more_stats
-    s=$(slept "$k")
-    last=$(grep 'stats: pmd 0: ' "$log" | tail -n 1)
-    ts=$(date +%s%N)
-    kill -TERM "${VXP[k]}"
-    if wait_for "vhost-xdp ${NAMES[k]} to exit" 5 eval '! kill -0 "${VXP[k]}" 2>/dev/null'; then
-        ms=$((($(date +%s%N) - ts) / 1000000)); wait "${VXP[k]}"; rc=$?
-    else
-        ms='>5000' rc=timeout
-    fi
-    stop_pid "${VXP[k]}"; VXP[k]=''
-    exitl=$(grep 'exit: pmd 0: ' "$log" | tail -n 1)
+    term_asleep "${VXP[k]}" "$log" 20    # lib.sh: SLEPT, LAST_STATS, EXIT_RC, EXIT_MS, EXIT_LINE
+    VXP[k]=''
+    s=$SLEPT last=$LAST_STATS rc=$EXIT_RC ms=$EXIT_MS exitl=$EXIT_LINE
     echo "# ${NAMES[k]}: ${exitl#vhost-xdp: }"
-    h0=$(field hand-over "$last") h1=$(field hand-over "$exitl")
+    h0=$(num_after hand-over "$last") h1=$(num_after hand-over "$exitl")
     check "${NAMES[k]}: SIGTERM while the thread sleeps (state $s), guest connected: exit status 0 (got $rc) after $ms ms, woken by the wake-up eventfd (hand-over ${h0:-?} -> ${h1:-?})" \
         eval '[ "$s" = S ] && [ "$rc" = 0 ] && isnum "$h0" && isnum "$h1" && [ "$h1" -gt "$h0" ]' || failed_k[k]=1
-    sl=$(field sleeps "$exitl") kick=$(field 'woken by kick' "$exitl") nic=$(field NIC "$exitl")
-    to=$(field timeout "$exitl") sig=$(field signal "$exitl") missed=$(field 'missed kicks' "$exitl")
+    sl=$(num_after sleeps "$exitl") kick=$(num_after 'woken by kick' "$exitl") nic=$(num_after NIC "$exitl")
+    to=$(num_after timeout "$exitl") sig=$(num_after signal "$exitl") missed=$(num_after 'missed kicks' "$exitl")
     check "${NAMES[k]}: sleeps ${sl:-?} > 0, woken by kick ${kick:-?} > 0 and by NIC ${nic:-?} > 0" \
         eval 'isnum "$sl" && isnum "$kick" && isnum "$nic" && [ "$sl" -gt 0 ] && [ "$kick" -gt 0 ] && [ "$nic" -gt 0 ]' || failed_k[k]=1
     check "${NAMES[k]}: missed kicks ${missed:-?} = 0, signal ${sig:-?} = 0" \

@@ -49,13 +49,8 @@ on_exit cleanup
 diag() { DIAG_LINES=20 diag_logs "$@"; }
 in_ns() { ip netns exec "$NS" "$@"; }
 
-# --- the uplink: a veth, its peer in a netns
-NS_MADE=1
-ip netns add "$NS" &&
-ip link add "$HOST" numrxqueues 1 numtxqueues 1 type veth peer name "$PEER" numrxqueues 1 numtxqueues 1 &&
-ip link set "$PEER" netns "$NS" && ip link set "$HOST" up && ip -n "$NS" link set "$PEER" up &&
-ip -n "$NS" addr add 10.0.0.1/24 dev "$PEER"
-check "veth $HOST <-> $PEER (netns $NS, 10.0.0.1)" test $? = 0 || done_testing
+# --- the uplink: a veth, its peer in a netns (lib.sh: make_uplink)
+check "veth $HOST <-> $PEER (netns $NS, 10.0.0.1)" make_uplink || done_testing
 
 # --- the switch
 S=$dir/a.sock SB=$dir/b.sock SC=$dir/c.sock SD=$dir/d.sock SF=$dir/f.sock

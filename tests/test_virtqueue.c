@@ -30,6 +30,7 @@
 #endif
 #include "vhost_xdp.h"
 #include "unit.h"             /* TAP cases, fatal-signal report, guarded memory */
+#include "dirty_log.h"        /* the dirty-log bitmap and check_marked(), as in test_packed.c */
 
 #include <signal.h>
 #include <stdlib.h>
@@ -2102,43 +2103,19 @@ static void t_notify_enable(void)
  * guest-physical address, and no other: virtqueue.c, "Live migration:
  * dirty-page logging".  vhost_user.c would set vr.log when the ring starts;
  * here the test sets it.  The bitmap ends right before a guard page, so a
- * mark past its end is a SIGSEGV, reported as "not ok".
+ * mark past its end is a SIGSEGV, reported as "not ok" (tests/dirty_log.h:
+ * the bitmap, log_start() and check_marked(), shared with test_packed.c).
  */
-#define LOG_MAX 128                      /* bytes: pages up to 1023, past region B's end */
-static uint8_t *log_end;                 /* one past the guarded bitmap's last byte */
-static struct vx_dirty_log dlog;
 
-/* The log on for vr: `bytes` long, all clear; used ring logged at its gpa. */
+/* The log on for vr: `bytes` long (LOG_MAX: pages up to 1023, past region
+ * B's end), all clear; the used ring logged at its gpa when `log_used`. */
 static void log_on(uint64_t bytes, bool log_used)
 {
-    dlog = (struct vx_dirty_log){ .bits = log_end - bytes, .size = bytes };
-    memset(dlog.bits, 0, bytes);
-    vr.log = &dlog;
+    log_start(&vr, bytes);
     vr.log_used = log_used;
     vr.log_guest_addr = A_GPA + USED_OFF;
-    vr.log_marks = 0;
 }
 
-/* The pages marked must be exactly want[0..n-1]. */
-static void check_marked(const uint64_t *want, int n)
-{
-    char got[256] = "";
-    int ngot = 0;
-    bool same = true;
-    for (uint64_t page = 0; page < 8 * dlog.size; page++) {
-        bool marked = dlog.bits[page / 8] & (1u << (page % 8)), wanted = false;
-        for (int i = 0; i < n; i++)
-            wanted |= want[i] == page;
-        same &= marked == wanted;
-        if (marked && ngot++ < 12)
-            snprintf(got + strlen(got), sizeof got - strlen(got), " 0x%llx", (unsigned long long)page);
-    }
-    CHECK(same, "pages marked:%s (%d), want %d pages starting 0x%llx", got, ngot, n,
-          n ? (unsigned long long)want[0] : 0ull);
-    CHECK(vr.log_marks == (uint64_t)ngot, "log_marks %llu, %d bits set", (unsigned long long)vr.log_marks, ngot);
-}
-
-#define PAGE_OF(gpa) ((gpa) / VX_LOG_PAGE)
 #define USED_PAGE    PAGE_OF(A_GPA + USED_OFF)
 
 /* An RX buffer of 2048 bytes that starts 64 bytes before a page boundary. */
@@ -2161,7 +2138,7 @@ static void t_dirty_log(void)
     log_on(LOG_MAX, true);
     p = mkpkt(0, 200, 7);
     CHECK(enq(&p, 1) == 1, "not delivered");
-    check_marked((const uint64_t[]){ USED_PAGE, PAGE_OF(A_GPA + 0x12000 - 64), PAGE_OF(A_GPA + 0x12000) }, 3);
+    check_marked(&vr, (const uint64_t[]){ USED_PAGE, PAGE_OF(A_GPA + 0x12000 - 64), PAGE_OF(A_GPA + 0x12000) }, 3);
     end();
 
     begin("dirty log: split RX through an indirect table: the buffer's page marked, the table's (only read) not");
@@ -2175,7 +2152,7 @@ static void t_dirty_log(void)
     log_on(LOG_MAX, true);
     p = mkpkt(0, 100, 8);
     CHECK(enq(&p, 1) == 1, "not delivered");
-    check_marked((const uint64_t[]){ USED_PAGE, PAGE_OF(A_GPA + 0x14000) }, 2);
+    check_marked(&vr, (const uint64_t[]){ USED_PAGE, PAGE_OF(A_GPA + 0x14000) }, 2);
     CHECK(PAGE_OF(ta) != PAGE_OF(A_GPA + 0x14000), "test bug: table and buffers share a page");
     end();
 
@@ -2185,7 +2162,7 @@ static void t_dirty_log(void)
     tx_offer(0, tx72, 1, 9);
     log_on(LOG_MAX, true);
     CHECK(deq(1) == 1, "not dequeued");
-    check_marked((const uint64_t[]){ USED_PAGE }, 1);
+    check_marked(&vr, (const uint64_t[]){ USED_PAGE }, 1);
     end();
 
     begin("dirty log: without VHOST_VRING_F_LOG the used ring is not logged, the RX buffer is");
@@ -2194,7 +2171,7 @@ static void t_dirty_log(void)
     log_on(LOG_MAX, false);
     p = mkpkt(0, 200, 10);
     CHECK(enq(&p, 1) == 1, "not delivered");
-    check_marked((const uint64_t[]){ PAGE_OF(A_GPA + 0x12000 - 64), PAGE_OF(A_GPA + 0x12000) }, 2);
+    check_marked(&vr, (const uint64_t[]){ PAGE_OF(A_GPA + 0x12000 - 64), PAGE_OF(A_GPA + 0x12000) }, 2);
     end();
 
     begin("dirty log: marks stop at the log's end (a log shorter than memory): nothing written past it");
@@ -2203,7 +2180,7 @@ static void t_dirty_log(void)
     log_on(PAGE_OF(A_GPA + 0x12000 - 64) / 8, true);    /* pages 0..0x10f: the used ring's, not the buffer's */
     p = mkpkt(0, 200, 11);
     CHECK(enq(&p, 1) == 1, "not delivered");
-    check_marked((const uint64_t[]){ USED_PAGE }, 1);
+    check_marked(&vr, (const uint64_t[]){ USED_PAGE }, 1);
     end();
 
     begin("dirty log: logging off (vr.log NULL) leaves the bitmap alone");
@@ -2213,14 +2190,14 @@ static void t_dirty_log(void)
     vr.log = NULL;
     p = mkpkt(0, 200, 12);
     CHECK(enq(&p, 1) == 1, "not delivered");
-    check_marked(NULL, 0);
+    check_marked(&vr, NULL, 0);
     end();
 
     begin("dirty log: interrupt mode's used->flags write (vq_notify_enable) is marked");
     ring_setup(256, V1, 0, true, false);
     log_on(LOG_MAX, true);
     vq_notify_enable(&vr);
-    check_marked((const uint64_t[]){ USED_PAGE }, 1);
+    check_marked(&vr, (const uint64_t[]){ USED_PAGE }, 1);
     end();
 }
 
@@ -2273,7 +2250,7 @@ int main(void)
 
     t_notify();
     t_notify_enable();
-    log_end = guarded_tail(LOG_MAX) + LOG_MAX;
+    log_map();
     t_dirty_log();
 
     for (size_t i = 0; i < sizeof bad_cases / sizeof bad_cases[0]; i++)
