@@ -181,15 +181,15 @@ setup_memory() {
     [ "$want" = 1 ] || return 0
     if [ "$(id -u)" != 0 ]; then echo "bench: BENCH_HUGE=1 needs root (sysctl, mount)" >&2; exit 1; fi
     [ "$(awk '/^Hugepagesize:/ { print $2 }' /proc/meminfo)" = 2048 ] || { MEM_SAID+=", no 2 MiB hugepages here"; return 0; }
-    local free
+    # Pages of our own, always, even when enough are free: free pages that another bench reserved
+    # go when it gives them back, in the middle of our run (seen on a shared machine: the next
+    # testpmd then fails with "Cannot init memory").  Giving back lowers the count by what each
+    # added; the kernel never takes a page in use.
+    local free old
+    old=$(sysctl -n vm.nr_hugepages)
+    sysctl -q -w vm.nr_hugepages=$((old + HUGE_PAGES_NEEDED)) >/dev/null 2>&1
+    HUGE_ADDED=$(($(sysctl -n vm.nr_hugepages) - old))     # the kernel may give fewer
     free=$(free_hugepages)
-    if [ "${free:-0}" -lt "$HUGE_PAGES_NEEDED" ]; then
-        local old
-        old=$(sysctl -n vm.nr_hugepages)
-        sysctl -q -w vm.nr_hugepages=$((old + HUGE_PAGES_NEEDED - free)) >/dev/null 2>&1
-        HUGE_ADDED=$(($(sysctl -n vm.nr_hugepages) - old))     # the kernel may give fewer
-        free=$(free_hugepages)
-    fi
     if [ "${free:-0}" -lt "$HUGE_PAGES_NEEDED" ]; then
         MEM_SAID+=" (could get only ${free:-0} of $HUGE_PAGES_NEEDED hugepages)"
         return 0
