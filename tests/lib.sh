@@ -373,3 +373,16 @@ term_asleep() {
     stop_pid "$pid"
     EXIT_LINE=$(grep 'exit: pmd 0: ' "$log" | tail -n 1)
 }
+
+# check_lab_cleanup OUT: a lab run as root said what it made and stopped (its "veth pair: ... in netns
+# vxlab-PID," and "cleaned up: stopped pids ...;" lines in OUT): that netns is gone and none of those
+# processes is alive.
+check_lab_cleanup() {
+    local out=$1 ns pids
+    ns=$(sed -n 's/^veth pair: .*in netns \(vxlab-[0-9]*\),.*/\1/p' "$out")
+    pids=$(sed -n 's/.*cleaned up: stopped pids \([0-9 ]*\);.*/\1/p' "$out")
+    # (check's eval sees ns and pids: bash's locals are visible to the functions called)
+    check "it cleaned up: netns ${ns:-?} gone, no process it started left (${pids:-?})" \
+        eval '[ -n "$ns" ] && ! ip netns list | grep -qw "$ns" && [ -n "$pids" ] &&
+              { alive=0; for p in $pids; do kill -0 "$p" 2>/dev/null && alive=1; done; [ $alive = 0 ]; }'
+}

@@ -53,10 +53,6 @@ tso4=$(field "TSO packets" <<<"$s4") cut4=$(field "cut into" <<<"$s4") part4=$(f
 check "step 4: a header line of a packet cut for the NIC" eval 'grep -q "cut for the NIC into [0-9]* segments" <<<"$s4"'
 check "step 4: ${tso4:-?} TSO packets cut into ${cut4:-?} segments; ${part4:-?} partial checksums from the peer" \
     eval 'num "$tso4" && num "$cut4" && num "$part4" && [ "$cut4" -gt "$tso4" ] && [ "$part4" -gt 0 ]'
-ns=$(sed -n 's/^veth pair: .*in netns \(vxlab-[0-9]*\),.*/\1/p' "$OUT")
-pids=$(sed -n 's/.*cleaned up: stopped pids \([0-9 ]*\);.*/\1/p' "$OUT")
-check "it cleaned up: netns ${ns:-?} gone, no process it started left (${pids:-?})" \
-    eval '[ -n "$ns" ] && ! ip netns list | grep -qw "$ns" && [ -n "$pids" ] &&
-          { alive=0; for p in $pids; do kill -0 "$p" 2>/dev/null && alive=1; done; [ $alive = 0 ]; }'
+check_lab_cleanup "$OUT"
 [ "$TAP_FAILED" -gt 0 ] && sed 's/^/# /' "$OUT"
 done_testing

@@ -64,10 +64,6 @@ ma=$(delta "$s5" "0 guest A" 2) lb=$(delta "$s5" "1 guest B" 4)
 check "step 5: the table emptied by ageing (aged ${aged:-?})" eval 'ge "${aged:-0}" 1'
 check "step 5: A's ping answered; its first frame a miss on port 0 (+$ma), B learned again (+$lb)" \
     eval 'grep -q "A pings B again: 2 replies" <<<"$s5" && ge "$ma" 1 && ge "$lb" 1'
-ns=$(sed -n 's/^veth pair: .*in netns \(vxlab-[0-9]*\),.*/\1/p' "$OUT")
-pids=$(sed -n 's/.*cleaned up: stopped pids \([0-9 ]*\);.*/\1/p' "$OUT")
-check "it cleaned up: netns ${ns:-?} gone, no process it started left (${pids:-?})" \
-    eval '[ -n "$ns" ] && ! ip netns list | grep -qw "$ns" && [ -n "$pids" ] &&
-          { alive=0; for p in $pids; do kill -0 "$p" 2>/dev/null && alive=1; done; [ $alive = 0 ]; }'
+check_lab_cleanup "$OUT"
 [ "$TAP_FAILED" -gt 0 ] && sed 's/^/# /' "$OUT"
 done_testing
