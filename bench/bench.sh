@@ -423,7 +423,19 @@ peer_moved() { [ "$(peer_count | awk '{ print $2 }')" -gt 1000 ]; }
 RESULTS=$TMP/results    # "path ring size backend pps", one line per sample
 MEMORY=$TMP/memory      # "path ring size backend vmrss_kb guest_kb umem_kb", one line per vhost-xdp run
 CPU=$TMP/cpu            # "path ring size backend busy% sys%", the poll thread's, one line per run
-: >"$RESULTS"; : >"$MEMORY"; : >"$CPU"
+CYCLES=$TMP/cycles      # "path ring size backend tsc_per_packet", from a vhost-xdp's exit line, one per run
+: >"$RESULTS"; : >"$MEMORY"; : >"$CPU"; : >"$CYCLES"
+
+# cycles_of KEY LOG: what a vhost-xdp's poll thread says a packet cost it, from its exit line
+# ("exit: pmd 0: polls ..., B% busy | TSC cycles C% busy, N per packet": the busy iterations' TSC
+# cycles over the packets they moved, OVS's pmd-stats-show idea; pmd_loop.c, "Where the cycles go").
+# The whole run, warm-up included; a backend without the line (DPDK, an older vhost-xdp) adds nothing.
+cycles_of() {
+    local n
+    n=$(sed -n 's/.*exit: pmd 0: .*TSC cycles [0-9.]*% busy, \([0-9]*\) per packet.*/\1/p' "$2" | tail -n 1)
+    [ -n "$n" ] && echo "$1 $n" >>"$CYCLES"
+    return 0
+}
 
 # memory_of PID: "VmRSS guest umem" in kB.  In smaps, guest memory is every shared mapping that is
 # not an AF_XDP ring (those are mapped from the socket): the regions of SET_MEM_TABLE (a memfd with
@@ -529,6 +541,7 @@ run_one() {
     fi
     stop_frontend
     stop_backend
+    [ $ok = 1 ] && cycles_of "$key" "$be_log"
     [ "$path" = forward ] && del_veth
     if [ $ok = 1 ]; then
         tail -n +"$first" "$RESULTS" | awk '{ printf "%.2f ", $5 / 1e6 }'
@@ -583,6 +596,11 @@ cpu() {
     lines_of "$CPU" "$@" | awk '$5 != "-" { b += $5; s += $6; n++ } END { if (n) printf "%3.0f%% (%2.0f%%)", b / n, s / n; else printf "-" }'
 }
 
+# cycles PATH RING SIZE BACKEND: TSC cycles per packet of the poll thread, averaged over its runs.
+cycles() {
+    lines_of "$CYCLES" "$@" | awk '{ c += $5; n++ } END { if (n) printf "%.0f", c / n; else printf "-" }'
+}
+
 # starved PATH RING SIZE: "*" if a poll thread of either side had its CPU less than 90% of the
 # sample time: the row measured the machine's other load as much as the backends.
 starved() {
@@ -600,12 +618,15 @@ print_tables() {
             "$(mpps "$b") ($(range "$path" "$ring" "$size" $REF))" "$(ratio "$a" "$b")" "$(starved "$path" "$ring" "$size")"
     done; done; done
     echo
-    printf '%-8s %-6s %6s   %-27s %-15s %-15s\n' path ring frame "vhost-xdp RSS MiB (without" "vhost-xdp poll" "$REF_NAME poll"
-    printf '%-8s %-6s %6s   %-27s %-15s %-15s\n' "" "" "" "guest memory and UMEM)" "thread ran (sys)" "thread ran (sys)"
+    printf '%-8s %-6s %6s   %-27s %-15s %-15s  %s\n' path ring frame "vhost-xdp RSS MiB (without" "vhost-xdp poll" \
+        "$REF_NAME poll" "TSC cycles per packet"
+    printf '%-8s %-6s %6s   %-27s %-15s %-15s  %s\n' "" "" "" "guest memory and UMEM)" "thread ran (sys)" "thread ran (sys)" \
+        "vhost-xdp$([ "$REF" = dpdk ] || echo " / B")"
     for path in $PATHS_RUN; do for ring in $BENCH_RINGS; do for size in $BENCH_SIZES; do
         read -r a b <<<"$(memory "$path" "$ring" "$size")"
-        printf '%-8s %-6s %4s B   %-27s %-16s %-15s\n' "$path" "$ring" "$size" "$a ($b)" \
-            "$(cpu "$path" "$ring" "$size" vhost-xdp)" "$(cpu "$path" "$ring" "$size" $REF)"
+        printf '%-8s %-6s %4s B   %-27s %-16s %-15s  %s\n' "$path" "$ring" "$size" "$a ($b)" \
+            "$(cpu "$path" "$ring" "$size" vhost-xdp)" "$(cpu "$path" "$ring" "$size" $REF)" \
+            "$(cycles "$path" "$ring" "$size" vhost-xdp)$([ "$REF" = dpdk ] || echo " / $(cycles "$path" "$ring" "$size" $REF)")"
     done; done; done
 }
 
