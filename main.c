@@ -1231,7 +1231,7 @@ static void print_all_stats(double now)
     if (pcap_enabled())
         print_pcap_stats();
     sw_print_stats("stats");        /* a switch's ports: hits, misses, floods, ... (switch.c) */
-    pmd_print_idle("stats", now);   /* --pmd-mode adaptive: each poll thread's sleeps (pmd_loop.c) */
+    pmd_print_idle("stats", now);   /* each poll thread's cycles, and sleeps in adaptive mode (pmd_loop.c) */
     stats.at = now;
 }
 

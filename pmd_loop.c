@@ -647,6 +647,15 @@ static inline void pmd_count_cycles(struct pmd_thread *t, int moved)
     }
 }
 
+/* A thread's counters (structs of uint64_t only), read by main.c while the
+ * thread writes them: each word loaded whole (relaxed), as the thread
+ * stores it.  Shared with the sleep counters below. */
+static void pmd_load_counters(void *to, const void *from, size_t bytes)
+{
+    for (size_t w = 0; w < bytes / sizeof(uint64_t); w++)
+        ((uint64_t *)to)[w] = __atomic_load_n(&((const uint64_t *)from)[w], __ATOMIC_RELAXED);
+}
+
 /* pmd_thread_start: the clock starts with the thread. */
 static void pmd_cycles_reset(int id)
 {
@@ -660,10 +669,7 @@ static void pmd_print_cycles(const char *what, int i, bool exit_line)
 {
     static struct pmd_cycles last[PMD_MAX_THREADS];
     struct pmd_cycles c, d;
-    const uint64_t *from = (const uint64_t *)&pmd_cycles[i];
-    uint64_t *to = (uint64_t *)&c;
-    for (size_t w = 0; w < sizeof c / sizeof(uint64_t); w++)
-        to[w] = __atomic_load_n(&from[w], __ATOMIC_RELAXED);
+    pmd_load_counters(&c, &pmd_cycles[i], sizeof c);
     d = c;
     if (!exit_line) {
         d.busy_tsc -= last[i].busy_tsc, d.idle_tsc -= last[i].idle_tsc, d.packets -= last[i].packets;
@@ -1106,10 +1112,7 @@ void pmd_print_idle(const char *what, double now)
         if (!pmd_adaptive)
             continue;
         struct pmd_napi_counts c;
-        const uint64_t *from = (const uint64_t *)&pmd_napis[i].counts;
-        uint64_t *to = (uint64_t *)&c;
-        for (size_t w = 0; w < sizeof c / sizeof(uint64_t); w++)
-            to[w] = __atomic_load_n(&from[w], __ATOMIC_RELAXED);
+        pmd_load_counters(&c, &pmd_napis[i].counts, sizeof c);
         double since = exit_line || last_at[i] == 0 ? pmd_napis[i].started_at : last_at[i];
         uint64_t ns = c.asleep_ns - (exit_line ? 0 : last_ns[i]);
         double pct = now > since ? 100.0 * (double)ns / ((now - since) * 1e9) : 0;
