@@ -1033,6 +1033,7 @@ struct totals {
     uint64_t broken;                    /* times a ring was found malformed and stopped */
     uint64_t calls_dropped;             /* interrupts the call eventfd refused (virtqueue.c, vq_call) */
     uint64_t tso, segments, csum_sw, csum_nic, partial, bad_hdr;   /* offload.c's, see vx_ring_stats */
+    uint64_t log_marks;                 /* live migration: dirty-log bits we set (print_log_line) */
 };
 
 /* A counter a poll thread is writing, read whole. */
@@ -1052,6 +1053,7 @@ static struct totals sum_rings(const struct vx_dev *dev, int pair)
         *(i & 1 ? &t.tx_packets : &t.rx_packets) += LOAD(s->packets);
         *(i & 1 ? &t.tx_bytes : &t.rx_bytes) += LOAD(s->bytes);
         t.calls_dropped += LOAD(dev->vrings[i].calls_dropped);
+        t.log_marks += LOAD(dev->vrings[i].log_marks);
 #define ADD(f) t.f += LOAD(s->f)
         ADD(drops); ADD(broken); ADD(tso); ADD(segments); ADD(csum_sw); ADD(csum_nic); ADD(partial); ADD(bad_hdr);
 #undef ADD
@@ -1150,6 +1152,21 @@ static void print_offload_line(const char *what, const char *label, const struct
             (unsigned long long)t->partial, (unsigned long long)t->bad_hdr, (unsigned long long)t->csum_nic);
 }
 
+/* Live migration (second reading): the pages of guest memory we marked in
+ * QEMU's dirty log (vhost_user.c, "Live migration"), since the start; one
+ * line, only once a migration has made us mark something.  A mark is a bit
+ * we turned from 0 to 1: QEMU clears the bits it has copied at each round,
+ * so a page we write in every round counts once per round.  It is the
+ * number a student compares with QEMU's "dirty sync count" and "transferred
+ * ram" (`info migrate`): how much of the copying our writes caused.
+ *   vhost-xdp: exit: device 0 (a.sock): dirty log: 1834 pages marked */
+static void print_log_line(const char *what, const char *label, const struct totals *t)
+{
+    if (t->log_marks)
+        fprintf(stderr, "vhost-xdp: %s: %sdirty log: %llu pages marked\n", what, label,
+                (unsigned long long)t->log_marks);
+}
+
 /* The NIC's line: rates since the last line; the three trouble counters
  * are totals since the start, where any non-zero value is worth a look
  * (nic_afxdp.c says when each one counts).  In short: fill ring empty, the
@@ -1218,6 +1235,7 @@ static void print_all_stats(double now)
     for (int d = 0; d < ndevs; d++) {
         print_stats(&devs[d], dev_label(d), &stats.rings[d][0], &before.rings[d][0], secs);
         print_offload_line("stats", dev_label(d), &stats.rings[d][0]);
+        print_log_line("stats", dev_label(d), &stats.rings[d][0]);
         for (int k = 0; devs[d].queue_pairs > 1 && k < (int)devs[d].queue_pairs; k++)
             print_pair_stats(dev_label(d), k, &stats.rings[d][k + 1], &before.rings[d][k + 1], secs);
     }
@@ -1286,6 +1304,7 @@ static void print_totals(void)
                        dev_label(d), (unsigned long long)fin.tx_packets, (unsigned long long)fin.rx_packets,
                        (unsigned long long)fin.drops, (unsigned long long)fin.broken, calls);
                 print_offload_line("exit", dev_label(d), &fin);
+                print_log_line("exit", dev_label(d), &fin);
             } else
                 vx_log("exit: %squeue pair %d: from guest %llu packets, to guest %llu packets, %llu drops",
                        dev_label(d), k, (unsigned long long)fin.tx_packets, (unsigned long long)fin.rx_packets,

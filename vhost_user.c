@@ -492,6 +492,7 @@ static void vu_set_packed_base(struct vx_vring *vr, uint32_t base);             
 static uint32_t vu_packed_base(const struct vx_vring *vr);                      /* "The packed ring" */
 static void vu_log_unmap(struct vx_dev *dev);                                   /* "Live migration" */
 static int vu_log_ring_addr(struct vx_vring *vr, const struct vu_vring_addr *a); /* "Live migration" */
+static void vu_log_say_toggled(const struct vx_dev *dev, uint64_t features);   /* "Live migration" */
 
 /* The ring a message names, or NULL (logged) if there is no such ring.
  * The index sits in the payload's first field: vu_vring_state and
@@ -562,6 +563,7 @@ static void vu_reset_device(struct vx_dev *dev)
         struct vx_vring *vr = &dev->vrings[i];
         struct vx_ring_stats stats = vr->stats;
         uint32_t calls_dropped = vr->calls_dropped;     /* a counter too, kept like stats */
+        uint64_t log_marks = vr->log_marks;             /* and live migration's */
         vu_close_fd(&vr->kick_fd);
         vu_close_fd(&vr->call_fd);
         vu_close_fd(&vr->err_fd);
@@ -575,6 +577,7 @@ static void vu_reset_device(struct vx_dev *dev)
         vr->base_from_frontend = true;      /* slot 0, wrap 1: checked against the ring (packed) */
         vr->stats = stats;
         vr->calls_dropped = calls_dropped;
+        vr->log_marks = log_marks;
     }
     vu_unmap_memory(&dev->mem);
     vu_log_unmap(dev);          /* live migration's log, if any (second reading) */
@@ -610,6 +613,7 @@ static int vu_set_features(struct vx_dev *dev, struct vu_msg *msg)
 {
     if (!vu_only_offered("SET_FEATURES", msg->payload.u64, vu_offered_features(dev)))
         return VU_FAIL;
+    vu_log_say_toggled(dev, msg->payload.u64);     /* live migration: a line when LOG_ALL changes */
     dev->features = msg->payload.u64;
     for (int i = 0; i < VX_MAX_VRINGS; i++)
         dev->vrings[i].attached = false;    /* header length may change */
@@ -1692,6 +1696,18 @@ static int vu_set_log_base(struct vx_dev *dev, struct vu_msg *msg)
            log.size, log.size * 8 - 1, dev->features & (1ull << VHOST_F_LOG_ALL) ? "" : " (logging from LOG_ALL on)");
     msg->payload.u64 = 0;
     return VU_REPLY;
+}
+
+/* SET_FEATURES turning LOG_ALL on (a migration starts copying) or off (it
+ * ended or was cancelled: migrate_cancel in QEMU's monitor): one line, the
+ * moment a student looks for in the log.  The marks themselves are counted
+ * in --stats ("dirty log: N pages marked"). */
+static void vu_log_say_toggled(const struct vx_dev *dev, uint64_t features)
+{
+    bool was = dev->features & (1ull << VHOST_F_LOG_ALL), now = features & (1ull << VHOST_F_LOG_ALL);
+    if (was != now)
+        vx_log("%s: dirty logging %s", dev->opt.socket_path,
+               now ? "on (LOG_ALL): every guest page we write is marked in the log" : "off (LOG_ALL cleared)");
 }
 
 /* SET_LOG_FD: an eventfd "to inform the front-end that the log has been

@@ -6,6 +6,9 @@
 #   bench/ring_cost.sh REV        the same for the git revision REV too (its virtqueue.c and
 #                                 vhost_xdp.h), and the ratio this tree / REV per row
 #   RING_COST_PACKETS=100000      packets per run
+# A second table: the same rows with live migration's dirty log on (virtqueue.c, "Live migration:
+# dirty-page logging"), counted, and timed as well: the median of 5 runs each way, interleaved (a
+# rate of the ring code alone in one thread; on a loaded machine read the counts).
 # The counts are the same on every run with the same compiler: a difference of one instruction
 # per packet is real.  They are not speed (`make bench` measures that); they say whether a change
 # to the ring code made it do more or less work.  Needs valgrind and make's CC.
@@ -33,10 +36,10 @@ if [ $# -ge 1 ]; then
     other=$1
 fi
 
-# per_packet NAME RING SIZE: callgrind's instruction count inside vq_dequeue_burst_lend / packets.
+# per_packet NAME RING SIZE [log]: callgrind's instruction count inside vq_dequeue_burst_lend / packets.
 per_packet() {
     valgrind --tool=callgrind --toggle-collect=vq_dequeue_burst_lend --callgrind-out-file="$tmp/cg.out" \
-        "$tmp/$1" "$2" "$3" "$PACKETS" >"$tmp/run.out" 2>&1 || { echo "ring_cost: $1 $2 $3 failed" >&2; cat "$tmp/run.out" >&2; exit 1; }
+        "$tmp/$1" "$2" "$3" "$PACKETS" ${4:-} >"$tmp/run.out" 2>&1 || { echo "ring_cost: $1 $2 $3 failed" >&2; cat "$tmp/run.out" >&2; exit 1; }
     local ir n
     ir=$(sed -n 's/^summary: \([0-9]*\).*/\1/p' "$tmp/cg.out")
     n=$(sed -n 's/.* B: \([0-9]*\) packets.*/\1/p' "$tmp/run.out")
@@ -58,5 +61,26 @@ for ring in split packed; do
         else
             printf '%-8s %5s B %14s\n' $ring $size "$a"
         fi
+    done
+done
+
+# The dirty log: counted on and off, and timed (ns per packet, median of 5 interleaved runs of 10x the
+# packets, natively).
+# timed RING SIZE [log]: one native run's ns per packet.
+timed() { "$tmp/this" "$1" "$2" $((PACKETS * 10)) ${3:-} | sed -n 's/.* packets, \([0-9.]*\) ns each.*/\1/p'; }
+median() { tr ' ' '\n' | sort -n | sed -n 3p; }
+echo
+echo "ring_cost: the same with live migration's dirty log on (this tree): instructions per packet, and ns per packet timed (median of 5, interleaved)"
+printf '%-8s %7s %10s %10s %8s %10s %10s %8s\n' ring frame "instr off" "instr on" ratio "ns off" "ns on" ratio
+for ring in split packed; do
+    for size in 64 1518; do
+        a=$(per_packet this $ring $size)
+        b=$(per_packet this $ring $size log)
+        offs='' ons=''
+        for i in 1 2 3 4 5; do offs="$offs $(timed $ring $size)"; ons="$ons $(timed $ring $size log)"; done
+        c=$(echo $offs | median) d=$(echo $ons | median)
+        printf '%-8s %5s B %10s %10s %8s %10s %10s %8s\n' $ring $size "$a" "$b" \
+            "$(awk -v a="$b" -v b="$a" 'BEGIN { printf "%.3f", a / b }')" "$c" "$d" \
+            "$(awk -v a="$d" -v b="$c" 'BEGIN { printf "%.3f", a / b }')"
     done
 done

@@ -542,6 +542,12 @@ static void run_dirty_log(void)
         check(log_find(from, "dirty log mapped: ", NULL, 2, line, sizeof line) && backend_maps("vx-proto-log"),
               "%s: the back-end said it mapped the log and maps it: \"%s\"", c->tag,
               strstr(line, "vhost-xdp: ") ? strstr(line, "vhost-xdp: ") + 11 : line);
+        char on[400] = "", off[400] = "";
+        bool said = log_find(from, ": dirty logging on (LOG_ALL)", NULL, 2, on, sizeof on) &&
+                    log_find(from, ": dirty logging off (LOG_ALL cleared)", NULL, 2, off, sizeof off);
+        const char *a = strstr(on, "dirty"), *b = strstr(off, "dirty");
+        check(said, "%s: the back-end said when LOG_ALL went on and off: \"%s\", \"%s\"", c->tag, a ? a : on,
+              b ? b : off);
     }
     close_and_count_fds(c);
     if (backend_real)
