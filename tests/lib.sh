@@ -194,8 +194,9 @@ start_guest() {
 # guest.  Status: N, or 124 if it did not answer in time.  CMD's output is on the console.
 agent_cmd() {
     local serial=$1 agent=$2 id=$3 cmd=$4 secs=${5:-60} rc
-    # QEMU holds the fifo open for reading (O_RDWR): this open never blocks.
-    printf '%s %s\n' "$id" "$cmd" > "$agent.in" || return 1
+    # QEMU holds the fifo open for reading (O_RDWR): this open does not block while QEMU runs.  A QEMU
+    # that has exited (a guest that panicked, under -no-reboot) leaves no reader: 5 s, then give up.
+    timeout 5 bash -c 'printf "%s %s\n" "$2" "$3" > "$1"' agent "$agent.in" "$id" "$cmd" || return 1
     wait_for "guest command $id ($cmd)" "$secs" grep -aq "VXDONE $id rc=" "$serial" || return 124
     rc=$(tr -d '\r' < "$serial" | sed -n "s/.*VXDONE $id rc=\([0-9]*\).*/\1/p" | tail -n 1)
     return "${rc:-1}"

@@ -101,7 +101,9 @@ monitor() {
     cat "$dir/$1.mon.out" >"$dir/$1.mon.log" &
     MON_PIDS="$MON_PIDS $!"
 }
-hmp() { printf '%s\n' "$2" >"$dir/$1.mon.in"; }
+# hmp SIDE CMD: a command to that QEMU's monitor.  (A QEMU that has exited, e.g. a guest that panicked
+# under -no-reboot, leaves no reader on the fifo: the open would block for ever, so it has 5 s.)
+hmp() { timeout 5 bash -c 'printf "%s\n" "$2" >"$1"' hmp "$dir/$1.mon.in" "$2"; }
 monitor src && monitor dst || { not_ok "monitor fifos"; done_testing; }
 
 # --- the source, booted; the destination, the same machine waiting for the migration
@@ -199,6 +201,17 @@ else
 fi
 check "the destination's memory is the source's, page for page: differing pages at ${diffpages}" \
     eval 'grep -q "^ *(0 pages)" <<<"$diffpages"'
+# Where the rings lie (guest-physical, from --trace's SET_VRING_ADDR for the source: its log address is
+# the used ring's; the other two are as far from it as in QEMU's own addresses), to name a differing
+# page that holds one: the descriptor table and the avail ring are written only by the guest.
+if ! grep -q "^ *(0 pages)" <<<"$diffpages"; then
+    grep -a "trace: <- SET_VRING_ADDR .*flags=0x1 desc" "$LOG" | head -n 2 |
+        sed -n 's/.*index=\([0-9]*\) flags=0x1 desc=\(0x[0-9a-f]*\) avail=\(0x[0-9a-f]*\) used=\(0x[0-9a-f]*\) log=\(0x[0-9a-f]*\).*/\1 \2 \3 \4 \5/p' |
+        while read -r ring d a u l; do
+            printf '#   ring %s: descriptors at 0x%x, avail ring 0x%x, used ring 0x%x (guest-physical)\n' "$ring" \
+                $((d - u + l)) $((a - u + l)) "$l"
+        done
+fi
 grep -q "^ *(0 pages)" <<<"$diffpages" && rm -f "$dir/src.mem" "$dir/dst.mem"
 hmp dst "cont"
 hmp dst "info status"
