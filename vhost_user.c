@@ -415,7 +415,7 @@ static void vu_trace_ring(const struct vx_dev *dev, const struct vx_vring *vr, e
 static bool vu_rings_stop(struct vx_dev *dev, uint64_t rings)
 {
     bool any = false;
-    for (int i = 0; i < VX_MAX_VRINGS; i++) {
+    for (uint32_t i = 0; i < 2 * dev->queue_pairs; i++) {
         if ((rings & (1ull << i)) && __atomic_load_n(&dev->vrings[i].ready, __ATOMIC_SEQ_CST)) {
             __atomic_store_n(&dev->vrings[i].ready, false, __ATOMIC_SEQ_CST);
             any = true;
@@ -501,7 +501,9 @@ static int vu_log_ring_addr(struct vx_vring *vr, const struct vu_vring_addr *a);
  * threads poll no others, so a ring beyond them would never run.  The
  * dispatcher calls this once for every message about one ring, so each
  * handler gets a ring it may use (msg->ring) and no handler repeats the
- * check. */
+ * check.  The rest of vrings[] stays as vu_init() left it, so every loop
+ * over a device's rings stops at 2 * queue_pairs too (a reset, which every
+ * refused message causes, then costs what the device has, not 16 rings). */
 static struct vx_vring *vu_ring(struct vx_dev *dev, const struct vu_request *req, const union vu_payload *p)
 {
     uint32_t index = req->payload == P_RING_FD ? (uint32_t)(p->u64 & VHOST_USER_VRING_IDX_MASK)
@@ -558,7 +560,8 @@ static void vu_reset_device(struct vx_dev *dev)
     }
     /* The rings are ours now: a fault a poll thread reported is dealt with. */
     __atomic_store_n(&dev->mem_fault, 0, __ATOMIC_SEQ_CST);
-    for (int i = 0; i < VX_MAX_VRINGS; i++) {
+    /* Only the rings of the queue pairs we offered: no other was touched (vu_ring). */
+    for (uint32_t i = 0; i < 2 * dev->queue_pairs; i++) {
         struct vx_vring *vr = &dev->vrings[i];
         struct vx_ring_stats stats = vr->stats;
         uint32_t calls_dropped = vr->calls_dropped;     /* a counter too, kept like stats */
@@ -611,7 +614,7 @@ static int vu_set_features(struct vx_dev *dev, struct vu_msg *msg)
     if (!vu_only_offered("SET_FEATURES", msg->payload.u64, vu_offered_features(dev)))
         return VU_FAIL;
     dev->features = msg->payload.u64;
-    for (int i = 0; i < VX_MAX_VRINGS; i++)
+    for (uint32_t i = 0; i < 2 * dev->queue_pairs; i++)
         dev->vrings[i].attached = false;    /* header length may change */
     return VU_OK;
 }
@@ -734,7 +737,7 @@ static int vu_set_mem_table(struct vx_dev *dev, struct vu_msg *msg)
     vu_unmap_memory(&dev->mem);
     dev->mem = mem;
     /* Re-attach every ring to the new mapping, keeping broken rings broken. */
-    for (int i = 0; i < VX_MAX_VRINGS; i++)
+    for (uint32_t i = 0; i < 2 * dev->queue_pairs; i++)
         dev->vrings[i].attached = false;
     return VU_OK;
 }
@@ -1131,7 +1134,7 @@ static void vu_io_forget(struct vx_dev *dev);   /* second reading, rule 1 */
 static void vu_disconnect(struct vx_dev *dev)
 {
     vu_rings_stop(dev, VU_ALL_RINGS);     /* first, so the indices traced below hold still */
-    for (int i = 0; i < VX_MAX_VRINGS; i++)
+    for (uint32_t i = 0; i < 2 * dev->queue_pairs; i++)
         vu_trace_ring(dev, &dev->vrings[i], VU_RING_DROPPED);
     vu_reset_device(dev);
     vu_io_forget(dev);
@@ -1612,7 +1615,7 @@ static void vu_log_unmap(struct vx_dev *dev)
     if (dev->log.mmap_addr)
         munmap(dev->log.mmap_addr, dev->log.mmap_size);
     memset(&dev->log, 0, sizeof dev->log);
-    for (int i = 0; i < VX_MAX_VRINGS; i++)
+    for (uint32_t i = 0; i < 2 * dev->queue_pairs; i++)
         dev->vrings[i].log = NULL;
 }
 
@@ -1686,7 +1689,7 @@ static int vu_set_log_base(struct vx_dev *dev, struct vu_msg *msg)
         return VU_FAIL;
     vu_log_unmap(dev);
     dev->log = log;
-    for (int i = 0; i < VX_MAX_VRINGS; i++)
+    for (uint32_t i = 0; i < 2 * dev->queue_pairs; i++)
         dev->vrings[i].attached = false;
     vx_log("%s: dirty log mapped: %" PRIu64 " bytes, guest-physical pages 0..%" PRIu64 "%s", dev->opt.socket_path,
            log.size, log.size * 8 - 1, dev->features & (1ull << VHOST_F_LOG_ALL) ? "" : " (logging from LOG_ALL on)");
