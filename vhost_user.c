@@ -415,7 +415,7 @@ static void vu_trace_ring(const struct vx_dev *dev, const struct vx_vring *vr, e
 static bool vu_rings_stop(struct vx_dev *dev, uint64_t rings)
 {
     bool any = false;
-    for (int i = 0; i < VX_MAX_VRINGS; i++) {
+    for (uint32_t i = 0; i < 2 * dev->queue_pairs; i++) {
         if ((rings & (1ull << i)) && __atomic_load_n(&dev->vrings[i].ready, __ATOMIC_SEQ_CST)) {
             __atomic_store_n(&dev->vrings[i].ready, false, __ATOMIC_SEQ_CST);
             any = true;
@@ -502,7 +502,9 @@ static void vu_log_say_toggled(const struct vx_dev *dev, uint64_t features);   /
  * threads poll no others, so a ring beyond them would never run.  The
  * dispatcher calls this once for every message about one ring, so each
  * handler gets a ring it may use (msg->ring) and no handler repeats the
- * check. */
+ * check.  The rest of vrings[] stays as vu_init() left it, so every loop
+ * over a device's rings stops at 2 * queue_pairs too (a reset, which every
+ * refused message causes, then costs what the device has, not 16 rings). */
 static struct vx_vring *vu_ring(struct vx_dev *dev, const struct vu_request *req, const union vu_payload *p)
 {
     uint32_t index = req->payload == P_RING_FD ? (uint32_t)(p->u64 & VHOST_USER_VRING_IDX_MASK)
@@ -559,7 +561,8 @@ static void vu_reset_device(struct vx_dev *dev)
     }
     /* The rings are ours now: a fault a poll thread reported is dealt with. */
     __atomic_store_n(&dev->mem_fault, 0, __ATOMIC_SEQ_CST);
-    for (int i = 0; i < VX_MAX_VRINGS; i++) {
+    /* Only the rings of the queue pairs we offered: no other was touched (vu_ring). */
+    for (uint32_t i = 0; i < 2 * dev->queue_pairs; i++) {
         struct vx_vring *vr = &dev->vrings[i];
         struct vx_ring_stats stats = vr->stats;
         uint32_t calls_dropped = vr->calls_dropped;     /* a counter too, kept like stats */
@@ -615,7 +618,7 @@ static int vu_set_features(struct vx_dev *dev, struct vu_msg *msg)
         return VU_FAIL;
     vu_log_say_toggled(dev, msg->payload.u64);     /* live migration: a line when LOG_ALL changes */
     dev->features = msg->payload.u64;
-    for (int i = 0; i < VX_MAX_VRINGS; i++)
+    for (uint32_t i = 0; i < 2 * dev->queue_pairs; i++)
         dev->vrings[i].attached = false;    /* header length may change */
     return VU_OK;
 }
@@ -738,7 +741,7 @@ static int vu_set_mem_table(struct vx_dev *dev, struct vu_msg *msg)
     vu_unmap_memory(&dev->mem);
     dev->mem = mem;
     /* Re-attach every ring to the new mapping, keeping broken rings broken. */
-    for (int i = 0; i < VX_MAX_VRINGS; i++)
+    for (uint32_t i = 0; i < 2 * dev->queue_pairs; i++)
         dev->vrings[i].attached = false;
     return VU_OK;
 }
@@ -1135,7 +1138,7 @@ static void vu_io_forget(struct vx_dev *dev);   /* second reading, rule 1 */
 static void vu_disconnect(struct vx_dev *dev)
 {
     vu_rings_stop(dev, VU_ALL_RINGS);     /* first, so the indices traced below hold still */
-    for (int i = 0; i < VX_MAX_VRINGS; i++)
+    for (uint32_t i = 0; i < 2 * dev->queue_pairs; i++)
         vu_trace_ring(dev, &dev->vrings[i], VU_RING_DROPPED);
     vu_reset_device(dev);
     vu_io_forget(dev);
@@ -1616,7 +1619,7 @@ static void vu_log_unmap(struct vx_dev *dev)
     if (dev->log.mmap_addr)
         munmap(dev->log.mmap_addr, dev->log.mmap_size);
     memset(&dev->log, 0, sizeof dev->log);
-    for (int i = 0; i < VX_MAX_VRINGS; i++)
+    for (uint32_t i = 0; i < 2 * dev->queue_pairs; i++)
         dev->vrings[i].log = NULL;
 }
 
@@ -1690,7 +1693,7 @@ static int vu_set_log_base(struct vx_dev *dev, struct vu_msg *msg)
         return VU_FAIL;
     vu_log_unmap(dev);
     dev->log = log;
-    for (int i = 0; i < VX_MAX_VRINGS; i++)
+    for (uint32_t i = 0; i < 2 * dev->queue_pairs; i++)
         dev->vrings[i].attached = false;
     vx_log("%s: dirty log mapped: %" PRIu64 " bytes, guest-physical pages 0..%" PRIu64 "%s", dev->opt.socket_path,
            log.size, log.size * 8 - 1, dev->features & (1ull << VHOST_F_LOG_ALL) ? "" : " (logging from LOG_ALL on)");

@@ -52,12 +52,13 @@
  * /proc/self/maps read and parsed at every input; each system call costs
  * microseconds on this VM.  With the connection in memory, the fds pooled
  * and the kernel's answers about them given here, the mappings counted as
- * they are made and guest memory zeroed with one fallocate, about 8 system
- * calls per input are left (guest memory writes, the two fd scans, the
- * product's mmap/munmap of its memory table) and it runs about 5x as many
- * inputs per CPU-second; what remains is mostly the product's own code
- * under ASan, UBSan and comparison tracing, and libFuzzer's bookkeeping
- * (README.md in this directory has the figures and the profile).
+ * they are made, and guest memory kept mapped here, written with memcpy()
+ * and zeroed page by page ("Guest memory"), about 4 system calls per input
+ * are left (the two fd scans, the product's mmap/munmap of its memory table
+ * and a read of /proc/self/pagemap at each munmap); what remains is mostly
+ * the product's own code under ASan, UBSan and comparison tracing, and
+ * libFuzzer's bookkeeping (README.md in this directory has the figures and
+ * the profile).
  *
  * Build and run: `make fuzz` (see tests/fuzz/run.sh).  Product logs are
  * silenced; VX_FUZZ_LOG=1 shows them (useful when replaying one input).
@@ -70,7 +71,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <linux/falloc.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
@@ -123,6 +123,23 @@ static int conn_fd_once = -1;
 static struct vx_dev dev;
 
 static void kernel_answers_init(void);     /* "The kernel's answers", below */
+static void guest_memory_init(void);       /* "Guest memory", below */
+
+/*
+ * ASan's quarantine holds freed heap memory back from reuse, so that a use
+ * after free finds it poisoned; by default up to 256 MiB.  The product
+ * allocates nothing on the paths this target drives (its buffers are made
+ * at start-up, in pmd_loop.c and switch.c, which run no thread here): all
+ * the per-input allocations are libFuzzer's own (its copy of each input),
+ * and with 256 MiB each came from memory never touched before, a page fault
+ * or two per input that cost more than the input's system calls.  16 MiB
+ * still holds thousands of inputs' worth.  ASAN_OPTIONS overrides it.
+ */
+const char *__asan_default_options(void);
+const char *__asan_default_options(void)
+{
+    return "quarantine_size_mb=16";
+}
 
 static ssize_t drop_write(void *cookie, const char *buf, size_t len)
 {
@@ -175,6 +192,7 @@ static void init(void)
         pool_nfree[k] = POOL;
     }
     kernel_answers_init();
+    guest_memory_init();
     for (int i = 0; i < VX_BURST; i++)
         if (!(pkt_buf[i] = malloc(VX_PKT_MAX)))
             abort();
@@ -370,8 +388,8 @@ static void send_msg(const uint8_t *bytes, size_t len, const uint8_t *kinds, int
  * fcntl(F_GETFL); for each region, vu_map_region()'s fstat(); and
  * virtqueue.c's write() of 1 to a call eventfd for every interrupt.  Each
  * pool fd is a dup of one file per kind, made at init and never changed
- * after (the memfds keep their size: guest memory is zeroed with a punched
- * hole, KEEP_SIZE), so what the kernel would answer is known.  It is asked
+ * after (the memfds keep their size: guest memory is zeroed by hand,
+ * "Guest memory"), so what the kernel would answer is known.  It is asked
  * once, at init, of the real file, and given back from here:
  *   - fstat: the file's struct stat as the kernel gave it (the product reads
  *     the type, st_size and st_blksize; times and st_blocks are those of
@@ -677,9 +695,9 @@ static void poll_rings(uint8_t n_extra, uint16_t len)
  * shared mapping of a file it makes, until it unmaps it.  Cheaper than
  * reading /proc/self/maps after every input, and exact. */
 #define MAPS 64
-static struct { void *addr; size_t len; } maps[MAPS];
+static struct { void *addr; size_t len; off_t off; int kind; } maps[MAPS];
 static int nmaps;
-static bool guest_dirty = true;     /* guest memory may hold bytes of an input: zero it before the next */
+static void guest_touched_by(const uint8_t *addr, size_t len, off_t off);     /* "Guest memory" */
 
 void *__real_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off);
 void *__wrap_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
@@ -696,10 +714,11 @@ void *__wrap_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off
     }
     void *p = __real_mmap(addr, len, prot, flags, fd, off);
     if (p != MAP_FAILED && fd >= 0 && (flags & MAP_SHARED)) {
-        guest_dirty = true;         /* the product may write what it maps */
         CHECK(nmaps < MAPS);
         maps[nmaps].addr = p;
-        maps[nmaps++].len = len;
+        maps[nmaps].len = len;
+        maps[nmaps].off = off;
+        maps[nmaps++].kind = k;
     }
     return p;
 }
@@ -710,6 +729,8 @@ int __wrap_munmap(void *addr, size_t len)
     for (int i = 0; i < nmaps; i++) {
         if (maps[i].addr == addr) {
             CHECK(maps[i].len == len);      /* unmapped whole, as mapped */
+            if (maps[i].kind == VUF_FD_GUEST)   /* what it wrote there is zeroed before the next input */
+                guest_touched_by(addr, len, maps[i].off);
             maps[i] = maps[--nmaps];
             break;
         }
@@ -743,6 +764,103 @@ static void check_no_leaks(void)
         fprintf(out, "%d mapping(s) of guest memory left, the first %zu bytes at %p\n", nmaps, maps[0].len,
                 maps[0].addr);
     CHECK(nmaps == 0);
+    /* The rings beyond the queue pairs offered were never touched (the
+     * product's loops over a device's rings stop at 2 * queue_pairs): each
+     * is still byte for byte as the last reset left it, its counters kept
+     * (an input before this one may have had more queue pairs). */
+    for (uint32_t i = 2 * dev.queue_pairs; i < VX_MAX_VRINGS; i++) {
+        struct vx_vring fresh;
+        memset(&fresh, 0, sizeof fresh);
+        fresh.stats = dev.vrings[i].stats;
+        fresh.calls_dropped = dev.vrings[i].calls_dropped;
+        fresh.index = i;
+        fresh.kick_fd = fresh.call_fd = fresh.err_fd = -1;
+        fresh.avail_wrap_counter = fresh.used_wrap_counter = true;
+        fresh.base_from_frontend = true;
+        CHECK(memcmp(&dev.vrings[i], &fresh, sizeof fresh) == 0);
+    }
+}
+
+/* === Guest memory ========================================================= */
+
+/*
+ * Each input starts with guest memory all zero.  It was a hole punched in the
+ * memfd (fallocate) when an input had written it, and the script's writes a
+ * pwrite() each: then every page touched again was allocated and cleared by
+ * the kernel, the product's first touch of each was a page fault that did
+ * it, and pwrite() was the most frequent system call left (3 an input).
+ * Now the file's pages stay: the target maps the file once, at init, and
+ * touches every page, so the script's writes are a memcpy() into that
+ * mapping, with no system call and no fault.  Before the next input, only
+ * the pages that may hold something are zeroed, with memset():
+ *   - those the script wrote, kept in `dirty` as it writes them;
+ *   - those the product had in its own mappings of the file: which pages of
+ *     a mapping were touched (read or written) is in /proc/self/pagemap
+ *     (bit 63: present), read in one pread() just before the product's
+ *     munmap() (ld --wrap) takes the mapping away.  A page the product never
+ *     touched has no page table entry there, so it cannot have written it.
+ *     That is a superset (a page only read, or mapped by the kernel's
+ *     fault-around next to one that was, is zeroed too), never less.
+ * Every product mapping is gone by the end of an input (check_no_leaks), so
+ * every page it wrote is known by then.
+ */
+#define PAGE 4096u
+#define GUEST_PAGES (VUF_GUEST_SIZE / PAGE)
+static uint8_t *guest;                  /* the target's own mapping of the guest memfd */
+static uint64_t dirty[GUEST_PAGES / 64];
+static bool any_dirty;
+static int pagemap_fd = -1;
+
+static void guest_memory_init(void)
+{
+    guest = __real_mmap(NULL, VUF_GUEST_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd_of_kind[VUF_FD_GUEST], 0);
+    pagemap_fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+    if (guest == MAP_FAILED || pagemap_fd < 0)
+        abort();
+    memset(guest, 0, VUF_GUEST_SIZE);   /* every page allocated, and mapped here, once */
+}
+
+static void mark_dirty(uint32_t page)
+{
+    dirty[page / 64] |= 1ull << (page % 64);
+    any_dirty = true;
+}
+
+/* The script writes guest memory (off and len already inside it). */
+static void guest_write(const uint8_t *bytes, uint32_t off, uint32_t len)
+{
+    memcpy(guest + off, bytes, len);
+    for (uint32_t page = off / PAGE; page <= (off + len - 1) / PAGE; page++)
+        mark_dirty(page);
+}
+
+/* The product unmaps `len` bytes at `addr`, its mapping of the guest file
+ * from offset `off`: every page it touched there is marked. */
+static void guest_touched_by(const uint8_t *addr, size_t len, off_t off)
+{
+    static uint64_t entry[GUEST_PAGES];
+    if (off < 0 || (uint64_t)off >= VUF_GUEST_SIZE || off % PAGE)
+        return;                     /* nothing of the file */
+    size_t pages = (len + PAGE - 1) / PAGE;
+    if (pages > GUEST_PAGES - (uint64_t)off / PAGE)
+        pages = GUEST_PAGES - (uint64_t)off / PAGE;     /* past the end of the file: never touched */
+    off_t at = (off_t)((uintptr_t)addr / PAGE * sizeof entry[0]);
+    if (pread(pagemap_fd, entry, pages * sizeof entry[0], at) != (ssize_t)(pages * sizeof entry[0]))
+        abort();
+    for (size_t i = 0; i < pages; i++)
+        if (entry[i] >> 63)         /* present */
+            mark_dirty((uint32_t)((uint64_t)off / PAGE + i));
+}
+
+/* Before an input: every page that may hold bytes of the last one is zero. */
+static void guest_zero(void)
+{
+    if (!any_dirty)
+        return;
+    for (uint32_t w = 0; w < GUEST_PAGES / 64; w++)
+        for (; dirty[w]; dirty[w] &= dirty[w] - 1)
+            memset(guest + (w * 64 + (uint32_t)__builtin_ctzll(dirty[w])) * PAGE, 0, PAGE);
+    any_dirty = false;
 }
 
 /* === The input ============================================================ */
@@ -778,18 +896,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (vu_init(&dev, data[1] & 1 ? &opt_trace : &opt_plain) < 0)
         abort();
     dev.queue_pairs = 1 + (data[0] & 7);
-    /* Fresh, zeroed guest memory: the file's pages dropped in one call,
-     * those touched again come back as zeros.  We write guest memory with
-     * pwrite(), not through a mapping of our own, so that dropping its
-     * pages has no mapping of ours to tear down (a TLB flush each time). */
-    if (guest_dirty) {
-        if (fallocate(fd_of_kind[VUF_FD_GUEST], FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, VUF_GUEST_SIZE) < 0)
-            abort();
-        /* Calls the last input's rings made: read and dropped (only a ring on
-         * mapped memory makes them). */
-        event_count = 0;
-    }
-    guest_dirty = false;
+    guest_zero();               /* "Guest memory" */
+    /* Calls the last input's rings made: read and dropped. */
+    event_count = 0;
     /* Header byte 2, bit 0: a frontend slow to read its replies (room for
      * 2 of them, taken only between operations). */
     bool slow_reader = data[2] & 1;
@@ -830,9 +939,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 len = in.left;
             if (len > VUF_GUEST_SIZE - off)
                 len = VUF_GUEST_SIZE - off;
-            if (len && pwrite(fd_of_kind[VUF_FD_GUEST], in.p, len, off) < 0)
-                abort();
-            guest_dirty |= len != 0;
+            if (len)
+                guest_write(in.p, off, len);
             in.p += len, in.left -= len;
             break;
         }
