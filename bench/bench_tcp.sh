@@ -35,6 +35,9 @@
 #   BENCH_TCP_PMD_SLEEP=0       vhost-xdp's --pmd-sleep while measured (0: it polls without pause,
 #                               as a poll-mode backend is meant to; only the vhost-xdp of the
 #                               configuration being measured runs, the others' guests wait)
+#   BENCH_TCP_PMD_MODE=poll     vhost-xdp's --pmd-mode: adaptive lets its thread sleep when there is
+#                               nothing to do, giving the CPU back to the two emulated guests (on a
+#                               2-CPU machine they are what sets the pace); --pmd-sleep is then 0
 #   BENCH_KEEP=DIR              keep the logs and guest consoles in DIR
 # Exit status: 0 when every sample was measured, 1 when one failed, 2 for a bad knob.
 set -u
@@ -46,6 +49,7 @@ ROUNDS=${BENCH_TCP_ROUNDS:-1}
 CONFIGS=${BENCH_TCP_CONFIGS:-offloads no-offloads tap}
 PATHS=${BENCH_TCP_PATHS:-g2g g2p}
 PMD_SLEEP=${BENCH_TCP_PMD_SLEEP:-0}
+PMD_MODE=${BENCH_TCP_PMD_MODE:-poll}
 usage_error() { echo "bench_tcp: $*" >&2; exit 2; }
 [[ $BYTES =~ ^[1-9][0-9]{5,10}$ ]] || usage_error "BENCH_TCP_BYTES=$BYTES: want at least 100000 bytes"
 [[ $SAMPLES =~ ^[1-9][0-9]?$ ]] || usage_error "BENCH_TCP_SAMPLES=$SAMPLES: want 1..99"
@@ -54,6 +58,8 @@ for c in $CONFIGS; do [[ $c =~ ^(offloads|no-offloads|tap)$ ]] || usage_error "B
 for p in $PATHS; do [[ $p =~ ^(g2g|g2p)$ ]] || usage_error "BENCH_TCP_PATHS: '$p' is not g2g or g2p"; done
 { [[ $PMD_SLEEP =~ ^[0-9]{1,5}$ ]] && [ "$PMD_SLEEP" -le 10000 ]; } ||
     usage_error "BENCH_TCP_PMD_SLEEP=$PMD_SLEEP: want microseconds, 0..10000"
+[[ $PMD_MODE =~ ^(poll|adaptive)$ ]] || usage_error "BENCH_TCP_PMD_MODE=$PMD_MODE: want poll or adaptive"
+[ "$PMD_MODE" = adaptive ] && [ "$PMD_SLEEP" != 0 ] && usage_error "BENCH_TCP_PMD_MODE=adaptive wants BENCH_TCP_PMD_SLEEP=0"
 [ -c /dev/vhost-net ] && CONFIGS+=" vhost-net"
 
 if [ "$(id -u)" != 0 ]; then echo "bench_tcp: skipped: it needs root (netns, veth, bridge, tap, XDP)"; exit 0; fi
@@ -115,6 +121,7 @@ net_setup() {
 # veth), with --pmd-sleep SLEEP (default BENCH_TCP_PMD_SLEEP).
 vx_start() {
     local c=$1 mode=$2 args=(--pmd-sleep "${3:-$PMD_SLEEP}")
+    [ "$PMD_MODE" = adaptive ] && [ "${3:-$PMD_SLEEP}" = 0 ] && args=(--pmd-mode adaptive)
     [ "$c" = no-offloads ] && args+=(--no-offloads)
     if [ "$mode" = vm2vm ]; then args+=(--socket "$TMP/$c-a.sock" --socket "$TMP/$c-b.sock")
     else args+=(--socket "$TMP/$c-a.sock" --iface "vxbt${SUBNET[$c]}h$ID"); fi
@@ -278,7 +285,7 @@ for path in $PATHS; do
 done
 echo
 echo "median (min-max) of $((SAMPLES * ROUNDS)) transfers of $BYTES bytes each, rated at the receiver; guests under ${GUEST_ACCEL^^};"
-echo "vhost-xdp --pmd-sleep $PMD_SLEEP, only the configuration measured running."
+echo "vhost-xdp --pmd-mode $PMD_MODE --pmd-sleep $PMD_SLEEP, only the configuration measured running."
 echo "CPU during the transfers (% of one CPU, mean): vhost-xdp's poll thread, guest A's QEMU, guest B's QEMU"
 awk '{ k = $1 " " $2; p[k] += $3; a[k] += $4; b[k] += $5; n[k]++ }
      END { for (k in n) printf "  %-22s poll %3.0f%%  A %3.0f%%  B %3.0f%%\n", k, p[k] / n[k], a[k] / n[k], b[k] / n[k] }' \

@@ -139,9 +139,12 @@ check "nothing left after Ctrl-C${left:+: $left}" [ -z "$left" ]
 BENCH_TCP_SAMPLES=0 bench/bench_tcp.sh >"$OUT" 2>&1
 rc=$?
 check "bench_tcp: BENCH_TCP_SAMPLES=0 is refused with exit status 2 (got $rc)" [ "$rc" = 2 ]
+BENCH_TCP_PMD_MODE=sleepy bench/bench_tcp.sh >"$OUT" 2>&1
+rc=$?
+check "bench_tcp: BENCH_TCP_PMD_MODE=sleepy is refused with exit status 2 (got $rc)" [ "$rc" = 2 ]
 if [ $ROOT = 1 ] && command -v qemu-system-x86_64 >/dev/null; then
     BENCH_TCP_CONFIGS=offloads BENCH_TCP_PATHS=g2g BENCH_TCP_SAMPLES=1 BENCH_TCP_BYTES=1000000 \
-        bench/bench_tcp.sh >"$OUT" 2>&1 &
+        BENCH_TCP_PMD_MODE=adaptive bench/bench_tcp.sh >"$OUT" 2>&1 &
     BENCH_PID=$!
     wait "$BENCH_PID"
     rc=$? pid=$BENCH_PID BENCH_PID=''
@@ -151,6 +154,7 @@ if [ $ROOT = 1 ] && command -v qemu-system-x86_64 >/dev/null; then
     check "bench_tcp: the guest -> guest row has Mbit/s and a range" \
         grep -Eq "^guest -> guest +[0-9]+ \([0-9]+-[0-9]+\)" "$OUT"
     check "bench_tcp: chains per 64 KiB from vhost-xdp's counters" grep -Eq "[0-9]+\.[0-9] chains .* per 64 KiB" "$OUT"
+    check "bench_tcp: BENCH_TCP_PMD_MODE=adaptive ran vhost-xdp in adaptive mode" grep -q -- "--pmd-mode adaptive" "$OUT"
     left=$( { ps -eo args= | grep -F "$BENCH_TMP" | grep -v grep; ip netns list | grep "^vxbt-$pid\b";
               ip -br link | grep "vxbt.*$pid"; } 2>/dev/null)
     check "bench_tcp: nothing left (guests, vhost-xdp, netns, veths, taps, bridge)${left:+: $left}" [ -z "$left" ]

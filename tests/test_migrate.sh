@@ -5,26 +5,30 @@
 #   vhost-xdp --socket A --socket B --iface HOST: a switch of two vhost-user ports and the AF_XDP
 #   uplink on a veth whose peer (10.0.0.1) is in a netns made here.  The source QEMU runs the guest
 #   (10.0.0.2, agent mode) on socket A; the destination QEMU, started with the same command line plus
-#   -incoming unix:..., waits on socket B.  Both have a monitor on a pair of fifos (-monitor pipe:).
+#   -incoming unix:... -S, waits on socket B.  Both have a monitor on a pair of fifos (-monitor pipe:).
 #   1. the peer pings the guest, 10 a second, and streams UDP datagrams to it (a closed port: the
 #      guest's kernel checks each one's checksum, then counts it in NoPorts);
-#   2. `migrate -d unix:...` on the source's monitor; `info migrate` until "completed";
-#   3. a TCP transfer from the peer into the guest runs through it, checked byte for byte;
-#   4. on the destination: the pings go on (the loss is counted and printed, not judged: the guest
-#      stops for the last round of copying, and the TCP transfer fills the same queues), the UDP stream
-#      still arrives, the guest's kernel counted no UDP checksum error (InCsumErrors 0) and logged
-#      no broken-ring message ("is not a head", "out of range": what a page vhost-xdp wrote and did
-#      not mark in the dirty log looks like on the destination);
+#   2. a migration to a sink, slowed down and cancelled (migrate_cancel): vhost-xdp logs, then stops
+#      logging, and the guest answers on from the source;
+#   3. `migrate -d unix:...` on the source's monitor; `info migrate` until "completed"; the destination
+#      is still paused: both QEMUs dump the guest's memory and the two are compared page by page (a
+#      page vhost-xdp wrote and did not mark in the dirty log would differ); then it runs;
+#   4. on the destination: a TCP transfer from the peer into the guest, checked byte for byte; the
+#      pings go on (the loss is counted and printed, not judged: the guest stops for the last round
+#      of copying and while the memories are compared), the UDP stream still arrives, the guest's
+#      kernel counted no checksum error (InCsumErrors 0) and logged no broken-ring message;
 #   5. vhost-xdp's side: the source's connection logged (SET_LOG_BASE, LOG_ALL, the log mapped),
 #      and port B learned the guest's MAC once the guest spoke from there.
 #
-# One TCG thread (-accel tcg,thread=single), not QEMU's default of a thread per vCPU: with the default,
-# QEMU 7.2 under TCG on this loaded 2-CPU machine handed the destination a guest whose memory was
-# corrupt in 2 of 5 runs (list corruption, "stack-protector: Kernel stack is corrupted", a spin lock
-# held for ever, "output.0:id 1 is not a head!"), and QEMU's own virtio-net on a tap, with no
-# vhost-xdp anywhere, did the same (the control run: 1 of 3).  With one TCG thread, 0 of 20.  We
-# have not pinned down QEMU's bug (a guest write lost by TCG's dirty tracking while the migration
-# thread copies is the likely family); the option only changes how QEMU runs the guest's CPU.
+# QEMU under TCG loses guest writes.  On this loaded 2-CPU machine a destination guest sometimes froze
+# (spinning on a lock with interrupts off) or crashed (list corruption, "stack-protector: Kernel stack
+# is corrupted", "output.0:id 1 is not a head!") right after the migration.  QEMU's own virtio-net on
+# a tap, with no vhost-xdp anywhere, did the same (1 of 3 runs, the control), and in the one crash
+# caught with the memory comparison below, 24 pages differed, among them the TX ring's descriptor
+# table and the kernel's page tables: pages only the guest writes, never vhost-xdp.  With one TCG
+# thread for all vCPUs (-accel tcg,thread=single, used here) it happened less often (2 of 13 runs
+# with the TCP transfer, against 2 of 7), not never.  Under KVM QEMU tracks the guest's writes in
+# the kernel, and none of this applies.  So this test is run by hand, not by make test.
 #
 # What it cannot prove: that every page vhost-xdp wrote was marked.  A build with marking switched
 # off passed it too (twice, here): the guest itself writes most of the pages we do (its avail ring
@@ -52,7 +56,8 @@ require "live migration test with QEMU guests" qemu-system-x86_64 ip
 [ -x "$VX" ] || { not_ok "vhost-xdp is built ($VX)"; done_testing; }
 TCPCHECK=$TESTS_DIR/tcpcheck
 [ -x "$TCPCHECK" ] || { not_ok "tests/tcpcheck is built (make)"; done_testing; }
-N=${TCP_BYTES:-268435456}
+TCP_DURING=0; [ "${VX_MIGRATE_TCP:-after}" = during ] && TCP_DURING=1
+N=${TCP_BYTES:-$([ "$TCP_DURING" = 1 ] && echo 268435456 || echo 16777216)}
 if [ "$(id -u)" != 0 ]; then missing "migration test: needs root (netns, veth, XDP)"; fi
 GUEST=${VX_GUEST_DIR:-$TESTS_DIR/guest}
 guest_accel
@@ -128,6 +133,13 @@ counters() {    # counters SIDE: UDPC="noports indatagrams csumerrors", the gues
 }
 pping() { local i; for i in 1 2 3; do in_ns busybox ping -c 1 -W 3 "$1" >/dev/null && return 0; done; return 1; }
 check "the peer pings the guest on the source" pping "$GUEST_IP" || diag "$dir/src.serial" "$LOG"
+if [ -n "$NIC" ]; then     # the layout asked for is the one the guest's driver took
+    feat=$(guest_features "$dir/src.serial")
+    want=''; case $NIC in *packed=on*) want="${want}RING_PACKED(34)=1 " ;; esac
+    case $NIC in *mrg_rxbuf=off*) want="${want}MRG_RXBUF(15)=0" ;; esac
+    check "the guest negotiated what virtio-net-pci$NIC asks: $want" eval \
+        '{ [[ $NIC != *packed=on* ]] || [ "${feat:34:1}" = 1 ]; } && { [[ $NIC != *mrg_rxbuf=off* ]] || [ "${feat:15:1}" = 0 ]; } && [ -n "$feat" ]'
+fi
 
 # === 1. pings at 10/s and a UDP stream, from the peer
 # 300 pings, 30 s: a cancelled migration first (3-5 s), then the real one (5-15 s here).  (A count,
@@ -159,16 +171,20 @@ check "migrate_cancel: \"${st:-nothing}\"; vhost-xdp logged from LOG_ALL on to L
 check "the source guest still answers the peer after the cancel" pping "$GUEST_IP"
 hmp src "migrate_set_parameter max-bandwidth 1G"
 
-# And a TCP transfer into the guest, checked byte for byte (tests/tcpcheck.c), started with the
-# migration (256 MiB: 10-20 s here): the RX ring at full speed while the last round is copied, where
-# a page written and not logged would show.
-seed=$RANDOM
-gcmd src "tcpcheck recv -t 120 5001 $N $seed &" >/dev/null
-wait_for "the guest's receiver" 30 grep -aq "VXTCP listening" "$dir/src.serial"
-sleep 2
-in_ns "$TCPCHECK" send -t 120 "$GUEST_IP" 5001 "$N" "$seed" >"$dir/tcp-send.out" 2>&1 &
-TCP_PID=$!
-sleep 1
+# And a TCP transfer into the guest, checked byte for byte (tests/tcpcheck.c).  make test's run starts
+# it on the destination, after the migration (16 MiB): the data path through the new port.  By hand,
+# VX_MIGRATE_TCP=during starts it with the migration (256 MiB, 10-20 s here): the RX ring at full
+# speed while the last round is copied, where a page written and not logged would show, and where
+# QEMU under TCG loses guest writes most often (above).
+tcp_start() {   # tcp_start SIDE: the guest on SIDE receives, the peer sends
+    seed=$RANDOM
+    gcmd "$1" "tcpcheck recv -t 120 5001 $N $seed &" >/dev/null
+    wait_for "the guest's receiver" 30 grep -aq "VXTCP listening" "$dir/$1.serial"
+    sleep 2
+    in_ns "$TCPCHECK" send -t 120 "$GUEST_IP" 5001 "$N" "$seed" >"$dir/tcp-send.out" 2>&1 &
+    TCP_PID=$!
+}
+[ "$TCP_DURING" = 1 ] && { tcp_start src; sleep 1; }
 
 # === 3. migrate
 hmp src "migrate -d unix:$dir/mig.sock"
@@ -228,6 +244,7 @@ if ! check "the destination guest answers its agent" gcmd dst 'echo VXALIVE' 30;
 fi
 
 # === 4. on the destination
+[ "$TCP_DURING" = 1 ] || tcp_start dst
 counters dst; read -r np1 nd1 ce1 <<<"$UDPC"
 wait_for "the pings to end" 60 eval '! kill -0 "$PING_PID" 2>/dev/null'
 wait "$PING_PID" 2>/dev/null; PING_PID=''
@@ -235,7 +252,8 @@ stop_pid "$UDP_PID"; UDP_PID=''; stop_pid "$(cat "$dir/udp.pid" 2>/dev/null)"
 wait_for "the TCP transfer" 120 eval '! kill -0 "$TCP_PID" 2>/dev/null'
 wait "$TCP_PID"; tst=$?; TCP_PID=''
 r=$(cat "$dir/src.serial" "$dir/dst.serial" | tr -d '\r' | grep -a "VXTCP recv" | tail -n 1)
-check "TCP peer -> guest through the migration (still sending when it completed: $tcp_running): $N bytes, every one checked (sender $tst: $r)" \
+what=$([ "$TCP_DURING" = 1 ] && echo "through the migration (still sending when it completed: $tcp_running)" || echo "on the destination")
+check "TCP peer -> guest $what: $N bytes, every one checked (sender $tst: $r)" \
     eval '[ "$tst" = 0 ] && grep -q "VXTCP recv ok bytes=$N " <<<"$r"' || { cat "$dir/tcp-send.out"; diag "$dir/dst.serial"; }
 gcmd dst csum_errors >/dev/null
 cs=$(tr -d '\r' <"$dir/dst.serial" | grep -a "VXCSUM" | tail -n 1)
