@@ -19,12 +19,12 @@
 # vhost-xdp: an AF_XDP socket owns its queue of the veth, so a second one could not bind it; and one
 # switch with a port per QEMU is what a host runs (OVS-DPDK: another vhostuser port of the bridge).
 #
-# Steps: (1) the two QEMUs and the ping; (2) the messages vhost-xdp decoded (--trace): the log
-# mapped (SET_LOG_BASE), logging on (SET_FEATURES with LOG_ALL, SET_VRING_ADDR with
-# VHOST_VRING_F_LOG), the source's rings stopped (GET_VRING_BASE) and the destination's started at
-# the same place; (3) QEMU's `info migrate`; (4) the pages vhost-xdp marked in the dirty log;
-# (5) the guest announces itself from the destination and the switch moves its MAC; (6) the ping's
-# summary.  --ci (or LAB_CI=1): no pauses.
+# Steps: (1) the two QEMUs and the ping; (2) `migrate`, until the source's monitor says completed;
+# (3) the messages vhost-xdp decoded (--trace): the log mapped (SET_LOG_BASE), logging on
+# (SET_FEATURES with LOG_ALL, SET_VRING_ADDR with VHOST_VRING_F_LOG), the source's rings stopped
+# (GET_VRING_BASE) and the destination's started at the same place; (4) QEMU's `info migrate`;
+# (5) the pages vhost-xdp marked in the dirty log; (6) the guest announces itself from the
+# destination and the switch moves its MAC; (7) the ping's summary.  --ci (or LAB_CI=1): no pauses.
 #
 # Under TCG on a busy machine QEMU 7.2 sometimes hands the destination a guest that freezes or
 # crashes right after the migration (with its own virtio-net too: tests/test_migrate.sh's header).
@@ -111,20 +111,13 @@ wait_for "the destination to connect" 30 grep -aq "frontend connected on $LAB_TM
 wait_for "the source guest" 180 grep -aqs "VXAGENT ready" "$LAB_TMP/src.serial" ||
     lab_die "the source guest did not boot (its console: $(tail -n 3 "$LAB_TMP/src.serial"))"
 grep -a "frontend connected" "$VX_LOG" | short | sed 's/^/  /'
-lab_explain <<'EOF'
-
-Both QEMUs have the same command line (memory, device, MAC); the destination's adds
-`-incoming unix:mig.sock`: it connects to its vhost-user socket and negotiates features, but it
-runs nothing and starts no ring until the guest's memory and state have arrived.  On a real pair
-of hosts the two would be on two machines, each with its own switch; here both are ports of one.
-EOF
 # (A few tries: the guest's first ARP answer may come late on a busy machine.)
 t0=$SECONDS
 until lab_in_ns busybox ping -c 1 -W 2 "$GUEST_IP" >/dev/null; do
     [ $((SECONDS - t0)) -lt 30 ] || lab_die "the peer cannot ping the guest on the source"
 done
 if command -v tcpdump >/dev/null; then
-    # The guest's own ARP frames, as the peer sees them (for step 5).
+    # The guest's own ARP frames, as the peer sees them (for step 6).
     ip netns exec "$LAB_NS" tcpdump -l -n -i "$LAB_PEER" "arp and ether src $GUEST_MAC" >"$LAB_TMP/arp.out" 2>"$LAB_TMP/arp.err" &
     lab_track $!
     wait_for "tcpdump" 10 grep -q "listening on" "$LAB_TMP/arp.err"
@@ -136,6 +129,13 @@ PING_PID=$!
 lab_track "$PING_PID"
 wait_for "ten replies" 20 eval '[ "$(replies)" -ge 10 ]' || lab_die "the peer's pings are not answered"
 lab_say "  the peer: ping -i 0.1 $GUEST_IP (10 a second): $(replies) replies so far, from the source"
+lab_explain <<'EOF'
+
+Both QEMUs have the same command line (memory, device, MAC); the destination's adds
+`-incoming unix:mig.sock`: it connects to its vhost-user socket and negotiates features, but it
+runs nothing and starts no ring until the guest's memory and state have arrived.  On a real pair
+of hosts the two would be on two machines, each with its own switch; here both are ports of one.
+EOF
 lab_pause
 
 # === The migration ===========================================================
@@ -259,9 +259,10 @@ destination QEMU sets VIRTIO_NET_S_ANNOUNCE in the device's config and interrupt
 whose driver sends gratuitous ARPs ("who-has 10.0.0.2 tell 10.0.0.2") from its MAC and acks on
 the control queue (virtio 1.2 §5.1.6.5.4); QEMU does that five times, 50, 150, 250 and 350 ms
 apart (its announce-* parameters).  The first, arriving on port 1, moved the MAC there ("moved
-1"), as a switch does for a station that changed ports.  A guest without GUEST_ANNOUNCE would
-get QEMU's SEND_RARP message to vhost-xdp instead: send a RARP in the guest's name.  (A
-"who-has 10.0.0.1" line is the guest checking its neighbour again, not an announce.)
+1"), as a switch does for a station that changed ports.  For a guest without GUEST_ANNOUNCE,
+QEMU would ask the backend instead (SEND_RARP: send a RARP in the guest's name), which vhost-xdp
+as a switch does not do yet.  (A "who-has 10.0.0.1" line is the guest checking its neighbour
+again, not an announce.)
 EOF
 lab_pause
 
