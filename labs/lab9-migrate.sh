@@ -103,7 +103,7 @@ boot src "$LAB_TMP/a.sock"
 QSRC=$QEMU_PID
 boot dst "$LAB_TMP/b.sock" "-incoming unix:$MIG"
 QDST=$QEMU_PID
-lab_say "guest: $GUEST_ACCEL ($GUEST_ACCEL_WHY), source QEMU pid $QSRC, destination QEMU pid $QDST"
+lab_say "guest: $GUEST_ACCEL_ARGS ($GUEST_ACCEL_WHY), source QEMU pid $QSRC, destination QEMU pid $QDST"
 
 lab_step "1. two QEMUs, one guest: the source runs it on socket a, the destination waits on socket b"
 wait_for "the destination to connect" 30 grep -aq "frontend connected on $LAB_TMP/b.sock" "$VX_LOG" ||
