@@ -30,12 +30,14 @@
 # with the TCP transfer, against 2 of 7), not never.  Under KVM QEMU tracks the guest's writes in
 # the kernel, and none of this applies.  So this test is run by hand, not by make test.
 #
-# What it cannot prove: that every page vhost-xdp wrote was marked.  A build with marking switched
-# off passed it too (twice, here): the guest itself writes most of the pages we do (its avail ring
-# shares a page with the used ring, its RX buffers' pages get its skb_shared_info), so QEMU copies
-# them anyway, and only a frame we wrote in the last milliseconds before the guest stopped would
-# arrive stale.  tests/test_virtqueue, tests/test_packed and tests/test_protocol check the marks
-# themselves, page by page.
+# What it proves, and what it cannot.  Equal memories prove that every byte vhost-xdp wrote before
+# the source stopped reached the destination, in that run.  They cannot prove that every page was
+# marked: the guest itself writes most of the pages we do (its RX buffers' pages get its
+# skb_shared_info), and QEMU marks the whole used ring when it stops the rings, so an unmarked page
+# differs only when we wrote it after QEMU's last copy of it and the guest did not touch it since.
+# A build that marks nothing (the marking switched off) was caught by the comparison in 1 run of 3
+# here, and by the page count at the end in all 3.  tests/test_virtqueue, tests/test_packed and
+# tests/test_protocol check the marks themselves, page by page.
 #
 # Why one vhost-xdp with two sockets, not two vhost-xdp on the uplink: an AF_XDP socket owns its
 # queue of the interface and the XDP program on it, so a second vhost-xdp on the same veth could not
