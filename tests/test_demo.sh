@@ -13,7 +13,9 @@
 #  3. The same, but SIGINT to the whole job, as Ctrl-C in a terminal sends it to make, the demo,
 #     QEMU and vhost-xdp at once.
 # The demo is run with job control (set -m): a background job of a non-interactive shell would have
-# SIGINT ignored, and bash cannot trap an ignored signal.  Each run makes its own netns and veth
+# SIGINT ignored, and bash cannot trap an ignored signal.  And with SIGINT set back to its default
+# (env --default-signal): a test run that was itself started in the background inherits it ignored,
+# which set -m does not undo (the demo then ran on after Ctrl-C, in a CI run started that way).  Each run makes its own netns and veth
 # (names with its pid); if this test is stopped half-way, its trap stops the job's process group and
 # deletes the names the demo printed.
 # Needs root, ip and qemu-system-x86_64 (the guest is built by the demo, via tests/build_guest.sh).
@@ -148,7 +150,7 @@ nothing_left "--once" "$OUT1"
 run_until_sigint() {
     local name=$1 target=$2 out=$TMP/$1.out fails0=$TAP_FAILED rc
     set -m
-    make -s -C "$TOP" demo >"$out" 2>&1 </dev/null &
+    env --default-signal=INT make -s -C "$TOP" demo >"$out" 2>&1 </dev/null &
     JOB=$!
     set +m
     if ! wait_for "a status line with packets both ways" 180 both_ways "$out" >/dev/null; then
