@@ -114,9 +114,10 @@ else
     skip "tests/rtt_probe is not built" "the idle and rtt paths"
 fi
 
-# ---- 3. Ctrl-C in the middle of a run (SIGINT to the bench alone; job control so it is not ignored)
+# ---- 3. Ctrl-C in the middle of a run (SIGINT to the bench alone; job control so it is not ignored,
+# and SIGINT set back to its default, in case this test itself was started with it ignored)
 set -m
-BENCH_SAMPLES=30 bench/bench.sh >"$OUT" 2>&1 &
+BENCH_SAMPLES=30 env --default-signal=INT bench/bench.sh >"$OUT" 2>&1 &
 BENCH_PID=$!
 set +m
 wait_for "the bench to start its first run" 60 grep -q "^bench: loopback" "$OUT"
