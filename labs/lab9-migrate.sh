@@ -57,39 +57,17 @@ lab_say "  (the sockets are in $LAB_TMP; the lines below leave that directory ou
 short() { sed "s|$LAB_TMP/||g; s/^vhost-xdp: //"; }
 mark() { wc -l <"$VX_LOG"; }
 since() { tail -n +$(($1 + 1)) "$VX_LOG"; }       # since MARK: vhost-xdp's lines after MARK
-# A monitor: QEMU reads NAME.mon.in and writes NAME.mon.out.  We hold .in open read-write, so a
-# command never blocks even if QEMU is gone; a reader copies .out into NAME.mon.log.
-declare -A MON
-monitor() {
-    local fd
-    mkfifo "$LAB_TMP/$1.mon.in" "$LAB_TMP/$1.mon.out" || lab_die "mkfifo failed"
-    exec {fd}<>"$LAB_TMP/$1.mon.in"
-    MON[$1]=$fd
-    cat "$LAB_TMP/$1.mon.out" >"$LAB_TMP/$1.mon.log" &
-    lab_track $!
-}
-hmp() { printf '%s\n' "$2" >&"${MON[$1]}"; }
-monlog() { tr -d '\r' <"$LAB_TMP/$1.mon.log"; }
-# status: the source's "Migration status: ..." after one more `info migrate`.
-status() { hmp src "info migrate"; sleep 0.5; monlog src | grep -a "^Migration status:" | tail -n 1; }
-# gcmd SIDE CMD SECS: a command for the guest's agent on that side; like agent_cmd (tests/lib.sh),
-# but the write cannot block on a QEMU that has gone.
+# The two monitors and the guests' agents: tests/lib.sh's hmp_open, hmp, hmp_log and agent_cmd.
+monitor() { hmp_open "$LAB_TMP" "$1" || lab_die "mkfifo failed"; lab_track "$HMP_READER"; }
+status() { hmp_migrate_status src; }
+# gcmd SIDE CMD SECS: a command for the guest's agent on that side.
 NCMD=0
-gcmd() {
-    local fd
-    NCMD=$((NCMD + 1))
-    exec {fd}<>"$LAB_TMP/$1.in" && printf '%s %s\n' "$NCMD" "$2" >&"$fd"; exec {fd}>&-
-    wait_for "guest command $NCMD" "$3" grep -aq "VXDONE $NCMD rc=" "$LAB_TMP/$1.serial"
-}
+gcmd() { NCMD=$((NCMD + 1)); agent_cmd "$LAB_TMP/$1.serial" "$LAB_TMP/$1" "$NCMD" "$2" "$3"; }
 replies() { grep -c "bytes from" "$LAB_TMP/ping.out"; }
 
 # === The two QEMUs ===========================================================
 
-# One TCG thread: with QEMU's default under TCG (a thread per vCPU), a migrated guest came out
-# corrupt more often on this kind of machine (tests/test_migrate.sh says what was measured).
-guest_accel
-# shellcheck disable=SC2034  # (read by start_guest)
-[ "$GUEST_ACCEL" = tcg ] && GUEST_ACCEL_ARGS="-accel tcg,thread=single"
+guest_accel_migrating      # tests/lib.sh: one TCG thread, under TCG
 monitor src
 monitor dst
 wait_for "socket b" 10 eval 'lab_in_hns test -S "$LAB_TMP/b.sock"' || lab_die "vhost-xdp did not make b.sock"
@@ -151,7 +129,7 @@ done
 A1=$(replies)
 lab_say "  ${st:-no answer from the source monitor} (after about $((SECONDS - t0)) s)"
 grep -q completed <<<"$st" ||
-    lab_die "the migration did not complete: $(monlog src | grep -av '^(qemu)' | tail -n 3 | tr '\n' ' ')"
+    lab_die "the migration did not complete: $(hmp_log src | grep -av '^(qemu)' | tail -n 3 | tr '\n' ' ')"
 # The pings go on to the destination, or the destination's guest did not survive (see the top).
 if ! wait_for "replies from the destination" 20 eval '[ "$(replies)" -ge $((A1 + 10)) ]'; then
     lab_say ""
@@ -162,7 +140,7 @@ if ! wait_for "replies from the destination" 20 eval '[ "$(replies)" -ge $((A1 +
         lab_say "  Its kernel still runs commands (its agent answered), but its network is dead."
     else
         hmp dst "info status"; sleep 1
-        lab_say "  Its kernel does not answer its agent either: frozen or crashed (QEMU: $(monlog dst |
+        lab_say "  Its kernel does not answer its agent either: frozen or crashed (QEMU: $(hmp_log dst |
             grep -a "^VM status" | tail -n 1)).  Its console since the migration, the last lines:"
     fi
     tr -d '\r' <"$LAB_TMP/dst.serial" | grep -av "^VX" | tail -n 15 | sed 's/^/    /' | grep . ||
@@ -215,7 +193,7 @@ lab_pause
 # === 3. info migrate =========================================================
 
 lab_step "4. QEMU's side: info migrate on the source's monitor"
-monlog src | grep -aE "^(total time|downtime|transferred ram|dirty sync count):" | tail -n 4 | sed 's/^/  /'
+hmp_log src | grep -aE "^(total time|downtime|transferred ram|dirty sync count):" | tail -n 4 | sed 's/^/  /'
 lab_explain <<'EOF'
 
 Total time: the whole migration, the guest running meanwhile.  Downtime: how long the guest was

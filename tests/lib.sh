@@ -193,13 +193,47 @@ start_guest() {
 # GUEST_AGENT path AGENT), and wait for its "VXDONE ID rc=N" (default: 60 s).  ID must be new for this
 # guest.  Status: N, or 124 if it did not answer in time.  CMD's output is on the console.
 agent_cmd() {
-    local serial=$1 agent=$2 id=$3 cmd=$4 secs=${5:-60} rc
-    # QEMU holds the fifo open for reading (O_RDWR): this open does not block while QEMU runs.  A QEMU
-    # that has exited (a guest that panicked, under -no-reboot) leaves no reader: 5 s, then give up.
-    timeout 5 bash -c 'printf "%s %s\n" "$2" "$3" > "$1"' agent "$agent.in" "$id" "$cmd" || return 1
+    local serial=$1 agent=$2 id=$3 cmd=$4 secs=${5:-60} rc fd
+    # Opened read-write, the fifo never blocks us: not while QEMU reads it, and not once QEMU has
+    # exited and nobody does (a guest that panicked, under -no-reboot; the command is then lost).
+    exec {fd}<>"$agent.in" || return 1
+    printf '%s %s\n' "$id" "$cmd" >&"$fd"
+    exec {fd}>&-
     wait_for "guest command $id ($cmd)" "$secs" grep -aq "VXDONE $id rc=" "$serial" || return 124
     rc=$(tr -d '\r' < "$serial" | sed -n "s/.*VXDONE $id rc=\([0-9]*\).*/\1/p" | tail -n 1)
     return "${rc:-1}"
+}
+
+# === QEMU's monitor on fifos, and live migration (tests/test_migrate.sh, labs/lab9-migrate.sh) ===
+# The human monitor (HMP) of a QEMU started with `-monitor pipe:DIR/NAME.mon`, which reads
+# DIR/NAME.mon.in and writes DIR/NAME.mon.out:
+#   hmp_open DIR NAME        makes the two fifos, holds .in open read-write (a command never blocks,
+#                            not even once QEMU has exited) and starts a reader copying .out into
+#                            DIR/NAME.mon.log; the reader's pid is left in HMP_READER, for the caller
+#                            to stop.  Status 1 if the fifos cannot be made.
+#   hmp NAME CMD             one command
+#   hmp_log NAME             what the monitor has printed so far, without carriage returns
+#   hmp_migrate_status NAME  its last "Migration status: ..." after one more `info migrate`
+declare -gA HMP_FD=() HMP_LOG=()
+hmp_open() {
+    local fd
+    mkfifo "$1/$2.mon.in" "$1/$2.mon.out" || return 1
+    exec {fd}<>"$1/$2.mon.in"
+    HMP_FD[$2]=$fd HMP_LOG[$2]=$1/$2.mon.log
+    cat "$1/$2.mon.out" >"${HMP_LOG[$2]}" &
+    HMP_READER=$!
+}
+hmp() { printf '%s\n' "$2" >&"${HMP_FD[$1]}"; }
+hmp_log() { tr -d '\r' <"${HMP_LOG[$1]}"; }
+hmp_migrate_status() { hmp "$1" "info migrate"; sleep 0.5; hmp_log "$1" | grep -a "^Migration status:" | tail -n 1; }
+
+# guest_accel_migrating: guest_accel, with one TCG thread for all vCPUs under TCG
+# (-accel tcg,thread=single): with QEMU's default, a thread per vCPU, migrated guests came out
+# corrupt more often on a loaded 2-CPU machine (tests/test_migrate.sh says what was measured).
+guest_accel_migrating() {
+    guest_accel
+    [ "$GUEST_ACCEL" = tcg ] && GUEST_ACCEL_ARGS="-accel tcg,thread=single"
+    return 0
 }
 
 # guest_features SERIAL: the feature bits the guest driver negotiated (character i = bit i).

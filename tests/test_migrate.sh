@@ -64,8 +64,7 @@ TCP_DURING=0; [ "${VX_MIGRATE_TCP:-after}" = during ] && TCP_DURING=1
 N=${TCP_BYTES:-$([ "$TCP_DURING" = 1 ] && echo 268435456 || echo 16777216)}
 if [ "$(id -u)" != 0 ]; then missing "migration test: needs root (netns, veth, XDP)"; fi
 GUEST=${VX_GUEST_DIR:-$TESTS_DIR/guest}
-guest_accel
-[ "$GUEST_ACCEL" = tcg ] && GUEST_ACCEL_ARGS="-accel tcg,thread=single"    # see above
+guest_accel_migrating     # one TCG thread: see above
 # VX_MIGRATE_NIC: options for both guests' virtio-net-pci, e.g. ",packed=on" or ",mrg_rxbuf=off"
 NIC=${VX_MIGRATE_NIC:-}
 [ -n "$NIC" ] && echo "# the guest's NIC: virtio-net-pci$NIC"
@@ -103,16 +102,8 @@ check "vhost-xdp: a switch of 2 sockets and the uplink $HOST" \
     { diag "$LOG"; done_testing; }
 wait_for "two sockets" 10 eval 'test -S "$SA" -a -S "$SB"'
 
-# --- the monitors: QEMU reads NAME.mon.in and writes NAME.mon.out (-monitor pipe:); a reader per
-# monitor keeps .out flowing into NAME.mon.log
-monitor() {
-    mkfifo "$dir/$1.mon.in" "$dir/$1.mon.out" || return 1
-    cat "$dir/$1.mon.out" >"$dir/$1.mon.log" &
-    MON_PIDS="$MON_PIDS $!"
-}
-# hmp SIDE CMD: a command to that QEMU's monitor.  (A QEMU that has exited, e.g. a guest that panicked
-# under -no-reboot, leaves no reader on the fifo: the open would block for ever, so it has 5 s.)
-hmp() { timeout 5 bash -c 'printf "%s\n" "$2" >"$1"' hmp "$dir/$1.mon.in" "$2"; }
+# --- the monitors, src and dst (lib.sh: hmp_open, hmp, hmp_log)
+monitor() { hmp_open "$dir" "$1" && MON_PIDS="$MON_PIDS $HMP_READER"; }
 monitor src && monitor dst || { not_ok "monitor fifos"; done_testing; }
 
 # --- the source, booted; the destination, the same machine waiting for the migration
@@ -157,7 +148,7 @@ PING_PID=$!
 in_ns bash -c "echo \$\$ >'$dir/udp.pid'; exec 3>/dev/udp/$GUEST_IP/9
     for ((i = 0; i < 3000; i++)); do printf '%08d%0992d' \$i 0 >&3 2>/dev/null; sleep 0.02; done" &
 UDP_PID=$!
-status() { hmp src "info migrate"; sleep 0.5; tr -d '\r' <"$dir/src.mon.log" | grep -a "^Migration status:" | tail -n 1; }
+status() { hmp_migrate_status src; }
 
 # === 2. a migration cancelled half way: to a sink (exec:cat), slowed to 4 MB/s so that it is still
 # copying when migrate_cancel comes; logging goes on, then off again, and the source guest runs on
@@ -203,15 +194,15 @@ answered0=$(grep -c "bytes from" "$dir/ping.out")
 tcp_running=no; kill -0 "$TCP_PID" 2>/dev/null && tcp_running=yes
 check "migrate: the source's monitor says \"${st:-nothing}\" after $((SECONDS - t0)) s" eval 'grep -q completed <<<"$st"' ||
     { diag "$dir/src.mon.log" "$dir/src.qemu.log" "$dir/dst.qemu.log" "$LOG"; done_testing; }
-tr -d '\r' <"$dir/src.mon.log" | grep -aE "^(total time|downtime|transferred ram|dirty sync count):" | tail -n 4 | sed 's/^/# /'
+hmp_log src | grep -aE "^(total time|downtime|transferred ram|dirty sync count):" | tail -n 4 | sed 's/^/# /'
 # The destination waits, paused (-S), with the memory the migration gave it; the source is stopped
 # for good.  Every page must be the same on both: a page vhost-xdp wrote and did not mark in the log
 # (or marked too late) would differ, and so would a guest write QEMU itself lost.  Both dumped with
 # pmemsave (guest-physical 0 .. 256 MiB), compared page by page.
 memdump() {     # memdump SIDE: guest memory into SIDE.mem, once the monitor has answered
-    local mon=$dir/$1.mon.log mem=$dir/$1.mem
+    local mem=$dir/$1.mem
     hmp "$1" "pmemsave 0 0x10000000 \"$mem\""; hmp "$1" "info version"
-    wait_for "$1's memory dump" 60 eval "tr -d '\\r' <'$mon' | grep -aq '^[0-9]*\\.[0-9]*\\.[0-9]'" &&
+    wait_for "$1's memory dump" 60 eval "hmp_log $1 | grep -aq '^[0-9]*\\.[0-9]*\\.[0-9]'" &&
         [ "$(stat -c %s "$mem" 2>/dev/null)" = 268435456 ]
 }
 if memdump src && memdump dst; then
@@ -235,14 +226,14 @@ fi
 grep -q "^ *(0 pages)" <<<"$diffpages" && rm -f "$dir/src.mem" "$dir/dst.mem"
 hmp dst "cont"
 hmp dst "info status"
-wait_for "the destination running" 20 eval 'tr -d "\r" <"$dir/dst.mon.log" | grep -aq "VM status: running"'
-check "the destination runs the guest" eval 'tr -d "\r" <"$dir/dst.mon.log" | grep -aq "VM status: running"' ||
+wait_for "the destination running" 20 eval 'hmp_log dst | grep -aq "VM status: running"'
+check "the destination runs the guest" eval 'hmp_log dst | grep -aq "VM status: running"' ||
     diag "$dir/dst.mon.log" "$dir/dst.qemu.log"
 # A destination guest that crashed or froze ends the test here, with its console and the state of its
 # CPU, not with a minute's wait on every later command.
 if ! check "the destination guest answers its agent" gcmd dst 'echo VXALIVE' 30; then
     hmp dst "info registers"; sleep 1
-    tr -d '\r' <"$dir/dst.mon.log" | grep -aE "^(RIP|RAX|RSP)=" | tail -n 3 | sed 's/^/#   /'
+    hmp_log dst | grep -aE "^(RIP|RAX|RSP)=" | tail -n 3 | sed 's/^/#   /'
     tr -d '\r' <"$dir/dst.serial" | grep -av "^VX" | tail -n 30 | sed 's/^/#   /'
     done_testing
 fi
