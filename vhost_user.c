@@ -547,6 +547,19 @@ static void vu_unmap_memory(struct vx_mem *mem)
     memset(mem, 0, sizeof *mem);
 }
 
+/* A ring as no frontend has set it up yet (vu_init, and every reset):
+ * no eventfds; both packed wrap counters at 1 (virtio 1.2 §2.8.1:
+ * SET_VRING_BASE normally says so, but a frontend that skips it must not
+ * find a ring that can never start); position slot 0, wrap 1, checked
+ * against the ring like any the frontend sends (packed). */
+static void vu_ring_fresh(struct vx_vring *vr, uint32_t index)
+{
+    vr->index = index;
+    vr->kick_fd = vr->call_fd = vr->err_fd = -1;
+    vr->avail_wrap_counter = vr->used_wrap_counter = 1;
+    vr->base_from_frontend = true;
+}
+
 /* Back to the state of a fresh connection: rings forgotten (their counters
  * kept: --stats is for the life of the process), memory unmapped. */
 static void vu_reset_device(struct vx_dev *dev)
@@ -571,13 +584,7 @@ static void vu_reset_device(struct vx_dev *dev)
         vu_close_fd(&vr->call_fd);
         vu_close_fd(&vr->err_fd);
         memset(vr, 0, sizeof *vr);
-        vr->index = i;
-        vr->kick_fd = vr->call_fd = vr->err_fd = -1;
-        /* Packed rings start with both wrap counters at 1 (virtio 1.2
-         * §2.8.1); SET_VRING_BASE normally says so, but a frontend that
-         * skips it must not find a ring that can never start. */
-        vr->avail_wrap_counter = vr->used_wrap_counter = 1;
-        vr->base_from_frontend = true;      /* slot 0, wrap 1: checked against the ring (packed) */
+        vu_ring_fresh(vr, i);
         vr->stats = stats;
         vr->calls_dropped = calls_dropped;
         vr->log_marks = log_marks;
@@ -1206,12 +1213,8 @@ int vu_init(struct vx_dev *dev, const struct vu_options *opt)
     dev->opt = *opt;
     dev->listen_fd = -1;
     dev->conn_fd = -1;
-    for (int i = 0; i < VX_MAX_VRINGS; i++) {
-        dev->vrings[i].index = i;
-        dev->vrings[i].kick_fd = dev->vrings[i].call_fd = dev->vrings[i].err_fd = -1;
-        dev->vrings[i].avail_wrap_counter = dev->vrings[i].used_wrap_counter = 1;  /* §2.8.1 */
-        dev->vrings[i].base_from_frontend = true;
-    }
+    for (uint32_t i = 0; i < VX_MAX_VRINGS; i++)
+        vu_ring_fresh(&dev->vrings[i], i);
     /* The path first, in both modes: one that cannot fit a sockaddr_un is a
      * clear error now, not a client retrying every second for ever. */
     struct sockaddr_un sa;

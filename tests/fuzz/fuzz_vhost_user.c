@@ -767,12 +767,14 @@ static void check_no_leaks(void)
     /* The rings beyond the queue pairs offered were never touched (the
      * product's loops over a device's rings stop at 2 * queue_pairs): each
      * is still byte for byte as the last reset left it, its counters kept
-     * (an input before this one may have had more queue pairs). */
+     * (stats, calls dropped, dirty-log marks: an input before this one may
+     * have had more queue pairs). */
     for (uint32_t i = 2 * dev.queue_pairs; i < VX_MAX_VRINGS; i++) {
         struct vx_vring fresh;
         memset(&fresh, 0, sizeof fresh);
         fresh.stats = dev.vrings[i].stats;
         fresh.calls_dropped = dev.vrings[i].calls_dropped;
+        fresh.log_marks = dev.vrings[i].log_marks;
         fresh.index = i;
         fresh.kick_fd = fresh.call_fd = fresh.err_fd = -1;
         fresh.avail_wrap_counter = fresh.used_wrap_counter = true;
