@@ -339,6 +339,15 @@ static void t_attach(void)
 
 /* === TX ================================================================== */
 
+/* The chains' shapes in the round tests: 1-3 descriptors by turns, or (for
+ * the four-at-a-time path, virtqueue.c "Packed ring: four at a time") mostly
+ * one, with a chain of two every ninth to break the fours. */
+static bool mostly_one;
+static int round_nseg(uint32_t seed, int most)
+{
+    return mostly_one ? (seed % 9 == 4 ? 2 : 1) : 1 + (int)(seed % (uint32_t)most);
+}
+
 /* Round the ring `rounds` times: bursts of chains of 1..3 descriptors (some
  * straddle the end of the ring), each packet checked, each used descriptor
  * read back as the driver does. */
@@ -351,7 +360,7 @@ static void tx_rounds(uint16_t num, uint64_t features, int rounds)
     while (got_total < (uint32_t)rounds * num && case_failures == 0) {
         int n = 1 + bursts % 13, added = 0;
         for (int i = 0; i < n; i++) {
-            int nseg = num < 3 ? 1 : 1 + (int)(seed % 3);
+            int nseg = num < 3 ? 1 : round_nseg(seed, 3);
             uint32_t used_slots = (uint32_t)(g.next_avail - g.next_used + (g.avail_wrap != g.used_wrap ? num : 0));
             if (used_slots + (uint32_t)nseg > num)
                 break;      /* the ring is full */
@@ -407,7 +416,7 @@ static void tx_in_order_rounds(uint16_t num, int rounds)
         int n = 1 + bursts % 13, added = 0;
         uint16_t first = g.next_avail;
         for (int i = 0; i < n; i++) {
-            int nseg = 1 + (int)(seed % 3);
+            int nseg = round_nseg(seed, 3);
             uint32_t used_slots = (uint32_t)(g.next_avail - g.next_used + (g.avail_wrap != g.used_wrap ? num : 0));
             if (used_slots + (uint32_t)nseg > num)
                 break;      /* the ring is full */
@@ -730,13 +739,13 @@ static void lend_rounds(uint16_t num, uint64_t features, uint16_t start, int nch
 
 /* A malformed chain (outside guest memory) after `good` well-formed ones,
  * then one more well-formed chain that must not be touched. */
-static void lend_malformed(uint64_t features, int good)
+static void lend_malformed(uint64_t features, int good, bool all_one)
 {
     ring_setup(64, features, false);
     lend.nwant = 0;
-    uint16_t ids[2];
-    for (int k = 0; k < good; k++)
-        ids[k] = lend_offer(&lend_chains[2 * k], k, 400 + (uint32_t)k);   /* (a) lent, (c) copied */
+    uint16_t ids[3];
+    for (int k = 0; k < good; k++)      /* (a) lent, (c) copied by turns; or all (a) */
+        ids[k] = lend_offer(&lend_chains[all_one ? 0 : 2 * (k % 2)], k, 400 + (uint32_t)k);
     uint16_t bad = g.next_avail;
     add_one(GPA + MEM_SIZE - 10, 100, 0);
     tx_add(HDR + 100, 1, 402);
@@ -877,13 +886,13 @@ static void t_tx_lend(void)
 
     begin("TX lend: a malformed chain after a lent and a copied one: ring broken, the two delivered, then used; "
           "nothing from the malformed chain on is written");
-    lend_malformed(PACKED, 2);
+    lend_malformed(PACKED, 2, false);
     end();
     begin("TX lend, IN_ORDER: the same, the two given back in one used descriptor");
-    lend_malformed(PACKED | INO, 2);
+    lend_malformed(PACKED | INO, 2, false);
     end();
     begin("TX lend: a malformed first chain: ring broken, deliver not called, nothing written");
-    lend_malformed(PACKED, 0);
+    lend_malformed(PACKED, 0, false);
     end();
 }
 
@@ -899,7 +908,7 @@ static void rx_rounds(uint16_t num, int rounds)
         uint16_t ids[NOUT];
         struct vx_pkt pkts[NOUT];
         for (int i = 0; i < n; i++) {
-            int nseg = 1 + (int)((seed + (uint32_t)i) % 2);
+            int nseg = round_nseg(seed + (uint32_t)i, 2);
             uint32_t x = seed + (uint32_t)i;
             ids[i] = rx_add(nseg, 400);     /* room: 400 or 800 bytes, the packet fills part of it */
             pkts[i] = mkpkt(i, nseg == 2 ? 400 + x % 380 : 30 + x % 350, x);
@@ -1528,6 +1537,97 @@ static void t_dirty_log(void)
     end();
 }
 
+/* === Four at a time ====================================================== */
+
+/* virtqueue.c takes four one-descriptor chains at once when the next four
+ * slots hold them (aligned, inside the ring).  Its results must be those of
+ * the one-at-a-time path in every shape: the round tests again with chains
+ * mostly of one descriptor (the fours taken, broken by a chain of two every
+ * ninth and by the ring's end), and a bad chain inside a four. */
+static void t_four(void)
+{
+    mostly_one = true;
+    begin("four at a time, TX, size 256: 5 laps of chains mostly of one descriptor (a two every ninth breaks the fours)");
+    tx_rounds(256, PACKED, 5);
+    end();
+    begin("four at a time, TX, size 102 (the last two slots never a four): 7 laps");
+    tx_rounds(102, PACKED, 7);
+    end();
+    begin("four at a time, TX in order, size 100: 7 laps, one used descriptor per burst");
+    tx_in_order_rounds(100, 7);
+    end();
+    begin("four at a time, RX, size 256: 4 laps, buffers mostly of one descriptor");
+    rx_rounds(256, 4);
+    end();
+    begin("four at a time, RX, size 102: 6 laps");
+    rx_rounds(102, 6);
+    end();
+    mostly_one = false;
+
+    begin("four at a time, TX, size 102, from slot 100: the two chains before the ring's end, then two after it; "
+          "what lies in memory after the ring (made to look like two available descriptors) is never read as slots");
+    ring_setup(102, PACKED, false);
+    g.next_avail = g.next_used = 100;
+    vr.last_avail_idx = vr.last_used_idx = 100;
+    uint16_t tids[4];
+    for (int i = 0; i < 4; i++)
+        tids[i] = tx_add(HDR + 60 + (uint32_t)i, 1, 600 + (uint32_t)i);
+    for (int i = 102; i < 104; i++) {       /* past desc[101]: not the ring */
+        uint64_t a;
+        tx_fill(50, (uint32_t[]){ HDR + 90 }, 1, 700, &a);
+        g.desc[i].addr = a;
+        g.desc[i].len = HDR + 90;
+        g.desc[i].id = 50;
+        g.desc[i].flags = AVAIL_F;          /* "available" in the first lap */
+    }
+    int tgot = deq(NOUT);
+    CHECK(tgot == 4, "dequeued %d, want 4", tgot);
+    for (int i = 0; i < tgot; i++) {
+        uint16_t id, flags;
+        uint32_t len;
+        CHECK(out[i].len == 60 + (uint32_t)i && same_as_pattern(out[i].data, out[i].len, 600 + (uint32_t)i, 0),
+              "packet %d: %u bytes (want %u) or bytes differ", i, out[i].len, 60 + i);
+        CHECK(drv_used(&id, &len, &flags) && id == tids[i], "chain %d: no used descriptor or id %u (want %u)", i, id,
+              tids[i]);
+    }
+    CHECK(vr.last_avail_idx == 2 && !vr.avail_wrap_counter, "backend at slot %u wrap %d, want 2, 0",
+          vr.last_avail_idx, vr.avail_wrap_counter);
+    end();
+
+    begin("four at a time, TX lend: a chain outside guest memory third in a four: the two before it delivered and "
+          "used, ring broken, nothing from it on written");
+    lend_malformed(PACKED, 2, true);
+    end();
+    begin("four at a time, TX lend, IN_ORDER: the same, the two in one used descriptor");
+    lend_malformed(PACKED | INO, 2, true);
+    end();
+    begin("four at a time, TX lend: a chain outside guest memory fourth in a four: the three before it delivered");
+    lend_malformed(PACKED, 3, true);
+    end();
+
+    begin("four at a time, RX without MRG_RXBUF: the third of four packets too big for its buffer: dropped, the "
+          "fourth takes that buffer, the others theirs, in order");
+    ring_setup(100, PACKED, true);
+    uint16_t ids[4];
+    for (int i = 0; i < 4; i++)
+        ids[i] = rx_add(1, 300);
+    struct vx_pkt pkts[4] = { mkpkt(0, 100, 11), mkpkt(1, 120, 12), mkpkt(2, 1000, 13), mkpkt(3, 140, 14) };
+    int sent = vq_enqueue_burst(&vr, pkts, 4);
+    CHECK(sent == 3 && pkts[0].len == 100 && pkts[1].len == 120 && pkts[2].len == 140,
+          "delivered %d (%u, %u, %u bytes); want 3: 100, 120, 140", sent, pkts[0].len, pkts[1].len, pkts[2].len);
+    for (int i = 0; i < 3; i++) {
+        uint16_t id, flags;
+        uint32_t len;
+        CHECK(drv_used(&id, &len, &flags) && id == ids[i] && len == HDR + pkts[i].len &&
+                  same_as_pattern(host + BUF_OFF + id * BUF_SIZE + HDR, pkts[i].len, 11u + (uint32_t)(i < 2 ? i : 3), 0),
+              "buffer %d: used {id %u len %u}, want {%u, %u}, or bytes differ", i, id, len, ids[i], HDR + pkts[i].len);
+    }
+    CHECK(vr.stats.drops == 1 && vr.stats.packets == 3 && vq_avail_buffers(&vr) == 1,
+          "drops %llu packets %llu, buffers left %d; want 1, 3, 1", (unsigned long long)vr.stats.drops,
+          (unsigned long long)vr.stats.packets, vq_avail_buffers(&vr));
+    end();
+}
+
 int main(void)
 {
     unit_init();
@@ -1546,6 +1646,7 @@ int main(void)
     t_tx_big();
     t_tx_lend();
     t_rx_wrap();
+    t_four();
     t_rx_too_big();
     t_rx_mrg();
     t_rx_indirect();
