@@ -76,6 +76,11 @@ static int  vq_packed_dequeue_burst(struct vx_vring *vr, struct vx_pkt *pkts, in
 static int  vq_packed_enqueue_burst(struct vx_vring *vr, struct vx_pkt *pkts, int n);
 static int  vq_packed_avail_buffers(struct vx_vring *vr);
 static inline void vq_split_in_order_used(struct vx_vring *vr, uint16_t used_idx, uint16_t last_head);
+/* "Four at a time", for each ring's usual burst */
+static inline int vq_split_tx_four(struct vx_vring *vr, struct vx_pkt *pkts, bool lend, uint16_t *used_idx,
+                                   uint16_t *last_head, uint64_t *bytes);
+static inline int vq_split_rx_four(struct vx_vring *vr, struct vx_pkt *pkts, uint16_t avail_idx, uint16_t *a,
+                                   uint16_t *u);
 static int  vq_tx_to_big(struct vx_vring *vr, uint16_t head, const struct vx_pkt *p, uint64_t len,
                          struct vx_pkt *big);
 static void vq_trace_call(struct vx_vring *vr, uint16_t used_idx);
@@ -612,6 +617,11 @@ static int vq_split_dequeue_burst(struct vx_vring *vr, struct vx_pkt *pkts, int 
     uint64_t bytes = 0, drops = 0;
     int got = 0;
     for (int k = 0; k < pending; k++) {
+        /* Fast path, second reading: four plain chains at once ("Four at a time"). */
+        if (!big && k + 4 <= pending && vq_split_tx_four(vr, &pkts[got], deliver != NULL, &used_idx, &last_head, &bytes)) {
+            got += 4, k += 3;
+            continue;
+        }
         uint16_t head = vr->avail->ring[vr->last_avail_idx & (vr->num - 1)];
         struct vx_pkt *p = &pkts[got];
         struct vq_copy cp = vq_tx_copy(vr, p, deliver != NULL);
@@ -796,6 +806,15 @@ static int vq_split_enqueue_burst(struct vx_vring *vr, struct vx_pkt *pkts, int 
      * only with mergeable buffers): prefetch as many heads as packets. */
     vq_split_prefetch(vr, a, pending < n ? pending : n);
     for (k = 0; k < n; k++) {
+        /* Fast path, second reading: four packets at once ("Four at a time"). */
+        if (k + 4 <= n && vq_split_rx_four(vr, &pkts[k], avail_idx, &a, &u)) {
+            for (int i = 0; i < 4; i++, k++) {
+                bytes += pkts[k].len;
+                keep_in_front(pkts, sent++, k);
+            }
+            k--;
+            continue;
+        }
         int r = vq_split_enqueue_one(vr, &pkts[k], avail_idx, &a, &u);
         if (r == RX_DONE) {
             bytes += pkts[k].len;
@@ -924,7 +943,7 @@ int vq_avail_buffers(struct vx_vring *vr)
     return vr->packed ? vq_packed_avail_buffers(vr) : vq_split_avail_buffers(vr);
 }
 
-/* === Second reading: the packed ring, IN_ORDER, TSO packets, the ring view, hardening, interrupt mode, live migration === */
+/* === Second reading: the packed ring, IN_ORDER, four at a time, TSO packets, the ring view, hardening, interrupt mode, live migration === */
 
 /* === The packed ring (§2.8) ============================================== */
 
@@ -1608,6 +1627,111 @@ static void vq_packed_use_batch(struct vx_vring *vr, uint32_t slots, uint16_t la
         return;
     vq_packed_put_used(vr, vr->last_used_idx, vr->used_wrap_counter, last_id, 0);
     vq_packed_advance(vr, &vr->last_used_idx, &vr->used_wrap_counter, slots);
+}
+
+/* === Four at a time: the split ring's usual burst ======================== */
+
+/*
+ * Fast path, as the packed ring's (above, "four at a time"): when the next
+ * four avail entries name four chains of one plain buffer each, read the
+ * four heads and descriptors once each, check them together, and copy (or
+ * lend) the four in loops the compiler unrolls, without the general walk's
+ * per-chain bookkeeping.  Anything else (a chain of more buffers, an
+ * indirect table, a head >= num, an address outside guest memory, a frame
+ * too big for its buffer) returns 0 having committed nothing, and the
+ * first reading's one-chain-at-a-time loop takes that chain as before,
+ * saying what is wrong if anything is.  Measured with make bench-cost
+ * (both call sites): split 64 B 447.9 -> 315.7 instructions per packet,
+ * 1518 B 606.9 -> 474.7.
+ */
+
+/* The four chains from avail entry `from`: heads, buffers and lengths,
+ * each field read once; true if each is one buffer, inside guest memory,
+ * with `write` (VRING_DESC_F_WRITE for RX, 0 for TX) as its direction. */
+static inline __attribute__((always_inline)) bool vq_split_four_read(const struct vx_vring *vr, uint16_t from,
+                                                                     uint16_t write, uint16_t head[4], uint8_t *p[4],
+                                                                     uint32_t len[4])
+{
+    bool all = true;
+    for (int i = 0; i < 4; i++) {
+        head[i] = ((const volatile uint16_t *)vr->avail->ring)[(uint16_t)(from + i) & (vr->num - 1)];
+        all &= head[i] < vr->num;
+    }
+    if (!all)
+        return false;
+    for (int i = 0; i < 4; i++) {
+        struct vq_desc d = read_desc(vr, vr->desc, head[i]);
+        len[i] = d.len;
+        all &= (d.flags & (VRING_DESC_F_NEXT | VRING_DESC_F_INDIRECT | VRING_DESC_F_WRITE)) == write;
+        p[i] = vx_gpa_to_va(vr->mem, d.addr, d.len);
+        all &= p[i] != NULL;
+    }
+    return all;
+}
+
+/* TX: four chains into pkts[0..3] (data and room set by the caller), lent
+ * when `lend`; their used entries written at *used_idx (not with IN_ORDER:
+ * one for the burst, as the caller does), *last_head and *bytes kept as the
+ * caller's loop keeps them.  4, or 0 with nothing taken. */
+static inline __attribute__((always_inline)) int vq_split_tx_four(struct vx_vring *vr, struct vx_pkt *pkts, bool lend,
+                                                                  uint16_t *used_idx, uint16_t *last_head,
+                                                                  uint64_t *bytes)
+{
+    uint16_t head[4];
+    uint8_t *p[4];
+    uint32_t len[4];
+    if (!vq_split_four_read(vr, vr->last_avail_idx, 0, head, p, len))
+        return 0;
+    bool fit = true;    /* as vq_tx_keep: a header, then a frame that fits its buffer */
+    for (int i = 0; i < 4; i++)
+        fit &= len[i] >= vr->hdr_len && len[i] - vr->hdr_len <= pkts[i].room;
+    if (!fit)
+        return 0;
+    for (int i = 0; i < 4; i++) {
+        struct vx_pkt *pk = &pkts[i];
+        struct vq_copy cp = vq_tx_copy(vr, pk, lend);
+        vq_copy_buffer(&cp, p[i], 0, len[i], true);
+        if (cp.lent)
+            pk->data = cp.lent;
+        pk->len = len[i] - vr->hdr_len;
+        pk->bufs = 1;
+        *bytes += pk->len;
+        if (!vr->in_order)
+            vq_put_used(vr, (uint16_t)(*used_idx + i), head[i], 0);
+    }
+    vr->last_avail_idx += 4;
+    *used_idx += 4;
+    *last_head = head[3];
+    return 4;
+}
+
+/* RX: pkts[0..3] into the four chains from avail entry *a, each a plain
+ * write-only buffer that holds header and frame (num_buffers 1); their used
+ * entries at *u.  4, or 0 with nothing written. */
+static inline __attribute__((always_inline)) int vq_split_rx_four(struct vx_vring *vr, struct vx_pkt *pkts,
+                                                                  uint16_t avail_idx, uint16_t *a, uint16_t *u)
+{
+    uint16_t head[4];
+    uint8_t *p[4];
+    uint32_t len[4];
+    if ((uint16_t)(avail_idx - *a) < 4 || !vq_split_four_read(vr, *a, VRING_DESC_F_WRITE, head, p, len))
+        return 0;
+    bool fit = true;
+    for (int i = 0; i < 4; i++)
+        fit &= (uint64_t)vr->hdr_len + pkts[i].len <= len[i];
+    if (!fit)
+        return 0;
+    for (int i = 0; i < 4; i++) {
+        uint8_t hdr[12];
+        vq_rx_header(vr, &pkts[i], hdr, 1);
+        struct vq_copy cp = { .part = { { hdr, 0, vr->hdr_len }, { pkts[i].data, vr->hdr_len, pkts[i].len } },
+                              .to_chain = true };
+        vq_copy_buffer(&cp, p[i], 0, len[i], true);
+        vq_put_used(vr, (uint16_t)(*u + i), head[i], vr->hdr_len + pkts[i].len);
+    }
+    *a += 4;
+    *u += 4;
+    return 4;
 }
 
 /* === TSO packets towards small buffers (offload.c's glue) ================ */
