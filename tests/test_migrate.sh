@@ -15,9 +15,10 @@
 #      the bytes vhost-xdp writes (used rings, RX buffers) apart from the guest's own (a page
 #      vhost-xdp wrote and did not mark in the dirty log would differ); then it runs;
 #   4. on the destination: a TCP transfer from the peer into the guest, checked byte for byte; the
-#      pings go on (the loss is counted and printed, not judged: the guest stops for the last round
-#      of copying and while the memories are compared), the UDP stream still arrives, the guest's
-#      kernel counted no checksum error (InCsumErrors 0) and logged no broken-ring message;
+#      pings go on (the loss is counted and printed, not judged, split into the pings sent while
+#      the test kept the destination paused for the comparison and the migration's own: see
+#      ping_split), the UDP stream still arrives, the guest's kernel counted no checksum error
+#      (InCsumErrors 0) and logged no broken-ring message;
 #   5. vhost-xdp's side: the source's connection logged (SET_LOG_BASE, LOG_ALL, the log mapped),
 #      and port B learned the guest's MAC once the guest spoke from there.
 #
@@ -152,7 +153,10 @@ fi
 # not a signal at the end: a background job of a script ignores SIGINT, which is what makes ping print
 # its summary.)
 counters src; read -r np0 nd0 ce0 <<<"$UDPC"
-in_ns busybox ping -c 300 -i 0.1 -W 2 "$GUEST_IP" >"$dir/ping.out" 2>&1 &
+# Each line of ping's output is stamped with the time it came (busybox ping flushes each line), so
+# that a lost ping can be placed in time (ping_split, below).
+stamp() { local l; while IFS= read -r l; do printf '%s %s\n' "$EPOCHREALTIME" "$l"; done; }
+in_ns busybox ping -c 300 -i 0.1 -W 2 "$GUEST_IP" 2>&1 | stamp >"$dir/ping.out" &
 PING_PID=$!
 # 1000-byte datagrams to the discard port (closed in the guest), each numbered; about 50 a second,
 # 3000 at most.  (Its pid in a file: `ip netns exec` may run it as a child of its own.)
@@ -247,6 +251,7 @@ tcp_start() {   # tcp_start SIDE: the guest on SIDE receives, the peer sends
 
 # === 3. migrate
 desc_sample
+T_MIG=$EPOCHREALTIME
 hmp src "migrate -d unix:$dir/mig.sock"
 t0=$SECONDS st=''
 while [ $((SECONDS - t0)) -lt 90 ]; do
@@ -297,6 +302,7 @@ else
     echo "# and everywhere else, ${others:-no comparison} (QEMU's: not judged under TCG)"
 fi
 grep -q "^ours: 0 differing" <<<"$ours" && grep -q "^others: 0 differing" <<<"$others" && rm -f "$dir/src.mem" "$dir/dst.mem"
+T_CONT=$EPOCHREALTIME
 hmp dst "cont"
 hmp dst "info status"
 wait_for "the destination running" 20 eval 'hmp_log dst | grep -aq "VM status: running"'
@@ -328,11 +334,59 @@ cs=$(tr -d '\r' <"$dir/dst.serial" | grep -a "VXCSUM" | tail -n 1)
 check "no TCP or UDP checksum error in the guest ($cs)" eval 'grep -q "VXCSUM tcp=0 udp=0 " <<<"$cs"'
 sleep 1
 counters dst; read -r np2 nd2 ce2 <<<"$UDPC"
-sent=$(sed -n 's/^\([0-9]*\) packets transmitted.*/\1/p' "$dir/ping.out")
+sent=$(sed -n 's/^[0-9.]* \([0-9]*\) packets transmitted.*/\1/p' "$dir/ping.out")
 got=$(sed -n 's/.* \([0-9]*\) packets received.*/\1/p' "$dir/ping.out")
 lost=$(( ${sent:-0} - ${got:-0} ))
 answered1=$(grep -c "bytes from" "$dir/ping.out")
-echo "# pings at 10/s through the migration (and the TCP transfer): ${sent:-?} sent, ${got:-?} answered, $lost lost"
+# Where the lost pings went.  The destination, started with -S, would have run the guest as soon as
+# the migration completed; this test keeps it paused until both memories are dumped and compared
+# (several seconds), and every ping sent meanwhile is lost for the test's sake.  That pause runs from
+# the completion (the migrate command's time plus info migrate's "total time") to the `cont`.
+# ping_split places each lost ping (icmp_seq k, not answered) in time: an answered one was sent at
+# its line's stamp less its round trip, a lost one between its answered neighbours, 0.1 s apart.
+#   paused: sent during the test's pause;
+#   own:    the migration's own: sent from the migrate command to the destination's first answer
+#           after the pause (the downtime QEMU reports, and until the switch moved the guest's MAC);
+#   other:  any other time (the cancelled migration, the TCP transfer on the destination).
+ping_split() {  # ping_split FILE START PAUSE_FROM PAUSE_TO: "PAUSED OWN OTHER SEQS" (counts; SEQS: own's)
+    # (SEQS: each of the migration's own lost pings as icmp_seq(+-S s), S its time before the pause
+    # began or after it ended.)
+    awk -v start="$2" -v p0="$3" -v p1="$4" '
+        / bytes from / && match($0, /seq=[0-9]+/) {
+            k = substr($0, RSTART + 4, RLENGTH - 4) + 0; rtt = 0
+            if (match($0, /time=[0-9.]+/)) rtt = substr($0, RSTART + 5, RLENGTH - 5) / 1000
+            if (!(k in at)) at[k] = $1 - rtt
+        }
+        / packets transmitted/ { n = $2 }
+        END {
+            first = -1                  # the first answer sent after the pause
+            for (k = 0; k < n; k++) if ((k in at) && at[k] > p1) { first = at[k]; break }
+            prev = -1
+            for (k = 0; k < n; k++) {
+                if (k in at) { prev = k; continue }
+                for (next_k = k + 1; next_k < n && !(next_k in at); next_k++) ;
+                if (prev >= 0 && next_k < n) t = at[prev] + (at[next_k] - at[prev]) * (k - prev) / (next_k - prev)
+                else if (prev >= 0) t = at[prev] + (k - prev) * 0.1
+                else if (next_k < n) t = at[next_k] - (next_k - k) * 0.1
+                else t = 0
+                if (t >= p0 && t <= p1) paused++
+                else if (t >= start && (first < 0 || t < first)) {
+                    own++        # named with its time from the nearer end of the pause
+                    seqs = seqs sprintf("%s%d(%+.2fs)", seqs == "" ? "" : ",", k, t < p0 ? t - p0 : t - p1)
+                }
+                else other++
+            }
+            printf "%d %d %d %s\n", paused, own, other, seqs == "" ? "-" : seqs
+        }' "$1"
+}
+total_ms=$(hmp_log src | sed -n 's/^total time: \([0-9]*\) ms.*/\1/p' | tail -n 1)
+downtime_ms=$(hmp_log src | sed -n 's/^downtime: \([0-9]*\) ms.*/\1/p' | tail -n 1)
+T_DONE=$(awk -v t="$T_MIG" -v ms="${total_ms:-0}" 'BEGIN { printf "%.6f", t + ms / 1000 }')
+read -r lost_paused lost_own lost_other own_seqs < <(ping_split "$dir/ping.out" "$T_MIG" "$T_DONE" "$T_CONT")
+pause_s=$(awk -v a="$T_DONE" -v b="$T_CONT" 'BEGIN { printf "%.1f", b - a }')
+echo "# pings at 10/s through the migration (and the TCP transfer): ${sent:-?} sent, ${got:-?} answered, $lost lost:" \
+    "${lost_paused:-?} in the test's pause for the memory dumps (${pause_s} s), ${lost_own:-?} the migration's own" \
+    "(icmp_seq ${own_seqs:-?}; downtime ${downtime_ms:-?} ms), ${lost_other:-?} at other times"
 check "the pings went on through the migration: $((answered1 - answered0)) answered by the destination (of ${got:-0} of ${sent:-0}; $lost lost)" \
     eval '[ "$pinging" = yes ] && [ "${sent:-0}" = 300 ] && [ $((answered1 - answered0)) -ge 20 ]' || tail -n 3 "$dir/ping.out" | sed 's/^/#   /'
 rx0=$(( ${np0:-0} + ${nd0:-0} )) rx1=$(( ${np1:-0} + ${nd1:-0} )) rx2=$(( ${np2:-0} + ${nd2:-0} ))
