@@ -16,7 +16,7 @@ SRCS    = main.c vhost_user.c virtqueue.c pmd_loop.c nic_afxdp.c pcap.c fault.c 
 HDRS    = vhost_xdp.h
 TESTS   = tests/test_virtqueue tests/test_packed tests/test_ringview tests/test_protocol tests/test_hostile tests/test_trace \
 	  tests/afxdp_tool tests/test_tracedecode tests/test_pcap tests/test_mtu_rarp tests/tcpcheck tests/test_offload \
-	  tests/exercise_probe tests/test_switch tests/test_adaptive tests/rtt_probe
+	  tests/exercise_probe tests/test_switch tests/test_adaptive tests/rtt_probe tests/memcompare
 FRONTEND = tests/frontend.c tests/frontend.h    # the vhost-user front-end both C protocol tests drive
 
 all: vhost-xdp
@@ -44,6 +44,10 @@ tests/afxdp_tool: tests/afxdp_tool.c nic_afxdp.c $(HDRS)
 # static copy, built by tests/build_guest.sh).
 tests/tcpcheck: tests/tcpcheck.c
 	$(CC) $(CFLAGS) -o $@ tests/tcpcheck.c $(LDFLAGS)
+
+# Two dumps of a migrated guest's memory compared, the bytes vhost-xdp may write apart (tests/test_migrate.sh).
+tests/memcompare: tests/memcompare.c
+	$(CC) $(CFLAGS) -o $@ tests/memcompare.c $(LDFLAGS)
 
 tests/test_protocol: tests/test_protocol.c $(FRONTEND)
 	$(CC) $(CFLAGS) -o $@ tests/test_protocol.c tests/frontend.c $(LDFLAGS)

@@ -11,12 +11,14 @@
 #   2. a migration to a sink, slowed down and cancelled (migrate_cancel): vhost-xdp logs, then stops
 #      logging, and the guest answers on from the source;
 #   3. `migrate -d unix:...` on the source's monitor; `info migrate` until "completed"; the destination
-#      is still paused: both QEMUs dump the guest's memory and the two are compared page by page (a
-#      page vhost-xdp wrote and did not mark in the dirty log would differ); then it runs;
+#      is still paused: both QEMUs dump the guest's memory and tests/memcompare compares the two,
+#      the bytes vhost-xdp writes (used rings, RX buffers) apart from the guest's own (a page
+#      vhost-xdp wrote and did not mark in the dirty log would differ); then it runs;
 #   4. on the destination: a TCP transfer from the peer into the guest, checked byte for byte; the
-#      pings go on (the loss is counted and printed, not judged: the guest stops for the last round
-#      of copying and while the memories are compared), the UDP stream still arrives, the guest's
-#      kernel counted no checksum error (InCsumErrors 0) and logged no broken-ring message;
+#      pings go on (the loss is counted and printed, not judged, split into the pings sent while
+#      the test kept the destination paused for the comparison and the migration's own: see
+#      ping_split), the UDP stream still arrives, the guest's kernel counted no checksum error
+#      (InCsumErrors 0) and logged no broken-ring message;
 #   5. vhost-xdp's side: the source's connection logged (SET_LOG_BASE, LOG_ALL, the log mapped),
 #      and port B learned the guest's MAC once the guest spoke from there.
 #
@@ -30,16 +32,24 @@
 # TCP transfer, against 2 of 7 with QEMU's default.  Under KVM QEMU tracks the guest's writes in
 # the kernel, and none of this applies.  It happened mostly with the TCP transfer filling the guest
 # during the migration (none in 20 runs without it), so make test runs the gentle form (pings and
-# UDP during the migration, TCP after it) and VX_MIGRATE_TCP=during is run by hand.
+# UDP during the migration, TCP after it) and VX_MIGRATE_TCP=during is run by hand.  The lost writes
+# fell in pages only the guest writes (kernel data, page tables, the TX descriptor table), so under
+# TCG the comparison judges the bytes vhost-xdp writes (the used rings, or a packed ring's
+# descriptors and device event area, and the RX buffers the guest posted) and prints the rest.
 #
 # What it proves, and what it cannot.  Equal memories prove that every byte vhost-xdp wrote before
 # the source stopped reached the destination, in that run.  They cannot prove that every page was
-# marked: the guest itself writes most of the pages we do (its RX buffers' pages get its
-# skb_shared_info), and QEMU marks the whole used ring when it stops the rings, so an unmarked page
-# differs only when we wrote it after QEMU's last copy of it and the guest did not touch it since.
-# A build that marks nothing (the marking switched off) was caught by the comparison in 1 run of 3
-# here, and by the page count at the end in all 3.  tests/test_virtqueue, tests/test_packed and
-# tests/test_protocol check the marks themselves, page by page.
+# marked: QEMU marks the whole used ring when it stops the rings, and a page the guest wrote too is
+# copied anyway, so an unmarked page differs only when we wrote it after QEMU's last copy of it (a
+# packet that came in the last round) and the guest did not touch it since.  Such a buffer has
+# mostly been read already: the guest posts a new buffer in its descriptor's place at once, so it
+# is named only by the descriptor tables of a moment before, which the test copies about once a
+# second while the migration runs (desc_sample).  A build that marks nothing (the marking switched
+# off) differed so, and failed the judged comparison, in 1 run of 6 here, in a buffer only an
+# earlier table named (none of 6 more with four times the UDP, nor 3 packed=on runs, differed in
+# any byte: a packet must land in the few milliseconds between QEMU's last read of the log and the
+# rings' stop); the page count at the end caught it every time.  tests/test_virtqueue, tests/test_packed and tests/test_protocol check the marks
+# themselves, page by page.
 #
 # Why one vhost-xdp with two sockets, not two vhost-xdp on the uplink: an AF_XDP socket owns its
 # queue of the interface and the XDP program on it, so a second vhost-xdp on the same veth could not
@@ -60,6 +70,8 @@ require "live migration test with QEMU guests" qemu-system-x86_64 ip
 [ -x "$VX" ] || { not_ok "vhost-xdp is built ($VX)"; done_testing; }
 TCPCHECK=$TESTS_DIR/tcpcheck
 [ -x "$TCPCHECK" ] || { not_ok "tests/tcpcheck is built (make)"; done_testing; }
+MEMCOMPARE=$TESTS_DIR/memcompare
+[ -x "$MEMCOMPARE" ] || { not_ok "tests/memcompare is built (make)"; done_testing; }
 TCP_DURING=0; [ "${VX_MIGRATE_TCP:-after}" = during ] && TCP_DURING=1
 N=${TCP_BYTES:-$([ "$TCP_DURING" = 1 ] && echo 268435456 || echo 16777216)}
 if [ "$(id -u)" != 0 ]; then missing "migration test: needs root (netns, veth, XDP)"; fi
@@ -141,7 +153,10 @@ fi
 # not a signal at the end: a background job of a script ignores SIGINT, which is what makes ping print
 # its summary.)
 counters src; read -r np0 nd0 ce0 <<<"$UDPC"
-in_ns busybox ping -c 300 -i 0.1 -W 2 "$GUEST_IP" >"$dir/ping.out" 2>&1 &
+# Each line of ping's output is stamped with the time it came (busybox ping flushes each line), so
+# that a lost ping can be placed in time (ping_split, below).
+stamp() { local l; while IFS= read -r l; do printf '%s %s\n' "$EPOCHREALTIME" "$l"; done; }
+in_ns busybox ping -c 300 -i 0.1 -W 2 "$GUEST_IP" 2>&1 | stamp >"$dir/ping.out" &
 PING_PID=$!
 # 1000-byte datagrams to the discard port (closed in the guest), each numbered; about 50 a second,
 # 3000 at most.  (Its pid in a file: `ip netns exec` may run it as a child of its own.)
@@ -166,6 +181,59 @@ check "migrate_cancel: \"${st:-nothing}\"; vhost-xdp logged from LOG_ALL on to L
 check "the source guest still answers the peer after the cancel" pping "$GUEST_IP"
 hmp src "migrate_set_parameter max-bandwidth 1G"
 
+# ring_areas: the source's rings as memcompare's arguments, INDEX:LAYOUT:NUM:DESC:DRIVER:DEVICE, from
+# --trace: the ring's addresses in SET_VRING_ADDR with VHOST_VRING_F_LOG (flags=0x1: only the source
+# logs) are QEMU's virtual addresses, turned into guest-physical ones through the memory table
+# QEMU sent before (SET_MEM_TABLE's regions: gpa, size, uaddr); its size from SET_VRING_NUM, its
+# layout from SET_FEATURES.  The used ring's (or device event area's) address must come out as the
+# message's log= (QEMU logs the used ring at its guest-physical address): checked, a mismatch printed.
+ring_areas() {
+    local line regions='' layout=split i d a u l
+    local -A num=() ring=()
+    gpa_of() {      # gpa_of UADDR: through the regions, or nothing
+        local g s r
+        while read -r g s r; do
+            (( $1 >= r && $1 - r < s )) && { printf '0x%x' $(( g + $1 - r )); return; }
+        done <<<"$regions"
+    }
+    while IFS= read -r line; do
+        case $line in
+        *"<- SET_MEM_TABLE "*)
+            regions=$(grep -o '{gpa=[^ ]* size=[^ ]* uaddr=[^ ]*' <<<"$line" | sed 's/{gpa=//; s/ size=/ /; s/ uaddr=/ /') ;;
+        *"<- SET_FEATURES "*) layout=split; [[ $line == *RING_PACKED* ]] && layout=packed ;;
+        *"<- SET_VRING_NUM "*)
+            [[ $line =~ index=([0-9]+)\ num=([0-9]+) ]] && num[${BASH_REMATCH[1]}]=${BASH_REMATCH[2]} ;;
+        *"<- SET_VRING_ADDR "*" flags=0x1 desc="*)
+            [[ $line =~ index=([0-9]+)\ flags=0x1\ desc=(0x[0-9a-f]+)\ avail=(0x[0-9a-f]+)\ used=(0x[0-9a-f]+)\ log=(0x[0-9a-f]+) ]] || continue
+            i=${BASH_REMATCH[1]} l=${BASH_REMATCH[5]}
+            d=$(gpa_of "${BASH_REMATCH[2]}") a=$(gpa_of "${BASH_REMATCH[3]}") u=$(gpa_of "${BASH_REMATCH[4]}")
+            [ -n "$d" ] && [ -n "$a" ] && [ "$((u))" = "$((l))" ] ||
+                echo "# ring $i: its used ring's address ${u:-not in the memory table} is not log=$l (SET_VRING_ADDR)" >&2
+            ring[$i]="$i:$layout:${num[$i]:-0}:${d:-0}:${a:-0}:$l" ;;
+        esac
+    done < <(grep -a "trace: <- SET_\(MEM_TABLE\|FEATURES\|VRING_NUM\|VRING_ADDR\) " "$LOG")
+    for i in $(printf '%s\n' "${!ring[@]}" | sort -n); do printf '%s ' "${ring[$i]}"; done
+}
+RINGS=$(ring_areas)
+# desc_sample: a copy of each RX ring's descriptor table, from the source's memory, now (pmemsave; a
+# 4 KiB file per ring), for memcompare: the guest replaces each buffer it has read with a new one
+# at once, so the buffers vhost-xdp filled in the migration's last rounds are listed only in the
+# tables of a moment before.  Taken before the migration and each time round the loop that waits
+# for it, about once a second (at this test's 60 packets a second, each of the 256 buffers stays
+# posted for 4 s or so; a TCP transfer during the migration goes through them much faster, and
+# most are not seen).
+TABLES='' NTABLE=0
+desc_sample() {
+    local r i layout num d rest
+    for r in $RINGS; do
+        IFS=: read -r i layout num d rest <<<"$r"
+        [ $((i % 2)) = 0 ] || continue
+        NTABLE=$((NTABLE + 1))
+        hmp src "pmemsave $d $((16 * num)) \"$dir/desc.$i.$NTABLE\""
+        TABLES="$TABLES $i=$dir/desc.$i.$NTABLE"
+    done
+}
+
 # And a TCP transfer into the guest, checked byte for byte (tests/tcpcheck.c).  make test's run starts
 # it on the destination, after the migration (16 MiB): the data path through the new port.  By hand,
 # VX_MIGRATE_TCP=during starts it with the migration (256 MiB, 10-20 s here): the RX ring at full
@@ -182,9 +250,12 @@ tcp_start() {   # tcp_start SIDE: the guest on SIDE receives, the peer sends
 [ "$TCP_DURING" = 1 ] && { tcp_start src; sleep 1; }
 
 # === 3. migrate
+desc_sample
+T_MIG=$EPOCHREALTIME
 hmp src "migrate -d unix:$dir/mig.sock"
 t0=$SECONDS st=''
 while [ $((SECONDS - t0)) -lt 90 ]; do
+    desc_sample
     st=$(status)
     case $st in *completed*|*failed*|*cancelled*) break ;; esac
     sleep 0.5
@@ -198,7 +269,11 @@ hmp_log src | grep -aE "^(total time|downtime|transferred ram|dirty sync count):
 # The destination waits, paused (-S), with the memory the migration gave it; the source is stopped
 # for good.  Every page must be the same on both: a page vhost-xdp wrote and did not mark in the log
 # (or marked too late) would differ, and so would a guest write QEMU itself lost.  Both dumped with
-# pmemsave (guest-physical 0 .. 256 MiB), compared page by page.
+# pmemsave (guest-physical 0 .. 256 MiB) and compared by tests/memcompare.c, which tells the bytes
+# vhost-xdp may write ("ours": each ring's used ring, or a packed ring's descriptors and device
+# event area, and every buffer an RX ring's descriptor table lists as device-writable, at the end or
+# in the copies desc_sample took) from the rest ("others": the guest's own writes, which QEMU tracks
+# itself).
 memdump() {     # memdump SIDE: guest memory into SIDE.mem, once the monitor has answered
     local mem=$dir/$1.mem
     hmp "$1" "pmemsave 0 0x10000000 \"$mem\""; hmp "$1" "info version"
@@ -206,34 +281,28 @@ memdump() {     # memdump SIDE: guest memory into SIDE.mem, once the monitor has
         [ "$(stat -c %s "$mem" 2>/dev/null)" = 268435456 ]
 }
 if memdump src && memdump dst; then
-    diffpages=$(cmp -l "$dir/src.mem" "$dir/dst.mem" | awk '{ p = int(($1 - 1) / 4096); if (p != last) { n++; last = p; if (n <= 8) printf "%s0x%x", (n > 1 ? " " : ""), p * 4096 } } END { printf " (%d pages)", n }')
+    # shellcheck disable=SC2086  # RINGS, TABLES: one argument each
+    cmpout=$("$MEMCOMPARE" "$dir/src.mem" "$dir/dst.mem" $RINGS $TABLES); cmprc=$?
 else
-    diffpages="(no dump)"
+    cmpout='' cmprc=2
 fi
-# Judged under KVM.  Under TCG, QEMU itself loses guest writes (above): a gentle run found two pages
-# differing by one byte each in kernel memory (0x1967000, 0x196d000, the same two as in a crash),
-# about 1 run in 20, with a guest that ran on.  So under TCG the comparison is made and printed, and
-# only a dump that could not be made fails.
+ours=$(grep "^ours: " <<<"$cmpout") others=$(grep "^others: " <<<"$cmpout")
+echo "# the source's rings (INDEX:LAYOUT:NUM:DESC:DRIVER:DEVICE, guest-physical): ${RINGS:-none found in --trace}"
+grep -E "^(judged|note): " <<<"$cmpout" | sed "s/^/# memcompare ($NTABLE earlier descriptor tables): /"
+# Judged under KVM: every byte.  Under TCG, QEMU itself loses guest writes now and then (above: a
+# gentle run found two kernel pages differing by one byte each, 0x1967000 and 0x196d000, about 1 run
+# in 20, with a guest that ran on): the guest's own bytes are printed, not judged; the bytes
+# vhost-xdp may write are judged there too.
+check "the destination's memory is the source's where vhost-xdp writes (used rings or packed descriptors, RX buffers): ${ours:-no comparison}" \
+    eval '[ "$cmprc" = 0 ] && [ -n "$RINGS" ]' || echo "$cmpout" | sed 's/^/#   /'
 if [ "$GUEST_ACCEL" = kvm ]; then
-    check "the destination's memory is the source's, page for page: differing pages at ${diffpages}" \
-        eval 'grep -q "^ *(0 pages)" <<<"$diffpages"'
+    check "the destination's memory is the source's everywhere else too: ${others:-no comparison}" \
+        eval 'grep -q "^others: 0 differing" <<<"$others"'
 else
-    check "both QEMUs dumped the guest's memory" eval '[ "$diffpages" != "(no dump)" ]'
-    echo "# the destination's memory against the source's, page for page: differing pages at ${diffpages}" \
-        "(TCG: printed, not judged)"
+    echo "# and everywhere else, ${others:-no comparison} (QEMU's: not judged under TCG)"
 fi
-# Where the rings lie (guest-physical, from --trace's SET_VRING_ADDR for the source: its log address is
-# the used ring's; the other two are as far from it as in QEMU's own addresses), to name a differing
-# page that holds one: the descriptor table and the avail ring are written only by the guest.
-if ! grep -q "^ *(0 pages)" <<<"$diffpages"; then
-    grep -a "trace: <- SET_VRING_ADDR .*flags=0x1 desc" "$LOG" | head -n 2 |
-        sed -n 's/.*index=\([0-9]*\) flags=0x1 desc=\(0x[0-9a-f]*\) avail=\(0x[0-9a-f]*\) used=\(0x[0-9a-f]*\) log=\(0x[0-9a-f]*\).*/\1 \2 \3 \4 \5/p' |
-        while read -r ring d a u l; do
-            printf '#   ring %s: descriptors at 0x%x, avail ring 0x%x, used ring 0x%x (guest-physical)\n' "$ring" \
-                $((d - u + l)) $((a - u + l)) "$l"
-        done
-fi
-grep -q "^ *(0 pages)" <<<"$diffpages" && rm -f "$dir/src.mem" "$dir/dst.mem"
+grep -q "^ours: 0 differing" <<<"$ours" && grep -q "^others: 0 differing" <<<"$others" && rm -f "$dir/src.mem" "$dir/dst.mem"
+T_CONT=$EPOCHREALTIME
 hmp dst "cont"
 hmp dst "info status"
 wait_for "the destination running" 20 eval 'hmp_log dst | grep -aq "VM status: running"'
@@ -265,11 +334,59 @@ cs=$(tr -d '\r' <"$dir/dst.serial" | grep -a "VXCSUM" | tail -n 1)
 check "no TCP or UDP checksum error in the guest ($cs)" eval 'grep -q "VXCSUM tcp=0 udp=0 " <<<"$cs"'
 sleep 1
 counters dst; read -r np2 nd2 ce2 <<<"$UDPC"
-sent=$(sed -n 's/^\([0-9]*\) packets transmitted.*/\1/p' "$dir/ping.out")
+sent=$(sed -n 's/^[0-9.]* \([0-9]*\) packets transmitted.*/\1/p' "$dir/ping.out")
 got=$(sed -n 's/.* \([0-9]*\) packets received.*/\1/p' "$dir/ping.out")
 lost=$(( ${sent:-0} - ${got:-0} ))
 answered1=$(grep -c "bytes from" "$dir/ping.out")
-echo "# pings at 10/s through the migration (and the TCP transfer): ${sent:-?} sent, ${got:-?} answered, $lost lost"
+# Where the lost pings went.  The destination, started with -S, would have run the guest as soon as
+# the migration completed; this test keeps it paused until both memories are dumped and compared
+# (several seconds), and every ping sent meanwhile is lost for the test's sake.  That pause runs from
+# the completion (the migrate command's time plus info migrate's "total time") to the `cont`.
+# ping_split places each lost ping (icmp_seq k, not answered) in time: an answered one was sent at
+# its line's stamp less its round trip, a lost one between its answered neighbours, 0.1 s apart.
+#   paused: sent during the test's pause;
+#   own:    the migration's own: sent from the migrate command to the destination's first answer
+#           after the pause (the downtime QEMU reports, and until the switch moved the guest's MAC);
+#   other:  any other time (the cancelled migration, the TCP transfer on the destination).
+ping_split() {  # ping_split FILE START PAUSE_FROM PAUSE_TO: "PAUSED OWN OTHER SEQS" (counts; SEQS: own's)
+    # (SEQS: each of the migration's own lost pings as icmp_seq(+-S s), S its time before the pause
+    # began or after it ended.)
+    awk -v start="$2" -v p0="$3" -v p1="$4" '
+        / bytes from / && match($0, /seq=[0-9]+/) {
+            k = substr($0, RSTART + 4, RLENGTH - 4) + 0; rtt = 0
+            if (match($0, /time=[0-9.]+/)) rtt = substr($0, RSTART + 5, RLENGTH - 5) / 1000
+            if (!(k in at)) at[k] = $1 - rtt
+        }
+        / packets transmitted/ { n = $2 }
+        END {
+            first = -1                  # the first answer sent after the pause
+            for (k = 0; k < n; k++) if ((k in at) && at[k] > p1) { first = at[k]; break }
+            prev = -1
+            for (k = 0; k < n; k++) {
+                if (k in at) { prev = k; continue }
+                for (next_k = k + 1; next_k < n && !(next_k in at); next_k++) ;
+                if (prev >= 0 && next_k < n) t = at[prev] + (at[next_k] - at[prev]) * (k - prev) / (next_k - prev)
+                else if (prev >= 0) t = at[prev] + (k - prev) * 0.1
+                else if (next_k < n) t = at[next_k] - (next_k - k) * 0.1
+                else t = 0
+                if (t >= p0 && t <= p1) paused++
+                else if (t >= start && (first < 0 || t < first)) {
+                    own++        # named with its time from the nearer end of the pause
+                    seqs = seqs sprintf("%s%d(%+.2fs)", seqs == "" ? "" : ",", k, t < p0 ? t - p0 : t - p1)
+                }
+                else other++
+            }
+            printf "%d %d %d %s\n", paused, own, other, seqs == "" ? "-" : seqs
+        }' "$1"
+}
+total_ms=$(hmp_log src | sed -n 's/^total time: \([0-9]*\) ms.*/\1/p' | tail -n 1)
+downtime_ms=$(hmp_log src | sed -n 's/^downtime: \([0-9]*\) ms.*/\1/p' | tail -n 1)
+T_DONE=$(awk -v t="$T_MIG" -v ms="${total_ms:-0}" 'BEGIN { printf "%.6f", t + ms / 1000 }')
+read -r lost_paused lost_own lost_other own_seqs < <(ping_split "$dir/ping.out" "$T_MIG" "$T_DONE" "$T_CONT")
+pause_s=$(awk -v a="$T_DONE" -v b="$T_CONT" 'BEGIN { printf "%.1f", b - a }')
+echo "# pings at 10/s through the migration (and the TCP transfer): ${sent:-?} sent, ${got:-?} answered, $lost lost:" \
+    "${lost_paused:-?} in the test's pause for the memory dumps (${pause_s} s), ${lost_own:-?} the migration's own" \
+    "(icmp_seq ${own_seqs:-?}; downtime ${downtime_ms:-?} ms), ${lost_other:-?} at other times"
 check "the pings went on through the migration: $((answered1 - answered0)) answered by the destination (of ${got:-0} of ${sent:-0}; $lost lost)" \
     eval '[ "$pinging" = yes ] && [ "${sent:-0}" = 300 ] && [ $((answered1 - answered0)) -ge 20 ]' || tail -n 3 "$dir/ping.out" | sed 's/^/#   /'
 rx0=$(( ${np0:-0} + ${nd0:-0} )) rx1=$(( ${np1:-0} + ${nd1:-0} )) rx2=$(( ${np2:-0} + ${nd2:-0} ))
