@@ -396,8 +396,11 @@ term_asleep() {
     local pid=$1 log=$2 n0 t0
     n0=$(grep -c 'stats: pmd 0: ' "$log")
     wait_for "a --stats line" 5 eval '[ "$(grep -c "stats: pmd 0: " "$log")" -gt "$n0" ]'
-    SLEPT=$(poll_slept "$pid" "$3")
+    # The last --stats line first, then the signal as soon as the thread is seen asleep: the thread
+    # wakes now and then on its own (a frame, a kick, its 100 ms timeout), and one that woke between
+    # "asleep" and the signal exits without reading the wake-up eventfd.
     LAST_STATS=$(grep 'stats: pmd 0: ' "$log" | tail -n 1)
+    SLEPT=$(poll_slept "$pid" "$3")
     t0=$(date +%s%N)
     kill -TERM "$pid"
     if wait_for "vhost-xdp $pid to exit" 5 gone "$pid"; then
