@@ -66,6 +66,26 @@
 set -u
 . "$(dirname "$0")/lib.sh"
 
+# One more attempt when QEMU, not vhost-xdp, broke the guest.  Under TCG QEMU loses a guest write
+# now and then (above); once in three full CI runs it killed the destination guest (its own pages
+# differed, none of vhost-xdp's).  The test then runs once more from fresh guests: the first
+# attempt runs in a child whose output is kept; when it ends with status 75 (only that case: the
+# destination guest does not answer, memcompare found vhost-xdp's bytes equal and QEMU's not, TCG)
+# its whole output is printed as comments, the evidence kept, and the second attempt is the one
+# counted.  Any other result of the first attempt is passed on as it is.
+if [ -z "${VX_MIGRATE_ATTEMPT:-}" ]; then
+    attempt_out=$(mktemp "${TMPDIR:-/tmp}/vx-migrate-attempt.XXXXXX")
+    VX_MIGRATE_ATTEMPT=1 "$0" "$@" >"$attempt_out" 2>&1; attempt_rc=$?
+    if [ "$attempt_rc" = 75 ]; then
+        echo "# the first attempt: the destination guest died of QEMU's lost writes (TCG); its output:"
+        sed 's/^/#   1st: /' "$attempt_out"; rm -f "$attempt_out"
+        echo "# the second attempt, from fresh guests:"
+        VX_MIGRATE_ATTEMPT=2 exec "$0" "$@"
+    fi
+    cat "$attempt_out"; rm -f "$attempt_out"
+    exit "$attempt_rc"
+fi
+
 require "live migration test with QEMU guests" qemu-system-x86_64 ip
 [ -x "$VX" ] || { not_ok "vhost-xdp is built ($VX)"; done_testing; }
 TCPCHECK=$TESTS_DIR/tcpcheck
@@ -314,6 +334,12 @@ if ! check "the destination guest answers its agent" gcmd dst 'echo VXALIVE' 30;
     hmp dst "info registers"; sleep 1
     hmp_log dst | grep -aE "^(RIP|RAX|RSP)=" | tail -n 3 | sed 's/^/#   /'
     tr -d '\r' <"$dir/dst.serial" | grep -av "^VX" | tail -n 30 | sed 's/^/#   /'
+    # QEMU's loss, not ours: the first attempt asks for a second (above).
+    if [ "$VX_MIGRATE_ATTEMPT" = 1 ] && [ "$GUEST_ACCEL" != kvm ] && grep -q "^ours: 0 differing" <<<"$ours" &&
+       grep -q "^others: [1-9]" <<<"$others"; then
+        echo "# QEMU lost guest writes ($others) and the guest died of it: once more from fresh guests"
+        exit 75
+    fi
     done_testing
 fi
 
