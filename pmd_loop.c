@@ -103,7 +103,6 @@ static bool pmd_exit;
  * ones stay plain static functions, as they were when they sat above their
  * callers: the compiler sees the whole file either way, and the loops'
  * code is the same instructions as before they moved (objdump -d). */
-static int  pmd_rarp_take(struct vx_dev *dev, const struct vx_vring *tx, struct vx_pkt *pkt);  /* "SEND_RARP" */
 static int  pmd_vm2vm_pair(struct pmd_thread *t, struct vx_dev *a, struct vx_dev *b, int k);   /* "VM-to-VM" */
 static void pmd_idle_setup(void);                      /* "When there is nothing to do" */
 static void pmd_idle(struct pmd_thread *t, int moved);
@@ -520,8 +519,9 @@ static void pmd_build_rarp(uint8_t *f, const uint8_t mac[6])
 }
 
 /* Put the pending RARP, if any, in *pkt (an empty buffer): returns 1 if it
- * did.  One relaxed load per burst when there is none. */
-static int pmd_rarp_take(struct vx_dev *dev, const struct vx_vring *tx, struct vx_pkt *pkt)
+ * did.  One relaxed load per burst when there is none.  (switch.c takes it
+ * the same way, from its guest ports.) */
+int pmd_rarp_take(struct vx_dev *dev, const struct vx_vring *tx, struct vx_pkt *pkt)
 {
     if (tx->index != 1 || pkt->room < RARP_FRAME_LEN ||
         !__atomic_load_n(&dev->rarp_request, __ATOMIC_RELAXED))

@@ -14,6 +14,9 @@
  *   - a destination the table knows (a "hit") goes to that port alone;
  *   - broadcast, multicast and an unknown unicast destination (a "miss")
  *     are flooded: to every port but the one the frame came from;
+ *   - so is a known destination whose port is down (its guest's first RX
+ *     ring stopped: the guest was stopped, shut down, migrated away, or
+ *     its frontend left), also counted a miss; the entry stays (see below);
  *   - nothing ever goes back out of the port it came in on: a frame whose
  *     known destination is its own port is dropped.
  * The first frame towards a new station is a miss (flooded, as OVS's first
@@ -59,6 +62,21 @@
  * guest restarted elsewhere, the RARP a migrated guest sends) moves at its
  * first frame there ("moved").
  *
+ * A port that is down.  Between a guest's last frame from its old port and
+ * its first from the new one, frames to it would go to the old port and be
+ * lost there: for a live migration, that is every ping between the source
+ * stopping and the guest's announce on the destination (0.1-0.3 s under
+ * TCG, tests/test_migrate.sh).  A Linux bridge forgets a port's stations
+ * when the port goes down (its FDB flush on link down); here the entry is
+ * kept, so that the move stays visible, but not used while the port is
+ * down, its first RX ring (queue pair 0's) stopped: the frame is flooded,
+ * reaches the guest wherever it runs again, and its answer moves the
+ * entry.  The old port's copy is dropped and counted on its RX ring, as
+ * anything sent to a port whose frontend is gone.  (Queue pair 0, not the
+ * frame's lane: a guest that uses fewer queue pairs than offered is up,
+ * and misses what comes on the others' lanes, as before.)  Which ports are
+ * up is read once per round (sw_lane: a load per port), not per frame.
+ *
  * Offloads: between guests, offload.c does what the receiver did not
  * negotiate (ofl_to_guest), per destination.  With an uplink the devices
  * offer no checksum or TSO bits (main.c says so at start): the uplink
@@ -83,9 +101,14 @@
  * A unicast frame to a MAC that has not sent yet is a "miss": flooded as
  * a broadcast is, until its owner answers and is learned.
  *
- * Not here yet: a SEND_RARP (pmd_loop.c's hook for the cross-connect and
- * the single port) is not sent in a switch; offloads towards the uplink;
- * VLANs (every port is an access port of one VLAN, shown as 0).
+ * SEND_RARP (QEMU's announcement of a migrated guest that cannot announce
+ * itself, without GUEST_ANNOUNCE): pmd_loop.c's frame, taken at the port's
+ * next burst from queue pair 0 and switched ahead of it as the guest's own
+ * (learned on its port, flooded), as DPDK's vhost library puts it in the
+ * guest's TX path for OVS to see.
+ *
+ * Not here yet: offloads towards the uplink; VLANs (every port is an
+ * access port of one VLAN, shown as 0).
  *
  * Read in this order: the table (lookup, learn), the forwarding decision
  * (sw_classify), the sending (sw_flush), the receiving (sw_lane, the one
@@ -135,6 +158,7 @@ struct sw_lane {
     struct vx_pkt nic_rx[VX_BURST], nic_tx[VX_BURST];  /* AF_XDP frames, lent by nic_afxdp.c */
     int held_rx, held_tx;                   /* frames held across a guest access (sw_fault_recover) */
     struct vx_vring nic_ring;               /* stands for "a guest without offloads" to ofl_from_nic */
+    uint32_t up;                            /* this round's ports that can take frames: bit p */
     uint64_t last_src;                      /* the last source learned, and when: a station's */
     uint32_t last_clock;                    /* frames refresh its entry once a second, not each */
     struct sw_counts counts[VX_MAX_DEVS + 1];
@@ -284,7 +308,7 @@ static void sw_classify(struct sw_lane *l, int in, struct vx_pkt *pkts, int n)
             vx_counter_add(c->dropped, 1);
             continue;
         }
-        if (to >= 0) {
+        if (to >= 0 && (l->up >> to & 1)) {     /* known, and its port is up: a hit */
             vx_counter_add(c->hits, 1);
             sw_out(l, to, &pkts[i]);
             continue;
@@ -395,7 +419,10 @@ static int sw_from_guest(struct sw_lane *l, int p)
         l->in[i].data = l->bufs[i];
     l->in_port = p;
     l->in_tx = tx;
-    return vq_dequeue_burst_lend(tx, l->in, VX_BURST, sw_deliver, l);
+    int injected = pmd_rarp_take(sw_ports[p].dev, tx, &l->in[0]);     /* SEND_RARP: queue pair 0 only */
+    if (injected)
+        sw_deliver(l, l->in, 1);
+    return injected + vq_dequeue_burst_lend(tx, l->in, VX_BURST, sw_deliver, l);
 }
 
 /* One burst from the uplink's NIC queue k: checksums the sender left
@@ -431,6 +458,10 @@ int sw_lane(int k, struct pcap_ring *pcap)
     struct sw_lane *l = &sw_lanes[k];
     int moved = 0;
     l->pcap = pcap;
+    l->up = 0;          /* which ports are up ("A port that is down"): the uplink always */
+    for (int p = 0; p < sw_nports; p++)
+        if (p == sw_uplink || __atomic_load_n(&sw_ports[p].dev->vrings[0].ready, __ATOMIC_ACQUIRE))
+            l->up |= 1u << p;
     for (int p = 0; p < sw_nports; p++)
         moved += p == sw_uplink ? sw_from_nic(l) : sw_from_guest(l, p);
     return moved;

@@ -572,6 +572,7 @@ bool vx_fault_log(const char *device, const char *who, const struct vx_mem *mem,
  * (moves the frames within dev's MTU to the front, counts the rest as
  * drops on rx); switch.c applies it too. */
 int  pmd_mtu_filter(struct vx_dev *dev, struct vx_vring *rx, struct vx_pkt *pkts, int n);
+int  pmd_rarp_take(struct vx_dev *dev, const struct vx_vring *tx, struct vx_pkt *pkt);  /* SEND_RARP's frame, once */
 
 /* switch.c (second reading): the L2 learning switch of many ports (three
  * or more --socket, or sockets and an --iface uplink, or --switch).  Lane

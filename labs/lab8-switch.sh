@@ -222,7 +222,10 @@ lab_explain <<'EOF'
 A guest restarted on another port (or migrated to another host: QEMU then announces it with a
 RARP from its MAC) shows up with a MAC the table knows on another port.  At its first frame the
 entry moves (moved +1 on port 3): the next frames to C go to port 3.  Until C sends, frames to it
-still go to its old port, where nobody is: that is why a migrated guest announces itself.
+are flooded: the table still names its old port, but that port is down (its RX ring stopped when
+C went), so the entry is not used and the frames reach C wherever it runs again.  (OVS keeps
+sending to the old port, and what goes there before C's first frame is lost: one reason a migrated
+guest announces itself.)
 C's frames to A are hits both times: A is in the table.  (Other hits here, if any, on A's, B's
 or the uplink's port: their kernels checking a neighbour's address again a few seconds after the
 pings, with a unicast ARP request that the neighbour answers.)

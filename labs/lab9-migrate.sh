@@ -120,6 +120,7 @@ lab_pause
 
 lab_step "2. the migration: on the source's monitor, migrate -d unix:mig.sock"
 M0=$(mark) A0=$(replies) t0=$SECONDS st=''
+hmp src "migrate_set_parameter downtime-limit 100"     # step 4 says why
 hmp src "migrate -d unix:$MIG"
 while [ $((SECONDS - t0)) -lt 90 ]; do
     st=$(status)
@@ -198,7 +199,9 @@ lab_explain <<'EOF'
 
 Total time: the whole migration, the guest running meanwhile.  Downtime: how long the guest was
 stopped for the last round (its last dirty pages and the devices' state); the pings lost below
-fall in there.  Transferred ram: what was sent (pages still zero cost almost nothing).  Dirty sync
+fall in there.  QEMU stops the guest once it reckons the rest fits in downtime-limit, which the
+lab set to 100 ms before step 2 (migrate_set_parameter; QEMU's default is 300 ms, three pings at
+10 a second; libvirt calls it migrate-setmaxdowntime).  Transferred ram: what was sent (pages still zero cost almost nothing).  Dirty sync
 count: how many times QEMU read the dirty bitmaps, its own and vhost-xdp's log, one round each.
 EOF
 lab_pause
@@ -231,15 +234,19 @@ if [ -s "$LAB_TMP/arp.out" ]; then
 fi
 lab_explain <<'EOF'
 
-The switch last saw the guest's MAC on port 0 (the source): without news it would keep sending
-the guest's frames there, to a stopped QEMU.  The guest negotiated GUEST_ANNOUNCE, so on the
+The switch last saw the guest's MAC on port 0 (the source).  Port 0 went down when the source
+stopped its rings, so the switch floods the guest's frames instead of sending them to a stopped
+QEMU (switch.c, "A port that is down"), and one copy reaches port 1 once the destination runs.
+A switch that kept sending to port 0 (OVS does) would need news, and the guest gives it: it
+negotiated GUEST_ANNOUNCE, so on the
 destination QEMU sets VIRTIO_NET_S_ANNOUNCE in the device's config and interrupts the guest,
 whose driver sends gratuitous ARPs ("who-has 10.0.0.2 tell 10.0.0.2") from its MAC and acks on
 the control queue (virtio 1.2 §5.1.6.5.4); QEMU does that five times, 50, 150, 250 and 350 ms
-apart (its announce-* parameters).  The first, arriving on port 1, moved the MAC there ("moved
-1"), as a switch does for a station that changed ports.  For a guest without GUEST_ANNOUNCE,
+apart (its announce-* parameters).  The guest's first frame on port 1 (an announce, or its
+answer to a flooded ping) moved the MAC there ("moved 1"), as a switch does for a station that
+changed ports.  For a guest without GUEST_ANNOUNCE,
 QEMU would ask the backend instead (SEND_RARP: send a RARP in the guest's name), which vhost-xdp
-as a switch does not do yet.  (A "who-has 10.0.0.1" line is the guest checking its neighbour
+switches as the guest's own first frame on its port.  (A "who-has 10.0.0.1" line is the guest checking its neighbour
 again, not an announce.)
 EOF
 lab_pause
@@ -258,5 +265,6 @@ lab_explain <<'EOF'
 
 The peer never stopped pinging, and the guest never lost its address or its connections: the
 same memory, the same MAC, the same rings from the same index.  The pings lost are those that
-met the guest stopped (the downtime above) or went to the source's port before the announce.
+met the guest stopped (the downtime above): sent after the source stopped its rings and before
+the destination ran, they had no guest to reach.
 EOF

@@ -10,12 +10,15 @@
  *   2. a hit: B's unicast to A's MAC reaches A only;
  *   3. a miss: a unicast to a MAC nobody has sent from is flooded to B and C;
  *   4. a move: A's MAC shows up on C; frames to it now go to C, not to A;
+ *      SEND_RARP on A's connection (QEMU's announcement of a migrated
+ *      guest): B and C each get the RARP once, and its MAC is learned on A;
  *   5. hostile input: a frame from a multicast source is forwarded but
  *      never learned; a 10-byte runt is dropped and counted; 20,000 frames
  *      from random source MACs fill the table, which stays at 4096
  *      entries, evicting (counted); afterwards B and C reach each other;
  *   6. a port whose frontend is gone: what is sent to it is dropped and
- *      counted on its device;
+ *      counted on its device; a unicast to its station, whose port is
+ *      down, is flooded to the others (switch.c, "A port that is down");
  *   7. ageing: with --mac-age 10, the random MACs and the gone port's leave
  *      the table;
  *   8. SIGUSR1 prints the table (fdb/show); SIGTERM: exit 0 and the
@@ -129,6 +132,38 @@ static bool deliver_maybe(int from, const uint8_t *dst, const uint8_t *src, unsi
         }
     }
     return check(ok, "%s%s", what, why);
+}
+
+/* SEND_RARP `mac` on port `from`'s connection (PROTOCOL_F_RARP added to
+ * what its handshake negotiated, as QEMU does): acked 0, and then every
+ * other port gets the 60-byte RARP from `mac` exactly once, `from` none. */
+#define VHOST_USER_SEND_RARP        19
+#define VHOST_USER_PROTOCOL_F_RARP  2
+static bool rarp_from(int from, const uint8_t mac[6])
+{
+    struct conn *c = conns[from];
+    uint64_t v = 0, ack = ~0ull;
+    memcpy(&v, mac, 6);
+    bool ok = vu_set_u64(c, VHOST_USER_SET_PROTOCOL_FEATURES, c->protocol | BIT(VHOST_USER_PROTOCOL_F_RARP)) &&
+              vu_send(c, VHOST_USER_SEND_RARP, VHOST_USER_VERSION | VHOST_USER_NEED_REPLY_MASK, &v, sizeof v, NULL,
+                      0) &&
+              vu_reply(c, VHOST_USER_SEND_RARP, &ack, sizeof ack) && ack == 0;
+    char why[300] = "";
+    for (int p = 0; ok && p < NPORTS; p++) {
+        uint8_t got[2048];
+        if (p == from) {
+            ok = !rx_pending(p, 100);
+            snprintf(why, sizeof why, "port %d got a frame", p);
+            continue;
+        }
+        int n = frame_recv(conns[p], &conns[p]->qp[lane], got, sizeof got);
+        ok = n == 60 && !memcmp(got, bcast, 6) && !memcmp(got + 6, mac, 6) && got[12] == 0x80 && got[13] == 0x35 &&
+             got[21] == 3 && !memcmp(got + 22, mac, 6) && !rx_pending(p, 100);
+        snprintf(why, sizeof why, "port %d: %d bytes%s%.200s", p, n, conns[p]->err[0] ? ": " : "", conns[p]->err);
+    }
+    return check(ok, "SEND_RARP %02x:%02x:%02x:%02x:%02x:%02x on port %d: acked, and each other port got the RARP "
+                 "(60 bytes, broadcast, 0x8035, op 3, the MAC) once%s%s", mac[0], mac[1], mac[2], mac[3], mac[4],
+                 mac[5], from, ok ? "" : ": ", ok ? "" : why);
 }
 
 /* The counter `field` of switch port `port` in the next --stats round
@@ -303,6 +338,9 @@ int main(int argc, char **argv)
     deliver(2, mac_of[1], mac_of[2], 0x2, "C's own MAC again from C: to B");
     deliver(0, mac_of[0], mac_of[0], 0x0, "A sends to its own MAC: the MAC moves back to A, and the frame is never "
             "sent back out of A: nowhere");
+    static const uint8_t announced[6] = { 0x52, 0x54, 0x00, 0x00, 0x00, 0x0d };
+    rarp_from(0, announced);
+    deliver(1, announced, mac_of[1], 0x1, "B to the MAC the RARP announced: learned on A, to A only");
 
     /* 5: hostile sources. */
     long from;
@@ -340,7 +378,7 @@ int main(int argc, char **argv)
     conns[2] = NULL;
     check(log_find(drops_line_from, "frontend disconnected from", sock3, 5, line, sizeof line),
           "port C's frontend disconnects: %s", line);
-    deliver(1, mac_of[2], mac_of[1], 0x0, "B to C's MAC with C gone: nothing arrives anywhere");
+    deliver(1, mac_of[2], mac_of[1], 0x1, "B to C's MAC with C gone: C's port is down, so it is flooded: A gets it");
     deliver(0, bcast, mac_of[0], 0x2, "a broadcast with C gone reaches B only");
     from = log_size();
     char needle[160];

@@ -13,10 +13,14 @@
  * the last one the uplink when bit 7 is set), then records
  *   [port] [nframes] then per frame: [len] [len bytes]
  * and a port byte of 0xff advances the clock by its next byte's seconds and
- * runs the ageing sweep.  After each burst the invariants are checked:
+ * runs the ageing sweep; 0xfe makes its next byte the set of guest ports
+ * that are up (bit p; the uplink always is: "A port that is down").  After
+ * each burst the invariants are checked:
  *   - no frame is ever listed for the port it came from;
  *   - each frame is listed for one port (a hit) or for every other port
  *     (a flood), or none (a runt, or a known destination on its own port);
+ *   - a frame listed for one port alone (with three ports or more: not a
+ *     flood) is listed for a port that is up;
  *   - the table holds at most SW_ENTRIES stations, each on a port that
  *     exists, none with a multicast, broadcast or zero MAC;
  *   - the counters add up: hits + misses + floods + dropped = frames seen.
@@ -68,6 +72,11 @@ void nic_rx_release(struct nic_port *p, const struct vx_pkt *pkts, int n)
 {
     (void)p, (void)pkts, (void)n;
 }
+int pmd_rarp_take(struct vx_dev *dev, const struct vx_vring *tx, struct vx_pkt *pkt)
+{
+    (void)dev, (void)tx, (void)pkt;
+    return 0;
+}
 int nic_tx_alloc(struct nic_port *p, struct vx_pkt *pkts, int n)
 {
     (void)p, (void)pkts, (void)n;
@@ -116,6 +125,7 @@ static void fresh_switch(int nports, bool uplink)
     memset(sw_lanes[0].counts, 0, sizeof sw_lanes[0].counts);
     memset(sw_lanes[0].nout, 0, sizeof sw_lanes[0].nout);
     sw_lanes[0].last_src = ~0ull;
+    sw_lanes[0].up = (1u << sw_nports) - 1;     /* every port up, until a 0xfe record says otherwise */
     sw_clock = 1;
     sw_started_at = 0;
 }
@@ -132,6 +142,10 @@ static void check_burst(struct sw_lane *l, int in, const struct vx_pkt *pkts, in
                 to += l->out[d][j].data == pkts[i].data;
         if (to != 0 && to != 1 && to != sw_nports - 1)
             BROKEN("frame %d of port %d listed for %d ports of %d", i, in, to, sw_nports);
+        for (int d = 0; to == 1 && sw_nports > 2 && d < sw_nports; d++)
+            for (int j = 0; j < l->nout[d]; j++)
+                if (l->out[d][j].data == pkts[i].data && !(l->up >> d & 1))
+                    BROKEN("frame %d of port %d listed for port %d alone, which is down", i, in, d);
     }
     memset(l->nout, 0, sizeof l->nout);
 }
@@ -178,6 +192,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (port == 0xff) {             /* time passes: the sweep */
             sw_clock += count;
             sw_tick((double)sw_clock);
+            continue;
+        }
+        if (port == 0xfe) {             /* ports go down or up */
+            l->up = count | (sw_uplink >= 0 ? 1u << sw_uplink : 0);
             continue;
         }
         int in = port % sw_nports, n = 0;
