@@ -158,7 +158,7 @@ demo:
 # table of Mpps, ratios and vhost-xdp's RSS.  A measurement, never a test.  A few minutes; knobs
 # (BENCH_SECS, BENCH_SAMPLES, BENCH_SIZES, ...) are listed at the top of bench/bench.sh.  Then the
 # TCP rows (bench/bench_tcp.sh, issue 13): QEMU guests' TCP through vhost-xdp with and without the
-# offloads and through QEMU's tap backend (about a minute; knobs BENCH_TCP_* at its top).  Last, the
+# offloads and through QEMU's tap backend (about 4 minutes; knobs BENCH_TCP_* at its top).  Last, the
 # ring code's cost (bench/ring_cost.sh, as make bench-cost, 10 s): its second table is the loopback
 # rate of the ring code with live migration's dirty log on against off (issue 16).
 bench: vhost-xdp tests/tcpcheck tests/rtt_probe

@@ -81,6 +81,7 @@ static inline int vq_split_tx_four(struct vx_vring *vr, struct vx_pkt *pkts, boo
                                    uint16_t *last_head, uint64_t *bytes);
 static inline int vq_split_rx_four(struct vx_vring *vr, struct vx_pkt *pkts, uint16_t avail_idx, uint16_t *a,
                                    uint16_t *u);
+static inline int vq_four_delivered(struct vx_pkt *pkts, int k, int *sent, uint64_t *bytes);
 static int  vq_tx_to_big(struct vx_vring *vr, uint16_t head, const struct vx_pkt *p, uint64_t len,
                          struct vx_pkt *big);
 static void vq_trace_call(struct vx_vring *vr, uint16_t used_idx);
@@ -809,11 +810,7 @@ static int vq_split_enqueue_burst(struct vx_vring *vr, struct vx_pkt *pkts, int 
     for (k = 0; k < n; k++) {
         /* Fast path, second reading: four packets at once ("Four at a time"). */
         if (k + 4 <= n && vq_split_rx_four(vr, &pkts[k], avail_idx, &a, &u)) {
-            for (int i = 0; i < 4; i++, k++) {
-                bytes += pkts[k].len;
-                keep_in_front(pkts, sent++, k);
-            }
-            k--;
+            k = vq_four_delivered(pkts, k, &sent, &bytes);
             continue;
         }
         int r = vq_split_enqueue_one(vr, &pkts[k], avail_idx, &a, &u);
@@ -1118,23 +1115,11 @@ static void vq_packed_give_back(struct vx_vring *vr, const struct vq_chain *held
  * what is wrong if anything is.
  */
 
-/* The flags of four slots, each compared with `want` under `mask`: one
- * acquire after the four loads, so the descriptors the guest wrote before
- * their flags are read after them (§2.8.21.1, as vq_packed_is_avail). */
-static inline __attribute__((always_inline)) bool vq_packed_four_avail(const struct vx_vring *vr, uint16_t slot,
-                                                                       uint16_t mask, uint16_t want)
-{
-    const volatile struct vring_packed_desc *d = &vr->desc_packed[slot];
-    bool all = true;
-    for (int i = 0; i < 4; i++)
-        all &= (d[i].flags & mask) == want;
-    __atomic_thread_fence(__ATOMIC_ACQUIRE);
-    return all;
-}
-
 /* What both directions want of the four slots at last_avail_idx: aligned
  * (one cache line, and never the ring's end), each available in this lap
- * with no NEXT or INDIRECT, and `write` as the direction needs. */
+ * with no NEXT or INDIRECT, and `write` as the direction needs.  Their four
+ * flags are loaded, then one acquire, so the descriptors the guest wrote
+ * before their flags are read after them (§2.8.21.1, as vq_packed_is_avail). */
 static inline __attribute__((always_inline)) bool vq_packed_four_plain(const struct vx_vring *vr, uint16_t write)
 {
     uint16_t slot = vr->last_avail_idx;
@@ -1142,7 +1127,12 @@ static inline __attribute__((always_inline)) bool vq_packed_four_plain(const str
         return false;
     uint16_t lap = vr->avail_wrap_counter ? PACKED_AVAIL : PACKED_USED;   /* AVAIL == wrap, USED != wrap */
     uint16_t mask = PACKED_AVAIL | PACKED_USED | VRING_DESC_F_NEXT | VRING_DESC_F_INDIRECT | VRING_DESC_F_WRITE;
-    return vq_packed_four_avail(vr, slot, mask, lap | write);
+    const volatile struct vring_packed_desc *d = &vr->desc_packed[slot];
+    bool all = true;
+    for (int i = 0; i < 4; i++)
+        all &= (d[i].flags & mask) == (lap | write);
+    __atomic_thread_fence(__ATOMIC_ACQUIRE);
+    return all;
 }
 
 /* The four descriptors' addresses, lengths and ids, read once each (the
@@ -1207,6 +1197,19 @@ static inline __attribute__((always_inline)) void vq_four_rx_copy(const struct v
     struct vq_copy cp = { .part = { { hdr, 0, vr->hdr_len }, { pkt->data, vr->hdr_len, pkt->len } },
                           .to_chain = true };
     vq_copy_buffer(&cp, p, 0, len, true);
+}
+
+/* RX, both layouts: the four packets from k on, delivered at once, counted
+ * and kept in front as one at a time does (keep_in_front); returns the
+ * last one's index, which the caller's loop moves past. */
+static inline __attribute__((always_inline)) int vq_four_delivered(struct vx_pkt *pkts, int k, int *sent,
+                                                                    uint64_t *bytes)
+{
+    for (int i = 0; i < 4; i++, k++) {
+        *bytes += pkts[k].len;
+        keep_in_front(pkts, (*sent)++, k);
+    }
+    return k - 1;
 }
 
 /* TX: four chains into pkts[0..3]; 4, or 0 with nothing taken.  The caller
@@ -1514,11 +1517,7 @@ static int vq_packed_enqueue_burst(struct vx_vring *vr, struct vx_pkt *pkts, int
     vq_packed_prefetch(vr, n);
     for (k = 0; k < n; k++) {
         if (k + 4 <= n && vq_packed_rx_four(vr, &pkts[k], &batch)) {     /* the usual burst */
-            for (int i = 0; i < 4; i++, k++) {
-                bytes += pkts[k].len;
-                keep_in_front(pkts, sent++, k);
-            }
-            k--;
+            k = vq_four_delivered(pkts, k, &sent, &bytes);
             continue;
         }
         int r = vq_packed_enqueue_one(vr, &pkts[k], &batch);
