@@ -38,7 +38,7 @@ const char *request_name(uint32_t req)
         [5] = "SET_MEM_TABLE", [6] = "SET_LOG_BASE", [8] = "SET_VRING_NUM", [9] = "SET_VRING_ADDR",
         [10] = "SET_VRING_BASE", [11] = "GET_VRING_BASE", [12] = "SET_VRING_KICK",
         [13] = "SET_VRING_CALL", [14] = "SET_VRING_ERR", [15] = "GET_PROTOCOL_FEATURES",
-        [16] = "SET_PROTOCOL_FEATURES", [17] = "GET_QUEUE_NUM", [18] = "SET_VRING_ENABLE",
+        [16] = "SET_PROTOCOL_FEATURES", [17] = "GET_QUEUE_NUM", [18] = "SET_VRING_ENABLE", [19] = "SEND_RARP",
     };
     if (req < sizeof(names) / sizeof(names[0]) && names[req])
         return names[req];

@@ -83,6 +83,7 @@ enum vhost_user_request {
     VHOST_USER_SET_PROTOCOL_FEATURES = 16,
     VHOST_USER_GET_QUEUE_NUM = 17,
     VHOST_USER_SET_VRING_ENABLE = 18,
+    VHOST_USER_SEND_RARP = 19,      /* tests/test_mtu_rarp.c, tests/test_switch.c */
     VHOST_USER_SET_STATUS = 39,
     VHOST_USER_GET_STATUS = 40,
 };
@@ -95,6 +96,7 @@ enum vhost_user_request {
 #define VHOST_USER_F_PROTOCOL_FEATURES  30
 #define VHOST_USER_PROTOCOL_F_MQ        0
 #define VHOST_USER_PROTOCOL_F_LOG_SHMFD 1   /* live migration: SET_LOG_BASE carries the log's fd */
+#define VHOST_USER_PROTOCOL_F_RARP      2   /* SEND_RARP */
 #define VHOST_F_LOG_ALL                 26  /* live migration: the back-end logs what it writes */
 #define VHOST_USER_PROTOCOL_F_REPLY_ACK 3
 #define VHOST_USER_PROTOCOL_F_STATUS    16

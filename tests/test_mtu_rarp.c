@@ -29,9 +29,7 @@
 #include <sys/socket.h>
 
 /* From vhost-user.rst; frontend.h names only what the other tests need. */
-#define VHOST_USER_SEND_RARP            19
 #define VHOST_USER_NET_SET_MTU          20
-#define VHOST_USER_PROTOCOL_F_RARP      2
 #define VHOST_USER_PROTOCOL_F_NET_MTU   4
 #define VIRTIO_NET_F_MTU_BIT            3   /* virtio 1.2 §5.1.3 */
 #define ALL_PROTOCOL (BIT(VHOST_USER_PROTOCOL_F_MQ) | BIT(VHOST_USER_PROTOCOL_F_REPLY_ACK) | \

@@ -137,8 +137,6 @@ static bool deliver_maybe(int from, const uint8_t *dst, const uint8_t *src, unsi
 /* SEND_RARP `mac` on port `from`'s connection (PROTOCOL_F_RARP added to
  * what its handshake negotiated, as QEMU does): acked 0, and then every
  * other port gets the 60-byte RARP from `mac` exactly once, `from` none. */
-#define VHOST_USER_SEND_RARP        19
-#define VHOST_USER_PROTOCOL_F_RARP  2
 static bool rarp_from(int from, const uint8_t mac[6])
 {
     struct conn *c = conns[from];
