@@ -201,8 +201,9 @@ Total time: the whole migration, the guest running meanwhile.  Downtime: how lon
 stopped for the last round (its last dirty pages and the devices' state); the pings lost below
 fall in there.  QEMU stops the guest once it reckons the rest fits in downtime-limit, which the
 lab set to 100 ms before step 2 (migrate_set_parameter; QEMU's default is 300 ms, three pings at
-10 a second; libvirt calls it migrate-setmaxdowntime).  Transferred ram: what was sent (pages still zero cost almost nothing).  Dirty sync
-count: how many times QEMU read the dirty bitmaps, its own and vhost-xdp's log, one round each.
+10 a second; libvirt calls it migrate-setmaxdowntime).  Transferred ram: what was sent (pages
+still zero cost almost nothing).  Dirty sync count: how many times QEMU read the dirty bitmaps,
+its own and vhost-xdp's log, one round each.
 EOF
 lab_pause
 
@@ -238,16 +239,15 @@ The switch last saw the guest's MAC on port 0 (the source).  Port 0 went down wh
 stopped its rings, so the switch floods the guest's frames instead of sending them to a stopped
 QEMU (switch.c, "A port that is down"), and one copy reaches port 1 once the destination runs.
 A switch that kept sending to port 0 (OVS does) would need news, and the guest gives it: it
-negotiated GUEST_ANNOUNCE, so on the
-destination QEMU sets VIRTIO_NET_S_ANNOUNCE in the device's config and interrupts the guest,
-whose driver sends gratuitous ARPs ("who-has 10.0.0.2 tell 10.0.0.2") from its MAC and acks on
-the control queue (virtio 1.2 §5.1.6.5.4); QEMU does that five times, 50, 150, 250 and 350 ms
-apart (its announce-* parameters).  The guest's first frame on port 1 (an announce, or its
-answer to a flooded ping) moved the MAC there ("moved 1"), as a switch does for a station that
-changed ports.  For a guest without GUEST_ANNOUNCE,
-QEMU would ask the backend instead (SEND_RARP: send a RARP in the guest's name), which vhost-xdp
-switches as the guest's own first frame on its port.  (A "who-has 10.0.0.1" line is the guest checking its neighbour
-again, not an announce.)
+negotiated GUEST_ANNOUNCE, so on the destination QEMU sets VIRTIO_NET_S_ANNOUNCE in the device's
+config and interrupts the guest, whose driver sends gratuitous ARPs ("who-has 10.0.0.2 tell
+10.0.0.2") from its MAC and acks on the control queue (virtio 1.2 §5.1.6.5.4); QEMU does that
+five times, 50, 150, 250 and 350 ms apart (its announce-* parameters).  The guest's first frame
+on port 1 (an announce, or its answer to a flooded ping) moved the MAC there ("moved 1"), as a
+switch does for a station that changed ports.  For a guest without GUEST_ANNOUNCE, QEMU would ask
+the backend instead (SEND_RARP: send a RARP in the guest's name), which vhost-xdp switches as the
+guest's own first frame on its port.  (A "who-has 10.0.0.1" line is the guest checking its
+neighbour again, not an announce.)
 EOF
 lab_pause
 
