@@ -154,6 +154,7 @@ struct sw_lane {
     uint8_t *bufs[VX_BURST];                /* ... and its own buffers, for frames not lent */
     struct vx_pkt out[VX_MAX_DEVS + 1][VX_BURST];  /* per destination port: the frames for it */
     int nout[VX_MAX_DEVS + 1];
+    int one_port;                           /* or the whole burst is for this port, unlisted (-1: no) */
     struct vx_pkt scratch[VX_BURST];        /* offload.c's, guest to guest */
     struct vx_pkt nic_rx[VX_BURST], nic_tx[VX_BURST];  /* AF_XDP frames, lent by nic_afxdp.c */
     int held_rx, held_tx;                   /* frames held across a guest access (sw_fault_recover) */
@@ -278,39 +279,105 @@ static inline void sw_out(struct sw_lane *l, int d, const struct vx_pkt *p)
     l->out[d][l->nout[d]++] = *p;
 }
 
+/* "One port" ends (sw_classify): frames 0 .. none-1, hits on port `one`
+ * not listed yet, go into its list.  Returns what `none` becomes: -1,
+ * which no frame number equals, so the burst stays listed. */
+static int sw_spill(struct sw_lane *l, int one, const struct vx_pkt *pkts, int none)
+{
+    for (int j = 0; j < none; j++)
+        sw_out(l, one, &pkts[j]);
+    return -1;
+}
+
+#define SW_FLOOD  (-1)      /* sw_decide: to every other port */
+#define SW_DROP   (-2)      /* ... to none */
+
 /*
- * The forwarding decision for every frame of a burst from port `in`:
- * learn the source, then to the one known port, or to every other port.
- * The vx_pkt is copied into each destination's list; its bytes are not
- * (a flooded frame is copied once per destination, by that destination's
- * send, straight from where it lies).
+ * The forwarding decision for one frame from port `in` (at least an
+ * Ethernet header): learn its source, then the port of its destination if
+ * the table knows it and the port is up (a hit), else SW_FLOOD; SW_DROP
+ * for a destination behind the port it came from, where it never goes back.
+ */
+static inline int sw_decide(struct sw_lane *l, struct sw_counts *c, int in, const uint8_t *f, uint32_t now)
+{
+    uint64_t src = sw_mac(f + 6), dst = sw_mac(f);
+    if ((f[6] & 1) || !src)             /* group bit (multicast, broadcast), or all zero: no station */
+        vx_counter_add(c->not_learned, 1);
+    else if (src != l->last_src || now != l->last_clock || sw_lookup(src) != in) {
+        sw_learn(c, src, in);   /* once a second per station and burst, unless it moved */
+        l->last_src = src;
+        l->last_clock = now;
+    }
+    int to = (f[0] & 1) ? -1 : sw_lookup(dst);
+    if (to >= sw_nports || to == in)    /* its own port (or a stale number) */
+        return SW_DROP;
+    return to >= 0 && (l->up >> to & 1) ? to : SW_FLOOD;
+}
+
+/*
+ * The decision for every frame of a burst from port `in`: to the one known
+ * port, to every other port, or to none.  The vx_pkt is copied into each
+ * destination's list; its bytes are not (a flooded frame is copied once
+ * per destination, by that destination's send, straight from where it
+ * lies).
+ *
+ * Two fast paths, for what a loaded switch mostly sees: streams, frame
+ * after frame between the same two stations (OVS batches a burst's packets
+ * by flow for the same reason).
+ *   "Same stations": a frame whose 12 address bytes are the frame before's,
+ *   which was a hit, goes where it went, without learning or looking up
+ *   again (nothing between the two frames can have changed that: the
+ *   table learns only the sources of this burst, and the frame before's
+ *   was learned before its destination was looked up).  Not for a source
+ *   that is no station (counted not_learned, frame by frame, by sw_decide).
+ *   "One port": while every frame of the burst so far is a hit on the same
+ *   port, nothing is listed; the first frame that is not spills them into
+ *   that port's list, and a burst that never had one is sent as it lies
+ *   (one_port).
+ * Measured (make bench, switch, 64 B, against the build before each,
+ * interleaved): "one port" +4% split and packed (TSC cycles per packet
+ * 142 -> 136, 145 -> 141), then "same stations" +8% split and +25% packed
+ * (141 -> 126, 145 -> 116): the switch then costs what the cross-connect
+ * does.
  */
 static void sw_classify(struct sw_lane *l, int in, struct vx_pkt *pkts, int n)
 {
     struct sw_counts *c = &l->counts[in];
     uint32_t now = __atomic_load_n(&sw_clock, __ATOMIC_RELAXED);
+    int one = -1, none = 0;         /* frames 0 .. none-1 are hits on port `one`, not listed yet */
+    uint64_t prev_a = 0;            /* the frame before: its 12 address bytes ... */
+    uint32_t prev_b = 0;
+    int prev_to = SW_DROP;          /* ... and where it went */
     for (int i = 0; i < n; i++) {
         const uint8_t *f = pkts[i].data;
-        if (pkts[i].len < 14) {             /* not even an Ethernet header */
-            vx_counter_add(c->dropped, 1);
-            continue;
+        int to = SW_DROP;                   /* not even an Ethernet header */
+        if (pkts[i].len >= 14) {
+            uint64_t a;
+            uint32_t b;
+            memcpy(&a, f, 8);
+            memcpy(&b, f + 8, 4);
+            bool station = !(f[6] & 1) && ((a >> 48) | b);     /* a source sw_decide would learn */
+            if (station && prev_to >= 0 && a == prev_a && b == prev_b)
+                to = prev_to;               /* "same stations" */
+            else
+                to = sw_decide(l, c, in, f, now);
+            prev_a = a, prev_b = b;
         }
-        uint64_t src = sw_mac(f + 6), dst = sw_mac(f);
-        if ((f[6] & 1) || !src)             /* group bit (multicast, broadcast), or all zero: no station */
-            vx_counter_add(c->not_learned, 1);
-        else if (src != l->last_src || now != l->last_clock || sw_lookup(src) != in) {
-            sw_learn(c, src, in);   /* once a second per station and burst, unless it moved */
-            l->last_src = src;
-            l->last_clock = now;
-        }
-        int to = (f[0] & 1) ? -1 : sw_lookup(dst);
-        if (to >= sw_nports || to == in) {  /* its own port (or a stale number): never sent back */
-            vx_counter_add(c->dropped, 1);
-            continue;
-        }
-        if (to >= 0 && (l->up >> to & 1)) {     /* known, and its port is up: a hit */
+        prev_to = to;
+        if (to >= 0) {                      /* a hit */
             vx_counter_add(c->hits, 1);
+            if (none == i && (one == to || none == 0)) {    /* "one port" still */
+                one = to;
+                none++;
+                continue;
+            }
+            none = sw_spill(l, one, pkts, none);
             sw_out(l, to, &pkts[i]);
+            continue;
+        }
+        none = sw_spill(l, one, pkts, none);
+        if (to == SW_DROP) {
+            vx_counter_add(c->dropped, 1);
             continue;
         }
         vx_counter_add(*(f[0] & 1 ? &c->floods : &c->misses), 1);
@@ -318,6 +385,7 @@ static void sw_classify(struct sw_lane *l, int in, struct vx_pkt *pkts, int n)
             if (d != in)
                 sw_out(l, d, &pkts[i]);
     }
+    l->one_port = none > 0 ? one : -1;      /* none > 0 here: the whole burst, never spilled */
 }
 
 /* === Sending: each destination's list ====================================== */
@@ -368,7 +436,7 @@ static void sw_send_nic(struct sw_lane *l, int d, struct vx_pkt *pkts, int n)
 }
 
 /*
- * Every destination's list of this burst, sent and emptied.  Why lists,
+ * One destination's frames of this burst, sent.  Why lists,
  * and not each frame sent as it is decided: a guest's RX ring is written
  * once per list (vq_enqueue_burst: the used index published, and the guest
  * interrupted if it asked, once for all of them), and the uplink's frames
@@ -377,22 +445,35 @@ static void sw_send_nic(struct sw_lane *l, int d, struct vx_pkt *pkts, int n)
  * interrupt 32 times.  The lists keep each port's frames in the order they
  * came, so a flow is never reordered.
  */
-static void sw_flush(struct sw_lane *l)
+static void sw_send(struct sw_lane *l, int d, struct vx_pkt *pkts, int n)
 {
+    if (d == sw_uplink) {
+        sw_send_nic(l, d, pkts, n);
+        return;
+    }
+    struct sw_send_ctx s = { l, sw_ports[d].dev, &sw_ports[d].dev->vrings[2 * l->k] };
+    if (l->in_tx)       /* guest to guest: offload.c does what the receiver did not negotiate */
+        ofl_to_guest(l->in_tx, s.rx, pkts, n, l->scratch, sw_send_guest, &s);
+    else                /* from the uplink: headers already written (sw_from_nic) */
+        sw_send_guest(&s, pkts, n);
+}
+
+/* The burst `pkts` decided by sw_classify, sent: whole to one port, or
+ * each destination's list. */
+static void sw_flush(struct sw_lane *l, struct vx_pkt *pkts, int n)
+{
+    if (l->one_port >= 0) {
+        int d = l->one_port;
+        l->one_port = -1;
+        sw_send(l, d, pkts, n);
+        return;
+    }
     for (int d = 0; d < sw_nports; d++) {
-        int n = l->nout[d];
-        if (!n)
+        int nd = l->nout[d];
+        if (!nd)
             continue;
         l->nout[d] = 0;
-        if (d == sw_uplink) {
-            sw_send_nic(l, d, l->out[d], n);
-            continue;
-        }
-        struct sw_send_ctx s = { l, sw_ports[d].dev, &sw_ports[d].dev->vrings[2 * l->k] };
-        if (l->in_tx)       /* guest to guest: offload.c does what the receiver did not negotiate */
-            ofl_to_guest(l->in_tx, s.rx, l->out[d], n, l->scratch, sw_send_guest, &s);
-        else                /* from the uplink: headers already written (sw_from_nic) */
-            sw_send_guest(&s, l->out[d], n);
+        sw_send(l, d, l->out[d], nd);
     }
 }
 
@@ -406,7 +487,7 @@ static void sw_deliver(void *arg, struct vx_pkt *pkts, int n)
     if (l->pcap)
         pcap_burst(l->pcap, PCAP_FROM_GUEST, pkts, n);
     sw_classify(l, l->in_port, pkts, n);
-    sw_flush(l);
+    sw_flush(l, pkts, n);
 }
 
 /* One burst from guest port p's TX ring 2k+1. */
@@ -438,7 +519,7 @@ static int sw_from_nic(struct sw_lane *l)
     l->in_port = sw_uplink;
     l->in_tx = NULL;
     sw_classify(l, sw_uplink, l->nic_rx, n);
-    sw_flush(l);
+    sw_flush(l, l->nic_rx, n);
     nic_rx_release(nic, l->nic_rx, n);
     l->held_rx = 0;
     return n;
@@ -479,6 +560,7 @@ void sw_fault_recover(int k)
         nic_rx_release(sw_nics[k], l->nic_rx, l->held_rx);
     l->held_tx = l->held_rx = 0;
     memset(l->nout, 0, sizeof l->nout);
+    l->one_port = -1;
 }
 
 /* === Start and stop (main.c) ============================================= */
@@ -505,6 +587,7 @@ int sw_start(struct vx_dev *devs, int ndevs, const char *ifname, struct nic_port
     for (int k = 0; sw_lanes && k < sw_nlanes; k++) {
         sw_lanes[k].k = k;
         sw_lanes[k].last_src = ~0ull;       /* no MAC: the first frame always learns */
+        sw_lanes[k].one_port = -1;
         for (int b = 0; b < VX_BURST; b++) {
             sw_lanes[k].in[b].room = sw_lanes[k].scratch[b].room = VX_PKT_MAX;
             sw_lanes[k].in[b].data = sw_lanes[k].bufs[b] = malloc(VX_PKT_MAX);

@@ -20,10 +20,18 @@
  *   - each frame is listed for one port (a hit) or for every other port
  *     (a flood), or none (a runt, or a known destination on its own port);
  *   - a frame listed for one port alone (with three ports or more: not a
- *     flood) is listed for a port that is up;
+ *     flood) is listed for a port that is up, and the table held its
+ *     destination on that port before the burst (during a burst the table
+ *     only learns sources on the port the burst came from, a lookup then
+ *     says "own port", or loses an entry to eviction, a lookup then
+ *     misses: neither can send a frame to another single port);
+ *   - a burst sent whole to one port ("one port", sw_classify's fast
+ *     path) is checked as the same burst listed for that port;
  *   - the table holds at most SW_ENTRIES stations, each on a port that
  *     exists, none with a multicast, broadcast or zero MAC;
- *   - the counters add up: hits + misses + floods + dropped = frames seen.
+ *   - the counters add up: hits + misses + floods + dropped = frames seen,
+ *     and not_learned = the frames (of 14 bytes or more) whose source is a
+ *     multicast, broadcast or zero MAC.
  * A broken invariant aborts with a line saying which.
  *
  *   make fuzz (tests/fuzz/run.sh fuzz_switch)
@@ -124,15 +132,39 @@ static void fresh_switch(int nports, bool uplink)
     memset(sw_seen, 0, sizeof sw_seen);
     memset(sw_lanes[0].counts, 0, sizeof sw_lanes[0].counts);
     memset(sw_lanes[0].nout, 0, sizeof sw_lanes[0].nout);
+    sw_lanes[0].one_port = -1;
     sw_lanes[0].last_src = ~0ull;
     sw_lanes[0].up = (1u << sw_nports) - 1;     /* every port up, until a 0xfe record says otherwise */
     sw_clock = 1;
     sw_started_at = 0;
 }
 
+/* The table as it was before the burst, and a lookup in it. */
+static uint64_t keys_before[SW_ENTRIES];
+
+static int lookup_before(uint64_t mac)
+{
+    const uint64_t *slot = &keys_before[sw_bucket(mac) * SW_WAYS];
+    for (int w = 0; w < SW_WAYS; w++)
+        if (slot[w] && (slot[w] & SW_MAC_MASK) == mac)
+            return (int)((slot[w] >> 48) & 0xff);
+    return -1;
+}
+
 /* After a burst of n frames from port `in`: where each went. */
 static void check_burst(struct sw_lane *l, int in, const struct vx_pkt *pkts, int n)
 {
+    if (l->one_port >= 0) {             /* "one port": the whole burst for it, as a list would say */
+        for (int d = 0; d < sw_nports; d++)
+            if (l->nout[d])
+                BROKEN("burst for port %d alone, and %d frames listed for port %d", l->one_port, l->nout[d], d);
+        if (l->one_port >= sw_nports || !(l->up >> l->one_port & 1))
+            BROKEN("burst for port %d alone, which is down or not a port", l->one_port);
+        for (int j = 0; j < n; j++)
+            l->out[l->one_port][j] = pkts[j];
+        l->nout[l->one_port] = n;
+        l->one_port = -1;
+    }
     if (l->nout[in])
         BROKEN("%d frames listed back to their own port %d", l->nout[in], in);
     for (int i = 0; i < n; i++) {
@@ -146,12 +178,16 @@ static void check_burst(struct sw_lane *l, int in, const struct vx_pkt *pkts, in
             for (int j = 0; j < l->nout[d]; j++)
                 if (l->out[d][j].data == pkts[i].data && !(l->up >> d & 1))
                     BROKEN("frame %d of port %d listed for port %d alone, which is down", i, in, d);
+        for (int d = 0; to == 1 && sw_nports > 2 && d < sw_nports; d++)
+            for (int j = 0; j < l->nout[d]; j++)
+                if (l->out[d][j].data == pkts[i].data && lookup_before(sw_mac(pkts[i].data)) != d)
+                    BROKEN("frame %d of port %d listed for port %d alone, where the table did not have it", i, in, d);
     }
     memset(l->nout, 0, sizeof l->nout);
 }
 
 /* The table and the counters, whole. */
-static void check_table(uint64_t frames)
+static void check_table(uint64_t frames, uint64_t no_station)
 {
     int n = 0;
     for (int i = 0; i < SW_ENTRIES; i++) {
@@ -168,13 +204,17 @@ static void check_table(uint64_t frames)
     }
     if (n > SW_ENTRIES)
         BROKEN("%d entries", n);
-    uint64_t seen = 0;
+    uint64_t seen = 0, not_learned = 0;
     for (int p = 0; p < sw_nports; p++) {
         const struct sw_counts *c = &sw_lanes[0].counts[p];
         seen += c->hits + c->misses + c->floods + c->dropped;
+        not_learned += c->not_learned;
     }
     if (seen != frames)
         BROKEN("counters say %llu frames, %llu were sent", (unsigned long long)seen, (unsigned long long)frames);
+    if (not_learned != no_station)
+        BROKEN("not_learned says %llu frames, %llu came from no station", (unsigned long long)not_learned,
+               (unsigned long long)no_station);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -185,7 +225,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     fresh_switch(nports, data[0] & 0x80);
     struct sw_lane *l = &sw_lanes[0];
     static uint8_t frames[VX_BURST][256];
-    uint64_t total = 0;
+    uint64_t total = 0, no_station = 0;
     size_t at = 1;
     while (at + 2 <= size) {
         uint8_t port = data[at++], count = data[at++];
@@ -205,13 +245,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 len = (uint32_t)(size - at);
             memcpy(frames[n], data + at, len);
             at += len;
+            if (len >= 14 && ((frames[n][6] & 1) || !sw_mac(frames[n] + 6)))
+                no_station++;
             l->in[n] = (struct vx_pkt){ .len = len, .room = sizeof frames[n], .data = frames[n] };
             n++;
         }
+        memcpy(keys_before, sw_keys, sizeof keys_before);
         sw_classify(l, in, l->in, n);
         check_burst(l, in, l->in, n);
         total += (uint64_t)n;
-        check_table(total);
+        check_table(total, no_station);
     }
     return 0;
 }
