@@ -35,6 +35,11 @@
  * about PPS frames a second, each from a new random source MAC to a random
  * unicast MAC (so each is learned, and flooded as a miss); it prints
  * "flood: N frames sent" and exits 0, or 1 if the connection failed.
+ * And for a DPDK port to send the same:
+ *   tests/test_switch --flood-pcap FILE COUNT
+ * writes COUNT such frames (64 bytes, each from a new random source MAC to
+ * a random unicast MAC) into a pcap file, which testpmd's net_pcap port
+ * reads and forwards to its virtio_user port (tests/test_switch.sh).
  */
 #include "frontend.h"
 
@@ -299,10 +304,47 @@ static void lanes_part(const char *binary, const char *const paths[NPORTS])
           "lanes: A counted 1 hit and 1 flood, B 2 hits, over both threads (%s)", line);
 }
 
+/* The --flood-pcap mode: the same frames into a pcap file (the classic
+ * format: a 24-byte file header, then a 16-byte header per frame; written
+ * in this machine's byte order, which the magic number tells readers). */
+static int flood_pcap(const char *path, long count)
+{
+    FILE *out = fopen(path, "wb");
+    if (!out || count < 1 || count > 1000000) {
+        fprintf(stderr, "flood-pcap: cannot write %s, or COUNT %ld not 1..1000000\n", path, count);
+        if (out)
+            fclose(out);
+        return 1;
+    }
+    const uint32_t file_hdr[6] = { 0xa1b2c3d4u, 2 | 4u << 16, 0, 0, 65535, 1 /* Ethernet */ };
+    fwrite(file_hdr, sizeof file_hdr, 1, out);
+    uint8_t f[64], src[6], dst[6];
+    uint32_t seed = (uint32_t)getpid();
+    for (long n = 0; n < count; n++) {
+        for (int b = 0; b < 6; b++) {
+            seed = seed * 1103515245u + 12345u, src[b] = (uint8_t)(seed >> 16);
+            seed = seed * 1103515245u + 12345u, dst[b] = (uint8_t)(seed >> 16);
+        }
+        src[0] = (uint8_t)((src[0] & 0xfe) | 0x02), dst[0] = (uint8_t)((dst[0] & 0xfe) | 0x02);
+        make_frame(f, dst, src, sizeof f);
+        const uint32_t rec_hdr[4] = { (uint32_t)(n / 1000000), (uint32_t)(n % 1000000), sizeof f, sizeof f };
+        fwrite(rec_hdr, sizeof rec_hdr, 1, out);
+        fwrite(f, sizeof f, 1, out);
+    }
+    if (fclose(out) != 0) {
+        fprintf(stderr, "flood-pcap: writing %s failed\n", path);
+        return 1;
+    }
+    printf("flood-pcap: %ld frames written\n", count);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc == 5 && !strcmp(argv[1], "--flood"))
         return flood(argv[2], atof(argv[3]), atof(argv[4]));
+    if (argc == 4 && !strcmp(argv[1], "--flood-pcap"))
+        return flood_pcap(argv[2], atol(argv[3]));
     const char *binary = argc > 1 ? argv[1] : "./vhost-xdp";
     if (!fe_setup("test_switch", 180))
         return 1;

@@ -15,7 +15,9 @@
 #      sent to C's old port while nobody was there is dropped and counted on device 2;
 #   5. a hostile port: tests/test_switch --flood sends from thousands of random source MACs on
 #      socket F while A and B ping each other: their pings keep succeeding, the table stays at most
-#      4096 entries, and the evictions are counted;
+#      4096 entries, and the evictions are counted; then the same from a DPDK port on socket F:
+#      testpmd's virtio_user forwarding (io retry) what its net_pcap port reads from a file of 10,000
+#      such frames (tests/test_switch --flood-pcap), at testpmd's full speed;
 #   6. SIGUSR1 prints the MAC table (fdb/show); SIGTERM: exit 0 with the switch's exit lines.
 # Needs root (netns, veth, XDP), qemu-system-x86_64 and the test guest; a missing one skips (fails
 # under CI=true).  Three TCG guests on 2 CPUs: about 1-2 minutes.  No timing assertions: deadlines
@@ -35,9 +37,10 @@ N=${TCP_BYTES:-2097152}
 ID=$$
 dir=$(mktemp -d "${TMPDIR:-/tmp}/vx-switch-$ID.XXXXXX")
 NS=vx-sw-ns-$ID HOST=vxsh$ID PEER=vxsp$ID
-VX_PID='' QA='' QB='' QC='' FLOOD_PID='' RECV_PID='' NS_MADE=''
+VX_PID='' QA='' QB='' QC='' FLOOD_PID='' RECV_PID='' TP_PID='' NS_MADE=''
 cleanup() {
-    stop_pid "$FLOOD_PID"; stop_pid "$RECV_PID"
+    stop_pid "$FLOOD_PID"; stop_pid "$RECV_PID"; stop_pid "$TP_PID"
+    rm -rf "${DPDK_RUNDIR:?}/vxsw-$ID"
     stop_pid "$QA"; stop_pid "$QB"; stop_pid "$QC"
     stop_pid "$VX_PID"
     if [ -n "$NS_MADE" ]; then ip link del "$HOST" 2>/dev/null; ip netns del "$NS" 2>/dev/null; fi
@@ -183,6 +186,50 @@ tbl=$(grep -a "stats: switch table: " "$LOG" | tail -n 1)
 entries=$(sed -n 's/.*switch table: \([0-9]*\) of.*/\1/p' <<<"$tbl")
 check "the hostile port: ${lr:-?} learned, ${ev:-?} evicted; the table holds ${entries:-?} of 4096" \
     eval '[ "${lr:-0}" -gt 4096 ] && [ "${ev:-0}" -gt 0 ] && [ "${entries:-99999}" -le 4096 ]' || echo "# $line"
+
+# port_counter NAME LINE: a counter of a "stats: switch port" line.
+port_counter() { sed -n "s/.*, $1 \([0-9]*\).*/\1/p" <<<"$2"; }
+
+# --- 5b. the same from a DPDK port: testpmd, a virtio_user port on socket F (the flood's frontend
+# is gone) and a net_pcap port reading the file; io forwarding sends what the file holds, once
+# (--no-flush-rx: testpmd would otherwise drain the file as stale packets before forwarding).
+if need_cmd dpdk-testpmd "the hostile DPDK port"; then
+    "$FLOOD" --flood-pcap "$dir/flood.pcap" 10000 >"$dir/flood-pcap.out" 2>&1 ||
+        not_ok "tests/test_switch --flood-pcap: $(cat "$dir/flood-pcap.out")"
+    before=$(grep -a "stats: switch port 4 " "$LOG" | tail -n 1)
+    gcmd a "ping -c 16 -i 0.5 -W 2 10.0.0.3 > /tmp/pingflood2 2>&1 &" >/dev/null
+    mkfifo "$dir/tp.in" && exec 7<>"$dir/tp.in"
+    stdbuf -oL dpdk-testpmd --lcores "0@0,1@0" --no-huge -m 256 --no-pci --file-prefix="vxsw-$ID" \
+        --vdev "net_pcap0,rx_pcap=$dir/flood.pcap,tx_pcap=$dir/tp-out.pcap" \
+        --vdev "net_virtio_user1,path=$SF,queues=1,mac=02:00:00:00:00:f1" \
+        -- -i --nb-cores=1 --total-num-mbufs=16384 --no-flush-rx <&7 >"$dir/tp.log" 2>&1 &
+    TP_PID=$!
+    # io retry: a burst the virtio_user ring has no room for is tried again (up to 1000 times,
+    # 100 us apart) instead of dropped: three TCG guests leave the poll thread little CPU.
+    printf '%s\n' "set fwd io retry" "set burst tx delay 100 retry 1000" "start" >&7
+    wait_for "testpmd to forward" 30 grep -q "io packet forwarding with retry" "$dir/tp.log" || diag "$dir/tp.log"
+    sleep 4
+    printf '%s\n' "stop" "quit" >&7
+    wait_for "testpmd to quit" 15 eval '! kill -0 "$TP_PID" 2>/dev/null'
+    stop_pid "$TP_PID"; TP_PID=''
+    exec 7>&-
+    tp_tx=$(sed -n '/Forward statistics for port 1 /,/^ *-*$/s/.*TX-packets: *\([0-9]*\).*/\1/p' "$dir/tp.log" | head -n 1)
+    check "testpmd's virtio_user port sent ${tp_tx:-?} of the file's 10000 frames to socket F" \
+        eval '[ "${tp_tx:-0}" -gt 4096 ]' || diag "$dir/tp.log"
+    sleep 3
+    gcmd a 'echo VXPINGFLOOD2 $(grep -c "bytes from" /tmp/pingflood2)' >/dev/null
+    got=$(tr -d '\r' <"$dir/a.serial" | sed -n 's/.*VXPINGFLOOD2 \([0-9]*\).*/\1/p' | tail -n 1)
+    check "A's pings to B during the DPDK port's flood kept getting answers (${got:-0} of 16)" eval '[ "${got:-0}" -ge 8 ]'
+    sleep 1.2
+    after=$(grep -a "stats: switch port 4 " "$LOG" | tail -n 1)
+    lr=$(( $(port_counter learned "$after") - $(port_counter learned "$before") ))
+    ev=$(( $(port_counter evicted "$after") - $(port_counter evicted "$before") ))
+    tbl=$(grep -a "stats: switch table: " "$LOG" | tail -n 1)
+    entries=$(sed -n 's/.*switch table: \([0-9]*\) of.*/\1/p' <<<"$tbl")
+    check "the DPDK port: $lr stations learned of ${tp_tx:-?} frames, $ev evicted; the table holds ${entries:-?} of 4096" \
+        eval '[ "$lr" -gt 4096 ] && [ "$lr" -le "${tp_tx:-0}" ] && [ "$ev" -gt 0 ] && [ "${entries:-99999}" -le 4096 ]' ||
+        echo "# $before" "# $after"
+fi
 
 # === 6. the table view, and the exit
 mark=$(wc -l <"$LOG")
