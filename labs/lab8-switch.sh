@@ -182,8 +182,10 @@ the uplink, whose peer received it.  B answers to A's MAC: the table knows it, s
 to port 0 alone (a hit), and B is learned on port 1.  From then on every echo request and reply is
 a hit, to one port: the peer never sees them.  In OVS the flood is the slow path (the first packet
 of a flow goes up to ovs-vswitchd, the "upcall", which decides and installs a flow); the hits are
-the datapath's flow cache.  Here the decision is the same lookup for every frame, a cache line of
-the MAC table (sw_classify() in switch.c).
+the datapath's flow cache.  Here the decision is a lookup in the MAC table, a cache line, for each
+frame (sw_classify() in switch.c); under load, a frame from the same two stations as the frame
+before it in its burst goes where that one went, with no lookup (OVS batches a burst's packets by
+flow for the same reason).
 EOF
 lab_pause
 
