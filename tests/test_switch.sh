@@ -170,14 +170,20 @@ line=$(grep -a "stats: switch port 3 " "$LOG" | tail -n 1)
 check "port 3 (socket D) learned C's MAC: $line" eval 'grep -Eq "learned [1-9]|moved [1-9]" <<<"$line"'
 
 # === 5. a hostile port: random source MACs while A and B ping each other
-gcmd a "ping -c 16 -i 0.5 -W 2 10.0.0.3 > /tmp/pingflood 2>&1 &" >/dev/null
+# pings_start TAG: A pings B 16 times, 0.5 s apart, in the background (while a hostile port sends);
+# pings_answered TAG: how many of them were answered, once they are done.
+pings_start() { gcmd a "ping -c 16 -i 0.5 -W 2 10.0.0.3 > /tmp/ping$1 2>&1 &" >/dev/null; }
+pings_answered() {
+    sleep 3
+    gcmd a "echo VXPING$1 \$(grep -c 'bytes from' /tmp/ping$1)" >/dev/null
+    tr -d '\r' <"$dir/a.serial" | sed -n "s/.*VXPING$1 \([0-9]*\).*/\1/p" | tail -n 1
+}
+pings_start FLOOD
 "$FLOOD" --flood "$SF" 6 3000 >"$dir/flood.out" 2>&1 &
 FLOOD_PID=$!
 wait "$FLOOD_PID"; st=$?; FLOOD_PID=''
 check "the hostile port sent from random source MACs ($(cat "$dir/flood.out"))" eval '[ "$st" = 0 ] && grep -q "flood: [1-9][0-9]* frames sent" "$dir/flood.out"'
-sleep 3
-gcmd a 'echo VXPINGFLOOD $(grep -c "bytes from" /tmp/pingflood)' >/dev/null
-got=$(tr -d '\r' <"$dir/a.serial" | sed -n 's/.*VXPINGFLOOD \([0-9]*\).*/\1/p' | tail -n 1)
+got=$(pings_answered FLOOD)
 check "A's pings to B during the flood kept getting answers (${got:-0} of 16)" eval '[ "${got:-0}" -ge 8 ]'
 sleep 1.2
 line=$(grep -a "stats: switch port 4 " "$LOG" | tail -n 1)
@@ -197,7 +203,7 @@ if need_cmd dpdk-testpmd "the hostile DPDK port"; then
     "$FLOOD" --flood-pcap "$dir/flood.pcap" 10000 >"$dir/flood-pcap.out" 2>&1 ||
         not_ok "tests/test_switch --flood-pcap: $(cat "$dir/flood-pcap.out")"
     before=$(grep -a "stats: switch port 4 " "$LOG" | tail -n 1)
-    gcmd a "ping -c 16 -i 0.5 -W 2 10.0.0.3 > /tmp/pingflood2 2>&1 &" >/dev/null
+    pings_start DPDK
     mkfifo "$dir/tp.in" && exec 7<>"$dir/tp.in"
     stdbuf -oL dpdk-testpmd --lcores "0@0,1@0" --no-huge -m 256 --no-pci --file-prefix="vxsw-$ID" \
         --vdev "net_pcap0,rx_pcap=$dir/flood.pcap,tx_pcap=$dir/tp-out.pcap" \
@@ -216,9 +222,7 @@ if need_cmd dpdk-testpmd "the hostile DPDK port"; then
     tp_tx=$(sed -n '/Forward statistics for port 1 /,/^ *-*$/s/.*TX-packets: *\([0-9]*\).*/\1/p' "$dir/tp.log" | head -n 1)
     check "testpmd's virtio_user port sent ${tp_tx:-?} of the file's 10000 frames to socket F" \
         eval '[ "${tp_tx:-0}" -gt 4096 ]' || diag "$dir/tp.log"
-    sleep 3
-    gcmd a 'echo VXPINGFLOOD2 $(grep -c "bytes from" /tmp/pingflood2)' >/dev/null
-    got=$(tr -d '\r' <"$dir/a.serial" | sed -n 's/.*VXPINGFLOOD2 \([0-9]*\).*/\1/p' | tail -n 1)
+    got=$(pings_answered DPDK)
     check "A's pings to B during the DPDK port's flood kept getting answers (${got:-0} of 16)" eval '[ "${got:-0}" -ge 8 ]'
     sleep 1.2
     after=$(grep -a "stats: switch port 4 " "$LOG" | tail -n 1)
