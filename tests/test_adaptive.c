@@ -192,7 +192,7 @@ static bool pauses(struct link *l, int count, int ms)
 }
 
 /* `count` pauses of 0-300 us, each followed by one frame sent at once, not
- * waiting for the kicks: the thread arms after 40 us idle, so these land
+ * waiting for the kicks: the thread arms after 100 us idle, so these land
  * on both sides of its arming, some in the moment between its last empty
  * poll and "kicks on", where only vq_notify_enable's second look finds them
  * (a frame it missed would wait for a 100 ms timeout: a missed kick). */

@@ -23,7 +23,7 @@
 # and in each run, with `show port stats 0` read after every step:
 #   1. a train of 50 "start tx_first 1" / "stop" pairs written 1 ms apart (one burst of 32 packets each):
 #      testpmd's own start and stop take about as long, so vhost-xdp sees idle gaps from a fraction of a
-#      millisecond to a few, around its 40 us threshold, where the thread is arming or has just gone
+#      millisecond to a few, around its 100 us threshold, where the thread is arming or has just gone
 #      to sleep when the next kick comes.  A packet that comes back after its burst's "stop" is read at
 #      the next start, so the train is checked as a whole: after a last "start" (rxonly, nothing sent)
 #      RX-packets == TX-packets, and more were sent than before;
