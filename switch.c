@@ -210,6 +210,14 @@ static inline uint64_t sw_mac(const uint8_t *p)
     return m;
 }
 
+/* A source MAC (as sw_mac) that names a station: not all zero, and not a
+ * group address (the first byte's lowest bit: multicast, broadcast), which
+ * no station sends from.  Only stations are learned. */
+static inline bool sw_station(uint64_t mac)
+{
+    return mac && !(mac & 1);
+}
+
 /* A MAC's bucket: Fibonacci hashing (multiply by 2^64 / golden ratio, keep
  * the top 10 bits: 1024 buckets), which spreads MACs that differ in any
  * byte, so that a guest's MAC and its neighbour's (52:54:00:12:34:56 and
@@ -301,7 +309,7 @@ static int sw_spill(struct sw_lane *l, int one, const struct vx_pkt *pkts, int n
 static inline int sw_decide(struct sw_lane *l, struct sw_counts *c, int in, const uint8_t *f, uint32_t now)
 {
     uint64_t src = sw_mac(f + 6), dst = sw_mac(f);
-    if ((f[6] & 1) || !src)             /* group bit (multicast, broadcast), or all zero: no station */
+    if (!sw_station(src))
         vx_counter_add(c->not_learned, 1);
     else if (src != l->last_src || now != l->last_clock || sw_lookup(src) != in) {
         sw_learn(c, src, in);   /* once a second per station and burst, unless it moved */
@@ -356,8 +364,7 @@ static void sw_classify(struct sw_lane *l, int in, struct vx_pkt *pkts, int n)
             uint32_t b;
             memcpy(&a, f, 8);
             memcpy(&b, f + 8, 4);
-            bool station = !(f[6] & 1) && ((a >> 48) | b);     /* a source sw_decide would learn */
-            if (station && prev_to >= 0 && a == prev_a && b == prev_b)
+            if (sw_station(sw_mac(f + 6)) && prev_to >= 0 && a == prev_a && b == prev_b)
                 to = prev_to;               /* "same stations" */
             else
                 to = sw_decide(l, c, in, f, now);
