@@ -827,11 +827,12 @@ static int pmd_napi_threads;            /* threads of the last start, for the ex
  * bench/bench_tcp.sh adaptive, ran 10-15% faster, but a QEMU guest's RX
  * ring then once came back without a kick, in one of three CI runs
  * (tests/test_qemu_adaptive.sh, split ring with EVENT_IDX): a race to
- * understand before sleeping more often.)  And under load the gaps between bursts must stay below it, or a
- * busy thread would sleep: with testpmd forwarding 1024 packets round the
- * loopback, nearly all of the thread's idle stretches were under 4 us; the
- * longer ones (a few hundred in 5 s, up to milliseconds) were testpmd off
- * its CPU, when sleeping is right. */
+ * understand before sleeping more often.)  And under load the gaps
+ * between bursts must stay below it, or a busy thread would sleep: with
+ * testpmd forwarding 1024 packets round the loopback, nearly all of the
+ * thread's idle stretches were under 4 us; the longer ones (a few hundred
+ * in 5 s, up to milliseconds) were testpmd off its CPU, when sleeping is
+ * right. */
 
 static bool pmd_napi_may_sleep(struct pmd_thread *t);
 static bool pmd_napi_arm(struct pmd_thread *t);
