@@ -229,6 +229,19 @@ static bool random_sources(int from)
     return tx_wait_done(c, &c->qp[0]);
 }
 
+/* A 64-byte frame from a new random source MAC to a random unicast MAC
+ * (both locally administered), for the two flood modes. */
+static void random_frame(uint8_t f[64], uint32_t *seed)
+{
+    uint8_t src[6], dst[6];
+    for (int b = 0; b < 6; b++) {
+        *seed = *seed * 1103515245u + 12345u, src[b] = (uint8_t)(*seed >> 16);
+        *seed = *seed * 1103515245u + 12345u, dst[b] = (uint8_t)(*seed >> 16);
+    }
+    src[0] = (uint8_t)((src[0] & 0xfe) | 0x02), dst[0] = (uint8_t)((dst[0] & 0xfe) | 0x02);
+    make_frame(f, dst, src, 64);
+}
+
 /* The --flood mode (see the top): random sources to random destinations,
  * in bursts of 32, paced to about pps frames a second. */
 static int flood(const char *path, double seconds, double pps)
@@ -239,18 +252,13 @@ static int flood(const char *path, double seconds, double pps)
         fprintf(stderr, "flood: cannot start on %s: %s\n", path, c ? c->err : "out of memory");
         return 1;
     }
-    uint8_t f[64], src[6], dst[6];
+    uint8_t f[64];
     uint32_t seed = (uint32_t)getpid();
     uint64_t sent = 0;
     double start = now();
     while (now() - start < seconds) {
         for (int i = 0; i < 32; i++) {
-            for (int b = 0; b < 6; b++) {
-                seed = seed * 1103515245u + 12345u, src[b] = (uint8_t)(seed >> 16);
-                seed = seed * 1103515245u + 12345u, dst[b] = (uint8_t)(seed >> 16);
-            }
-            src[0] = (uint8_t)((src[0] & 0xfe) | 0x02), dst[0] = (uint8_t)((dst[0] & 0xfe) | 0x02);
-            make_frame(f, dst, src, sizeof f);
+            random_frame(f, &seed);
             if (!frame_add(c, &c->qp[0], f, sizeof f))
                 break;
         }
@@ -318,15 +326,10 @@ static int flood_pcap(const char *path, long count)
     }
     const uint32_t file_hdr[6] = { 0xa1b2c3d4u, 2 | 4u << 16, 0, 0, 65535, 1 /* Ethernet */ };
     fwrite(file_hdr, sizeof file_hdr, 1, out);
-    uint8_t f[64], src[6], dst[6];
+    uint8_t f[64];
     uint32_t seed = (uint32_t)getpid();
     for (long n = 0; n < count; n++) {
-        for (int b = 0; b < 6; b++) {
-            seed = seed * 1103515245u + 12345u, src[b] = (uint8_t)(seed >> 16);
-            seed = seed * 1103515245u + 12345u, dst[b] = (uint8_t)(seed >> 16);
-        }
-        src[0] = (uint8_t)((src[0] & 0xfe) | 0x02), dst[0] = (uint8_t)((dst[0] & 0xfe) | 0x02);
-        make_frame(f, dst, src, sizeof f);
+        random_frame(f, &seed);
         const uint32_t rec_hdr[4] = { (uint32_t)(n / 1000000), (uint32_t)(n % 1000000), sizeof f, sizeof f };
         fwrite(rec_hdr, sizeof rec_hdr, 1, out);
         fwrite(f, sizeof f, 1, out);

@@ -178,6 +178,10 @@ pings_answered() {
     gcmd a "echo VXPING$1 \$(grep -c 'bytes from' /tmp/ping$1)" >/dev/null
     tr -d '\r' <"$dir/a.serial" | sed -n "s/.*VXPING$1 \([0-9]*\).*/\1/p" | tail -n 1
 }
+# port_counter NAME LINE: a counter of a "stats: switch port" line; table_entries: the stations in
+# the table, from the last "stats: switch table" line.
+port_counter() { sed -n "s/.*, $1 \([0-9]*\).*/\1/p" <<<"$2"; }
+table_entries() { grep -a "stats: switch table: " "$LOG" | tail -n 1 | sed -n 's/.*switch table: \([0-9]*\) of.*/\1/p'; }
 pings_start FLOOD
 "$FLOOD" --flood "$SF" 6 3000 >"$dir/flood.out" 2>&1 &
 FLOOD_PID=$!
@@ -187,14 +191,9 @@ got=$(pings_answered FLOOD)
 check "A's pings to B during the flood kept getting answers (${got:-0} of 16)" eval '[ "${got:-0}" -ge 8 ]'
 sleep 1.2
 line=$(grep -a "stats: switch port 4 " "$LOG" | tail -n 1)
-ev=$(sed -n 's/.*evicted \([0-9]*\),.*/\1/p' <<<"$line") lr=$(sed -n 's/.*, learned \([0-9]*\),.*/\1/p' <<<"$line")
-tbl=$(grep -a "stats: switch table: " "$LOG" | tail -n 1)
-entries=$(sed -n 's/.*switch table: \([0-9]*\) of.*/\1/p' <<<"$tbl")
+ev=$(port_counter evicted "$line") lr=$(port_counter learned "$line") entries=$(table_entries)
 check "the hostile port: ${lr:-?} learned, ${ev:-?} evicted; the table holds ${entries:-?} of 4096" \
     eval '[ "${lr:-0}" -gt 4096 ] && [ "${ev:-0}" -gt 0 ] && [ "${entries:-99999}" -le 4096 ]' || echo "# $line"
-
-# port_counter NAME LINE: a counter of a "stats: switch port" line.
-port_counter() { sed -n "s/.*, $1 \([0-9]*\).*/\1/p" <<<"$2"; }
 
 # --- 5b. the same from a DPDK port: testpmd, a virtio_user port on socket F (the flood's frontend
 # is gone) and a net_pcap port reading the file; io forwarding sends what the file holds, once
@@ -228,8 +227,7 @@ if need_cmd dpdk-testpmd "the hostile DPDK port"; then
     after=$(grep -a "stats: switch port 4 " "$LOG" | tail -n 1)
     lr=$(( $(port_counter learned "$after") - $(port_counter learned "$before") ))
     ev=$(( $(port_counter evicted "$after") - $(port_counter evicted "$before") ))
-    tbl=$(grep -a "stats: switch table: " "$LOG" | tail -n 1)
-    entries=$(sed -n 's/.*switch table: \([0-9]*\) of.*/\1/p' <<<"$tbl")
+    entries=$(table_entries)
     check "the DPDK port: $lr stations learned of ${tp_tx:-?} frames, $ev evicted; the table holds ${entries:-?} of 4096" \
         eval '[ "$lr" -gt 4096 ] && [ "$lr" -le "${tp_tx:-0}" ] && [ "$ev" -gt 0 ] && [ "${entries:-99999}" -le 4096 ]' ||
         echo "# $before" "# $after"
